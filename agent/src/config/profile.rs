@@ -1,0 +1,132 @@
+//! `[profiles.NAME]`: one per token a tool needs (issuer, client, grant kind, audience, scopes).
+
+use super::ConfigError;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// How a profile obtains its tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantKind {
+    /// RFC 8628 device authorization once, then refresh tokens.
+    Device,
+    /// RFC 8693 token exchange of another profile's (or an env var's) token.
+    Exchange,
+    /// OAuth2 client credentials; the secret comes from a file or env var.
+    ClientCredentials,
+    /// A token the environment already holds (e.g. the Codespace's `GITHUB_TOKEN`).
+    Env,
+}
+
+/// Where a client secret is read from; never the config file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file whose content (trimmed) is the secret.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// One profile as written in the config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// How tokens are obtained.
+    pub grant: GrantKind,
+    /// OIDC issuer URL (discovery at `/.well-known/openid-configuration`).
+    pub issuer: Option<String>,
+    /// OAuth client id.
+    pub client_id: Option<String>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Refused: a secret must not be written into a config file. Present only to say so.
+    pub client_secret: Option<toml::Value>,
+    /// Scopes to ask for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource / audience of the access token.
+    pub audience: Option<String>,
+    /// `exchange`: the profile whose token is the subject token.
+    pub subject_profile: Option<String>,
+    /// `exchange`: env var holding the subject token; `env`: env var holding the token.
+    pub token_env: Option<String>,
+    /// Seconds of validity a handed-out token must still have (default 60, capped for short tokens).
+    pub skew_seconds: Option<u64>,
+}
+
+impl ProfileConfig {
+    /// An `env` profile serving the token held in `var`.
+    pub fn from_env_var(var: &str) -> Self {
+        Self {
+            grant: GrantKind::Env,
+            issuer: None,
+            client_id: None,
+            client_secret_file: None,
+            client_secret_env: None,
+            client_secret: None,
+            scopes: Vec::new(),
+            audience: None,
+            subject_profile: None,
+            token_env: Some(var.to_string()),
+            skew_seconds: None,
+        }
+    }
+
+    /// Where the client secret comes from, if any.
+    pub fn secret_source(&self) -> Option<SecretSource> {
+        if let Some(f) = &self.client_secret_file {
+            return Some(SecretSource::File(f.clone()));
+        }
+        self.client_secret_env.clone().map(SecretSource::Env)
+    }
+
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: PathBuf::from("(config)"),
+            line: 0,
+            key: format!("profiles.{name}.{key}"),
+            message: message.to_string(),
+        };
+        if self.client_secret.is_some() {
+            return Err(invalid(
+                "client_secret",
+                "a client secret must not be written in a config file; use client_secret_file or client_secret_env",
+            ));
+        }
+        match self.grant {
+            GrantKind::Device | GrantKind::ClientCredentials => {
+                if self.issuer.is_none() {
+                    return Err(invalid("issuer", "required for this grant"));
+                }
+                if self.client_id.is_none() {
+                    return Err(invalid("client_id", "required for this grant"));
+                }
+            }
+            GrantKind::Exchange => {
+                if self.issuer.is_none() {
+                    return Err(invalid("issuer", "required for grant = \"exchange\""));
+                }
+                if self.subject_profile.is_none() == self.token_env.is_none() {
+                    return Err(invalid(
+                        "subject_profile",
+                        "grant = \"exchange\" needs exactly one of subject_profile or token_env",
+                    ));
+                }
+            }
+            GrantKind::Env => {
+                if self.token_env.is_none() {
+                    return Err(invalid("token_env", "required for grant = \"env\""));
+                }
+            }
+        }
+        if self.grant == GrantKind::ClientCredentials && self.secret_source().is_none() {
+            return Err(invalid(
+                "client_secret_file",
+                "grant = \"client-credentials\" needs client_secret_file or client_secret_env",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! stagepass: a credential and Backstage-catalog agent for dev containers.
+//!
+//! Map of the crate (data flows one way, top to bottom; no module reaches back up):
+//!
+//! - [`config`]: layered TOML config (`/etc`, `~/.config`, `STAGEPASS_*`, flags) parsed into typed values.
+//! - [`paths`]: where state, runtime and config files live (XDG with container fallbacks).
+//! - [`secret`]: the [`secret::Secret`] newtype every token and key travels in; never printed.
+//! - [`store`]: refresh tokens at rest (persistent keyring, else a locked-down file store).
+//! - [`broker`]: profiles, OAuth flows, the per-profile cache and single-flight refresher.
+//! - [`api`]: the hardened local HTTP API on loopback TCP and a Unix socket.
+//! - [`adapters`]: tool protocols (git credential helper, AWS container credentials, kubectl, docker).
+//! - [`catalog`]: catalog file discovery, watch, validation, ownership diff, outbox, Backstage client.
+//! - [`cli`]: the `stagepass` subcommands; thin clients of the agent's Unix socket.
+//! - [`daemon`]: `stagepass agent`, which wires the pieces together and owns their lifetimes.
+
+pub mod adapters;
+pub mod api;
+pub mod broker;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod paths;
+pub mod secret;
+pub mod store;

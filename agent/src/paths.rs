@@ -1,0 +1,176 @@
+//! Where stagepass keeps things, following XDG with fallbacks that work in containers.
+//!
+//! - config: `/etc/stagepass/config.toml`, then `$XDG_CONFIG_HOME/stagepass/config.toml`
+//!   (default `~/.config/stagepass/config.toml`).
+//! - state (survives restarts): `$XDG_STATE_HOME/stagepass` (default `~/.local/state/stagepass`).
+//! - runtime (gone at stop): `$XDG_RUNTIME_DIR/stagepass`, else `/tmp/stagepass-$UID`.
+//!
+//! Every directory we create is 0700 and must be owned by us: a pre-existing directory
+//! owned by someone else or open to others is refused (symlink and squatting attacks).
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The set of directories one agent instance uses; tests build it explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Config files read in order; later ones override earlier ones.
+    pub config_files: Vec<PathBuf>,
+    /// Persistent state: file store, outbox.
+    pub state_dir: PathBuf,
+    /// Per-boot state: socket, API secret, lock.
+    pub runtime_dir: PathBuf,
+}
+
+/// The current real uid, for runtime dir naming and ownership checks.
+pub fn current_uid() -> u32 {
+    // SAFETY-free: libc::getuid cannot fail and has no preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::getuid()
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+impl Paths {
+    /// Resolves the directories from the process environment.
+    pub fn from_env() -> Self {
+        let config_home = env_dir("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config"));
+        let state_home = env_dir("XDG_STATE_HOME").unwrap_or_else(|| home().join(".local/state"));
+        let runtime_dir = match env_dir("XDG_RUNTIME_DIR") {
+            Some(d) => d.join("stagepass"),
+            None => PathBuf::from(format!("/tmp/stagepass-{}", current_uid())),
+        };
+        Self {
+            config_files: vec![
+                PathBuf::from("/etc/stagepass/config.toml"),
+                config_home.join("stagepass/config.toml"),
+            ],
+            state_dir: state_home.join("stagepass"),
+            runtime_dir,
+        }
+    }
+
+    /// The Unix socket of the local API.
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir.join("agent.sock")
+    }
+
+    /// The per-boot API secret (0600, no trailing newline).
+    pub fn api_secret(&self) -> PathBuf {
+        self.runtime_dir.join("api-secret")
+    }
+
+    /// The single-instance lock of the agent.
+    pub fn lock(&self) -> PathBuf {
+        self.runtime_dir.join("agent.lock")
+    }
+
+    /// A small JSON file telling clients the TCP port the running agent bound.
+    pub fn endpoint(&self) -> PathBuf {
+        self.runtime_dir.join("endpoint.json")
+    }
+}
+
+/// Creates `dir` (and parents) as 0700 and checks it is ours and closed to others.
+///
+/// An existing directory that is a symlink, owned by another uid, or group/world
+/// accessible is refused rather than silently fixed, because someone else may hold it.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => check_private_dir(dir, &meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let meta = std::fs::symlink_metadata(dir)?;
+            // umask may have narrowed further but never widened; make it exact.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            check_private_dir(dir, &meta)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn check_private_dir(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a plain directory (symlink or file); refusing to use it",
+                dir.display()
+            ),
+        ));
+    }
+    if meta.uid() != current_uid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {}, not by us (uid {}); refusing to use it",
+                dir.display(),
+                meta.uid(),
+                current_uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} has mode {:o}; it must be 0700 (run: chmod 700 {})",
+                dir.display(),
+                meta.mode() & 0o777,
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_0700_and_refuses_open_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("a/b");
+        ensure_private_dir(&d).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = ensure_private_dir(&d).unwrap_err();
+        assert!(err.to_string().contains("must be 0700"), "{err}");
+    }
+
+    #[test]
+    fn refuses_symlinked_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        ensure_private_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(ensure_private_dir(&link).is_err());
+    }
+}
