@@ -427,7 +427,7 @@ mod tests {
                 "GH_TOKEN".to_string(),
             ),
         ];
-        let c = Config::load(&[a.clone()], env.clone(), &[]).unwrap();
+        let c = Config::load(std::slice::from_ref(&a), env.clone(), &[]).unwrap();
         assert_eq!(c.agent.log_level, "debug");
         assert_eq!(c.agent.log_format, LogFormat::Json);
         assert_eq!(c.profiles["gh"].grant, GrantKind::Env);
