@@ -19,12 +19,23 @@ pub fn filter(default_filter: &str) -> EnvFilter {
 /// Installs the global subscriber writing to stderr. `default_filter` applies when
 /// `RUST_LOG` is unset. A second call is a no-op.
 pub fn init(default_filter: &str, format: LogFormat) {
-    init_with_writer(filter(default_filter), format, std::io::stderr);
+    install(filter(default_filter), format, std::io::stderr);
 }
 
-/// Installs the global subscriber with an explicit filter and writer (tests capture the
-/// output this way). Returns false when a subscriber was already installed.
-pub fn init_with_writer<W>(filter: EnvFilter, format: LogFormat, writer: W) -> bool
+/// Installs the global subscriber with explicit filter directives (`RUST_LOG` syntax; `RUST_LOG`
+/// itself is ignored) and writer: tests capture the output this way. Returns false when the
+/// directives are invalid or a subscriber was already installed.
+pub fn init_with_writer<W>(directives: &str, format: LogFormat, writer: W) -> bool
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    match EnvFilter::try_new(directives) {
+        Ok(f) => install(f, format, writer),
+        Err(_) => false,
+    }
+}
+
+fn install<W>(filter: EnvFilter, format: LogFormat, writer: W) -> bool
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {

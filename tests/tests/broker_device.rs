@@ -1,5 +1,7 @@
 //! Device login through the broker against the real IdP, then a restart that needs no login
 //! and costs exactly one refresh.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 
@@ -18,7 +20,10 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     let code = login.user_code.clone().unwrap();
     assert!(login.verification_uri.unwrap().starts_with(w.idp.issuer()));
     // A second start while pending returns the same login.
-    assert_eq!(broker.login_start("dev").await.unwrap().user_code, Some(code.clone()));
+    assert_eq!(
+        broker.login_start("dev").await.unwrap().user_code,
+        Some(code.clone())
+    );
 
     w.idp.approve(&code, "alice").await.unwrap();
     let done = eventually("login completes", || async {

@@ -3,6 +3,8 @@
 //! This file holds one test only: it sets process environment variables before any thread
 //! exists, which is sound only while nothing else runs in the process (nextest runs each test
 //! in its own process; `cargo test` runs this binary's single test alone too).
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 

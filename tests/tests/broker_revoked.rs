@@ -1,5 +1,7 @@
 //! A revoked grant: `login_required` with the IdP's reason, the dead grant forgotten, and no
 //! retry storm (IdP calls counted).
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 
@@ -51,7 +53,12 @@ async fn revoked_grant_means_login_required_without_retry_storm() {
     let again = w.broker(opts(true)).await;
     again.boot_refresh().await;
     assert_eq!(
-        w.idp.stats().await.unwrap().grant(GRANT_REFRESH_TOKEN).requests,
+        w.idp
+            .stats()
+            .await
+            .unwrap()
+            .grant(GRANT_REFRESH_TOKEN)
+            .requests,
         1
     );
     assert_eq!(

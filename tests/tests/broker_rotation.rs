@@ -3,6 +3,8 @@
 //! appear. Refreshes are driven by `min_valid` (a fresh 2 s token never has 2 s left), with
 //! the background refresher running too, and with two brokers sharing one state dir (two
 //! agents on one grant), which only the cross-process grant lock keeps apart.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 
@@ -47,5 +49,13 @@ async fn two_hundred_rotations_never_invalid_grant() {
     let c = w.broker(opts(false)).await;
     c.boot_refresh().await;
     c.token("dev", TokenRequest::default()).await.unwrap();
-    assert!(w.idp.stats().await.unwrap().grant(GRANT_REFRESH_TOKEN).errors.is_empty());
+    assert!(
+        w.idp
+            .stats()
+            .await
+            .unwrap()
+            .grant(GRANT_REFRESH_TOKEN)
+            .errors
+            .is_empty()
+    );
 }

@@ -1,5 +1,7 @@
 //! Single flight against the real IdP: 500 concurrent callers on an expired token cause
 //! exactly one refresh (counted by the IdP) and all get the same fresh token.
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 

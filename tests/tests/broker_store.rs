@@ -1,6 +1,8 @@
 //! The grant store on a machine without a Secret Service (this one, and most containers):
 //! the file store is chosen and says why, files are 0600 in a 0700 dir, and a login survives
 //! an agent killed with SIGKILL between refreshes (a real second process, killed for real).
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker_support;
 

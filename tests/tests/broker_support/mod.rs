@@ -1,7 +1,7 @@
 //! Shared setup of the broker end-to-end tests: a private real IdP, a private state dir,
 //! a config written as a TOML file and loaded through the real config loader, and a login
 //! seeded through the IdP's real device flow.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use stagepass::broker::{Broker, BrokerOptions};
 use stagepass::config::Config;
