@@ -129,6 +129,98 @@ impl DeviceAuthorization {
     }
 }
 
+/// A boxed future of one IdP flow.
+pub type FlowFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, IdpError>> + Send + 'a>>;
+
+/// The flows the broker needs from an identity provider. [`Idp`] is the real one (HTTP, via
+/// `oauth2`); the seam exists so the cache and refresher can be unit-tested under paused
+/// tokio time, where real sockets and timeouts do not mix.
+pub trait Flows: Send + Sync {
+    /// The issuer URL, without a trailing slash.
+    fn issuer(&self) -> &str;
+    /// Starts a device authorization.
+    fn device_authorize<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        target: &'a Target,
+    ) -> FlowFuture<'a, DeviceAuthorization>;
+    /// Polls until the device login ends.
+    fn device_poll<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        auth: &'a DeviceAuthorization,
+    ) -> FlowFuture<'a, Grant>;
+    /// Uses a refresh token.
+    fn refresh<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        refresh_token: &'a Secret,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant>;
+    /// Client credentials grant.
+    fn client_credentials<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant>;
+    /// RFC 8693 token exchange.
+    fn exchange<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        subject_token: &'a Secret,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant>;
+    /// RFC 7009 revocation of a refresh token.
+    fn revoke<'a>(&'a self, client: &'a ClientAuth, token: &'a Secret) -> FlowFuture<'a, ()>;
+}
+
+impl Flows for Idp {
+    fn issuer(&self) -> &str {
+        Idp::issuer(self)
+    }
+    fn device_authorize<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        target: &'a Target,
+    ) -> FlowFuture<'a, DeviceAuthorization> {
+        Box::pin(Idp::device_authorize(self, client, target))
+    }
+    fn device_poll<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        auth: &'a DeviceAuthorization,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(Idp::device_poll(self, client, auth))
+    }
+    fn refresh<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        refresh_token: &'a Secret,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(Idp::refresh(self, client, refresh_token, target))
+    }
+    fn client_credentials<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(Idp::client_credentials(self, client, target))
+    }
+    fn exchange<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        subject_token: &'a Secret,
+        target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(Idp::exchange(self, client, subject_token, target))
+    }
+    fn revoke<'a>(&'a self, client: &'a ClientAuth, token: &'a Secret) -> FlowFuture<'a, ()> {
+        Box::pin(Idp::revoke(self, client, token))
+    }
+}
+
 /// HTTP status and `Retry-After` of the last answer of one request.
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {

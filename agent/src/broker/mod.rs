@@ -12,11 +12,13 @@ pub mod timing;
 
 mod device;
 mod slot;
+#[cfg(test)]
+mod tests;
 
 use crate::config::GrantKind;
 use crate::secret::Secret;
 use crate::store::GrantStore;
-use idp::Idp;
+use idp::{Flows, Idp};
 use slot::{Slot, SubjectSource};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -170,6 +172,9 @@ impl Default for BrokerOptions {
     }
 }
 
+/// Builds the IdP flows of one issuer (the real [`Idp`], or a fake in unit tests).
+pub(crate) type MakeFlows = dyn Fn(&str) -> Result<Arc<dyn Flows>, idp::IdpError> + Send + Sync;
+
 struct Inner {
     slots: BTreeMap<String, Arc<Slot>>,
     store: Arc<GrantStore>,
@@ -230,6 +235,20 @@ impl Broker {
         paths: &crate::paths::Paths,
         opts: BrokerOptions,
     ) -> Result<Broker, BrokerError> {
+        let timeout = opts.http_timeout;
+        Self::start_with_flows(config, paths, opts, &move |issuer: &str| {
+            Ok(Arc::new(Idp::new(issuer, timeout)?) as Arc<dyn Flows>)
+        })
+        .await
+    }
+
+    /// [`Broker::start_with`] with the IdP flows made by `make_flows(issuer)` (one per issuer).
+    pub(crate) async fn start_with_flows(
+        config: &crate::config::Config,
+        paths: &crate::paths::Paths,
+        opts: BrokerOptions,
+        make_flows: &MakeFlows,
+    ) -> Result<Broker, BrokerError> {
         check_subject_cycles(config)?;
         let store = GrantStore::open(&config.store, &paths.state_dir)
             .await
@@ -238,7 +257,7 @@ impl Broker {
                 detail: e.to_string(),
             })?;
         let store = Arc::new(store);
-        let mut idps: BTreeMap<String, Arc<Idp>> = BTreeMap::new();
+        let mut idps: BTreeMap<String, Arc<dyn Flows>> = BTreeMap::new();
         let mut slots = BTreeMap::new();
         for (name, cfg) in &config.profiles {
             let idp = match &cfg.issuer {
@@ -247,12 +266,10 @@ impl Broker {
                     match idps.get(&key) {
                         Some(i) => Some(i.clone()),
                         None => {
-                            let i = Arc::new(Idp::new(&key, opts.http_timeout).map_err(|e| {
-                                BrokerError::Internal {
-                                    profile: name.clone(),
-                                    detail: e.to_string(),
-                                }
-                            })?);
+                            let i = make_flows(&key).map_err(|e| BrokerError::Internal {
+                                profile: name.clone(),
+                                detail: e.to_string(),
+                            })?;
                             idps.insert(key, i.clone());
                             Some(i)
                         }

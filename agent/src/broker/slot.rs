@@ -5,7 +5,7 @@
 //! refreshes, the rest find the fresh token when they get the mutex and return it without an
 //! IdP call. The fast path (a usable token is cached) takes a short std mutex and clones.
 
-use super::idp::{ClientAuth, Grant, Idp, IdpError, Target};
+use super::idp::{ClientAuth, Flows, Grant, IdpError, Target};
 use super::timing::{self, Backoff};
 use super::{BrokerError, IssuedToken, ProfileState, ProfileStatus, TokenRequest};
 use crate::config::{GrantKind, ProfileConfig, SecretSource};
@@ -78,7 +78,7 @@ pub(super) struct SlotEnv {
 pub(super) struct Slot {
     pub(super) name: String,
     pub(super) cfg: ProfileConfig,
-    pub(super) idp: Option<Arc<Idp>>,
+    pub(super) idp: Option<Arc<dyn Flows>>,
     pub(super) store: Arc<GrantStore>,
     pub(super) env: SlotEnv,
     pub(super) st: Mutex<SlotState>,
@@ -101,7 +101,7 @@ impl Slot {
     pub(super) fn new(
         name: &str,
         cfg: ProfileConfig,
-        idp: Option<Arc<Idp>>,
+        idp: Option<Arc<dyn Flows>>,
         store: Arc<GrantStore>,
         env: SlotEnv,
     ) -> Self {
@@ -163,7 +163,7 @@ impl Slot {
         }
     }
 
-    fn idp(&self) -> Result<&Arc<Idp>, BrokerError> {
+    fn idp(&self) -> Result<&Arc<dyn Flows>, BrokerError> {
         self.idp.as_ref().ok_or_else(|| BrokerError::Internal {
             profile: self.name.clone(),
             detail: "no issuer configured".into(),
