@@ -359,11 +359,11 @@ impl Broker {
         profile: &str,
         req: TokenRequest,
     ) -> Result<IssuedToken, BrokerError> {
+        use tracing::Instrument;
         let slot = self.inner.slot(profile)?;
-        let span = tracing::debug_span!("token", profile = %profile);
-        let _e = span.enter();
-        drop(_e);
-        slot.token(self.inner.as_ref(), req).await
+        slot.token(self.inner.as_ref(), req)
+            .instrument(tracing::trace_span!("token", profile = %profile))
+            .await
     }
 
     /// Status of every profile.

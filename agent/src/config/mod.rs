@@ -214,6 +214,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, p) in &self.profiles {
             p.validate(name)?;
+            if let Some(sub) = &p.subject_profile
+                && !self.profiles.contains_key(sub)
+            {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::from("(config)"),
+                    line: 0,
+                    key: format!("profiles.{name}.subject_profile"),
+                    message: format!("{sub:?} is not a configured profile"),
+                });
+            }
         }
         self.api.validate()?;
         Ok(())
@@ -476,6 +486,21 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn unknown_subject_profile_is_named_at_its_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "c.toml",
+            "[profiles.git]\ngrant = \"exchange\"\nissuer = \"https://i\"\nsubject_profile = \"nope\"\n",
+        );
+        let err = Config::load_files(&[p]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:4: profiles.git.subject_profile"),
+            "{err}"
+        );
     }
 
     #[test]
