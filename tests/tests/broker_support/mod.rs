@@ -3,6 +3,8 @@
 //! seeded through the IdP's real device flow.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod logs;
+
 use stagepass::broker::{Broker, BrokerOptions};
 use stagepass::config::Config;
 use stagepass::paths::Paths;
