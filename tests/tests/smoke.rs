@@ -228,8 +228,8 @@ async fn smoke_pushed_catalog_file_appears_in_backstage() {
 }
 
 fn now_secs() -> u64 {
+    // The clock is after 1970 on any machine that runs these tests.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+        .map_or(0, |d| d.as_secs())
 }
