@@ -4,9 +4,14 @@
 
 use std::time::Duration;
 
-use stagepass_e2e::idp::{AUD_BACKSTAGE, AUD_GIT, GRANT_DEVICE_CODE};
+use stagepass_e2e::idp::{
+    AUD_AWS, AUD_BACKSTAGE, AUD_GIT, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
+    GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN,
+};
 use stagepass_e2e::support::unique_name;
-use stagepass_e2e::{Bed, Idp, IdpOptions, RepoAuth, Worktree, jwt};
+use stagepass_e2e::{
+    Backstage, Bed, Fault, FaultScope, GitHost, Idp, IdpOptions, RepoAuth, Worktree, jwt,
+};
 
 /// (a) Device flow with headless approval gives a JWT access token signed by the IdP's
 /// key (checked against its JWKS) and a refresh token that rotates.
@@ -232,4 +237,242 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The IdP's fault modes and counters, which single-flight and back-off tests rely on.
+#[tokio::test]
+async fn smoke_idp_faults_are_injected_and_counted() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let secret = Idp::DEFAULT_CLIENT_SECRET;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = || {
+        http.post(idp.token_endpoint())
+            .basic_auth(Idp::CONFIDENTIAL_CLIENT, Some(secret))
+            .form(&[("grant_type", GRANT_CLIENT_CREDENTIALS)])
+            .send()
+    };
+
+    idp.set_fault(Fault::TooManyRequests {
+        retry_after_secs: 7,
+    })
+    .await
+    .unwrap();
+    let resp = call().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+
+    idp.set_fault(Fault::ServerError(502)).await.unwrap();
+    assert_eq!(call().await.unwrap().status(), 502);
+
+    idp.set_fault(Fault::Malformed).await.unwrap();
+    let resp = call().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).is_err(),
+        "{body}"
+    );
+
+    idp.set_fault(Fault::Down).await.unwrap();
+    assert!(
+        call().await.is_err(),
+        "a dropped connection is a transport error"
+    );
+
+    // Token-endpoint faults leave discovery alone; `times` limits a fault to N requests.
+    let discovery = http.get(idp.discovery_url()).send().await.unwrap();
+    assert_eq!(discovery.status(), 200);
+    idp.set_fault_with(Fault::ServerError(503), FaultScope::All, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        http.get(idp.discovery_url()).send().await.unwrap().status(),
+        503
+    );
+    assert_eq!(call().await.unwrap().status(), 200);
+
+    let stats = idp.stats().await.unwrap();
+    let cc = stats.grant(GRANT_CLIENT_CREDENTIALS);
+    assert_eq!(cc.requests, 5);
+    assert_eq!(cc.faulted, 4);
+    assert_eq!(cc.ok, 1);
+    assert_eq!(stats.faulted, 5);
+
+    idp.reset_stats().await.unwrap();
+    assert_eq!(idp.stats().await.unwrap().token.requests, 0);
+}
+
+/// Token exchange yields a JWT for the new audience naming the client in `act`, and
+/// revoking a subject's grants makes its refresh token fail with invalid_grant.
+#[tokio::test]
+async fn smoke_idp_exchange_and_revocation() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let jwks = idp.jwks().await.unwrap();
+    let login = idp
+        .device_login(
+            Idp::PUBLIC_CLIENT,
+            "openid offline_access catalog:read",
+            Some(AUD_BACKSTAGE),
+            "carol",
+        )
+        .await
+        .unwrap();
+
+    let form = [
+        ("grant_type", GRANT_TOKEN_EXCHANGE),
+        ("client_id", Idp::PUBLIC_CLIENT),
+        ("subject_token", login.access_token.as_str()),
+        ("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN),
+        ("resource", AUD_AWS),
+        ("scope", "aws"),
+    ];
+    let exchanged = idp.token_request(&form, None).await.unwrap().unwrap();
+    let claims = jwt::verify(&exchanged.access_token, &jwks, idp.issuer(), AUD_AWS).unwrap();
+    assert_eq!(claims["sub"], "carol");
+    assert_eq!(claims["act"]["sub"], Idp::PUBLIC_CLIENT);
+    assert_eq!(claims["scope"], "aws");
+
+    let bad = [
+        ("grant_type", GRANT_TOKEN_EXCHANGE),
+        ("client_id", Idp::PUBLIC_CLIENT),
+        ("subject_token", "not-a-token"),
+        ("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN),
+        ("resource", AUD_AWS),
+    ];
+    let refused = idp.token_request(&bad, None).await.unwrap().unwrap_err();
+    assert_eq!(refused.error, "invalid_grant");
+
+    let cc = idp
+        .client_credentials(Idp::DEFAULT_CLIENT_SECRET, Some(AUD_GIT))
+        .await
+        .unwrap();
+    let cc_claims = jwt::verify(&cc.access_token, &jwks, idp.issuer(), AUD_GIT).unwrap();
+    assert_eq!(cc_claims["sub"], Idp::CONFIDENTIAL_CLIENT);
+
+    assert_eq!(idp.revoke_subject("carol").await.unwrap(), 1);
+    let refresh = login.refresh_token.unwrap();
+    let after = idp
+        .refresh(Idp::PUBLIC_CLIENT, &refresh, None)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(after.error, "invalid_grant");
+}
+
+/// A token repository on the git host takes IdP tokens for the git audience (Bearer or
+/// Basic password) and refuses none, wrong-audience and revoked ones.
+#[tokio::test]
+async fn smoke_git_host_token_auth() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let git = GitHost::start(Some(idp.issuer())).await.unwrap();
+    let repo = unique_name("private");
+    let remote = git.create_repo(&repo, RepoAuth::Token).await.unwrap();
+    let work = Worktree::init().unwrap();
+    work.write("README", "hello\n").unwrap();
+    work.commit_all("init").unwrap();
+
+    assert!(work.push(&remote, "main").is_err(), "push without a token");
+
+    let token = idp
+        .client_credentials(Idp::DEFAULT_CLIENT_SECRET, Some(AUD_GIT))
+        .await
+        .unwrap()
+        .access_token;
+    let bearer = format!("http.extraHeader=Authorization: Bearer {token}");
+    work.git(&["-c", &bearer, "push", "--quiet", &remote, "main"])
+        .unwrap();
+    let basic_url = remote.replacen("http://", &format!("http://x:{token}@"), 1);
+    work.git(&["fetch", "--quiet", &basic_url, "main"]).unwrap();
+
+    let wrong = idp
+        .client_credentials(Idp::DEFAULT_CLIENT_SECRET, Some(AUD_BACKSTAGE))
+        .await
+        .unwrap()
+        .access_token;
+    let wrong_header = format!("http.extraHeader=Authorization: Bearer {wrong}");
+    assert!(
+        work.git(&["-c", &wrong_header, "fetch", "--quiet", &remote, "main"])
+            .is_err()
+    );
+
+    git.revoke_all().await.unwrap();
+    assert!(
+        work.git(&["-c", &bearer, "fetch", "--quiet", &remote, "main"])
+            .is_err()
+    );
+
+    let stats = git.stats().await.unwrap();
+    assert!(stats.unauthorized >= 3, "{stats:?}");
+    assert!(stats.pushes >= 1, "{stats:?}");
+    // Raw files stay public for Backstage.
+    let raw = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(git.raw_url(&repo, "main", "README"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    assert_eq!(raw.text().await.unwrap(), "hello\n");
+}
+
+/// `catalog.rules` forbid `Template`: a dry run of a location holding one is refused,
+/// while the same with a Component is accepted.
+#[tokio::test]
+async fn smoke_backstage_rejects_the_forbidden_kind() {
+    let bed = Bed::get().await.unwrap();
+    let token = bed.backstage.static_token().to_string();
+    let repo = unique_name("rules");
+    let remote = bed.git.create_repo(&repo, RepoAuth::None).await.unwrap();
+    let work = Worktree::init().unwrap();
+    let template = unique_name("template");
+    let component = unique_name("component");
+    work.write(
+        "template.yaml",
+        &format!(
+            "apiVersion: scaffolder.backstage.io/v1beta3\nkind: {}\nmetadata:\n  name: {template}\n\
+             spec:\n  type: service\n  owner: team-a\n  steps: []\n",
+            Backstage::FORBIDDEN_KIND
+        ),
+    )
+    .unwrap();
+    work.write(
+        "catalog-info.yaml",
+        &format!(
+            "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {component}\n\
+             spec:\n  type: service\n  lifecycle: experimental\n  owner: team-a\n"
+        ),
+    )
+    .unwrap();
+    work.commit_all("add files").unwrap();
+    work.push(&remote, "main").unwrap();
+
+    let dry_run = |file: &str| {
+        let target = bed.git.raw_url(&repo, "main", file);
+        let token = token.clone();
+        let backstage = &bed.backstage;
+        async move {
+            backstage
+                .post(
+                    "/locations?dryRun=true",
+                    &serde_json::json!({"type": "url", "target": target}),
+                    Some(&token),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let ok = dry_run("catalog-info.yaml").await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    let refused = dry_run("template.yaml").await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not of an allowed kind"),
+        "{:?}",
+        refused.body
+    );
 }
