@@ -2,8 +2,10 @@
 //!
 //! Map of the crate:
 //!
-//! - [`peer`]: spawning one Node peer from `tests/peers/`, waiting for its READY line,
-//!   stopping its whole process group on drop, printing its log when a test fails.
+//! - [`process`]: a child process owned by a test: own process group, log file, stopped
+//!   with its group on drop, log printed when the test fails.
+//! - [`peer`]: one Node peer from `tests/peers/`, waiting for its READY line.
+//! - [`stagepass`]: the real `stagepass` binary in a sandboxed home (XDG dirs, clean env).
 //! - [`idp`]: the OpenID provider (device flow, refresh rotation, token exchange, faults).
 //! - [`git_host`]: bare repositories over HTTP with optional token auth and raw file URLs.
 //! - [`backstage`]: the Backstage catalog backend trusting the IdP's JWKS.
@@ -24,6 +26,8 @@ pub mod http;
 pub mod idp;
 pub mod jwt;
 pub mod peer;
+pub mod process;
+pub mod stagepass;
 pub mod support;
 
 pub use error::HarnessError;
@@ -32,3 +36,5 @@ pub use backstage::{Backstage, BackstageOptions};
 pub use bed::Bed;
 pub use git_host::{GitHost, RepoAuth, Worktree};
 pub use idp::{Fault, FaultScope, Idp, IdpOptions, IdpStats, TokenResponse};
+pub use process::ManagedProcess;
+pub use stagepass::Sandbox;

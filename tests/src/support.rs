@@ -155,6 +155,14 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Creates `dir` and its missing parents, then sets it to 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| HarnessError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| HarnessError::io(format!("chmod 0700 {}", dir.display()), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
