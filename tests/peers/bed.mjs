@@ -155,7 +155,7 @@ try {
     version: 1,
     pid: process.pid,
     log_dir: logDir,
-    idp: { url: idp.url, pid: idp.pid },
+    idp: { url: idp.url, pid: idp.pid, control_url: idp.control_url },
     git: { url: git.url, pid: git.pid },
     backstage: { url: backstage.url, pid: backstage.pid, static_token: backstage.static_token },
   };

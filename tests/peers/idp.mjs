@@ -251,7 +251,7 @@ provider.use(async (ctx, next) => {
 // ---------------------------------------------------------------------------------------
 // Fault modes, applied before the provider sees a request. /__test/ is never faulted.
 
-const FAULT_MODES = ['none', 'down', 'slow', '5xx', '429', 'malformed'];
+const FAULT_MODES = ['none', 'down', 'refuse', 'slow', '5xx', '429', 'malformed'];
 let fault = { mode: 'none' };
 
 function parseFault(body) {
@@ -263,7 +263,11 @@ function parseFault(body) {
   if (mode === 'slow') f.ms = Number(body.ms ?? 1000);
   if (mode === '5xx') f.status = Number(body.status ?? 503);
   if (mode === '429') f.retry_after = Number(body.retry_after ?? 1);
-  if (body.times !== undefined && body.times !== null) f.times = Number(body.times);
+  if (body.times !== undefined && body.times !== null) {
+    if (mode === 'refuse') throw new Error('times cannot be used with refuse (no request arrives to count)');
+    f.times = Number(body.times);
+  }
+  if (mode === 'refuse' && scope !== 'all') throw new Error('refuse closes the whole port: use scope "all"');
   for (const k of ['ms', 'status', 'retry_after', 'times']) {
     if (k in f && (!Number.isInteger(f[k]) || f[k] < 0)) throw new Error(`${k} must be a non-negative integer`);
   }
@@ -272,6 +276,26 @@ function parseFault(body) {
 }
 
 /** Applies the current fault to a request; returns true when the request was consumed. */
+/**
+ * Switches the fault. `refuse` closes the IdP's listening socket (and drops its open
+ * connections), so clients get ECONNREFUSED; any other mode re-opens the same port. The
+ * control routes stay reachable on the separate control port (`control_url`).
+ */
+async function setFault(next) {
+  const wasRefused = fault.mode === 'refuse';
+  fault = next;
+  log(NAME, 'fault', fault);
+  if (next.mode === 'refuse' && !wasRefused) {
+    await new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  } else if (next.mode !== 'refuse' && wasRefused) {
+    await listen(server, port);
+  }
+  return fault;
+}
+
 async function applyFault(req, res, path) {
   if (fault.mode === 'none') return false;
   if (fault.scope === 'token' && path !== '/token') return false;
@@ -434,16 +458,21 @@ async function setTtl(body) {
   return [200, { ...ttl }];
 }
 
-async function control(req, res, path) {
+async function control(req, res, path, viaControlPort) {
   try {
     const body = req.method === 'POST' ? await readJson(req) : {};
+    if (path === '/__test/fault' && body.mode === 'refuse' && !viaControlPort) {
+      // Closing the port would cut this very request: refuse is for the control port.
+      sendJson(res, 400, { error: 'invalid_request', message: 'send mode "refuse" to control_url' });
+      return;
+    }
     let result;
     switch (`${req.method} ${path}`) {
       case 'GET /__test/health': result = [200, { ok: true }]; break;
       case 'GET /__test/stats': result = [200, stats]; break;
       case 'POST /__test/stats/reset': stats = emptyStats(); result = [200, stats]; break;
       case 'GET /__test/fault': result = [200, fault]; break;
-      case 'POST /__test/fault': fault = parseFault(body); log(NAME, 'fault', fault); result = [200, fault]; break;
+      case 'POST /__test/fault': result = [200, await setFault(parseFault(body))]; break;
       case 'POST /__test/device/approve': result = await approve(body); break;
       case 'POST /__test/device/deny': result = await deny(body); break;
       case 'POST /__test/revoke': result = await revokeSubject(body); break;
@@ -468,12 +497,25 @@ async function control(req, res, path) {
 
 // ---------------------------------------------------------------------------------------
 
+// The control routes also answer on a port of their own, which stays open while the IdP's
+// port is closed by the `refuse` fault.
+const controlServer = http.createServer(async (req, res) => {
+  const path = new URL(req.url, issuer).pathname;
+  if (path.startsWith('/__test/')) {
+    await control(req, res, path, true);
+  } else {
+    sendJson(res, 404, { error: 'not_found', message: 'control port: only /__test/ routes' });
+  }
+});
+const controlPort = await listen(controlServer, 0);
+const controlUrl = `http://127.0.0.1:${controlPort}`;
+
 const providerCallback = provider.callback();
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
   try {
     if (path.startsWith('/__test/')) {
-      await control(req, res, path);
+      await control(req, res, path, false);
       return;
     }
     if (await applyFault(req, res, path)) return;
@@ -484,6 +526,9 @@ server.on('request', async (req, res) => {
   }
 });
 
-exitOnSignals(() => server.close());
+exitOnSignals(() => {
+  server.close();
+  controlServer.close();
+});
 log(NAME, `issuer ${issuer}; ttl access=${ttl.access}s refresh=${ttl.refresh}s device=${ttl.device}s`);
-announceReady(NAME, issuer, { issuer, jwks_uri: `${issuer}/jwks` });
+announceReady(NAME, issuer, { issuer, jwks_uri: `${issuer}/jwks`, control_url: controlUrl });

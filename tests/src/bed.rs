@@ -32,6 +32,8 @@ pub struct BedPeer {
     pub pid: u32,
     /// Backstage's static token (Backstage only).
     pub static_token: Option<String>,
+    /// The IdP's separate control port (IdP only).
+    pub control_url: Option<String>,
 }
 
 /// The bed file written by `tests/peers/bed.mjs`.
@@ -96,7 +98,7 @@ impl Bed {
     pub fn connect(path: &Path) -> Result<Bed> {
         let file = BedFile::read(path)?;
         Ok(Bed {
-            idp: Idp::connect(&file.idp.url)?,
+            idp: Idp::connect(&file.idp.url, file.idp.control_url.as_deref())?,
             git: GitHost::connect(&file.git.url)?,
             backstage: Backstage::connect(
                 &file.backstage.url,

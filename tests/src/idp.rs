@@ -67,8 +67,12 @@ impl Default for IdpOptions {
 pub enum Fault {
     /// Answer normally.
     None,
-    /// Accept the connection and drop it without a response.
+    /// Accept the connection and drop it without a response (connection reset).
     Down,
+    /// Close the IdP's port: connections are refused (ECONNREFUSED) until the fault is
+    /// changed; discovery and JWKS go too. Always applies to every endpoint; the control
+    /// routes stay reachable on the control port.
+    Refuse,
     /// Answer normally after a delay.
     Slow(Duration),
     /// Answer with this 5xx status and an HTML body (like a proxy in front of a dead IdP).
@@ -221,6 +225,7 @@ pub struct OAuthError {
 pub struct Idp {
     peer: Option<Peer>,
     url: String,
+    control_url: String,
     client: reqwest::Client,
 }
 
@@ -243,20 +248,39 @@ impl Idp {
             .arg_pair("--client-secret", opts.client_secret);
         let peer = Peer::spawn(spec).await?;
         let url = peer.url().to_string();
+        let control_url = peer
+            .ready()
+            .extra
+            .get("control_url")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&url)
+            .to_string();
         Ok(Idp {
             peer: Some(peer),
             url,
+            control_url,
             client: http::client()?,
         })
     }
 
     /// A handle on an IdP someone else runs (the shared bed); not stopped on drop.
-    pub fn connect(url: &str) -> Result<Idp> {
+    /// `control_url` is the separate control port (the IdP's own URL serves the control
+    /// routes too, except for [`Fault::Refuse`]).
+    pub fn connect(url: &str, control_url: Option<&str>) -> Result<Idp> {
+        let url = url.trim_end_matches('/').to_string();
         Ok(Idp {
             peer: None,
-            url: url.trim_end_matches('/').to_string(),
+            control_url: control_url
+                .map(|c| c.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| url.clone()),
+            url,
             client: http::client()?,
         })
+    }
+
+    /// Base URL of the control routes (a port of their own that [`Fault::Refuse`] keeps open).
+    pub fn control_url(&self) -> &str {
+        &self.control_url
     }
 
     /// The issuer (also the base URL), `http://127.0.0.1:PORT`.
@@ -295,7 +319,7 @@ impl Idp {
     }
 
     fn control(&self, path: &str) -> String {
-        format!("{}/__test/{path}", self.url)
+        format!("{}/__test/{path}", self.control_url)
     }
 
     /// Approves a pending device code as `subject` (headless stand-in for the browser).
@@ -338,7 +362,8 @@ impl Idp {
             .await
     }
 
-    /// Injects `fault` on `scope`; with `times`, only for that many requests.
+    /// Injects `fault` on `scope`; with `times`, only for that many requests
+    /// ([`Fault::Refuse`] always covers every endpoint and takes no `times`).
     pub async fn set_fault_with(
         &self,
         fault: Fault,
@@ -348,6 +373,7 @@ impl Idp {
         let mut body = match fault {
             Fault::None => json!({"mode": "none"}),
             Fault::Down => json!({"mode": "down"}),
+            Fault::Refuse => json!({"mode": "refuse"}),
             Fault::Slow(d) => {
                 json!({"mode": "slow", "ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX)})
             }
@@ -357,9 +383,9 @@ impl Idp {
             }
             Fault::Malformed => json!({"mode": "malformed"}),
         };
-        body["scope"] = json!(match scope {
-            FaultScope::TokenEndpoint => "token",
-            FaultScope::All => "all",
+        body["scope"] = json!(match (scope, &fault) {
+            (_, Fault::Refuse) | (FaultScope::All, _) => "all",
+            (FaultScope::TokenEndpoint, _) => "token",
         });
         if let Some(n) = times {
             body["times"] = json!(n);
