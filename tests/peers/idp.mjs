@@ -63,6 +63,10 @@ const server = http.createServer();
 const port = await listen(server, intOption('port', opts.port));
 const issuer = `http://127.0.0.1:${port}`;
 
+/** User codes of the last device authorizations, for GET /__test/device/pending. */
+const recentUserCodes = [];
+/** When set, every new device authorization is approved for this subject at once. */
+let autoApproveSubject = null;
 /** Subject of each grant approved through /__test/device/approve, for /__test/revoke. */
 const grantsBySubject = new Map();
 /** Opaque external subject tokens (e.g. a GITHUB_TOKEN stand-in) accepted by token exchange. */
@@ -245,6 +249,14 @@ provider.use(async (ctx, next) => {
     }
   } else if (ctx.path === '/device/auth' && ctx.method === 'POST') {
     stats.device_authorization.requests += 1;
+    if (ctx.status === 200 && ctx.body?.user_code) {
+      recentUserCodes.push(ctx.body.user_code);
+      if (recentUserCodes.length > 100) recentUserCodes.shift();
+      if (autoApproveSubject) {
+        const [status, result] = await approve({ user_code: ctx.body.user_code, subject: autoApproveSubject });
+        if (status !== 200) log(NAME, 'auto-approve failed', result);
+      }
+    }
   }
 });
 
@@ -393,6 +405,16 @@ async function approve(body) {
   return [200, { approved: true, grant_id: grantId, scope: dc.scope, resource: resources }];
 }
 
+/** User codes still waiting for a decision, oldest first. */
+async function pendingUserCodes() {
+  const pending = [];
+  for (const userCode of recentUserCodes) {
+    const [status] = await findDeviceCode(userCode);
+    if (status === 200) pending.push(userCode);
+  }
+  return pending;
+}
+
 async function deny(body) {
   if (!body.user_code) return [400, { error: 'invalid_request', message: 'user_code is required' }];
   const [status, dc] = await findDeviceCode(body.user_code);
@@ -475,6 +497,11 @@ async function control(req, res, path, viaControlPort) {
       case 'POST /__test/fault': result = [200, await setFault(parseFault(body))]; break;
       case 'POST /__test/device/approve': result = await approve(body); break;
       case 'POST /__test/device/deny': result = await deny(body); break;
+      case 'GET /__test/device/pending': result = [200, { user_codes: await pendingUserCodes() }]; break;
+      case 'POST /__test/device/auto-approve':
+        autoApproveSubject = body.subject ? String(body.subject) : null;
+        result = [200, { subject: autoApproveSubject }];
+        break;
       case 'POST /__test/revoke': result = await revokeSubject(body); break;
       case 'GET /__test/ttl': result = [200, { ...ttl }]; break;
       case 'POST /__test/mint': result = await mint(body); break;

@@ -344,6 +344,29 @@ impl Idp {
         Ok(())
     }
 
+    /// User codes of device authorizations still waiting for approval or denial, oldest
+    /// first: for tests where the agent, not the test, started the device flow.
+    pub async fn pending_user_codes(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Pending {
+            user_codes: Vec<String>,
+        }
+        let p: Pending = http::get_json(&self.client, &self.control("device/pending")).await?;
+        Ok(p.user_codes)
+    }
+
+    /// From now on approve every new device authorization at once for `subject`
+    /// (`None` turns it off). Not for the shared IdP: it would approve other tests' logins.
+    pub async fn auto_approve(&self, subject: Option<&str>) -> Result<()> {
+        let _: serde_json::Value = http::post_json(
+            &self.client,
+            &self.control("device/auto-approve"),
+            &json!({ "subject": subject }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Token-endpoint counters.
     pub async fn stats(&self) -> Result<IdpStats> {
         http::get_json(&self.client, &self.control("stats")).await

@@ -302,6 +302,45 @@ async fn smoke_idp_faults_are_injected_and_counted() {
     assert_eq!(idp.stats().await.unwrap().token.requests, 0);
 }
 
+/// Device codes started by someone else (the agent) can be found and approved, or
+/// approved automatically; a denied one gives access_denied.
+#[tokio::test]
+async fn smoke_idp_pending_auto_approve_and_deny() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let scope = "openid offline_access catalog:read";
+    let first = idp
+        .start_device_authorization(Idp::PUBLIC_CLIENT, scope, Some(AUD_BACKSTAGE))
+        .await
+        .unwrap();
+    assert_eq!(
+        idp.pending_user_codes().await.unwrap(),
+        vec![first.user_code.clone()]
+    );
+    idp.deny(&first.user_code).await.unwrap();
+    assert!(idp.pending_user_codes().await.unwrap().is_empty());
+    let form = [
+        ("grant_type", GRANT_DEVICE_CODE),
+        ("client_id", Idp::PUBLIC_CLIENT),
+        ("device_code", first.device_code.as_str()),
+    ];
+    let denied = idp.token_request(&form, None).await.unwrap().unwrap_err();
+    assert_eq!(denied.error, "access_denied");
+
+    idp.auto_approve(Some("dave")).await.unwrap();
+    let second = idp
+        .start_device_authorization(Idp::PUBLIC_CLIENT, scope, Some(AUD_BACKSTAGE))
+        .await
+        .unwrap();
+    let form = [
+        ("grant_type", GRANT_DEVICE_CODE),
+        ("client_id", Idp::PUBLIC_CLIENT),
+        ("device_code", second.device_code.as_str()),
+    ];
+    let tokens = idp.token_request(&form, None).await.unwrap().unwrap();
+    let claims = jwt::claims_unverified(&tokens.access_token).unwrap();
+    assert_eq!(claims["sub"], "dave");
+}
+
 /// Token exchange yields a JWT for the new audience naming the client in `act`, and
 /// revoking a subject's grants makes its refresh token fail with invalid_grant.
 #[tokio::test]
