@@ -532,3 +532,40 @@ async fn smoke_stagepass_binary_runs_in_a_sandbox() {
     let config = sandbox.write_config("# empty\n").unwrap();
     assert!(config.starts_with(sandbox.xdg_config_home()));
 }
+
+/// Dropping a peer handle stops its whole process group, also when the test panics: the
+/// harness leaves no process behind (checked by signalling the group afterwards).
+#[tokio::test]
+async fn smoke_harness_leaves_no_process_behind() {
+    use rustix::process::{Pid, test_kill_process_group};
+    fn group_alive(pid: u32) -> bool {
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+        test_kill_process_group(pid).is_ok()
+    }
+
+    // Normal drop, after git ran `git http-backend` children in the group.
+    let git = GitHost::start(None).await.unwrap();
+    let pid = git.peer().unwrap().pid().unwrap();
+    let remote = git
+        .create_repo(&unique_name("gone"), RepoAuth::None)
+        .await
+        .unwrap();
+    let work = Worktree::init().unwrap();
+    work.write("f", "x\n").unwrap();
+    work.commit_all("x").unwrap();
+    work.push(&remote, "main").unwrap();
+    assert!(group_alive(pid));
+    drop(git);
+    assert!(!group_alive(pid), "git host group {pid} survived its drop");
+
+    // Drop during a panic (a failing test): the task unwinds while owning the IdP.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let idp = Idp::start(IdpOptions::default()).await.unwrap();
+        tx.send(idp.peer().unwrap().pid().unwrap()).unwrap();
+        panic!("deliberate panic while owning an IdP");
+    });
+    let pid = rx.await.unwrap();
+    assert!(task.await.unwrap_err().is_panic());
+    assert!(!group_alive(pid), "IdP group {pid} survived a panic");
+}
