@@ -40,12 +40,27 @@ const GRANT_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPE_ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
-/** Resource servers (audiences) the IdP mints JWT access tokens for, with their scopes. */
+/**
+ * Resource servers the IdP mints JWT access tokens for: identifier (an absolute URI, as
+ * resource indicators must be) -> the token's `aud` and the scopes the resource knows.
+ */
 const RESOURCES = {
-  'urn:stagepass:backstage': 'catalog:read catalog:write',
-  'urn:stagepass:git': 'git:read git:write',
-  'sts.amazonaws.com': 'aws',
+  'urn:stagepass:backstage': { audience: 'urn:stagepass:backstage', scope: 'catalog:read catalog:write' },
+  'urn:stagepass:git': { audience: 'urn:stagepass:git', scope: 'git:read git:write' },
+  'urn:stagepass:aws': { audience: 'sts.amazonaws.com', scope: 'aws' },
 };
+
+/**
+ * The resource identifier for a requested `resource` or `audience` value: an identifier
+ * itself, or a resource's audience (so `audience=sts.amazonaws.com`, which is no URI and
+ * cannot be a resource indicator, still gets a JWT for STS). Unknown values pass through
+ * (the provider then answers invalid_target).
+ */
+function resourceFor(value) {
+  if (RESOURCES[value]) return value;
+  const hit = Object.entries(RESOURCES).find(([, r]) => r.audience === value);
+  return hit ? hit[0] : value;
+}
 
 // One EC P-256 signing key per process; published at jwks_uri.
 const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -104,13 +119,13 @@ const clients = [
 ];
 
 function resourceServerInfo(resource) {
-  const scope = RESOURCES[resource];
-  if (scope === undefined) {
+  const known = RESOURCES[resourceFor(resource)];
+  if (known === undefined) {
     throw new errors.InvalidTarget(`unknown resource ${resource}`);
   }
   return {
-    scope,
-    audience: resource,
+    scope: known.scope,
+    audience: known.audience,
     accessTokenTTL: ttl.access,
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: 'ES256' } },
@@ -194,8 +209,9 @@ async function exchangeHandler(ctx) {
     throw new errors.InvalidGrant('subject_token has no subject');
   }
 
-  const target = p.resource ?? p.audience;
-  if (!target) throw new errors.InvalidTarget('resource or audience is required');
+  const requestedTarget = p.resource ?? p.audience;
+  if (!requestedTarget) throw new errors.InvalidTarget('resource or audience is required');
+  const target = resourceFor(requestedTarget);
   const info = resourceServerInfo(target);
   const allowed = new Set(info.scope.split(' '));
   const scope = (p.scope ?? '').split(' ').filter((s) => allowed.has(s)).join(' ');
@@ -322,8 +338,7 @@ async function applyFault(req, res, path) {
     return false;
   }
   if (path === '/token') {
-    const body = await readBody(req).catch(() => '');
-    const g = grantStats(new URLSearchParams(body).get('grant_type'));
+    const g = grantStats(req.grantType);
     stats.token.requests += 1;
     g.requests += 1;
     g.faulted += 1;
@@ -376,13 +391,13 @@ async function approve(body) {
   const requested = new Set(String(body.scope ?? dc.params.scope ?? '').split(' ').filter(Boolean));
   const oidcScopes = ['openid', 'offline_access', 'profile', 'email'].filter((s) => requested.has(s));
   const rawResources = dc.params.resource;
-  const resources = [rawResources ?? []].flat();
+  const resources = [rawResources ?? []].flat().map(resourceFor);
 
   const grant = new provider.Grant({ accountId: subject, clientId: dc.clientId });
   if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
   const granted = new Set(oidcScopes);
   for (const resource of resources) {
-    const allowed = (RESOURCES[resource] ?? '').split(' ');
+    const allowed = (RESOURCES[resource]?.scope ?? '').split(' ');
     const scopes = allowed.filter((s) => requested.has(s));
     grant.addResourceScope(resource, scopes.join(' '));
     scopes.forEach((s) => granted.add(s));
@@ -460,12 +475,13 @@ async function mint(body) {
   } catch (err) {
     return [400, { error: 'invalid_target', message: err.message }];
   }
+  const identifier = resourceFor(resource);
   const allowed = new Set(info.scope.split(' '));
   const scope = String(body.scope ?? '').split(' ').filter((x) => allowed.has(x)).join(' ');
   const at = new provider.AccessToken({
     accountId: String(subject), client, gty: 'test_mint', scope: scope || undefined, expiresIn: ttlSecs,
   });
-  at.resourceServer = new provider.ResourceServer(resource, { ...info, accessTokenTTL: ttlSecs });
+  at.resourceServer = new provider.ResourceServer(identifier, { ...info, accessTokenTTL: ttlSecs });
   const value = await at.save();
   return [200, { access_token: value, token_type: 'Bearer', expires_in: ttlSecs }];
 }
@@ -537,6 +553,31 @@ const controlServer = http.createServer(async (req, res) => {
 const controlPort = await listen(controlServer, 0);
 const controlUrl = `http://127.0.0.1:${controlPort}`;
 
+/**
+ * Reads a token or device-authorization form and maps `audience` (and audience-valued
+ * `resource`) to resource identifiers, so clients that name the audience (as the RFC 8693
+ * `audience` parameter does, or for a non-URI audience such as sts.amazonaws.com) get a JWT
+ * for it. The provider then reads the rewritten form from `req.body`.
+ */
+async function normalizeTargets(req) {
+  const raw = await readBody(req, 56 * 1024);
+  const params = new URLSearchParams(raw);
+  req.grantType = params.get('grant_type');
+  if (!String(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+    req.body = raw;
+    return;
+  }
+  const resources = params.getAll('resource');
+  const audiences = params.getAll('audience');
+  if (resources.length || audiences.length) {
+    const targets = resources.length ? resources : audiences;
+    params.delete('resource');
+    params.delete('audience');
+    for (const t of targets) params.append('resource', resourceFor(t));
+  }
+  req.body = params.toString();
+}
+
 const providerCallback = provider.callback();
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
@@ -544,6 +585,9 @@ server.on('request', async (req, res) => {
     if (path.startsWith('/__test/')) {
       await control(req, res, path, false);
       return;
+    }
+    if (req.method === 'POST' && (path === '/token' || path === '/device/auth')) {
+      await normalizeTargets(req);
     }
     if (await applyFault(req, res, path)) return;
     providerCallback(req, res);

@@ -7,7 +7,8 @@
 //!   [`Idp::CONFIDENTIAL_CLIENT_POST`] (`stagepass-ci-post`, secret in the form): also
 //!   client_credentials.
 //!
-//! Resources (JWT audiences): [`AUD_BACKSTAGE`], [`AUD_GIT`], [`AUD_AWS`].
+//! Resources (JWT audiences): [`AUD_BACKSTAGE`], [`AUD_GIT`], [`AUD_AWS`] (resource
+//! [`RESOURCE_AWS`]). Every grant takes the target as `resource` or `audience`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +24,12 @@ use crate::peer::{Peer, PeerSpec};
 pub const AUD_BACKSTAGE: &str = "urn:stagepass:backstage";
 /// Audience the git host accepts.
 pub const AUD_GIT: &str = "urn:stagepass:git";
-/// Audience of web-identity tokens for AWS STS.
+/// Audience (`aud`) of web-identity tokens for AWS STS. Not a URI, so not a valid resource
+/// indicator: ask with `audience=sts.amazonaws.com` or `resource=`[`RESOURCE_AWS`] (the test
+/// IdP also maps `resource=sts.amazonaws.com` to it).
 pub const AUD_AWS: &str = "sts.amazonaws.com";
+/// Resource identifier whose tokens carry `aud` = [`AUD_AWS`].
+pub const RESOURCE_AWS: &str = "urn:stagepass:aws";
 
 /// `grant_type` of the device flow (RFC 8628).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";

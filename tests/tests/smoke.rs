@@ -388,6 +388,23 @@ async fn smoke_idp_exchange_and_revocation() {
     let cc_claims = jwt::verify(&cc.access_token, &jwks, idp.issuer(), AUD_GIT).unwrap();
     assert_eq!(cc_claims["sub"], Idp::CONFIDENTIAL_CLIENT);
 
+    // A non-URI audience (STS) asked as `audience` still yields a JWT with that `aud`.
+    let form = [
+        ("grant_type", GRANT_CLIENT_CREDENTIALS),
+        ("audience", AUD_AWS),
+        ("scope", "aws"),
+    ];
+    let sts = idp
+        .token_request(
+            &form,
+            Some((Idp::CONFIDENTIAL_CLIENT, Idp::DEFAULT_CLIENT_SECRET)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let sts_claims = jwt::verify(&sts.access_token, &jwks, idp.issuer(), AUD_AWS).unwrap();
+    assert_eq!(sts_claims["scope"], "aws");
+
     assert_eq!(idp.revoke_subject("carol").await.unwrap(), 1);
     let refresh = login.refresh_token.unwrap();
     let after = idp
