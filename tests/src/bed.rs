@@ -94,9 +94,22 @@ impl Bed {
         }
     }
 
-    /// Connects to the bed described by a bed file.
+    /// Connects to the bed described by a bed file; fails clearly when the bed that wrote
+    /// it is gone (a stale `STAGEPASS_TEST_BED_FILE`).
     pub fn connect(path: &Path) -> Result<Bed> {
         let file = BedFile::read(path)?;
+        let alive = i32::try_from(file.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+        if !alive {
+            return Err(HarnessError::Other(format!(
+                "bed file {} belongs to a bed that is no longer running (pid {}); \
+                 unset {BED_FILE_ENV} or start the bed again (tests/peers/bed.sh)",
+                path.display(),
+                file.pid
+            )));
+        }
         Ok(Bed {
             idp: Idp::connect(&file.idp.url, file.idp.control_url.as_deref())?,
             git: GitHost::connect(&file.git.url)?,
