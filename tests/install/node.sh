@@ -48,6 +48,12 @@ else
     trap - EXIT INT TERM
 fi
 
+# Mark this install as used, and prune what nothing used for a week (other lockfiles or
+# Node versions, ~350 MB each) and partial installs abandoned over an hour ago.
+touch "$dest"
+find "$cache" -mindepth 1 -maxdepth 1 -name '.partial.*' -mmin +60 -exec rm -rf {} +
+find "$cache" -mindepth 1 -maxdepth 1 ! -name '.partial.*' ! -path "$dest" -mtime +7 -exec rm -rf {} +
+
 link="$peers/node_modules"
 if [ -d "$link" ] && [ ! -L "$link" ]; then
     # A plain node_modules left by a manual `npm install`: the cache is the source of truth.

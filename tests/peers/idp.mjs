@@ -40,12 +40,27 @@ const GRANT_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPE_ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
-/** Resource servers (audiences) the IdP mints JWT access tokens for, with their scopes. */
+/**
+ * Resource servers the IdP mints JWT access tokens for: identifier (an absolute URI, as
+ * resource indicators must be) -> the token's `aud` and the scopes the resource knows.
+ */
 const RESOURCES = {
-  'urn:stagepass:backstage': 'catalog:read catalog:write',
-  'urn:stagepass:git': 'git:read git:write',
-  'sts.amazonaws.com': 'aws',
+  'urn:stagepass:backstage': { audience: 'urn:stagepass:backstage', scope: 'catalog:read catalog:write' },
+  'urn:stagepass:git': { audience: 'urn:stagepass:git', scope: 'git:read git:write' },
+  'urn:stagepass:aws': { audience: 'sts.amazonaws.com', scope: 'aws' },
 };
+
+/**
+ * The resource identifier for a requested `resource` or `audience` value: an identifier
+ * itself, or a resource's audience (so `audience=sts.amazonaws.com`, which is no URI and
+ * cannot be a resource indicator, still gets a JWT for STS). Unknown values pass through
+ * (the provider then answers invalid_target).
+ */
+function resourceFor(value) {
+  if (RESOURCES[value]) return value;
+  const hit = Object.entries(RESOURCES).find(([, r]) => r.audience === value);
+  return hit ? hit[0] : value;
+}
 
 // One EC P-256 signing key per process; published at jwks_uri.
 const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -63,6 +78,10 @@ const server = http.createServer();
 const port = await listen(server, intOption('port', opts.port));
 const issuer = `http://127.0.0.1:${port}`;
 
+/** User codes of the last device authorizations, for GET /__test/device/pending. */
+const recentUserCodes = [];
+/** When set, every new device authorization is approved for this subject at once. */
+let autoApproveSubject = null;
 /** Subject of each grant approved through /__test/device/approve, for /__test/revoke. */
 const grantsBySubject = new Map();
 /** Opaque external subject tokens (e.g. a GITHUB_TOKEN stand-in) accepted by token exchange. */
@@ -100,13 +119,13 @@ const clients = [
 ];
 
 function resourceServerInfo(resource) {
-  const scope = RESOURCES[resource];
-  if (scope === undefined) {
+  const known = RESOURCES[resourceFor(resource)];
+  if (known === undefined) {
     throw new errors.InvalidTarget(`unknown resource ${resource}`);
   }
   return {
-    scope,
-    audience: resource,
+    scope: known.scope,
+    audience: known.audience,
     accessTokenTTL: ttl.access,
     accessTokenFormat: 'jwt',
     jwt: { sign: { alg: 'ES256' } },
@@ -190,8 +209,9 @@ async function exchangeHandler(ctx) {
     throw new errors.InvalidGrant('subject_token has no subject');
   }
 
-  const target = p.resource ?? p.audience;
-  if (!target) throw new errors.InvalidTarget('resource or audience is required');
+  const requestedTarget = p.resource ?? p.audience;
+  if (!requestedTarget) throw new errors.InvalidTarget('resource or audience is required');
+  const target = resourceFor(requestedTarget);
   const info = resourceServerInfo(target);
   const allowed = new Set(info.scope.split(' '));
   const scope = (p.scope ?? '').split(' ').filter((s) => allowed.has(s)).join(' ');
@@ -245,13 +265,21 @@ provider.use(async (ctx, next) => {
     }
   } else if (ctx.path === '/device/auth' && ctx.method === 'POST') {
     stats.device_authorization.requests += 1;
+    if (ctx.status === 200 && ctx.body?.user_code) {
+      recentUserCodes.push(ctx.body.user_code);
+      if (recentUserCodes.length > 100) recentUserCodes.shift();
+      if (autoApproveSubject) {
+        const [status, result] = await approve({ user_code: ctx.body.user_code, subject: autoApproveSubject });
+        if (status !== 200) log(NAME, 'auto-approve failed', result);
+      }
+    }
   }
 });
 
 // ---------------------------------------------------------------------------------------
 // Fault modes, applied before the provider sees a request. /__test/ is never faulted.
 
-const FAULT_MODES = ['none', 'down', 'slow', '5xx', '429', 'malformed'];
+const FAULT_MODES = ['none', 'down', 'refuse', 'slow', '5xx', '429', 'malformed'];
 let fault = { mode: 'none' };
 
 function parseFault(body) {
@@ -263,7 +291,11 @@ function parseFault(body) {
   if (mode === 'slow') f.ms = Number(body.ms ?? 1000);
   if (mode === '5xx') f.status = Number(body.status ?? 503);
   if (mode === '429') f.retry_after = Number(body.retry_after ?? 1);
-  if (body.times !== undefined && body.times !== null) f.times = Number(body.times);
+  if (body.times !== undefined && body.times !== null) {
+    if (mode === 'refuse') throw new Error('times cannot be used with refuse (no request arrives to count)');
+    f.times = Number(body.times);
+  }
+  if (mode === 'refuse' && scope !== 'all') throw new Error('refuse closes the whole port: use scope "all"');
   for (const k of ['ms', 'status', 'retry_after', 'times']) {
     if (k in f && (!Number.isInteger(f[k]) || f[k] < 0)) throw new Error(`${k} must be a non-negative integer`);
   }
@@ -272,6 +304,26 @@ function parseFault(body) {
 }
 
 /** Applies the current fault to a request; returns true when the request was consumed. */
+/**
+ * Switches the fault. `refuse` closes the IdP's listening socket (and drops its open
+ * connections), so clients get ECONNREFUSED; any other mode re-opens the same port. The
+ * control routes stay reachable on the separate control port (`control_url`).
+ */
+async function setFault(next) {
+  const wasRefused = fault.mode === 'refuse';
+  fault = next;
+  log(NAME, 'fault', fault);
+  if (next.mode === 'refuse' && !wasRefused) {
+    await new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  } else if (next.mode !== 'refuse' && wasRefused) {
+    await listen(server, port);
+  }
+  return fault;
+}
+
 async function applyFault(req, res, path) {
   if (fault.mode === 'none') return false;
   if (fault.scope === 'token' && path !== '/token') return false;
@@ -286,8 +338,7 @@ async function applyFault(req, res, path) {
     return false;
   }
   if (path === '/token') {
-    const body = await readBody(req).catch(() => '');
-    const g = grantStats(new URLSearchParams(body).get('grant_type'));
+    const g = grantStats(req.grantType);
     stats.token.requests += 1;
     g.requests += 1;
     g.faulted += 1;
@@ -340,13 +391,13 @@ async function approve(body) {
   const requested = new Set(String(body.scope ?? dc.params.scope ?? '').split(' ').filter(Boolean));
   const oidcScopes = ['openid', 'offline_access', 'profile', 'email'].filter((s) => requested.has(s));
   const rawResources = dc.params.resource;
-  const resources = [rawResources ?? []].flat();
+  const resources = [rawResources ?? []].flat().map(resourceFor);
 
   const grant = new provider.Grant({ accountId: subject, clientId: dc.clientId });
   if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
   const granted = new Set(oidcScopes);
   for (const resource of resources) {
-    const allowed = (RESOURCES[resource] ?? '').split(' ');
+    const allowed = (RESOURCES[resource]?.scope ?? '').split(' ');
     const scopes = allowed.filter((s) => requested.has(s));
     grant.addResourceScope(resource, scopes.join(' '));
     scopes.forEach((s) => granted.add(s));
@@ -367,6 +418,16 @@ async function approve(body) {
   await dc.save();
   log(NAME, `device code ${dc.userCode} approved for ${subject} (grant ${grantId})`);
   return [200, { approved: true, grant_id: grantId, scope: dc.scope, resource: resources }];
+}
+
+/** User codes still waiting for a decision, oldest first. */
+async function pendingUserCodes() {
+  const pending = [];
+  for (const userCode of recentUserCodes) {
+    const [status] = await findDeviceCode(userCode);
+    if (status === 200) pending.push(userCode);
+  }
+  return pending;
 }
 
 async function deny(body) {
@@ -395,6 +456,36 @@ async function revokeSubject(body) {
   return [200, { revoked_grants: grantIds.length }];
 }
 
+/**
+ * Mints a JWT access token through the provider's own AccessToken model (same key, same
+ * claims as the grants produce) with a per-token lifetime, so tests on a shared IdP can get
+ * a short-lived token without changing everyone's TTL.
+ */
+async function mint(body) {
+  const { subject, resource } = body;
+  const clientId = body.client_id ?? 'stagepass-cli';
+  const ttlSecs = body.ttl ?? ttl.access;
+  if (!subject || !resource) return [400, { error: 'invalid_request', message: 'subject and resource are required' }];
+  if (!Number.isInteger(ttlSecs) || ttlSecs < 1) return [400, { error: 'invalid_request', message: 'ttl must be a positive integer' }];
+  const client = await provider.Client.find(clientId);
+  if (!client) return [404, { error: 'not_found', message: `no client ${clientId}` }];
+  let info;
+  try {
+    info = resourceServerInfo(resource);
+  } catch (err) {
+    return [400, { error: 'invalid_target', message: err.message }];
+  }
+  const identifier = resourceFor(resource);
+  const allowed = new Set(info.scope.split(' '));
+  const scope = String(body.scope ?? '').split(' ').filter((x) => allowed.has(x)).join(' ');
+  const at = new provider.AccessToken({
+    accountId: String(subject), client, gty: 'test_mint', scope: scope || undefined, expiresIn: ttlSecs,
+  });
+  at.resourceServer = new provider.ResourceServer(identifier, { ...info, accessTokenTTL: ttlSecs });
+  const value = await at.save();
+  return [200, { access_token: value, token_type: 'Bearer', expires_in: ttlSecs }];
+}
+
 async function setTtl(body) {
   for (const k of ['access', 'refresh', 'device']) {
     if (body[k] !== undefined) {
@@ -405,20 +496,31 @@ async function setTtl(body) {
   return [200, { ...ttl }];
 }
 
-async function control(req, res, path) {
+async function control(req, res, path, viaControlPort) {
   try {
     const body = req.method === 'POST' ? await readJson(req) : {};
+    if (path === '/__test/fault' && body.mode === 'refuse' && !viaControlPort) {
+      // Closing the port would cut this very request: refuse is for the control port.
+      sendJson(res, 400, { error: 'invalid_request', message: 'send mode "refuse" to control_url' });
+      return;
+    }
     let result;
     switch (`${req.method} ${path}`) {
       case 'GET /__test/health': result = [200, { ok: true }]; break;
       case 'GET /__test/stats': result = [200, stats]; break;
       case 'POST /__test/stats/reset': stats = emptyStats(); result = [200, stats]; break;
       case 'GET /__test/fault': result = [200, fault]; break;
-      case 'POST /__test/fault': fault = parseFault(body); log(NAME, 'fault', fault); result = [200, fault]; break;
+      case 'POST /__test/fault': result = [200, await setFault(parseFault(body))]; break;
       case 'POST /__test/device/approve': result = await approve(body); break;
       case 'POST /__test/device/deny': result = await deny(body); break;
+      case 'GET /__test/device/pending': result = [200, { user_codes: await pendingUserCodes() }]; break;
+      case 'POST /__test/device/auto-approve':
+        autoApproveSubject = body.subject ? String(body.subject) : null;
+        result = [200, { subject: autoApproveSubject }];
+        break;
       case 'POST /__test/revoke': result = await revokeSubject(body); break;
       case 'GET /__test/ttl': result = [200, { ...ttl }]; break;
+      case 'POST /__test/mint': result = await mint(body); break;
       case 'POST /__test/ttl': result = await setTtl(body); break;
       case 'POST /__test/exchange/trust':
         if (!body.token || !body.subject) {
@@ -438,13 +540,54 @@ async function control(req, res, path) {
 
 // ---------------------------------------------------------------------------------------
 
+// The control routes also answer on a port of their own, which stays open while the IdP's
+// port is closed by the `refuse` fault.
+const controlServer = http.createServer(async (req, res) => {
+  const path = new URL(req.url, issuer).pathname;
+  if (path.startsWith('/__test/')) {
+    await control(req, res, path, true);
+  } else {
+    sendJson(res, 404, { error: 'not_found', message: 'control port: only /__test/ routes' });
+  }
+});
+const controlPort = await listen(controlServer, 0);
+const controlUrl = `http://127.0.0.1:${controlPort}`;
+
+/**
+ * Reads a token or device-authorization form and maps `audience` (and audience-valued
+ * `resource`) to resource identifiers, so clients that name the audience (as the RFC 8693
+ * `audience` parameter does, or for a non-URI audience such as sts.amazonaws.com) get a JWT
+ * for it. The provider then reads the rewritten form from `req.body`.
+ */
+async function normalizeTargets(req) {
+  const raw = await readBody(req, 56 * 1024);
+  const params = new URLSearchParams(raw);
+  req.grantType = params.get('grant_type');
+  if (!String(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+    req.body = raw;
+    return;
+  }
+  const resources = params.getAll('resource');
+  const audiences = params.getAll('audience');
+  if (resources.length || audiences.length) {
+    const targets = resources.length ? resources : audiences;
+    params.delete('resource');
+    params.delete('audience');
+    for (const t of targets) params.append('resource', resourceFor(t));
+  }
+  req.body = params.toString();
+}
+
 const providerCallback = provider.callback();
 server.on('request', async (req, res) => {
   const path = new URL(req.url, issuer).pathname;
   try {
     if (path.startsWith('/__test/')) {
-      await control(req, res, path);
+      await control(req, res, path, false);
       return;
+    }
+    if (req.method === 'POST' && (path === '/token' || path === '/device/auth')) {
+      await normalizeTargets(req);
     }
     if (await applyFault(req, res, path)) return;
     providerCallback(req, res);
@@ -454,6 +597,9 @@ server.on('request', async (req, res) => {
   }
 });
 
-exitOnSignals(() => server.close());
+exitOnSignals(() => {
+  server.close();
+  controlServer.close();
+});
 log(NAME, `issuer ${issuer}; ttl access=${ttl.access}s refresh=${ttl.refresh}s device=${ttl.device}s`);
-announceReady(NAME, issuer, { issuer, jwks_uri: `${issuer}/jwks` });
+announceReady(NAME, issuer, { issuer, jwks_uri: `${issuer}/jwks`, control_url: controlUrl });

@@ -7,7 +7,8 @@
 //!   [`Idp::CONFIDENTIAL_CLIENT_POST`] (`stagepass-ci-post`, secret in the form): also
 //!   client_credentials.
 //!
-//! Resources (JWT audiences): [`AUD_BACKSTAGE`], [`AUD_GIT`], [`AUD_AWS`].
+//! Resources (JWT audiences): [`AUD_BACKSTAGE`], [`AUD_GIT`], [`AUD_AWS`] (resource
+//! [`RESOURCE_AWS`]). Every grant takes the target as `resource` or `audience`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +24,12 @@ use crate::peer::{Peer, PeerSpec};
 pub const AUD_BACKSTAGE: &str = "urn:stagepass:backstage";
 /// Audience the git host accepts.
 pub const AUD_GIT: &str = "urn:stagepass:git";
-/// Audience of web-identity tokens for AWS STS.
+/// Audience (`aud`) of web-identity tokens for AWS STS. Not a URI, so not a valid resource
+/// indicator: ask with `audience=sts.amazonaws.com` or `resource=`[`RESOURCE_AWS`] (the test
+/// IdP also maps `resource=sts.amazonaws.com` to it).
 pub const AUD_AWS: &str = "sts.amazonaws.com";
+/// Resource identifier whose tokens carry `aud` = [`AUD_AWS`].
+pub const RESOURCE_AWS: &str = "urn:stagepass:aws";
 
 /// `grant_type` of the device flow (RFC 8628).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -67,8 +72,12 @@ impl Default for IdpOptions {
 pub enum Fault {
     /// Answer normally.
     None,
-    /// Accept the connection and drop it without a response.
+    /// Accept the connection and drop it without a response (connection reset).
     Down,
+    /// Close the IdP's port: connections are refused (ECONNREFUSED) until the fault is
+    /// changed; discovery and JWKS go too. Always applies to every endpoint; the control
+    /// routes stay reachable on the control port.
+    Refuse,
     /// Answer normally after a delay.
     Slow(Duration),
     /// Answer with this 5xx status and an HTML body (like a proxy in front of a dead IdP).
@@ -221,6 +230,7 @@ pub struct OAuthError {
 pub struct Idp {
     peer: Option<Peer>,
     url: String,
+    control_url: String,
     client: reqwest::Client,
 }
 
@@ -243,20 +253,39 @@ impl Idp {
             .arg_pair("--client-secret", opts.client_secret);
         let peer = Peer::spawn(spec).await?;
         let url = peer.url().to_string();
+        let control_url = peer
+            .ready()
+            .extra
+            .get("control_url")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&url)
+            .to_string();
         Ok(Idp {
             peer: Some(peer),
             url,
+            control_url,
             client: http::client()?,
         })
     }
 
     /// A handle on an IdP someone else runs (the shared bed); not stopped on drop.
-    pub fn connect(url: &str) -> Result<Idp> {
+    /// `control_url` is the separate control port (the IdP's own URL serves the control
+    /// routes too, except for [`Fault::Refuse`]).
+    pub fn connect(url: &str, control_url: Option<&str>) -> Result<Idp> {
+        let url = url.trim_end_matches('/').to_string();
         Ok(Idp {
             peer: None,
-            url: url.trim_end_matches('/').to_string(),
+            control_url: control_url
+                .map(|c| c.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| url.clone()),
+            url,
             client: http::client()?,
         })
+    }
+
+    /// Base URL of the control routes (a port of their own that [`Fault::Refuse`] keeps open).
+    pub fn control_url(&self) -> &str {
+        &self.control_url
     }
 
     /// The issuer (also the base URL), `http://127.0.0.1:PORT`.
@@ -295,7 +324,7 @@ impl Idp {
     }
 
     fn control(&self, path: &str) -> String {
-        format!("{}/__test/{path}", self.url)
+        format!("{}/__test/{path}", self.control_url)
     }
 
     /// Approves a pending device code as `subject` (headless stand-in for the browser).
@@ -320,6 +349,29 @@ impl Idp {
         Ok(())
     }
 
+    /// User codes of device authorizations still waiting for approval or denial, oldest
+    /// first: for tests where the agent, not the test, started the device flow.
+    pub async fn pending_user_codes(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Pending {
+            user_codes: Vec<String>,
+        }
+        let p: Pending = http::get_json(&self.client, &self.control("device/pending")).await?;
+        Ok(p.user_codes)
+    }
+
+    /// From now on approve every new device authorization at once for `subject`
+    /// (`None` turns it off). Not for the shared IdP: it would approve other tests' logins.
+    pub async fn auto_approve(&self, subject: Option<&str>) -> Result<()> {
+        let _: serde_json::Value = http::post_json(
+            &self.client,
+            &self.control("device/auto-approve"),
+            &json!({ "subject": subject }),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Token-endpoint counters.
     pub async fn stats(&self) -> Result<IdpStats> {
         http::get_json(&self.client, &self.control("stats")).await
@@ -338,7 +390,8 @@ impl Idp {
             .await
     }
 
-    /// Injects `fault` on `scope`; with `times`, only for that many requests.
+    /// Injects `fault` on `scope`; with `times`, only for that many requests
+    /// ([`Fault::Refuse`] always covers every endpoint and takes no `times`).
     pub async fn set_fault_with(
         &self,
         fault: Fault,
@@ -348,6 +401,7 @@ impl Idp {
         let mut body = match fault {
             Fault::None => json!({"mode": "none"}),
             Fault::Down => json!({"mode": "down"}),
+            Fault::Refuse => json!({"mode": "refuse"}),
             Fault::Slow(d) => {
                 json!({"mode": "slow", "ms": u64::try_from(d.as_millis()).unwrap_or(u64::MAX)})
             }
@@ -357,9 +411,9 @@ impl Idp {
             }
             Fault::Malformed => json!({"mode": "malformed"}),
         };
-        body["scope"] = json!(match scope {
-            FaultScope::TokenEndpoint => "token",
-            FaultScope::All => "all",
+        body["scope"] = json!(match (scope, &fault) {
+            (_, Fault::Refuse) | (FaultScope::All, _) => "all",
+            (FaultScope::TokenEndpoint, _) => "token",
         });
         if let Some(n) = times {
             body["times"] = json!(n);
@@ -413,6 +467,23 @@ impl Idp {
         )
         .await?;
         Ok(())
+    }
+
+    /// Mints a JWT access token for `subject` and `resource` with its own lifetime (through
+    /// the provider's token model, same key and claims as a grant), for tests on the shared
+    /// IdP that need e.g. a 1 s token without changing everyone's TTL.
+    pub async fn mint(
+        &self,
+        subject: &str,
+        resource: &str,
+        ttl_secs: u64,
+    ) -> Result<TokenResponse> {
+        http::post_json(
+            &self.client,
+            &self.control("mint"),
+            &json!({"subject": subject, "resource": resource, "ttl": ttl_secs}),
+        )
+        .await
     }
 
     /// The IdP's JWKS.
