@@ -40,7 +40,7 @@ fn keyring_child() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let idp = Idp::connect(&idp_url).unwrap();
+        let idp = Idp::connect(&idp_url, None).unwrap();
         let broker = Broker::start_with(&config, &paths, opts(true))
             .await
             .unwrap();
