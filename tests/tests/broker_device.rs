@@ -93,3 +93,24 @@ async fn denied_device_login_says_denied_and_stores_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), "login_required");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapproved_device_login_expires() {
+    let w = World::new(300, &device_profile("dev")).await;
+    // Device codes issued from now on live 2 s; nobody approves this one.
+    w.idp.set_ttl(None, None, Some(2)).await.unwrap();
+    let broker = w.broker(opts(true)).await;
+    let login = broker.login_start("dev").await.unwrap();
+    assert_eq!(login.state, "pending");
+    let done = eventually("login ends", || async {
+        let s = broker.login_state("dev").unwrap();
+        (s.state != "pending").then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "expired", "{done:?}");
+    assert!(!w.grant_file("dev").exists());
+    // A new login can start after an expired one.
+    let again = broker.login_start("dev").await.unwrap();
+    assert_eq!(again.state, "pending");
+    assert_ne!(again.user_code, login.user_code);
+}
