@@ -233,10 +233,50 @@ struct Meta {
 #[error("{0}")]
 pub struct HttpFailure(String);
 
-/// One issuer: HTTP client, discovery cache.
+/// A boxed future of one HTTP exchange.
+pub type HttpFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, HttpFailure>> + Send>>;
+
+/// Sends one HTTP request to the IdP and reads the whole answer. The real one is `reqwest`;
+/// the unit tests of the device poll loop script the IdP's answers under paused time.
+pub trait Transport: Send + Sync {
+    /// Sends `req`.
+    fn send(&self, req: HttpRequest) -> HttpFuture;
+}
+
+/// The real transport: `reqwest` with the broker's timeout and no redirects.
+struct ReqwestTransport(reqwest::Client);
+
+impl Transport for ReqwestTransport {
+    fn send(&self, req: HttpRequest) -> HttpFuture {
+        let http = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let resp = http
+                .request(parts.method, parts.uri.to_string())
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| HttpFailure(plain_reqwest(&e)))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| HttpFailure(plain_reqwest(&e)))?;
+            let mut out = http::Response::new(body.to_vec());
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            Ok(out)
+        })
+    }
+}
+
+/// One issuer: HTTP transport, discovery cache.
 pub struct Idp {
     issuer: String,
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     endpoints: tokio::sync::Mutex<Option<Arc<Endpoints>>>,
 }
 
@@ -255,11 +295,19 @@ impl Idp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| IdpError::Unsupported(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self {
+        Ok(Self::with_transport(
+            issuer,
+            Arc::new(ReqwestTransport(http)),
+        ))
+    }
+
+    /// A client for `issuer` over `transport`.
+    pub fn with_transport(issuer: &str, transport: Arc<dyn Transport>) -> Self {
+        Self {
             issuer: issuer.trim_end_matches('/').to_string(),
-            http,
+            transport,
             endpoints: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// The issuer URL, without a trailing slash.
@@ -274,9 +322,15 @@ impl Idp {
             return Ok(e.clone());
         }
         let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let resp = self.http.get(&url).send().await.map_err(|e| {
-            IdpError::unavailable(format!("discovery at {url} failed: {}", plain_reqwest(&e)))
-        })?;
+        let req = http::Request::get(&url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| IdpError::Unsupported(format!("bad issuer URL {url}: {e}")))?;
+        let resp = self
+            .transport
+            .send(req)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("discovery at {url} failed: {e}")))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(IdpError::Unavailable {
@@ -291,10 +345,7 @@ impl Idp {
             device_authorization_endpoint: Option<url::Url>,
             revocation_endpoint: Option<url::Url>,
         }
-        let body = resp.bytes().await.map_err(|e| {
-            IdpError::unavailable(format!("discovery at {url}: {}", plain_reqwest(&e)))
-        })?;
-        let doc: Doc = serde_json::from_slice(&body).map_err(|e| {
+        let doc: Doc = serde_json::from_slice(resp.body()).map_err(|e| {
             IdpError::unavailable(format!("discovery at {url} is not a valid document: {e}"))
         })?;
         if let Some(i) = &doc.issuer
@@ -314,45 +365,73 @@ impl Idp {
         Ok(e)
     }
 
-    fn http_fn(
-        &self,
-        meta: Arc<Mutex<Meta>>,
-    ) -> impl Fn(
-        HttpRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<HttpResponse, HttpFailure>> + Send>,
-    > + use<> {
-        let http = self.http.clone();
+    fn http_fn(&self, meta: Arc<Mutex<Meta>>) -> impl Fn(HttpRequest) -> HttpFuture + use<> {
+        let transport = self.transport.clone();
         move |req: HttpRequest| {
-            let http = http.clone();
+            let transport = transport.clone();
             let meta = meta.clone();
             Box::pin(async move {
-                let (parts, body) = req.into_parts();
-                let resp = http
-                    .request(parts.method, parts.uri.to_string())
-                    .headers(parts.headers)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| HttpFailure(plain_reqwest(&e)))?;
-                let status = resp.status();
-                let headers = resp.headers().clone();
+                let resp = transport.send(req).await?;
                 if let Ok(mut m) = meta.lock() {
                     *m = Meta {
-                        status: status.as_u16(),
-                        retry_after: retry_after(&headers),
+                        status: resp.status().as_u16(),
+                        retry_after: retry_after(resp.headers()),
                     };
                 }
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| HttpFailure(plain_reqwest(&e)))?;
-                let mut out = http::Response::new(body.to_vec());
-                *out.status_mut() = status;
-                *out.headers_mut() = headers;
-                Ok(out)
-            })
+                Ok(resp)
+            }) as HttpFuture
         }
+    }
+
+    /// A form POST to `url` with client authentication: HTTP Basic (RFC 6749 section 2.3.1,
+    /// form-urlencoded id and secret) for confidential clients, `client_id` in the body else.
+    async fn post_form(
+        &self,
+        url: &url::Url,
+        client: &ClientAuth,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<HttpResponse, HttpFailure> {
+        let mut req = http::Request::post(url.as_str())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        match &client.secret {
+            Some(s) => {
+                let enc = |v: &str| {
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                };
+                let pair = zeroize::Zeroizing::new(format!(
+                    "{}:{}",
+                    enc(&client.client_id),
+                    enc(s.expose())
+                ));
+                let b64 = zeroize::Zeroizing::new(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    pair.as_bytes(),
+                ));
+                req = req.header(
+                    http::header::AUTHORIZATION,
+                    format!("Basic {}", b64.as_str()),
+                );
+            }
+            None => form.push(("client_id", client.client_id.clone())),
+        }
+        let body = {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &form {
+                ser.append_pair(k, v);
+            }
+            zeroize::Zeroizing::new(ser.finish())
+        };
+        for (_, v) in form.iter_mut() {
+            zeroize::Zeroize::zeroize(v);
+        }
+        let req = req
+            .body(body.as_bytes().to_vec())
+            .map_err(|e| HttpFailure(format!("cannot build request: {e}")))?;
+        self.transport.send(req).await
     }
 
     /// Starts a device authorization (RFC 8628 section 3.1).
@@ -401,7 +480,14 @@ impl Idp {
     ) -> Result<Grant, IdpError> {
         let deadline = tokio::time::Instant::now() + auth.expires_in();
         let interval = Arc::new(Mutex::new(auth.interval()));
+        let mut current = auth.response.clone();
         loop {
+            // A restart after a transient failure keeps the interval slow_down raised
+            // (RFC 8628 section 3.5): the oauth2 loop starts from the response's interval.
+            let now_interval = interval.lock().map(|i| *i).unwrap_or(current.interval());
+            if now_interval != current.interval() {
+                current = with_interval(&current, now_interval).unwrap_or(current);
+            }
             let ep = match self.endpoints().await {
                 Ok(ep) => ep,
                 Err(e) => {
@@ -420,7 +506,7 @@ impl Idp {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let seen = interval.clone();
             let res = c
-                .exchange_device_access_token(&auth.response)
+                .exchange_device_access_token(&current)
                 .request_async(
                     &self.http_fn(meta.clone()),
                     move |d: Duration| {
@@ -526,7 +612,7 @@ impl Idp {
         target: &Target,
     ) -> Result<Grant, IdpError> {
         let ep = self.endpoints().await?;
-        let mut form: Vec<(&str, String)> = vec![
+        let mut form: Vec<(&'static str, String)> = vec![
             (
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:token-exchange".into(),
@@ -551,23 +637,13 @@ impl Idp {
         if !target.scopes.is_empty() {
             form.push(("scope", target.scopes.join(" ")));
         }
-        let mut req = self.http.post(ep.token.clone());
-        match &client.secret {
-            Some(s) => req = req.basic_auth(&client.client_id, Some(s.expose())),
-            None => form.push(("client_id", client.client_id.clone())),
-        }
-        let resp = req.form(&form).send().await;
-        for (_, v) in form.iter_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-        let resp = resp
-            .map_err(|e| IdpError::unavailable(format!("token exchange: {}", plain_reqwest(&e))))?;
+        let resp = self
+            .post_form(&ep.token, client, form)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("token exchange: {e}")))?;
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| IdpError::unavailable(format!("token exchange: {}", plain_reqwest(&e))))?;
+        let body = resp.body();
         if status == 429 || status >= 500 {
             return Err(IdpError::Unavailable {
                 detail: format!("token endpoint answered HTTP {status}"),
@@ -575,7 +651,7 @@ impl Idp {
             });
         }
         if status != 200 {
-            return match serde_json::from_slice::<BasicErrorResponse>(&body) {
+            return match serde_json::from_slice::<BasicErrorResponse>(body) {
                 Ok(e) => Err(IdpError::Rejected {
                     code: e.error().to_string(),
                     description: e.error_description().cloned(),
@@ -585,7 +661,7 @@ impl Idp {
                 ))),
             };
         }
-        let t: BasicTokenResponse = serde_json::from_slice(&body).map_err(|_| {
+        let t: BasicTokenResponse = serde_json::from_slice(body).map_err(|_| {
             IdpError::unavailable("token endpoint answered 200 with a malformed token response")
         })?;
         Ok(grant_from(&t))
@@ -597,21 +673,14 @@ impl Idp {
         let Some(url) = ep.revocation.clone() else {
             return Ok(());
         };
-        let mut form = vec![
+        let form = vec![
             ("token", token.expose().to_string()),
             ("token_type_hint", "refresh_token".to_string()),
         ];
-        let mut req = self.http.post(url);
-        match &client.secret {
-            Some(s) => req = req.basic_auth(&client.client_id, Some(s.expose())),
-            None => form.push(("client_id", client.client_id.clone())),
-        }
-        let resp = req.form(&form).send().await;
-        for (_, v) in form.iter_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-        let resp =
-            resp.map_err(|e| IdpError::unavailable(format!("revocation: {}", plain_reqwest(&e))))?;
+        let resp = self
+            .post_form(&url, client, form)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("revocation: {e}")))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -635,6 +704,17 @@ fn audience_params(target: &Target) -> Vec<(&'static str, String)> {
 
 fn is_absolute_uri(s: &str) -> bool {
     url::Url::parse(s).is_ok()
+}
+
+/// The same device authorization with another poll interval (the type has no setter).
+fn with_interval(
+    r: &StandardDeviceAuthorizationResponse,
+    interval: Duration,
+) -> Option<StandardDeviceAuthorizationResponse> {
+    let mut v = serde_json::to_value(r).ok()?;
+    v.as_object_mut()?
+        .insert("interval".into(), serde_json::json!(interval.as_secs()));
+    serde_json::from_value(v).ok()
 }
 
 async fn sleep_or_expire(
@@ -813,6 +893,114 @@ mod tests {
             audience_params(&t("sts.amazonaws.com")),
             vec![("audience", "sts.amazonaws.com".to_string())]
         );
+    }
+
+    /// A scripted IdP: discovery, device authorization without `interval` (like
+    /// oidc-provider), then the token endpoint's answers in order.
+    struct Script {
+        token_answers: Mutex<std::collections::VecDeque<(u16, &'static str)>>,
+        token_calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Transport for Script {
+        fn send(&self, req: HttpRequest) -> HttpFuture {
+            let path = req.uri().path().to_string();
+            let (status, body): (u16, String) = match path.as_str() {
+                "/.well-known/openid-configuration" => (
+                    200,
+                    r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#.into(),
+                ),
+                "/device/auth" => (
+                    200,
+                    r#"{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"https://idp.test/device","expires_in":600}"#.into(),
+                ),
+                _ => {
+                    self.token_calls.lock().unwrap().push(tokio::time::Instant::now());
+                    let (st, b) = self.token_answers.lock().unwrap().pop_front().unwrap();
+                    (st, b.into())
+                }
+            };
+            let ct = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            let mut resp = http::Response::new(body.into_bytes());
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            Box::pin(async move { Ok(resp) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn device_poll_defaults_to_5s_and_slow_down_adds_5s_across_transient_errors() {
+        let script = Arc::new(Script {
+            token_answers: Mutex::new(
+                [
+                    (400, r#"{"error":"authorization_pending"}"#),
+                    (400, r#"{"error":"slow_down"}"#),
+                    (503, "<html>down</html>"),
+                    (400, r#"{"error":"authorization_pending"}"#),
+                    (200, r#"{"access_token":"at","token_type":"Bearer","expires_in":60,"refresh_token":"rt"}"#),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            token_calls: Mutex::new(Vec::new()),
+        });
+        let idp = Idp::with_transport("https://idp.test", script.clone());
+        let client = ClientAuth {
+            client_id: "c".into(),
+            secret: None,
+        };
+        let auth = idp
+            .device_authorize(&client, &Target::default())
+            .await
+            .unwrap();
+        assert_eq!(auth.interval(), Duration::from_secs(5), "RFC 8628 default");
+        assert_eq!(auth.user_code(), "ABCD-EFGH");
+        let start = tokio::time::Instant::now();
+        let g = idp.device_poll(&client, &auth).await.unwrap();
+        assert_eq!(g.access_token.expose(), "at");
+        assert_eq!(g.refresh_token.unwrap().expose(), "rt");
+        let at: Vec<u64> = script
+            .token_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (*t - start).as_secs())
+            .collect();
+        // 0: pending -> 5 s; 5: slow_down -> 10 s; 15: 503 -> wait 10 s, restart keeping 10 s;
+        // 25: pending -> 10 s; 35: token.
+        assert_eq!(at, vec![0, 5, 15, 25, 35]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn device_poll_reports_denial_and_expiry_as_rejections() {
+        for (answer, code) in [
+            (r#"{"error":"access_denied"}"#, "access_denied"),
+            (r#"{"error":"expired_token"}"#, "expired_token"),
+        ] {
+            let script = Arc::new(Script {
+                token_answers: Mutex::new([(400, answer)].into_iter().collect()),
+                token_calls: Mutex::new(Vec::new()),
+            });
+            let idp = Idp::with_transport("https://idp.test", script);
+            let client = ClientAuth {
+                client_id: "c".into(),
+                secret: None,
+            };
+            let auth = idp
+                .device_authorize(&client, &Target::default())
+                .await
+                .unwrap();
+            let err = idp.device_poll(&client, &auth).await.unwrap_err();
+            assert!(
+                matches!(&err, IdpError::Rejected { code: c, .. } if c == code),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]
