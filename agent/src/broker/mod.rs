@@ -360,10 +360,23 @@ impl Broker {
         req: TokenRequest,
     ) -> Result<IssuedToken, BrokerError> {
         use tracing::Instrument;
-        let slot = self.inner.slot(profile)?;
-        slot.token(self.inner.as_ref(), req)
-            .instrument(tracing::trace_span!("token", profile = %profile))
+        let slot = self.inner.slot(profile)?.clone();
+        if slot.cfg.grant != GrantKind::Env
+            && let Some(t) = slot.cached(req.min_valid)
+        {
+            return Ok(t);
+        }
+        // The slow path runs in its own task: a caller that gives up (a timed-out API
+        // request) must not cancel a refresh between the IdP's rotation of the refresh token
+        // and its write to the store.
+        let inner = self.inner.clone();
+        let span = tracing::debug_span!("token", profile = %profile);
+        tokio::spawn(async move { slot.token(inner.as_ref(), req).await }.instrument(span))
             .await
+            .map_err(|e| BrokerError::Internal {
+                profile: profile.to_string(),
+                detail: format!("token task failed: {e}"),
+            })?
     }
 
     /// Status of every profile.
