@@ -55,6 +55,9 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     // "Container restart": a new broker on the same state dir.
     w.idp.reset_stats().await.unwrap();
     let broker = w.broker(opts(true)).await;
+    // The stored login is known before the boot refresh has run.
+    let st = &broker.status()[0];
+    assert_eq!(st.state, ProfileState::Valid, "{st:?}");
     broker.boot_refresh().await;
     let t2 = broker.token("dev", TokenRequest::default()).await.unwrap();
     assert_ne!(t2.access_token, t.access_token);
@@ -71,6 +74,16 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).ok, 1);
     assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0);
     assert_eq!(stats.device_authorization.requests, 0);
+
+    // Logout forgets the login here and at the IdP.
+    broker.logout("dev").await.unwrap();
+    assert!(!w.grant_file("dev").exists());
+    let err = broker
+        .token("dev", TokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "login_required");
+    assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

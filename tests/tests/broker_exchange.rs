@@ -60,11 +60,18 @@ async fn client_credentials_with_secret_file_gets_its_audience() {
     assert_eq!(claims["client_id"], Idp::CONFIDENTIAL_CLIENT);
     let s = w.idp.stats().await.unwrap().grant(GRANT_CLIENT_CREDENTIALS);
     assert_eq!(s.ok, 1);
+    let again = broker.token("ci", TokenRequest::default()).await.unwrap();
+    assert_eq!(again.access_token, t.access_token, "served from the cache");
+
+    // Logout of a client-credentials profile only drops the cached token.
+    broker.logout("ci").await.unwrap();
+    let t2 = broker.token("ci", TokenRequest::default()).await.unwrap();
+    assert_ne!(t2.access_token, t.access_token);
 
     // A wrong secret is a typed error with the IdP's code, not a panic or a retry storm.
     std::fs::write(&secret, "wrong").unwrap();
     broker
-        .invalidate("ci", &t.access_token.fingerprint())
+        .invalidate("ci", &t2.access_token.fingerprint())
         .await
         .unwrap();
     let err = broker

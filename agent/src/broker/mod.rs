@@ -285,6 +285,17 @@ impl Broker {
                 Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
             );
         }
+        // Know at once which device profiles have a stored login (status before boot refresh).
+        for slot in slots.values() {
+            if slot.cfg.grant == GrantKind::Device {
+                let (store, name) = (store.clone(), slot.name.clone());
+                if let Ok(Ok(Some(g))) =
+                    tokio::task::spawn_blocking(move || store.load(&name)).await
+                {
+                    slot.adopt_stored(g);
+                }
+            }
+        }
         let inner = Arc::new(Inner {
             slots,
             store,
@@ -411,6 +422,11 @@ impl Broker {
                     "an env profile serves the environment's token; there is no login to forget"
                         .into(),
             });
+        }
+        if slot.cfg.grant != GrantKind::Device {
+            // Nothing is stored for these: forget the cached token, fetch anew on next use.
+            slot.drop_token();
+            return Ok(());
         }
         let mem_rt = slot.forget("logged out");
         let store = self.inner.store.clone();

@@ -659,6 +659,21 @@ impl Slot {
         hit
     }
 
+    /// Drops the cached token and any failure state (the next request fetches anew).
+    pub(super) fn drop_token(&self) {
+        let mut st = self.lock();
+        st.token = None;
+        st.failure = None;
+    }
+
+    /// Takes the refresh token of a stored grant found at start, if it belongs to this
+    /// profile's issuer and client.
+    pub(super) fn adopt_stored(&self, g: StoredGrant) {
+        if self.grant_matches(&g) {
+            self.lock().refresh_token = Some(g.refresh_token);
+        }
+    }
+
     /// Forgets everything in memory, marking the profile as logged out.
     pub(super) fn forget(&self, reason: &str) -> Option<Secret> {
         let mut st = self.lock();
