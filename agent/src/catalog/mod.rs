@@ -4,6 +4,11 @@
 //! INTERFACE STUB: filled in by the catalog work. [`Service`] / [`CatalogHandle`] is what
 //! the daemon and API use.
 
+pub mod finding;
+pub mod refs;
+pub mod validate;
+pub mod yaml;
+
 use crate::broker::Broker;
 use crate::config::CatalogConfig;
 use crate::paths::Paths;
