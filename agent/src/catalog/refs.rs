@@ -72,10 +72,10 @@ pub fn parse_ref(
 ) -> Result<EntityRef, RefError> {
     let slash = text.find('/');
     let mut colon = text.find(':');
-    if let (Some(s), Some(c)) = (slash, colon) {
-        if s < c {
-            colon = None;
-        }
+    if let (Some(s), Some(c)) = (slash, colon)
+        && s < c
+    {
+        colon = None;
     }
     let kind = colon.map(|c| &text[..c]);
     let namespace = slash.map(|s| &text[colon.map_or(0, |c| c + 1)..s]);

@@ -353,14 +353,14 @@ impl Checker<'_> {
         }
         let api_version = self.required_str(root, "apiVersion", "apiVersion", "api-version");
         let kind = self.required_str(root, "kind", "kind", "kind");
-        if let Some((v, pos)) = api_version {
-            if !is_valid_api_version(v) {
-                self.push(
+        if let Some((v, pos)) = api_version
+            && !is_valid_api_version(v)
+        {
+            self.push(
                     pos,
                     "api-version",
                     format!("apiVersion {v:?} is not valid; expected <group>/<version> such as backstage.io/v1alpha1"),
                 );
-            }
         }
         let mut builtin = false;
         if let (Some((v, vpos)), Some((k, kpos))) = (api_version, kind) {
@@ -439,17 +439,15 @@ impl Checker<'_> {
             None => None,
         };
         let mut owner = None;
-        if builtin {
-            if let Some((k, _)) = kind {
-                match spec {
-                    None if root.get("spec").is_none() => self.push(
-                        root.pos,
-                        "spec",
-                        format!("spec is missing; kind {k} requires it"),
-                    ),
-                    None => {}
-                    Some(spec) => owner = self.spec(k, spec, &namespace),
-                }
+        if builtin && let Some((k, _)) = kind {
+            match spec {
+                None if root.get("spec").is_none() => self.push(
+                    root.pos,
+                    "spec",
+                    format!("spec is missing; kind {k} requires it"),
+                ),
+                None => {}
+                Some(spec) => owner = self.spec(k, spec, &namespace),
             }
         }
         let (Some((_, _)), Some((k, _)), Some(name)) = (api_version, kind, name) else {
@@ -519,14 +517,14 @@ impl Checker<'_> {
             },
         };
         for key in ["title", "description"] {
-            if let Some((_, v)) = m.get(key) {
-                if v.as_str().is_none() {
-                    self.push(
-                        v.pos,
-                        "field-type",
-                        format!("metadata.{key} must be a string, found {}", v.type_name()),
-                    );
-                }
+            if let Some((_, v)) = m.get(key)
+                && v.as_str().is_none()
+            {
+                self.push(
+                    v.pos,
+                    "field-type",
+                    format!("metadata.{key} must be a string, found {}", v.type_name()),
+                );
             }
         }
         for (field, rule_key, rule_value) in [

@@ -1,10 +1,17 @@
 //! `stagepass catalog check|diff|sync`.
 //!
-//! STUB: the catalog work fills these in.
+//! `check` runs locally (no agent, no Backstage) so CI and pre-commit hooks can use it;
+//! `diff` and `sync` ask the running agent, which holds the Backstage token and the outbox.
 
+use crate::api::client::{Client, ClientError};
+use crate::catalog::check::check_path;
+use crate::catalog::diff::Change;
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Exit code of `check` when the check itself could not run (bad path, bad glob).
+pub const EXIT_CHECK_ERROR: u8 = 2;
 
 /// Catalog subcommands.
 #[derive(Debug, Subcommand)]
@@ -25,7 +32,158 @@ pub enum CatalogCommand {
 }
 
 /// Runs a catalog subcommand.
-pub fn run(_extra: Option<PathBuf>, _cmd: CatalogCommand) -> ExitCode {
-    eprintln!("stagepass catalog: not implemented yet");
-    ExitCode::FAILURE
+pub fn run(extra: Option<PathBuf>, cmd: CatalogCommand) -> ExitCode {
+    let (config, paths) = match super::load(extra) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("stagepass: {e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    match cmd {
+        CatalogCommand::Check { path } => {
+            check(path, config.catalog.root.as_deref(), &config.catalog.globs)
+        }
+        CatalogCommand::Diff { json } => ask(&paths, |c| async move {
+            let v = c.get_json("/v1/catalog/diff").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print_diff(&v);
+            }
+            Ok(())
+        }),
+        CatalogCommand::Sync => ask(&paths, |c| async move {
+            let v = c
+                .post_json("/v1/catalog/sync", &serde_json::json!({}))
+                .await?;
+            print_sync(&v);
+            Ok(())
+        }),
+    }
+}
+
+fn check(path: Option<PathBuf>, root: Option<&Path>, globs: &[String]) -> ExitCode {
+    let target = path
+        .or_else(|| root.map(Path::to_path_buf))
+        .unwrap_or_else(default_root);
+    match check_path(&target, globs) {
+        Ok(out) => {
+            for f in &out.findings {
+                println!("{f}");
+            }
+            eprintln!(
+                "{} catalog file(s), {} valid entit{}, {} finding(s)",
+                out.files.len(),
+                out.entities(),
+                if out.entities() == 1 { "y" } else { "ies" },
+                out.findings.len()
+            );
+            if out.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("stagepass catalog check: {e}");
+            ExitCode::from(EXIT_CHECK_ERROR)
+        }
+    }
+}
+
+/// The git top level of the working directory shown relative (`.`) when it is the
+/// working directory itself; `.` outside a repository.
+fn default_root() -> PathBuf {
+    let top = std::process::Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let cwd = std::env::current_dir().ok();
+    match (top, cwd) {
+        (Some(t), Some(c)) if std::fs::canonicalize(&t).ok() != std::fs::canonicalize(&c).ok() => t,
+        _ => PathBuf::from("."),
+    }
+}
+
+fn ask<F, Fut>(paths: &crate::paths::Paths, f: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stagepass: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match Client::new(paths) {
+        Ok(c) => c,
+        Err(e) => return client_error(&e),
+    };
+    match rt.block_on(f(client)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => client_error(&e),
+    }
+}
+
+fn client_error(e: &ClientError) -> ExitCode {
+    eprintln!("stagepass: {e}");
+    match e {
+        ClientError::NotRunning(_) => ExitCode::from(super::EXIT_AGENT_DOWN),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn print_diff(v: &serde_json::Value) {
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        eprintln!("stagepass: no diff: {err}");
+    }
+    let changes: Vec<Change> = v
+        .get("changes")
+        .cloned()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default();
+    if changes.is_empty() {
+        println!("no ownership changes against Backstage");
+    }
+    for c in changes {
+        println!("{c}");
+    }
+}
+
+fn print_sync(v: &serde_json::Value) {
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        eprintln!("stagepass: sync: {err}");
+    }
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    println!(
+        "{} push(es) queued, {} entit(ies) unchanged",
+        n("queued"),
+        n("unchanged")
+    );
+    if let Some(items) = v.get("invalid").and_then(|i| i.as_array()) {
+        for f in items {
+            let s = |k: &str| {
+                f.get(k)
+                    .map(|x| match x {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "not pushed: {}:{}:{}: {} ({})",
+                s("file"),
+                s("line"),
+                s("col"),
+                s("message"),
+                s("rule")
+            );
+        }
+    }
 }
