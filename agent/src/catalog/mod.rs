@@ -296,3 +296,6 @@ impl CatalogHandle {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
