@@ -298,4 +298,8 @@ impl CatalogHandle {
 }
 
 #[cfg(test)]
+mod fake_backstage;
+#[cfg(test)]
+mod push_tests;
+#[cfg(test)]
 mod tests;

@@ -50,6 +50,8 @@ impl Worker {
             if let Err(e) = o.save() {
                 tracing::warn!(error = %e, "cannot save the catalog outbox");
             }
+            let jobs = o.status();
+            self.shared.update(|s| s.outbox = jobs);
         }
     }
 
