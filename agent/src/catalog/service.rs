@@ -202,16 +202,17 @@ async fn run(
         }
     }
     engine.shared.update(|s| {
-        s.state = "watching".into();
         s.root = Some(root.clone());
         s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
     });
+    engine.publish();
     let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
     engine.validate_remote(&all).await;
     engine.refresh_diff().await;
     // Pushes that happened while the agent was not running.
     engine.on_ref_moved().await;
     engine.publish();
+    engine.shared.update(|s| s.state = "watching".into());
 
     let debounce = Duration::from_millis(config.debounce_ms);
     let mut recheck_at: Option<Instant> = None;
