@@ -23,8 +23,10 @@ pub struct State {
     pub entities: HashMap<String, Option<String>>,
     /// What a dry run of each URL yields (entity refs).
     pub locations: HashMap<String, Vec<String>>,
-    /// Registered location URLs.
+    /// Registered location URLs (id = index + 1).
     pub registered: Vec<String>,
+    /// The location URL each entity came from.
+    pub origin: HashMap<String, String>,
     /// Answer every request with this status instead.
     pub fail_with: Option<u16>,
     /// Only this bearer token is accepted (401 otherwise), when set.
@@ -171,6 +173,37 @@ async fn handle(
                 )
             } else {
                 json(200, serde_json::json!({}))
+            }
+        }
+        ("GET", p) if p.starts_with("/api/catalog/locations/by-entity/") => {
+            let key = p["/api/catalog/locations/by-entity/".len()..].replacen('/', ":", 1);
+            match s.origin.get(&key).and_then(|u| {
+                s.registered
+                    .iter()
+                    .position(|r| r == u)
+                    .map(|i| (i + 1, u.clone()))
+            }) {
+                Some((id, target)) => json(
+                    200,
+                    serde_json::json!({"id": id.to_string(), "type": "url", "target": target}),
+                ),
+                None => json(
+                    404,
+                    serde_json::json!({"error": {"name": "NotFoundError", "message": "no location"}}),
+                ),
+            }
+        }
+        ("DELETE", p) if p.starts_with("/api/catalog/locations/") => {
+            let id: usize = p["/api/catalog/locations/".len()..].parse().unwrap_or(0);
+            match s.registered.get_mut(id.wrapping_sub(1)) {
+                Some(t) if !t.is_empty() => {
+                    t.clear();
+                    json(204, serde_json::json!({}))
+                }
+                _ => json(
+                    404,
+                    serde_json::json!({"error": {"name": "NotFoundError", "message": "no location"}}),
+                ),
             }
         }
         ("POST", p) if p.starts_with("/api/catalog/locations") => {

@@ -330,3 +330,70 @@ async fn a_refused_token_pauses_pushes_until_it_changes() {
         "paused pushes do not hammer Backstage: {refused} -> {refused_after}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_files_are_unregistered_only_when_configured() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("a", "team-a")),
+        ("b/catalog-info.yaml", component("b", "team-a")),
+    ])
+    .await;
+    let url_a = format!("{URL}a/catalog-info.yaml");
+    bed.fake.with(|s| {
+        s.entities.insert(
+            "component:default/a".into(),
+            Some("group:default/team-a".into()),
+        );
+        s.registered.push(url_a.clone());
+        s.origin.insert("component:default/a".into(), url_a.clone());
+    });
+    let config = CatalogConfig {
+        unregister_deleted: true,
+        ..bed.config()
+    };
+    let h = Service::start_with(
+        &config,
+        &bed.paths,
+        Options {
+            tokens: token("tok"),
+            ..Options::default()
+        },
+    )
+    .await;
+    wait_for(&h, "watching", |s| s.state == "watching").await;
+    std::fs::remove_dir_all(bed.work.join("a")).unwrap();
+    wait_for(&h, "file gone", |s| s.files == 1).await;
+    commit_push(&bed.work, "remove a");
+    wait_for(&h, "unregistered", |s| {
+        s.pushes.contains_key("component:default/a")
+    })
+    .await;
+    assert_eq!(
+        bed.fake.calls("DELETE", "/api/catalog/locations/1").len(),
+        1
+    );
+    assert_eq!(bed.refreshes("component:default/a"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_files_stay_registered_by_default() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("a", "team-a")),
+        ("b/catalog-info.yaml", component("b", "team-a")),
+    ])
+    .await;
+    bed.known("component:default/b", "group:default/team-a");
+    let h = bed.start(token("tok")).await;
+    std::fs::remove_dir_all(bed.work.join("a")).unwrap();
+    write(&bed.work, "b/catalog-info.yaml", &component("b", "team-b"));
+    commit_push(&bed.work, "remove a, change b");
+    wait_for(&h, "b pushed", |s| {
+        s.pushes.contains_key("component:default/b")
+    })
+    .await;
+    let deletes = bed
+        .fake
+        .with(|s| s.seen.iter().filter(|c| c.method == "DELETE").count());
+    assert_eq!(deletes, 0);
+    assert!(!h.status().pushes.contains_key("component:default/a"));
+}
