@@ -224,10 +224,15 @@ async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_
     wait_owner(&bs, &name, "team-a").await;
 
     // The edit shows as a diff on save, before any commit.
+    let saved_at = Instant::now();
     repo.wt
         .write("svc/catalog-info.yaml", &component(&name, "team-b"))
         .unwrap();
     let s = wait(&h, "owner diff", |s| !s.diff.is_empty()).await;
+    eprintln!(
+        "measured: save -> diff shown in {:?} (150 ms debounce, validate-entity, by-refs)",
+        saved_at.elapsed()
+    );
     assert_eq!(
         s.diff[0].to_string(),
         format!("component:default/{name}: group:team-a -> group:team-b")

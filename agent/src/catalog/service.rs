@@ -71,7 +71,11 @@ pub(crate) async fn spawn(
     commands: mpsc::UnboundedReceiver<Command>,
 ) -> Vec<JoinHandle<()>> {
     use tracing::Instrument;
-    let span = tracing::info_span!("catalog");
+    let span = tracing::info_span!(
+        "catalog",
+        profile = config.profile.as_deref().unwrap_or("-"),
+        backstage = config.backstage_url.as_deref().unwrap_or("-")
+    );
     vec![tokio::spawn(
         run(config, paths, options, shared, commands_tx, commands).instrument(span),
     )]
@@ -160,9 +164,24 @@ async fn run(
             .push(format!("not a git repository ({e}): pushes are off")),
     }
 
+    if let Some(t) = &config.url_template
+        && !t.contains("{path}")
+    {
+        engine.warnings.push(format!(
+            "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
+        ));
+    }
     // Backstage, when configured.
     let mut _worker = None;
     if let Some(url) = &config.backstage_url {
+        if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            fail(
+                &shared,
+                "error",
+                format!("catalog.backstage_url {url:?} is not an http(s) URL"),
+            );
+            return;
+        }
         match Backstage::new(url) {
             Ok(bs) => {
                 if engine.urls.is_none() {

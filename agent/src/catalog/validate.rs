@@ -107,7 +107,17 @@ fn single(display: &Path, line: usize, col: usize, message: String, rule: &str) 
 
 /// Validates YAML text.
 pub fn check_text(text: &str, display: &Path) -> FileReport {
-    let stream = yaml::parse_stream(text);
+    // The YAML parser is third-party code fed with arbitrary files: a bug in it must turn
+    // into a finding, not take the agent down.
+    let Ok(stream) = std::panic::catch_unwind(|| yaml::parse_stream(text)) else {
+        return single(
+            display,
+            1,
+            1,
+            "the YAML parser failed on this file (internal error); please report it".into(),
+            "yaml-syntax",
+        );
+    };
     let mut report = FileReport::default();
     for e in &stream.errors {
         report.findings.push(Finding {
