@@ -187,3 +187,95 @@ fn print_sync(v: &serde_json::Value) {
         }
     }
 }
+
+/// The catalog section of `stagepass status` (text), from the `catalog` object of
+/// `/v1/status`: state, counts, findings, owner diff, pending and failed pushes, pauses.
+/// Kept here so `status` shows the catalog the same way `catalog diff` does.
+pub fn status_text(catalog: &serde_json::Value) -> String {
+    let str_of = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
+    };
+    let num = |k: &str| catalog.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let mut out = format!("catalog: {}", str_of(catalog, "state"));
+    if let Some(reason) = catalog.get("reason").and_then(|r| r.as_str()) {
+        out.push_str(&format!(" ({reason})"));
+    }
+    if let Some(root) = catalog.get("root").and_then(|r| r.as_str()) {
+        out.push_str(&format!(
+            ", {root}: {} file(s), {} entit(ies)",
+            num("files"),
+            num("entities")
+        ));
+    }
+    out.push('\n');
+    let list = |k: &str| {
+        catalog
+            .get(k)
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    for f in list("findings") {
+        let finding: Result<crate::catalog::Finding, _> = serde_json::from_value(f);
+        if let Ok(f) = finding {
+            out.push_str(&format!("  {f}\n"));
+        }
+    }
+    for c in list("diff") {
+        if let Ok(c) = serde_json::from_value::<Change>(c) {
+            out.push_str(&format!("  diff: {c}\n"));
+        }
+    }
+    for j in list("outbox") {
+        let error = j
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  push {} {} ({}){error}\n",
+            str_of(&j, "state"),
+            str_of(&j, "entity"),
+            str_of(&j, "file")
+        ));
+    }
+    if let Some(b) = catalog.get("backstage").filter(|b| !b.is_null()) {
+        if let Some(p) = b.get("paused").and_then(|p| p.as_str()) {
+            out.push_str(&format!("  pushes paused: {p}\n"));
+        } else if let Some(e) = b.get("error").and_then(|p| p.as_str()) {
+            out.push_str(&format!("  backstage: {e}\n"));
+        }
+    }
+    for w in list("warnings") {
+        if let Some(w) = w.as_str() {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_shows_findings_diff_and_pushes() {
+        let v = serde_json::json!({
+            "state": "watching", "root": "/r", "files": 2, "entities": 1,
+            "findings": [{"file": "a.yaml", "line": 6, "col": 3, "message": "spec.owner is missing", "rule": "required-field"}],
+            "diff": [{"change": "owner_changed", "entity": "component:default/p", "from": "group:team-a", "to": "group:team-b"}],
+            "outbox": [{"entity": "component:default/t", "file": "t.yaml", "action": "sync", "state": "failed", "attempts": 1, "error": "400"}],
+            "backstage": {"url": "http://b", "paused": "token of profile backstage refused"},
+            "warnings": []
+        });
+        let t = status_text(&v);
+        assert_eq!(
+            t,
+            "catalog: watching, /r: 2 file(s), 1 entit(ies)\n  a.yaml:6:3: spec.owner is missing (required-field)\n  diff: component:default/p: group:team-a -> group:team-b\n  push failed component:default/t (t.yaml): 400\n  pushes paused: token of profile backstage refused\n"
+        );
+        assert_eq!(
+            status_text(&serde_json::json!({"state": "disabled"})),
+            "catalog: disabled\n"
+        );
+    }
+}
