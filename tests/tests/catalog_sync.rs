@@ -228,7 +228,10 @@ async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_
     repo.wt
         .write("svc/catalog-info.yaml", &component(&name, "team-b"))
         .unwrap();
-    let s = wait(&h, "owner diff", |s| !s.diff.is_empty()).await;
+    let s = wait(&h, "owner diff", |s| {
+        s.diff.len() == 1 && s.diff[0].to_string().contains(" -> ")
+    })
+    .await;
     eprintln!(
         "measured: save -> diff shown in {:?} (150 ms debounce, validate-entity, by-refs)",
         saved_at.elapsed()

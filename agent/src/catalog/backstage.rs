@@ -131,8 +131,21 @@ impl Backstage {
         Ok((status, bytes.to_vec()))
     }
 
-    /// Sorts a non-2xx answer into an error.
+    /// A 404 that is not Backstage's own `NotFoundError` comes from a router without the
+    /// catalog mounted yet (Backstage answers before its plugins are up): retry later.
+    fn is_not_ready_404(status: u16, body: &[u8]) -> bool {
+        status == 404 && error_name(body).as_deref() != Some("NotFoundError")
+    }
+
+    /// Sorts a non-2xx answer into an error. A 404 from an endpoint that always exists
+    /// means the catalog is not up yet, which is retryable like a 5xx.
     fn error(status: u16, body: &[u8]) -> BackstageError {
+        if status == 404 {
+            return BackstageError::Server {
+                status,
+                message: format!("catalog API not available yet: {}", error_message(body)),
+            };
+        }
         let message = error_message(body);
         match status {
             401 | 403 => BackstageError::Auth { status, message },
@@ -275,7 +288,7 @@ impl Backstage {
             .await?;
         match status {
             200..=299 => Ok(true),
-            404 => Ok(false),
+            404 if !Self::is_not_ready_404(status, &bytes) => Ok(false),
             _ => Err(Self::error(status, &bytes)),
         }
     }
@@ -299,7 +312,7 @@ impl Backstage {
                 let target = v.get("target").and_then(|i| i.as_str());
                 Ok(id.zip(target).map(|(i, t)| (i.to_string(), t.to_string())))
             }
-            404 => Ok(None),
+            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
             _ => Err(Self::error(status, &bytes)),
         }
     }
@@ -319,7 +332,8 @@ impl Backstage {
             )
             .await?;
         match status {
-            200..=299 | 404 => Ok(()),
+            200..=299 => Ok(()),
+            404 if !Self::is_not_ready_404(status, &bytes) => Ok(()),
             _ => Err(Self::error(status, &bytes)),
         }
     }
@@ -338,6 +352,12 @@ fn without_url(e: &reqwest::Error) -> String {
         Some(s) => format!("{kind}: {s}"),
         None => kind.to_string(),
     }
+}
+
+/// The `error.name` of a Backstage error body (`NotFoundError`, `InputError`, ...).
+fn error_name(body: &[u8]) -> Option<String> {
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    parsed.error.and_then(|e| e.name)
 }
 
 /// Backstage's `{"error":{"name","message"}}` body as one line (bounded).
@@ -429,6 +449,11 @@ mod tests {
             BackstageError::Client { .. }
         ));
         assert!(Backstage::error(503, b"").is_retryable());
-        assert!(!Backstage::error(404, b"").is_retryable());
+        assert!(!Backstage::error(409, b"").is_retryable());
+        // Backstage answers 404 on every route until the catalog plugin is up.
+        assert!(Backstage::error(404, b"Not Found").is_retryable());
+        assert!(Backstage::is_not_ready_404(404, b"Not Found"));
+        let entity_missing = br#"{"error":{"name":"NotFoundError","message":"No entity"}}"#;
+        assert!(!Backstage::is_not_ready_404(404, entity_missing));
     }
 }

@@ -263,6 +263,13 @@ impl Outbox {
         self.data.pushed.insert(key.to_string(), hash.to_string());
     }
 
+    /// Drops a failed job of an entity, so an explicit `catalog sync` tries it again.
+    pub fn drop_failed(&mut self, key: &str) {
+        if self.data.jobs.get(key).is_some_and(|j| j.failed) {
+            self.data.jobs.remove(key);
+        }
+    }
+
     /// Forgets the pushed version of an entity, so the next enqueue pushes even an unchanged
     /// version (Backstage disagrees with what we pushed).
     pub fn forget_pushed(&mut self, key: &str) {

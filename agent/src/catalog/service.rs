@@ -720,6 +720,7 @@ impl Engine {
             self.with_outbox(|o| {
                 if force {
                     o.forget_pushed(&e.entity_ref.key());
+                    o.drop_failed(&e.entity_ref.key());
                 }
                 queued = o.enqueue(job);
             });

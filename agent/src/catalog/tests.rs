@@ -266,3 +266,21 @@ async fn disabled_and_outside_a_repository() {
     let d = h.diff().await;
     assert!(d.error.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_files_does_not_feed_back_into_rechecks() {
+    // inotify reports opens; the service's own reads must not trigger new checks (idle CPU).
+    let tmp = repo();
+    let root = std::fs::canonicalize(tmp.path().join("repo")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut w = watch::DirWatcher::new(tx, None, std::time::Duration::from_secs(1));
+    w.watch(&root.join("svc"));
+    let _ = std::fs::read(root.join("svc/catalog-info.yaml")).unwrap();
+    write(&root, "svc/other.txt", "x");
+    // The write arrives; the read before it produced nothing.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, watch::WatchEvent::Path(root.join("svc/other.txt")));
+}

@@ -44,6 +44,9 @@ pub const INOTIFY_SYSCTL: &str = "fs.inotify.max_user_watches";
 
 fn handler(tx: UnboundedSender<WatchEvent>) -> impl notify::EventHandler {
     move |res: notify::Result<notify::Event>| match res {
+        // Opening or reading a file is not a change. inotify reports opens, and our own
+        // reads (validation, `git rev-parse`) would otherwise feed back into endless rechecks.
+        Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) && !ev.need_rescan() => {}
         Ok(ev) => {
             if ev.need_rescan() {
                 let _ = tx.send(WatchEvent::Rescan);
