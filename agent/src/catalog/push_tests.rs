@@ -397,3 +397,56 @@ async fn deleted_files_stay_registered_by_default() {
     assert_eq!(deletes, 0);
     assert!(!h.status().pushes.contains_key("component:default/a"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_from_a_linked_worktree_are_detected() {
+    // A linked worktree has a `.git` *file* (`gitdir: ...`); its remote-tracking refs live
+    // in the main repository's common dir, which is what must be watched.
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known("component:default/payments", "group:default/team-a");
+    let linked = bed.work.parent().unwrap().join("linked");
+    git(
+        &bed.work,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature",
+            linked.to_str().unwrap(),
+        ],
+    );
+    assert!(linked.join(".git").is_file());
+    git(&linked, &["push", "-q", "-u", "origin", "feature"]);
+    let config = CatalogConfig {
+        root: Some(linked.clone()),
+        ..bed.config()
+    };
+    let h = Service::start_with(
+        &config,
+        &bed.paths,
+        Options {
+            tokens: token("tok"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    assert_eq!(
+        s.tracked_ref.as_deref(),
+        Some("refs/remotes/origin/feature")
+    );
+    write(
+        &linked,
+        "svc/catalog-info.yaml",
+        &component("payments", "team-b"),
+    );
+    git(&linked, &["add", "-A"]);
+    git(&linked, &["commit", "-q", "-m", "b"]);
+    git(&linked, &["push", "-q"]);
+    wait_for(&h, "refresh", |s| {
+        s.pushes.contains_key("component:default/payments")
+    })
+    .await;
+    assert_eq!(bed.refreshes("component:default/payments"), 1);
+}
