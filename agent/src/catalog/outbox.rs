@@ -377,6 +377,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_job_is_not_retried_until_a_new_version_or_an_explicit_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = Outbox::load(&tmp.path().join("outbox.json"));
+        o.enqueue(job("t", "h1"));
+        o.fail("component:default/t", "h1", "400 not allowed".into());
+        assert!(o.due(Instant::now()).is_empty());
+        assert!(!o.enqueue(job("t", "h1")), "same version stays failed");
+        assert_eq!(o.status()[0].state, "failed");
+        o.drop_failed("component:default/t");
+        assert!(o.enqueue(job("t", "h1")), "catalog sync retries it");
+        o.fail("component:default/t", "h1", "400 again".into());
+        assert!(o.enqueue(job("t", "h2")), "a new version is tried");
+        assert_eq!(o.due(Instant::now()).len(), 1);
+    }
+
+    #[test]
     fn corrupt_file_is_moved_aside() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("outbox.json");
