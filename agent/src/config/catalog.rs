@@ -19,12 +19,15 @@ pub struct CatalogConfig {
     pub backstage_url: Option<String>,
     /// Profile whose token is sent to Backstage.
     pub profile: Option<String>,
-    /// URL template for a file: `{path}`, `{branch}` are replaced; default derived from the git remote.
+    /// URL template for a file: `{path}`, `{branch}`, `{repo}` (the remote URL's path without
+    /// `.git`) are replaced; default: GitHub blob URLs for github.com remotes.
     pub url_template: Option<String>,
     /// Branch whose remote-tracking ref triggers a push; default: the current branch's upstream.
     pub branch: Option<String>,
     /// Unregister locations whose file was deleted.
     pub unregister_deleted: bool,
+    /// Cap of the retry backoff while Backstage is unreachable or failing, in milliseconds.
+    pub retry_max_ms: u64,
 }
 
 impl Default for CatalogConfig {
@@ -39,6 +42,7 @@ impl Default for CatalogConfig {
             url_template: None,
             branch: None,
             unregister_deleted: false,
+            retry_max_ms: 30_000,
         }
     }
 }

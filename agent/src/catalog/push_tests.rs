@@ -1,0 +1,452 @@
+//! The push path against a small fake Backstage, with real git (a bare remote and a clone):
+//! push detection, refresh vs registration, dry-run refusal, invalid files, outage with a
+//! restart, token refusal.
+
+use super::fake_backstage::Fake;
+use super::tests::{component, git, wait_for, write};
+use super::token::StaticToken;
+use super::*;
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+
+struct Bed {
+    _tmp: tempfile::TempDir,
+    work: PathBuf,
+    paths: Paths,
+    fake: Fake,
+}
+
+const URL: &str = "http://git.test/";
+
+async fn bed(files: &[(&str, String)]) -> Bed {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    git(&base, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(&base, &["clone", "-q", "remote.git", "work"]);
+    let work = base.join("work");
+    git(&work, &["config", "user.email", "t@example.com"]);
+    git(&work, &["config", "user.name", "t"]);
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    for (p, text) in files {
+        write(&work, p, text);
+    }
+    commit_push(&work, "initial");
+    git(&work, &["branch", "-q", "--set-upstream-to=origin/main"]);
+    Bed {
+        paths: Paths {
+            config_files: Vec::new(),
+            state_dir: base.join("state"),
+            runtime_dir: base.join("run"),
+        },
+        _tmp: tmp,
+        work,
+        fake: Fake::start().await,
+    }
+}
+
+fn commit_push(work: &Path, msg: &str) {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", msg]);
+    git(work, &["push", "-q", "origin", "main"]);
+}
+
+impl Bed {
+    fn config(&self) -> CatalogConfig {
+        CatalogConfig {
+            root: Some(self.work.clone()),
+            backstage_url: Some(self.fake.url.clone()),
+            url_template: Some(format!("{URL}{{path}}")),
+            retry_max_ms: 200,
+            ..CatalogConfig::default()
+        }
+    }
+
+    async fn start(&self, token: Arc<StaticToken>) -> CatalogHandle {
+        let h = Service::start_with(
+            &self.config(),
+            &self.paths,
+            Options {
+                tokens: token,
+                ..Options::default()
+            },
+        )
+        .await;
+        wait_for(&h, "watching", |s| s.state == "watching").await;
+        h
+    }
+
+    fn known(&self, entity: &str, owner: &str) {
+        self.fake.with(|s| {
+            s.entities.insert(entity.into(), Some(owner.into()));
+        });
+    }
+
+    fn refreshes(&self, entity: &str) -> usize {
+        self.fake
+            .calls("POST", "/api/catalog/refresh")
+            .iter()
+            .filter(|c| c.body["entityRef"] == entity)
+            .count()
+    }
+}
+
+fn token(t: &str) -> Arc<StaticToken> {
+    Arc::new(StaticToken::new("backstage", Secret::new(t)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_change_is_diffed_on_save_and_refreshed_after_push() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known("component:default/payments", "group:default/team-a");
+    let h = bed.start(token("tok-1")).await;
+    let s = h.status();
+    assert!(s.diff.is_empty(), "{:?}", s.diff);
+    assert_eq!(s.tracked_ref.as_deref(), Some("refs/remotes/origin/main"));
+
+    write(
+        &bed.work,
+        "svc/catalog-info.yaml",
+        &component("payments", "team-b"),
+    );
+    let s = wait_for(&h, "diff", |s| !s.diff.is_empty()).await;
+    assert_eq!(
+        s.diff[0].to_string(),
+        "component:default/payments: group:team-a -> group:team-b"
+    );
+    assert_eq!(h.diff().await.changes, s.diff);
+    assert_eq!(
+        bed.refreshes("component:default/payments"),
+        0,
+        "saving is not pushing"
+    );
+
+    commit_push(&bed.work, "owner b");
+    wait_for(&h, "refresh", |s| {
+        s.pushes.get("component:default/payments") == Some(&1)
+    })
+    .await;
+    let calls = bed.fake.calls("POST", "/api/catalog/refresh");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].auth.as_deref(), Some("Bearer tok-1"));
+    assert!(h.status().outbox.is_empty());
+    // Validate-entity ran on the edit with the file's URL as location.
+    let v = bed.fake.calls("POST", "/api/catalog/validate-entity");
+    assert!(
+        v.iter()
+            .any(|c| c.body["location"] == format!("url:{URL}svc/catalog-info.yaml"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_files_are_registered_after_a_dry_run_and_rule_violations_are_reported() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known("component:default/payments", "group:default/team-a");
+    bed.fake.with(|s| {
+        s.locations.insert(
+            format!("{URL}new/catalog-info.yaml"),
+            vec!["component:default/billing".into()],
+        );
+        // catalog.rules drop the entity: the dry run yields nothing.
+        s.locations
+            .insert(format!("{URL}bad/catalog-info.yaml"), vec![]);
+    });
+    let h = bed.start(token("tok")).await;
+    write(
+        &bed.work,
+        "new/catalog-info.yaml",
+        &component("billing", "team-b"),
+    );
+    write(
+        &bed.work,
+        "bad/catalog-info.yaml",
+        &component("forbidden", "team-b"),
+    );
+    commit_push(&bed.work, "two new files");
+    let s = wait_for(&h, "register + refusal", |s| {
+        s.pushes.contains_key("component:default/billing")
+            && s.outbox.iter().any(|j| j.state == "failed")
+    })
+    .await;
+    let failed = s.outbox.iter().find(|j| j.state == "failed").unwrap();
+    assert_eq!(failed.entity, "component:default/forbidden");
+    assert!(
+        failed.error.as_ref().unwrap().contains("catalog.rules"),
+        "{failed:?}"
+    );
+    let regs = bed.fake.calls("POST", "/api/catalog/locations");
+    assert_eq!(regs.len(), 1, "only billing is registered for real");
+    assert_eq!(
+        regs[0].body["target"],
+        format!("{URL}new/catalog-info.yaml")
+    );
+    assert_eq!(
+        bed.fake
+            .calls("POST", "/api/catalog/locations?dryRun=true")
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_not_pushed() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("a", "team-a")),
+        ("b/catalog-info.yaml", component("b", "team-a")),
+    ])
+    .await;
+    bed.known("component:default/a", "group:default/team-a");
+    bed.known("component:default/b", "group:default/team-a");
+    let h = bed.start(token("tok")).await;
+    write(
+        &bed.work,
+        "a/catalog-info.yaml",
+        &component("a", "team-b").replace("  owner: team-b\n", ""),
+    );
+    let s = wait_for(&h, "local finding", |s| !s.findings.is_empty()).await;
+    assert_eq!(
+        s.findings[0].to_string(),
+        "a/catalog-info.yaml:6:3: spec.owner is missing; kind Component requires it (required-field)"
+    );
+    commit_push(&bed.work, "broken a");
+    write(&bed.work, "b/catalog-info.yaml", &component("b", "team-b"));
+    commit_push(&bed.work, "b to team-b");
+    wait_for(&h, "b pushed", |s| {
+        s.pushes.contains_key("component:default/b")
+    })
+    .await;
+    assert_eq!(bed.refreshes("component:default/a"), 0);
+    assert!(h.status().outbox.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
+    let files: Vec<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| (format!("{n}/catalog-info.yaml"), component(n, "team-a")))
+        .collect();
+    let refs: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+    let bed = bed(&refs).await;
+    for n in ["a", "b", "c"] {
+        bed.known(&format!("component:default/{n}"), "group:default/team-a");
+    }
+    bed.fake.with(|s| s.fail_with = Some(503));
+    let h = bed.start(token("tok")).await;
+    write(&bed.work, "a/catalog-info.yaml", &component("a", "team-b"));
+    commit_push(&bed.work, "a");
+    wait_for(&h, "a retried", |s| {
+        s.outbox.iter().any(|j| j.attempts >= 1)
+    })
+    .await;
+    drop(h);
+
+    // While the agent is down: b changes twice (coalesced), c once.
+    write(&bed.work, "b/catalog-info.yaml", &component("b", "team-b"));
+    commit_push(&bed.work, "b1");
+    write(&bed.work, "b/catalog-info.yaml", &component("b", "team-c"));
+    commit_push(&bed.work, "b2");
+    write(&bed.work, "c/catalog-info.yaml", &component("c", "team-b"));
+    commit_push(&bed.work, "c");
+
+    let h = bed.start(token("tok")).await;
+    let s = wait_for(&h, "three pending", |s| {
+        s.outbox.len() == 3 && s.outbox.iter().all(|j| j.attempts >= 1)
+    })
+    .await;
+    assert!(
+        s.outbox.iter().all(|j| j.state == "pending"),
+        "{:?}",
+        s.outbox
+    );
+    let before = bed.fake.with(|s| {
+        s.fail_with = None;
+        s.seen.len()
+    });
+    wait_for(&h, "all pushed", |s| {
+        s.pushes.len() == 3 && s.outbox.is_empty()
+    })
+    .await;
+    let after: Vec<_> = bed.fake.with(|s| s.seen[before..].to_vec());
+    for n in ["a", "b", "c"] {
+        let n_refresh = after
+            .iter()
+            .filter(|c| {
+                c.path == "/api/catalog/refresh"
+                    && c.body["entityRef"] == format!("component:default/{n}")
+            })
+            .count();
+        assert_eq!(n_refresh, 1, "{n} refreshed once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_pauses_pushes_until_it_changes() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known("component:default/payments", "group:default/team-a");
+    bed.fake.with(|s| s.accept_token = Some("good".into()));
+    let tok = token("wrong-audience");
+    let h = bed.start(tok.clone()).await;
+    write(
+        &bed.work,
+        "svc/catalog-info.yaml",
+        &component("payments", "team-b"),
+    );
+    commit_push(&bed.work, "b");
+    let s = wait_for(&h, "paused", |s| {
+        s.backstage
+            .as_ref()
+            .and_then(|b| b.paused.as_ref())
+            .is_some()
+    })
+    .await;
+    let why = s.backstage.unwrap().paused.unwrap();
+    assert!(why.contains("profile backstage"), "{why}");
+    let refused = bed.fake.with(|s| {
+        s.seen
+            .iter()
+            .filter(|c| {
+                c.path == "/api/catalog/entities/by-refs"
+                    && c.auth.as_deref() == Some("Bearer wrong-audience")
+            })
+            .count()
+    });
+    tok.set(Secret::new("good"));
+    wait_for(&h, "resumed", |s| {
+        s.pushes.contains_key("component:default/payments")
+    })
+    .await;
+    let s = h.status();
+    assert!(s.backstage.unwrap().paused.is_none());
+    let refused_after = bed.fake.with(|s| {
+        s.seen
+            .iter()
+            .filter(|c| {
+                c.path == "/api/catalog/entities/by-refs"
+                    && c.auth.as_deref() == Some("Bearer wrong-audience")
+            })
+            .count()
+    });
+    assert!(
+        refused_after <= refused + 1,
+        "paused pushes do not hammer Backstage: {refused} -> {refused_after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_files_are_unregistered_only_when_configured() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("a", "team-a")),
+        ("b/catalog-info.yaml", component("b", "team-a")),
+    ])
+    .await;
+    let url_a = format!("{URL}a/catalog-info.yaml");
+    bed.fake.with(|s| {
+        s.entities.insert(
+            "component:default/a".into(),
+            Some("group:default/team-a".into()),
+        );
+        s.registered.push(url_a.clone());
+        s.origin.insert("component:default/a".into(), url_a.clone());
+    });
+    let config = CatalogConfig {
+        unregister_deleted: true,
+        ..bed.config()
+    };
+    let h = Service::start_with(
+        &config,
+        &bed.paths,
+        Options {
+            tokens: token("tok"),
+            ..Options::default()
+        },
+    )
+    .await;
+    wait_for(&h, "watching", |s| s.state == "watching").await;
+    std::fs::remove_dir_all(bed.work.join("a")).unwrap();
+    wait_for(&h, "file gone", |s| s.files == 1).await;
+    commit_push(&bed.work, "remove a");
+    wait_for(&h, "unregistered", |s| {
+        s.pushes.contains_key("component:default/a")
+    })
+    .await;
+    assert_eq!(
+        bed.fake.calls("DELETE", "/api/catalog/locations/1").len(),
+        1
+    );
+    assert_eq!(bed.refreshes("component:default/a"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_files_stay_registered_by_default() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("a", "team-a")),
+        ("b/catalog-info.yaml", component("b", "team-a")),
+    ])
+    .await;
+    bed.known("component:default/b", "group:default/team-a");
+    let h = bed.start(token("tok")).await;
+    std::fs::remove_dir_all(bed.work.join("a")).unwrap();
+    write(&bed.work, "b/catalog-info.yaml", &component("b", "team-b"));
+    commit_push(&bed.work, "remove a, change b");
+    wait_for(&h, "b pushed", |s| {
+        s.pushes.contains_key("component:default/b")
+    })
+    .await;
+    let deletes = bed
+        .fake
+        .with(|s| s.seen.iter().filter(|c| c.method == "DELETE").count());
+    assert_eq!(deletes, 0);
+    assert!(!h.status().pushes.contains_key("component:default/a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_from_a_linked_worktree_are_detected() {
+    // A linked worktree has a `.git` *file* (`gitdir: ...`); its remote-tracking refs live
+    // in the main repository's common dir, which is what must be watched.
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known("component:default/payments", "group:default/team-a");
+    let linked = bed.work.parent().unwrap().join("linked");
+    git(
+        &bed.work,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "feature",
+            linked.to_str().unwrap(),
+        ],
+    );
+    assert!(linked.join(".git").is_file());
+    git(&linked, &["push", "-q", "-u", "origin", "feature"]);
+    let config = CatalogConfig {
+        root: Some(linked.clone()),
+        ..bed.config()
+    };
+    let h = Service::start_with(
+        &config,
+        &bed.paths,
+        Options {
+            tokens: token("tok"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    assert_eq!(
+        s.tracked_ref.as_deref(),
+        Some("refs/remotes/origin/feature")
+    );
+    write(
+        &linked,
+        "svc/catalog-info.yaml",
+        &component("payments", "team-b"),
+    );
+    git(&linked, &["add", "-A"]);
+    git(&linked, &["commit", "-q", "-m", "b"]);
+    git(&linked, &["push", "-q"]);
+    wait_for(&h, "refresh", |s| {
+        s.pushes.contains_key("component:default/payments")
+    })
+    .await;
+    assert_eq!(bed.refreshes("component:default/payments"), 1);
+}

@@ -1,0 +1,850 @@
+//! The catalog engine: one task that owns the file state, reacts to file and git-ref events,
+//! answers diff/sync commands and queues pushes; the push worker ([`super::push`]) drains
+//! the outbox beside it.
+
+use super::backstage::{Backstage, RemoteEntity};
+use super::check::duplicate_findings;
+use super::diff::{self, Change};
+use super::discover::{self, Matcher};
+use super::finding::Finding;
+use super::git::{self, Repo, UrlMap};
+use super::outbox::{Action, Job, Outbox};
+use super::push::{self, Worker};
+use super::refs::EntityRef;
+use super::token::TokenSource;
+use super::validate::{self, FileReport};
+use super::watch::{self, DirWatcher, WatchEvent};
+use super::{
+    BackstageStatus, CatalogStatus, Command, DiffReport, Options, ScanReport, Shared, SyncReport,
+    WatchStatus,
+};
+use crate::config::CatalogConfig;
+use crate::paths::Paths;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Aborts a task when dropped, so the worker cannot outlive the engine.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Everything needed to talk to Backstage.
+pub(crate) struct SyncCtx {
+    pub(crate) backstage: Backstage,
+    pub(crate) tokens: Arc<dyn TokenSource>,
+    pub(crate) outbox: Arc<Mutex<Outbox>>,
+    pub(crate) wake: Arc<Notify>,
+}
+
+struct Engine {
+    config: CatalogConfig,
+    shared: Arc<Shared>,
+    root: PathBuf,
+    matcher: Matcher,
+    files: BTreeMap<PathBuf, FileReport>,
+    remote_findings: BTreeMap<PathBuf, Vec<Finding>>,
+    watcher: DirWatcher,
+    repo: Option<Repo>,
+    urls: Option<UrlMap>,
+    sync: Option<Arc<SyncCtx>>,
+    logged_diff: BTreeSet<Change>,
+    logged_findings: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+pub(crate) async fn spawn(
+    config: CatalogConfig,
+    paths: Paths,
+    options: Options,
+    shared: Arc<Shared>,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> Vec<JoinHandle<()>> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "catalog",
+        profile = config.profile.as_deref().unwrap_or("-"),
+        backstage = config.backstage_url.as_deref().unwrap_or("-")
+    );
+    vec![tokio::spawn(
+        run(config, paths, options, shared, commands_tx, commands).instrument(span),
+    )]
+}
+
+fn fail(shared: &Shared, state: &str, reason: String) {
+    tracing::warn!(reason = %reason, "catalog watcher {state}");
+    shared.update(|s| {
+        s.state = state.into();
+        s.reason = Some(reason);
+    });
+}
+
+async fn run(
+    config: CatalogConfig,
+    paths: Paths,
+    options: Options,
+    shared: Arc<Shared>,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let root = match &config.root {
+        Some(r) => Some(r.clone()),
+        None => {
+            let cwd = options.cwd.clone().or_else(|| std::env::current_dir().ok());
+            match cwd {
+                Some(c) => git::toplevel(&c).await,
+                None => None,
+            }
+        }
+    };
+    let Some(root) = root.and_then(|r| std::fs::canonicalize(&r).ok()) else {
+        fail(
+            &shared,
+            "disabled",
+            "not started inside a git repository and no catalog.root configured".into(),
+        );
+        return;
+    };
+    let matcher = match Matcher::new(&config.globs) {
+        Ok(m) => m,
+        Err(e) => {
+            fail(&shared, "error", e.to_string());
+            return;
+        }
+    };
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel();
+    let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
+    let mut engine = Engine {
+        config: config.clone(),
+        shared: shared.clone(),
+        root: root.clone(),
+        matcher,
+        files: BTreeMap::new(),
+        remote_findings: BTreeMap::new(),
+        watcher,
+        repo: None,
+        urls: None,
+        sync: None,
+        logged_diff: BTreeSet::new(),
+        logged_findings: BTreeSet::new(),
+        warnings: Vec::new(),
+    };
+    engine.initial_scan();
+
+    // Git: the ref whose movement means "pushed", and the URL of each file.
+    let (git_tx, mut git_rx) = mpsc::unbounded_channel();
+    let mut _git_watch = None;
+    match Repo::open(&root, config.branch.as_deref()).await {
+        Ok(repo) => {
+            match watch::watch_git_dir(&repo.common_dir, git_tx) {
+                Ok(w) => _git_watch = Some(w),
+                Err(e) => engine
+                    .warnings
+                    .push(format!("cannot watch the git dir for pushes: {e}")),
+            }
+            engine.urls = UrlMap::new(
+                config.url_template.as_deref(),
+                repo.remote_url.as_deref(),
+                repo.remote_branch.as_deref(),
+            );
+            engine.repo = Some(repo);
+        }
+        Err(e) => engine
+            .warnings
+            .push(format!("not a git repository ({e}): pushes are off")),
+    }
+
+    if let Some(t) = &config.url_template
+        && !t.contains("{path}")
+    {
+        engine.warnings.push(format!(
+            "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
+        ));
+    }
+    // Backstage, when configured.
+    let mut _worker = None;
+    if let Some(url) = &config.backstage_url {
+        if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            fail(
+                &shared,
+                "error",
+                format!("catalog.backstage_url {url:?} is not an http(s) URL"),
+            );
+            return;
+        }
+        match Backstage::new(url) {
+            Ok(bs) => {
+                if engine.urls.is_none() {
+                    engine.warnings.push(
+                        "cannot map catalog files to URLs (the remote is not on github.com): set catalog.url_template"
+                            .into(),
+                    );
+                }
+                let outbox = Arc::new(Mutex::new(Outbox::load(&outbox_path(&paths, &root))));
+                if let Err(e) = crate::paths::ensure_private_dir(&paths.state_dir) {
+                    engine.warnings.push(format!(
+                        "state dir unusable, the outbox will not persist: {e}"
+                    ));
+                }
+                let ctx = Arc::new(SyncCtx {
+                    backstage: bs,
+                    tokens: options.tokens.clone(),
+                    outbox,
+                    wake: Arc::new(Notify::new()),
+                });
+                let worker = Worker {
+                    ctx: ctx.clone(),
+                    shared: shared.clone(),
+                    recheck: commands_tx.clone(),
+                    backoff_cap: Duration::from_millis(config.retry_max_ms.max(100)),
+                };
+                _worker = Some(AbortOnDrop(tokio::spawn(push::run(worker))));
+                shared.update(|s| {
+                    s.backstage = Some(BackstageStatus {
+                        url: url.clone(),
+                        ..BackstageStatus::default()
+                    });
+                });
+                engine.sync = Some(ctx);
+            }
+            Err(e) => engine.warnings.push(format!("Backstage client: {e}")),
+        }
+    }
+    engine.shared.update(|s| {
+        s.root = Some(root.clone());
+        s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
+    });
+    engine.publish();
+    let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
+    engine.validate_remote(&all).await;
+    engine.refresh_diff().await;
+    // Pushes that happened while the agent was not running.
+    engine.on_ref_moved().await;
+    engine.publish();
+    engine.shared.update(|s| s.state = "watching".into());
+
+    let debounce = Duration::from_millis(config.debounce_ms);
+    let mut recheck_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = fs_rx.recv() => {
+                let Some(ev) = ev else { break };
+                let (paths, rescan) = collect(ev, &mut fs_rx, debounce).await;
+                if rescan {
+                    engine.rescan().await;
+                } else {
+                    engine.on_paths(paths).await;
+                }
+            }
+            ev = git_rx.recv() => {
+                if ev.is_none() { continue; }
+                let _ = collect(WatchEvent::Rescan, &mut git_rx, Duration::from_millis(30)).await;
+                engine.on_ref_moved().await;
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    Command::Diff(tx) => {
+                        let d = engine.refresh_diff().await;
+                        let _ = tx.send(d);
+                    }
+                    Command::Sync(tx) => {
+                        let r = engine.sync_now().await;
+                        let _ = tx.send(r);
+                    }
+                    Command::Recheck => {
+                        recheck_at = Some(Instant::now() + Duration::from_millis(2500));
+                    }
+                }
+            }
+            _ = sleep_until_opt(recheck_at) => {
+                recheck_at = None;
+                engine.refresh_diff().await;
+            }
+        }
+        engine.publish();
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Gathers events until `quiet` passes without one (bounded to 8 x quiet in total).
+async fn collect(
+    first: WatchEvent,
+    rx: &mut mpsc::UnboundedReceiver<WatchEvent>,
+    quiet: Duration,
+) -> (BTreeSet<PathBuf>, bool) {
+    let mut paths = BTreeSet::new();
+    let mut rescan = false;
+    let mut add = |ev: WatchEvent| match ev {
+        WatchEvent::Path(p) => {
+            paths.insert(p);
+        }
+        WatchEvent::Rescan => rescan = true,
+    };
+    add(first);
+    let hard_stop = Instant::now() + quiet * 8;
+    loop {
+        let wait = quiet.min(hard_stop.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(ev)) => add(ev),
+            _ => break,
+        }
+        if Instant::now() >= hard_stop {
+            break;
+        }
+    }
+    (paths, rescan)
+}
+
+/// One outbox per repository, in the state dir.
+fn outbox_path(paths: &Paths, root: &Path) -> PathBuf {
+    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    paths.state_dir.join(format!("catalog-outbox-{id}.json"))
+}
+
+impl Engine {
+    fn rel<'a>(&self, p: &'a Path) -> Option<&'a Path> {
+        p.strip_prefix(&self.root).ok()
+    }
+
+    fn initial_scan(&mut self) {
+        let started = std::time::Instant::now();
+        let w = discover::walk(&self.root, &self.root, None, &self.matcher);
+        for d in &w.dirs {
+            self.watcher.watch(d);
+        }
+        for f in &w.files {
+            if let Some(rel) = self.rel(f).map(Path::to_path_buf) {
+                let report = validate::check_file(f, &rel);
+                self.files.insert(rel, report);
+            }
+        }
+        let report = ScanReport {
+            files_seen: w.entries,
+            dirs: w.dirs.len(),
+            catalog_files: w.files.len(),
+            millis: started.elapsed().as_millis(),
+        };
+        let (inotify, polled) = self.watcher.counts();
+        tracing::info!(
+            catalog_files = report.catalog_files,
+            entities = self.files.values().map(|r| r.entities.len()).sum::<usize>(),
+            files_seen = report.files_seen,
+            dirs = report.dirs,
+            inotify_watches = inotify,
+            polled_dirs = polled,
+            millis = report.millis as u64,
+            "catalog scan done"
+        );
+        self.shared.update(|s| s.scan = Some(report));
+        self.log_findings();
+    }
+
+    async fn rescan(&mut self) {
+        let w = discover::walk(&self.root, &self.root, None, &self.matcher);
+        for d in &w.dirs {
+            self.watcher.watch(d);
+        }
+        let found: BTreeSet<PathBuf> = w
+            .files
+            .iter()
+            .filter_map(|f| self.rel(f).map(Path::to_path_buf))
+            .collect();
+        let mut changed: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|k| !found.contains(*k))
+            .cloned()
+            .collect();
+        changed.extend(found);
+        self.recheck_files(changed).await;
+    }
+
+    /// Whether `p` (an existing file) is not ignored by the ignore files.
+    fn visible(&self, p: &Path) -> bool {
+        let Some(parent) = p.parent() else {
+            return false;
+        };
+        discover::walk(&self.root, parent, Some(1), &self.matcher)
+            .files
+            .iter()
+            .any(|f| f == p)
+    }
+
+    async fn on_paths(&mut self, paths: BTreeSet<PathBuf>) {
+        let mut changed = BTreeSet::new();
+        for p in paths {
+            let Some(rel) = self.rel(&p).map(Path::to_path_buf) else {
+                continue;
+            };
+            if discover::is_never_walked(&rel) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    if self.watcher.is_watched(&p) {
+                        continue;
+                    }
+                    let w = discover::walk(&self.root, &p, None, &self.matcher);
+                    let parent_sees_it = p
+                        .parent()
+                        .map(|parent| {
+                            discover::walk(&self.root, parent, Some(1), &self.matcher)
+                                .dirs
+                                .contains(&p)
+                        })
+                        .unwrap_or(false);
+                    if !parent_sees_it {
+                        continue;
+                    }
+                    for d in &w.dirs {
+                        self.watcher.watch(d);
+                    }
+                    changed.extend(
+                        w.files
+                            .iter()
+                            .filter_map(|f| self.rel(f).map(Path::to_path_buf)),
+                    );
+                }
+                Ok(m) if m.is_file() => {
+                    if self.matcher.is_catalog(&rel)
+                        && (self.files.contains_key(&rel) || self.visible(&p))
+                    {
+                        changed.insert(rel);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // Gone: a file, or a directory with files under it.
+                    changed.extend(self.files.keys().filter(|k| k.starts_with(&rel)).cloned());
+                    self.watcher.unwatch_under(&p);
+                }
+            }
+        }
+        if !changed.is_empty() {
+            self.recheck_files(changed.into_iter().collect()).await;
+        }
+    }
+
+    async fn recheck_files(&mut self, rels: Vec<PathBuf>) {
+        let mut present = Vec::new();
+        for rel in rels {
+            let abs = self.root.join(&rel);
+            if abs.is_file() {
+                let report = validate::check_file(&abs, &rel);
+                self.files.insert(rel.clone(), report);
+                present.push(rel);
+            } else if self.files.remove(&rel).is_some() {
+                self.remote_findings.remove(&rel);
+                tracing::info!(file = %rel.display(), "catalog file removed");
+            }
+        }
+        self.log_findings();
+        self.validate_remote(&present).await;
+        self.refresh_diff().await;
+    }
+
+    fn all_findings(&self) -> Vec<Finding> {
+        let mut v: Vec<Finding> = self
+            .files
+            .values()
+            .flat_map(|r| r.findings.iter().cloned())
+            .chain(self.remote_findings.values().flatten().cloned())
+            .collect();
+        v.extend(duplicate_findings(&self.files));
+        v.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+        v
+    }
+
+    /// Logs each finding once, when it first appears.
+    fn log_findings(&mut self) {
+        let now: BTreeSet<String> = self
+            .all_findings()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for f in now.difference(&self.logged_findings) {
+            tracing::warn!("catalog: {f}");
+        }
+        self.logged_findings = now;
+    }
+
+    async fn token(&self) -> Option<crate::secret::Secret> {
+        let ctx = self.sync.as_ref()?;
+        match ctx.tokens.token().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "no token for Backstage");
+                None
+            }
+        }
+    }
+
+    fn location_of(&self, rel: &Path) -> String {
+        match &self.urls {
+            Some(u) => u.url(rel),
+            None => format!("file://{}", self.root.join(rel).display()),
+        }
+    }
+
+    /// Backstage's own `validate-entity` verdict on each valid entity of these files.
+    async fn validate_remote(&mut self, rels: &[PathBuf]) {
+        let Some(ctx) = self.sync.clone() else { return };
+        if rels.is_empty() {
+            return;
+        }
+        let token = self.token().await;
+        for rel in rels {
+            let Some(report) = self.files.get(rel) else {
+                continue;
+            };
+            let url = self.location_of(rel);
+            let mut found = Vec::new();
+            for e in &report.entities {
+                match ctx
+                    .backstage
+                    .validate_entity(&url, &e.json, token.as_ref())
+                    .await
+                {
+                    Ok(msgs) => found.extend(msgs.into_iter().map(|m| Finding {
+                        file: rel.clone(),
+                        line: e.pos.line,
+                        col: e.pos.col,
+                        message: format!("{}: {m}", e.entity_ref),
+                        rule: "backstage".into(),
+                    })),
+                    Err(err) => {
+                        self.note_backstage(Err(err.to_string()));
+                        return;
+                    }
+                }
+            }
+            self.note_backstage(Ok(()));
+            self.remote_findings.insert(rel.clone(), found);
+        }
+        self.log_findings();
+    }
+
+    fn note_backstage(&self, r: Result<(), String>) {
+        self.shared.update(|s| {
+            if let Some(b) = s.backstage.as_mut() {
+                match r {
+                    Ok(()) => {
+                        b.reachable = Some(true);
+                        b.error = None;
+                    }
+                    Err(e) => {
+                        b.reachable = Some(!e.contains("unreachable"));
+                        b.error = Some(e);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Fetches Backstage's view of our entities and recomputes the diff; logs new changes once.
+    async fn refresh_diff(&mut self) -> DiffReport {
+        let Some(ctx) = self.sync.clone() else {
+            return DiffReport {
+                changes: Vec::new(),
+                error: Some("no Backstage configured (catalog.backstage_url)".into()),
+            };
+        };
+        let mut local = BTreeMap::new();
+        for report in self.files.values() {
+            for e in &report.entities {
+                local.insert(e.entity_ref.key(), (e.entity_ref.clone(), e.owner.clone()));
+            }
+        }
+        let known: BTreeSet<String> = ctx
+            .outbox
+            .lock()
+            .map(|o| o.pushed_keys().cloned().collect())
+            .unwrap_or_default();
+        let mut refs: Vec<EntityRef> = local.values().map(|(r, _)| r.clone()).collect();
+        for k in known.iter().filter(|k| !local.contains_key(*k)) {
+            if let Ok(r) = super::refs::parse_ref(k, None, "default") {
+                refs.push(r);
+            }
+        }
+        let token = self.token().await;
+        let remote = match ctx.backstage.by_refs(&refs, token.as_ref()).await {
+            Ok(items) => items,
+            Err(e) => {
+                self.note_backstage(Err(e.to_string()));
+                return DiffReport {
+                    changes: Vec::new(),
+                    error: Some(e.to_string()),
+                };
+            }
+        };
+        self.note_backstage(Ok(()));
+        let remote: BTreeMap<String, RemoteEntity> = remote
+            .into_iter()
+            .flatten()
+            .map(|r| (r.entity_ref.key(), r))
+            .collect();
+        let changes = diff::owner_diff(&local, &remote, &known);
+        let now: BTreeSet<Change> = changes.iter().cloned().collect();
+        for c in now.difference(&self.logged_diff) {
+            tracing::info!("catalog diff: {c}");
+        }
+        self.logged_diff = now;
+        self.shared.update(|s| s.diff = changes.clone());
+        DiffReport {
+            changes,
+            error: None,
+        }
+    }
+
+    /// The tracked ref may have moved: queue pushes for the catalog files the push changed.
+    async fn on_ref_moved(&mut self) {
+        let (Some(repo), Some(ctx)) = (self.repo.clone(), self.sync.clone()) else {
+            return;
+        };
+        let Some(new) = repo.tracked_commit().await else {
+            return;
+        };
+        let old = ctx
+            .outbox
+            .lock()
+            .ok()
+            .and_then(|o| o.last_commit().map(str::to_string));
+        if old.as_deref() == Some(new.as_str()) {
+            return;
+        }
+        let Some(old) = old else {
+            // First sight of this repository: remember where the branch is; `catalog sync`
+            // pushes everything explicitly.
+            self.with_outbox(|o| o.set_last_commit(&new));
+            tracing::info!(commit = %new, "catalog sync: tracking {}", repo.tracked_ref.as_deref().unwrap_or("?"));
+            return;
+        };
+        let changed = match repo.changed_files(&old, &new).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot diff {old}..{new}; checking every catalog file");
+                match repo.files_at(&new).await {
+                    Ok(all) => all.into_iter().map(|p| (p, false)).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list files at {new}");
+                        return;
+                    }
+                }
+            }
+        };
+        let mut queued = 0;
+        for (path, deleted) in changed {
+            if !self.matcher.is_catalog(&path) {
+                continue;
+            }
+            if deleted {
+                if self.config.unregister_deleted {
+                    queued += self.queue_unregister(&repo, &old, &path).await;
+                }
+                continue;
+            }
+            let (n, _) = self.queue_file_at(&repo, &new, &path, false).await;
+            queued += n;
+        }
+        self.with_outbox(|o| o.set_last_commit(&new));
+        tracing::info!(commit = %new, queued, "catalog sync: push detected");
+        ctx.wake.notify_one();
+    }
+
+    fn with_outbox(&self, f: impl FnOnce(&mut Outbox)) {
+        if let Some(ctx) = &self.sync
+            && let Ok(mut o) = ctx.outbox.lock()
+        {
+            f(&mut o);
+            if let Err(e) = o.save() {
+                tracing::warn!(error = %e, "cannot save the catalog outbox");
+            }
+        }
+    }
+
+    /// Validates a file as committed and queues its valid entities. Returns (queued, findings).
+    async fn queue_file_at(
+        &mut self,
+        repo: &Repo,
+        commit: &str,
+        path: &Path,
+        force: bool,
+    ) -> (usize, Vec<Finding>) {
+        let Some(urls) = self.urls.clone() else {
+            tracing::warn!(file = %path.display(), "not pushed: no URL mapping (set catalog.url_template)");
+            return (0, Vec::new());
+        };
+        let bytes = match repo.show(commit, path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read committed file");
+                return (0, Vec::new());
+            }
+        };
+        let report = validate::check_bytes(&bytes, path);
+        for f in &report.findings {
+            tracing::warn!("catalog: not pushed: {f}");
+        }
+        let url = urls.url(path);
+        let mut n = 0;
+        for e in &report.entities {
+            let job = Job {
+                entity: e.entity_ref.clone(),
+                file: path.to_path_buf(),
+                url: url.clone(),
+                hash: e.hash.clone(),
+                action: Action::Sync,
+                attempts: 0,
+                error: None,
+                failed: false,
+            };
+            let mut queued = false;
+            self.with_outbox(|o| {
+                if force {
+                    o.forget_pushed(&e.entity_ref.key());
+                    o.drop_failed(&e.entity_ref.key());
+                }
+                queued = o.enqueue(job);
+            });
+            if queued {
+                n += 1;
+            }
+        }
+        (n, report.findings)
+    }
+
+    async fn queue_unregister(&mut self, repo: &Repo, old: &str, path: &Path) -> usize {
+        let (Some(urls), Ok(bytes)) = (self.urls.clone(), repo.show(old, path).await) else {
+            return 0;
+        };
+        let report = validate::check_bytes(&bytes, path);
+        let mut n = 0;
+        for e in &report.entities {
+            let job = Job {
+                entity: e.entity_ref.clone(),
+                file: path.to_path_buf(),
+                url: urls.url(path),
+                hash: format!("deleted:{}", e.hash),
+                action: Action::Unregister,
+                attempts: 0,
+                error: None,
+                failed: false,
+            };
+            self.with_outbox(|o| {
+                if o.enqueue(job) {
+                    n += 1;
+                }
+            });
+        }
+        n
+    }
+
+    /// `stagepass catalog sync`: queue every entity Backstage lacks, disagrees with, or that
+    /// changed since the last push, as committed on the tracked branch.
+    async fn sync_now(&mut self) -> SyncReport {
+        let Some(ctx) = self.sync.clone() else {
+            return SyncReport {
+                error: Some("no Backstage configured (catalog.backstage_url)".into()),
+                ..SyncReport::default()
+            };
+        };
+        let Some(repo) = self.repo.clone() else {
+            return SyncReport {
+                error: Some("not a git repository".into()),
+                ..SyncReport::default()
+            };
+        };
+        let Some(commit) = repo.tracked_commit().await else {
+            return SyncReport {
+                error: Some(format!(
+                    "{} does not exist yet: push the branch first",
+                    repo.tracked_ref
+                        .as_deref()
+                        .unwrap_or("the tracked remote branch")
+                )),
+                ..SyncReport::default()
+            };
+        };
+        let files = match repo.files_at(&commit).await {
+            Ok(f) => f,
+            Err(e) => {
+                return SyncReport {
+                    error: Some(e.to_string()),
+                    ..SyncReport::default()
+                };
+            }
+        };
+        let diff = self.refresh_diff().await;
+        let differing: BTreeSet<String> = diff
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Added { entity, .. } | Change::OwnerChanged { entity, .. } => {
+                    Some(entity.to_ascii_lowercase())
+                }
+                Change::Removed { .. } => None,
+            })
+            .collect();
+        let mut report = SyncReport::default();
+        let mut total = 0;
+        let catalog_files: Vec<PathBuf> = files
+            .into_iter()
+            .filter(|p| self.matcher.is_catalog(p))
+            .collect();
+        for path in &catalog_files {
+            let bytes = repo.show(&commit, path).await.unwrap_or_default();
+            let parsed = validate::check_bytes(&bytes, path);
+            total += parsed.entities.len();
+            let force = parsed
+                .entities
+                .iter()
+                .any(|e| differing.contains(&e.entity_ref.key()));
+            let (n, findings) = self.queue_file_at(&repo, &commit, path, force).await;
+            report.queued += n;
+            report.invalid.extend(findings);
+        }
+        report.unchanged = total.saturating_sub(report.queued);
+        self.with_outbox(|o| o.set_last_commit(&commit));
+        ctx.wake.notify_one();
+        report
+    }
+
+    fn publish(&self) {
+        let findings = self.all_findings();
+        let files = self.files.len();
+        let entities = self.files.values().map(|r| r.entities.len()).sum();
+        let (inotify, polled) = self.watcher.counts();
+        let outbox = self
+            .sync
+            .as_ref()
+            .and_then(|c| c.outbox.lock().ok().map(|o| o.status()))
+            .unwrap_or_default();
+        let warnings = self.warnings.clone();
+        self.shared.update(|s: &mut CatalogStatus| {
+            s.files = files;
+            s.entities = entities;
+            s.findings = findings;
+            s.watches = WatchStatus { inotify, polled };
+            s.outbox = outbox;
+            s.warnings = warnings;
+        });
+    }
+}

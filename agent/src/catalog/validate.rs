@@ -1,0 +1,1030 @@
+//! Backstage's entity rules, checked locally with the line and column of every problem.
+//!
+//! Backstage rejects bad catalog files silently (the entity keeps its last good state and an
+//! error sits in its status). These are the rules of `@backstage/catalog-model` that decide
+//! that: the envelope (`apiVersion`, `kind`, `metadata`, no foreign root fields), the
+//! Kubernetes-style formats of names, namespaces, labels, annotations and tags, the JSON
+//! schemas of the built-in kinds (required `spec` fields such as `spec.owner`), and entity
+//! references with the default kind of each relation field (an owner defaults to a group).
+
+use super::finding::Finding;
+use super::refs::{self, EntityRef, RefError};
+use super::yaml::{self, Node, Pos, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Files larger than this are refused (Backstage's readers have similar limits; a catalog
+/// file this big is a mistake).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The `apiVersion`s of the built-in kinds.
+pub const BUILTIN_API_VERSIONS: [&str; 2] = ["backstage.io/v1alpha1", "backstage.io/v1beta1"];
+
+/// An entity read from a catalog file that passed local validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    /// Its reference.
+    pub entity_ref: EntityRef,
+    /// `spec.owner` as a full reference, when the kind has one.
+    pub owner: Option<EntityRef>,
+    /// Where its document starts.
+    pub pos: Pos,
+    /// The entity as JSON, as Backstage would read it.
+    pub json: serde_json::Value,
+    /// SHA-256 (hex) of the canonical JSON: tells "changed" from "saved again".
+    pub hash: String,
+}
+
+/// What one file holds: valid entities and findings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileReport {
+    /// Entities without findings.
+    pub entities: Vec<Entity>,
+    /// Problems, in file order.
+    pub findings: Vec<Finding>,
+}
+
+/// Reads and validates a file; `display` is the name used in findings.
+pub fn check_file(path: &Path, display: &Path) -> FileReport {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return single(display, 1, 1, format!("cannot read: {e}"), "io"),
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return single(
+            display,
+            1,
+            1,
+            format!(
+                "file is {} bytes; catalog files over {MAX_FILE_BYTES} bytes (1 MiB) are refused",
+                meta.len()
+            ),
+            "file-too-large",
+        );
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => check_bytes(&bytes, display),
+        Err(e) => single(display, 1, 1, format!("cannot read: {e}"), "io"),
+    }
+}
+
+/// Validates file content already in memory (e.g. read from a git commit).
+pub fn check_bytes(bytes: &[u8], display: &Path) -> FileReport {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return single(
+            display,
+            1,
+            1,
+            format!(
+                "file is {} bytes; catalog files over {MAX_FILE_BYTES} bytes (1 MiB) are refused",
+                bytes.len()
+            ),
+            "file-too-large",
+        );
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => check_text(text, display),
+        Err(e) => {
+            let upto = &bytes[..e.valid_up_to()];
+            let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
+            single(display, line, 1, "file is not UTF-8".into(), "encoding")
+        }
+    }
+}
+
+fn single(display: &Path, line: usize, col: usize, message: String, rule: &str) -> FileReport {
+    FileReport {
+        entities: Vec::new(),
+        findings: vec![Finding {
+            file: display.to_path_buf(),
+            line,
+            col,
+            message,
+            rule: rule.into(),
+        }],
+    }
+}
+
+/// Validates YAML text.
+pub fn check_text(text: &str, display: &Path) -> FileReport {
+    // The YAML parser is third-party code fed with arbitrary files: a bug in it must turn
+    // into a finding, not take the agent down.
+    let Ok(stream) = std::panic::catch_unwind(|| yaml::parse_stream(text)) else {
+        return single(
+            display,
+            1,
+            1,
+            "the YAML parser failed on this file (internal error); please report it".into(),
+            "yaml-syntax",
+        );
+    };
+    let mut report = FileReport::default();
+    for e in &stream.errors {
+        report.findings.push(Finding {
+            file: display.to_path_buf(),
+            line: e.pos_line,
+            col: e.pos_col,
+            message: e.message.clone(),
+            rule: e.rule.into(),
+        });
+    }
+    // A duplicate key makes Backstage refuse the document that holds it.
+    let dup_lines: Vec<usize> = stream
+        .errors
+        .iter()
+        .filter(|e| e.rule == "yaml-duplicate-key")
+        .map(|e| e.pos_line)
+        .collect();
+    let docs = &stream.documents;
+    for (i, doc) in docs.iter().enumerate() {
+        let Some(root) = &doc.root else { continue };
+        let end = docs.get(i + 1).map_or(usize::MAX, |d| d.pos.line);
+        let mut c = Checker {
+            file: display,
+            findings: Vec::new(),
+        };
+        let entity = c.entity(root, doc.pos);
+        let has_dup = dup_lines.iter().any(|l| *l >= doc.pos.line && *l < end);
+        if c.findings.is_empty() && !has_dup {
+            report.entities.extend(entity);
+        }
+        report.findings.extend(c.findings);
+    }
+    report.findings.sort_by_key(|f| (f.line, f.col));
+    report
+}
+
+/// How a `spec` field is typed.
+#[derive(Clone, Copy)]
+enum Ty {
+    /// A non-empty string (or a `$text`-style placeholder where Backstage allows one).
+    Str,
+    /// A string or a placeholder object (`{$text: ./openapi.yaml}`).
+    StrOrPlaceholder,
+    /// A list of strings.
+    StrList,
+    /// A mapping.
+    Object,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// Whether a field holds entity references, and the kind assumed when a reference has none.
+#[derive(Clone, Copy)]
+enum RefKind {
+    /// Not a reference.
+    No,
+    /// A reference that must name its kind.
+    NoDefault,
+    /// A reference whose kind defaults to this one.
+    Default(&'static str),
+}
+
+struct Field {
+    name: &'static str,
+    ty: Ty,
+    required: bool,
+    refs: RefKind,
+}
+
+const fn f(name: &'static str, ty: Ty, required: bool, refs: RefKind) -> Field {
+    Field {
+        name,
+        ty,
+        required,
+        refs,
+    }
+}
+
+use RefKind::{Default as D, No, NoDefault};
+use Ty::{Object, OneOf, Str, StrList, StrOrPlaceholder};
+
+/// The `spec` schemas of the built-in kinds (from `@backstage/catalog-model`'s JSON schemas
+/// and the relation fields of `BuiltinKindsEntityProcessor`).
+fn kind_fields(kind: &str) -> Option<&'static [Field]> {
+    static COMPONENT: [Field; 9] = [
+        f("type", Str, true, No),
+        f("lifecycle", Str, true, No),
+        f("owner", Str, true, D("group")),
+        f("system", Str, false, D("system")),
+        f("subcomponentOf", Str, false, D("component")),
+        f("providesApis", StrList, false, D("api")),
+        f("consumesApis", StrList, false, D("api")),
+        f("dependsOn", StrList, false, NoDefault),
+        f("dependencyOf", StrList, false, NoDefault),
+    ];
+    static API: [Field; 5] = [
+        f("type", Str, true, No),
+        f("lifecycle", Str, true, No),
+        f("owner", Str, true, D("group")),
+        f("definition", StrOrPlaceholder, true, No),
+        f("system", Str, false, D("system")),
+    ];
+    static RESOURCE: [Field; 5] = [
+        f("type", Str, true, No),
+        f("owner", Str, true, D("group")),
+        f("dependsOn", StrList, false, NoDefault),
+        f("dependencyOf", StrList, false, NoDefault),
+        f("system", Str, false, D("system")),
+    ];
+    static SYSTEM: [Field; 3] = [
+        f("owner", Str, true, D("group")),
+        f("domain", Str, false, D("domain")),
+        f("type", Str, false, No),
+    ];
+    static DOMAIN: [Field; 3] = [
+        f("owner", Str, true, D("group")),
+        f("subdomainOf", Str, false, D("domain")),
+        f("type", Str, false, No),
+    ];
+    static GROUP: [Field; 5] = [
+        f("type", Str, true, No),
+        f("children", StrList, true, D("group")),
+        f("profile", Object, false, No),
+        f("parent", Str, false, D("group")),
+        f("members", StrList, false, D("user")),
+    ];
+    static USER: [Field; 2] = [
+        f("profile", Object, false, No),
+        f("memberOf", StrList, false, D("group")),
+    ];
+    static LOCATION: [Field; 4] = [
+        f("type", Str, false, No),
+        f("target", Str, false, No),
+        f("targets", StrList, false, No),
+        f("presence", OneOf(&["required", "optional"]), false, No),
+    ];
+    Some(match kind {
+        "Component" => &COMPONENT,
+        "API" => &API,
+        "Resource" => &RESOURCE,
+        "System" => &SYSTEM,
+        "Domain" => &DOMAIN,
+        "Group" => &GROUP,
+        "User" => &USER,
+        "Location" => &LOCATION,
+        _ => return None,
+    })
+}
+
+const BUILTIN_KINDS: [&str; 8] = [
+    "Component",
+    "API",
+    "Resource",
+    "System",
+    "Domain",
+    "Group",
+    "User",
+    "Location",
+];
+
+const ROOT_FIELDS: [&str; 6] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "spec",
+    "relations",
+    "status",
+];
+
+struct Checker<'a> {
+    file: &'a Path,
+    findings: Vec<Finding>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, pos: Pos, rule: &str, message: String) {
+        self.findings.push(Finding {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            message,
+            rule: rule.into(),
+        });
+    }
+
+    /// A required string field of a mapping; reports and returns `None` when absent or wrong.
+    fn required_str<'n>(
+        &mut self,
+        map: &'n Node,
+        key: &str,
+        path: &str,
+        rule: &str,
+    ) -> Option<(&'n str, Pos)> {
+        match map.get(key) {
+            None => {
+                self.push(map.pos, rule, format!("{path} is missing; it is required"));
+                None
+            }
+            Some((_, v)) => match v.as_str() {
+                Some("") => {
+                    self.push(v.pos, rule, format!("{path} must not be empty"));
+                    None
+                }
+                Some(s) => Some((s, v.pos)),
+                None => {
+                    self.push(
+                        v.pos,
+                        rule,
+                        format!("{path} must be a string, found {}", v.type_name()),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn entity(&mut self, root: &Node, doc_pos: Pos) -> Option<Entity> {
+        if !matches!(root.value, Value::Map(_)) {
+            self.push(
+                root.pos,
+                "document-not-object",
+                format!(
+                    "expected a mapping at the root of the document, found {}",
+                    root.type_name()
+                ),
+            );
+            return None;
+        }
+        if let Value::Map(entries) = &root.value {
+            for (k, _) in entries {
+                let key = k.key_string();
+                if !ROOT_FIELDS.contains(&key.as_str()) {
+                    self.push(
+                        k.pos,
+                        "unknown-root-field",
+                        format!(
+                            "unknown field {key:?} at the root; allowed: {}",
+                            ROOT_FIELDS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let api_version = self.required_str(root, "apiVersion", "apiVersion", "api-version");
+        let kind = self.required_str(root, "kind", "kind", "kind");
+        if let Some((v, pos)) = api_version
+            && !is_valid_api_version(v)
+        {
+            self.push(
+                    pos,
+                    "api-version",
+                    format!("apiVersion {v:?} is not valid; expected <group>/<version> such as backstage.io/v1alpha1"),
+                );
+        }
+        let mut builtin = false;
+        if let (Some((v, vpos)), Some((k, kpos))) = (api_version, kind) {
+            if !refs::is_valid_kind(k) {
+                self.push(
+                    kpos,
+                    "kind",
+                    format!("kind {k:?} is not valid; expected {}", refs::KIND_EXPECTED),
+                );
+            } else if v.starts_with("backstage.io/") {
+                if let Some(proper) = BUILTIN_KINDS.iter().find(|b| b.eq_ignore_ascii_case(k)) {
+                    if *proper != k {
+                        self.push(
+                            kpos,
+                            "kind",
+                            format!("kind {k:?} is not a built-in kind; did you mean {proper:?}?"),
+                        );
+                    } else if !BUILTIN_API_VERSIONS.contains(&v) {
+                        self.push(
+                            vpos,
+                            "api-version",
+                            format!(
+                                "apiVersion {v:?} is not valid for kind {k}; expected one of {}",
+                                BUILTIN_API_VERSIONS.join(", ")
+                            ),
+                        );
+                    } else {
+                        builtin = true;
+                    }
+                } else {
+                    self.push(
+                        kpos,
+                        "kind",
+                        format!(
+                            "kind {k:?} is not a built-in kind of {v}; expected one of {}",
+                            BUILTIN_KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let metadata = match root.get("metadata") {
+            None => {
+                self.push(
+                    root.pos,
+                    "metadata",
+                    "metadata is missing; it is required".into(),
+                );
+                None
+            }
+            Some((_, m)) if !matches!(m.value, Value::Map(_)) => {
+                self.push(
+                    m.pos,
+                    "metadata",
+                    format!("metadata must be a mapping, found {}", m.type_name()),
+                );
+                None
+            }
+            Some((_, m)) => Some(m),
+        };
+        let (name, namespace) = match metadata {
+            Some(m) => self.metadata(m),
+            None => (None, None),
+        };
+        let namespace = namespace.unwrap_or_else(|| "default".into());
+        let spec = match root.get("spec") {
+            Some((_, s)) if !matches!(s.value, Value::Map(_)) => {
+                self.push(
+                    s.pos,
+                    "spec",
+                    format!("spec must be a mapping, found {}", s.type_name()),
+                );
+                None
+            }
+            Some((_, s)) => Some(s),
+            None => None,
+        };
+        let mut owner = None;
+        if builtin && let Some((k, _)) = kind {
+            match spec {
+                None if root.get("spec").is_none() => self.push(
+                    root.pos,
+                    "spec",
+                    format!("spec is missing; kind {k} requires it"),
+                ),
+                None => {}
+                Some(spec) => owner = self.spec(k, spec, &namespace),
+            }
+        }
+        let (Some((_, _)), Some((k, _)), Some(name)) = (api_version, kind, name) else {
+            return None;
+        };
+        let json = root.to_json();
+        let hash = {
+            let canonical = serde_json::to_vec(&json).unwrap_or_default();
+            Sha256::digest(&canonical)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        Some(Entity {
+            entity_ref: EntityRef::new(k, &namespace, &name),
+            owner,
+            pos: doc_pos,
+            json,
+            hash,
+        })
+    }
+
+    fn metadata(&mut self, m: &Node) -> (Option<String>, Option<String>) {
+        let name = self
+            .required_str(m, "name", "metadata.name", "name-format")
+            .and_then(|(n, pos)| {
+                if refs::is_valid_object_name(n) {
+                    Some(n.to_string())
+                } else {
+                    self.push(
+                        pos,
+                        "name-format",
+                        format!(
+                            "metadata.name {n:?} is not valid; expected {}",
+                            refs::NAME_EXPECTED
+                        ),
+                    );
+                    None
+                }
+            });
+        let namespace = match m.get("namespace") {
+            None => None,
+            Some((_, v)) => match v.as_str() {
+                Some(ns) if refs::is_valid_namespace(ns) => Some(ns.to_string()),
+                Some(ns) => {
+                    self.push(
+                        v.pos,
+                        "namespace-format",
+                        format!(
+                            "metadata.namespace {ns:?} is not valid; expected {}",
+                            refs::NAMESPACE_EXPECTED
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    self.push(
+                        v.pos,
+                        "namespace-format",
+                        format!(
+                            "metadata.namespace must be a string, found {}",
+                            v.type_name()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        for key in ["title", "description"] {
+            if let Some((_, v)) = m.get(key)
+                && v.as_str().is_none()
+            {
+                self.push(
+                    v.pos,
+                    "field-type",
+                    format!("metadata.{key} must be a string, found {}", v.type_name()),
+                );
+            }
+        }
+        for (field, rule_key, rule_value) in [
+            ("labels", "label-key", "label-value"),
+            ("annotations", "annotation-key", "annotation-value"),
+        ] {
+            let Some((_, v)) = m.get(field) else { continue };
+            let Value::Map(entries) = &v.value else {
+                self.push(
+                    v.pos,
+                    "field-type",
+                    format!(
+                        "metadata.{field} must be a mapping, found {}",
+                        v.type_name()
+                    ),
+                );
+                continue;
+            };
+            for (k, val) in entries {
+                let key = k.key_string();
+                if !is_valid_label_key(&key) {
+                    self.push(
+                        k.pos,
+                        rule_key,
+                        format!("metadata.{field} key {key:?} is not valid; expected [<dns-subdomain>/]<name>, name as for metadata.name"),
+                    );
+                }
+                match (field, val.as_str()) {
+                    (_, None) => self.push(
+                        val.pos,
+                        rule_value,
+                        format!(
+                            "metadata.{field}.{key} must be a string, found {}",
+                            val.type_name()
+                        ),
+                    ),
+                    ("labels", Some(s)) if !s.is_empty() && !refs::is_valid_object_name(s) => {
+                        self.push(
+                            val.pos,
+                            rule_value,
+                            format!(
+                                "metadata.labels.{key} value {s:?} is not valid; expected empty or {}",
+                                refs::NAME_EXPECTED
+                            ),
+                        )
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some((_, v)) = m.get("tags") {
+            match &v.value {
+                Value::Seq(items) => {
+                    for t in items {
+                        match t.as_str() {
+                            Some(s) if is_valid_tag(s) => {}
+                            _ => self.push(
+                                t.pos,
+                                "tag-format",
+                                format!(
+                                    "tag {} is not valid; expected 1-63 of a-z 0-9 : + # in dash-separated words",
+                                    serde_json::to_string(&t.to_json()).unwrap_or_default()
+                                ),
+                            ),
+                        }
+                    }
+                }
+                _ => self.push(
+                    v.pos,
+                    "field-type",
+                    format!("metadata.tags must be a sequence, found {}", v.type_name()),
+                ),
+            }
+        }
+        if let Some((_, v)) = m.get("links") {
+            match &v.value {
+                Value::Seq(items) => {
+                    for l in items {
+                        if !matches!(l.value, Value::Map(_)) {
+                            self.push(
+                                l.pos,
+                                "link",
+                                format!("a link must be a mapping, found {}", l.type_name()),
+                            );
+                        } else {
+                            self.required_str(l, "url", "metadata.links[].url", "link");
+                        }
+                    }
+                }
+                _ => self.push(
+                    v.pos,
+                    "field-type",
+                    format!("metadata.links must be a sequence, found {}", v.type_name()),
+                ),
+            }
+        }
+        (name, namespace)
+    }
+
+    fn spec(&mut self, kind: &str, spec: &Node, namespace: &str) -> Option<EntityRef> {
+        let fields = kind_fields(kind)?;
+        let mut owner = None;
+        for field in fields {
+            let path = format!("spec.{}", field.name);
+            let Some((key_node, v)) = spec.get(field.name) else {
+                if field.required {
+                    self.push(
+                        spec.pos,
+                        "required-field",
+                        format!("{path} is missing; kind {kind} requires it"),
+                    );
+                }
+                continue;
+            };
+            let strings: Vec<(&str, Pos)> = match (field.ty, &v.value) {
+                (Str | StrOrPlaceholder, Value::Str(s)) if s.is_empty() => {
+                    self.push(v.pos, "required-field", format!("{path} must not be empty"));
+                    continue;
+                }
+                (Str | StrOrPlaceholder, Value::Str(s)) => vec![(s.as_str(), v.pos)],
+                (StrOrPlaceholder, Value::Map(entries))
+                    if entries.len() == 1 && entries[0].0.key_string().starts_with('$') =>
+                {
+                    continue;
+                }
+                (StrList, Value::Seq(items)) => {
+                    let mut out = Vec::new();
+                    for it in items {
+                        match it.as_str() {
+                            Some(s) => out.push((s, it.pos)),
+                            None => self.push(
+                                it.pos,
+                                "field-type",
+                                format!("{path} items must be strings, found {}", it.type_name()),
+                            ),
+                        }
+                    }
+                    out
+                }
+                (Object, Value::Map(_)) => continue,
+                (OneOf(allowed), Value::Str(s)) if allowed.contains(&s.as_str()) => continue,
+                (OneOf(allowed), _) => {
+                    self.push(
+                        v.pos,
+                        "field-type",
+                        format!("{path} must be one of {}", allowed.join(", ")),
+                    );
+                    continue;
+                }
+                (ty, _) => {
+                    let want = match ty {
+                        Str => "a string",
+                        StrOrPlaceholder => "a string or a {$text: ...} placeholder",
+                        StrList => "a sequence of strings",
+                        Object => "a mapping",
+                        OneOf(_) => "one of the allowed values",
+                    };
+                    let (rule, pos) = if matches!(v.value, Value::Null) && field.required {
+                        ("required-field", key_node.pos)
+                    } else {
+                        ("field-type", v.pos)
+                    };
+                    self.push(
+                        pos,
+                        rule,
+                        format!("{path} must be {want}, found {}", v.type_name()),
+                    );
+                    continue;
+                }
+            };
+            let default_kind = match field.refs {
+                RefKind::No => continue,
+                RefKind::NoDefault => None,
+                RefKind::Default(k) => Some(k),
+            };
+            for (s, pos) in strings {
+                match refs::parse_ref(s, default_kind, namespace) {
+                    Ok(r) if field.name == "owner" => owner = Some(r),
+                    Ok(_) => {}
+                    Err(
+                        e @ (RefError::Shape(_)
+                        | RefError::MissingKind(_)
+                        | RefError::Format { .. }),
+                    ) => self.push(pos, "entity-ref", format!("{path}: {e}")),
+                }
+            }
+        }
+        owner
+    }
+}
+
+/// Backstage's `isValidApiVersion`: `[<dns-subdomain>/]<version>`.
+fn is_valid_api_version(v: &str) -> bool {
+    let version_ok =
+        |s: &str| (1..=63).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric());
+    match v.split('/').collect::<Vec<_>>().as_slice() {
+        [version] => version_ok(version),
+        [group, version] => refs::is_dns_subdomain(group) && version_ok(version),
+        _ => false,
+    }
+}
+
+/// Backstage's label/annotation key: `[<dns-subdomain>/]<object-name>`.
+fn is_valid_label_key(k: &str) -> bool {
+    match k.split('/').collect::<Vec<_>>().as_slice() {
+        [name] => refs::is_valid_object_name(name),
+        [prefix, name] => refs::is_dns_subdomain(prefix) && refs::is_valid_object_name(name),
+        _ => false,
+    }
+}
+
+/// Backstage's tag: `^[a-z0-9:+#]+(-[a-z0-9:+#]+)*$`, 1-63 chars.
+fn is_valid_tag(t: &str) -> bool {
+    (1..=63).contains(&t.len())
+        && t.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b":+#".contains(&c))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: payments
+  labels:
+    tier: gold
+  annotations:
+    github.com/project-slug: acme/payments
+  tags: [java, c++]
+spec:
+  type: service
+  lifecycle: production
+  owner: team-a
+  providesApis: [payments-api]
+  dependsOn: ['resource:db']
+";
+
+    fn findings(text: &str) -> Vec<(usize, usize, String)> {
+        check_text(text, Path::new("c.yaml"))
+            .findings
+            .into_iter()
+            .map(|f| (f.line, f.col, f.rule))
+            .collect()
+    }
+
+    /// Replaces the first occurrence of `from` in the good fixture.
+    fn with(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn good_component_yields_entity_with_full_owner_ref() {
+        let r = check_text(GOOD, Path::new("c.yaml"));
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(r.entities.len(), 1);
+        let e = &r.entities[0];
+        assert_eq!(e.entity_ref.to_string(), "component:default/payments");
+        assert_eq!(
+            e.owner.as_ref().unwrap().to_string(),
+            "group:default/team-a"
+        );
+        assert_eq!(e.json["spec"]["owner"], "team-a");
+        assert_eq!(e.hash.len(), 64);
+    }
+
+    #[test]
+    fn owner_inherits_entity_namespace_and_explicit_kind() {
+        let t = with("  name: payments\n", "  name: payments\n  namespace: ops\n")
+            .replace("owner: team-a", "owner: user:jane");
+        let r = check_text(&t, Path::new("c.yaml"));
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(
+            r.entities[0].entity_ref.to_string(),
+            "component:ops/payments"
+        );
+        assert_eq!(
+            r.entities[0].owner.as_ref().unwrap().to_string(),
+            "user:ops/jane"
+        );
+    }
+
+    #[test]
+    fn rule_missing_owner() {
+        assert_eq!(
+            findings(&with("  owner: team-a\n", "")),
+            vec![(11, 3, "required-field".into())]
+        );
+    }
+
+    #[test]
+    fn rule_empty_owner() {
+        assert_eq!(
+            findings(&with("owner: team-a", "owner:")),
+            vec![(13, 3, "required-field".into())]
+        );
+    }
+
+    #[test]
+    fn rule_owner_ref_shape() {
+        assert_eq!(
+            findings(&with("owner: team-a", "owner: 'group:'")),
+            vec![(13, 10, "entity-ref".into())]
+        );
+    }
+
+    #[test]
+    fn rule_ref_without_default_kind() {
+        assert_eq!(
+            findings(&with("['resource:db']", "[db]")),
+            vec![(15, 15, "entity-ref".into())]
+        );
+    }
+
+    #[test]
+    fn rule_api_version() {
+        assert_eq!(
+            findings(&with("backstage.io/v1alpha1", "backstage.io/v2")),
+            vec![(1, 13, "api-version".into())]
+        );
+        assert_eq!(
+            findings(&with("backstage.io/v1alpha1", "not a version")),
+            vec![(1, 13, "api-version".into())]
+        );
+    }
+
+    #[test]
+    fn rule_kind() {
+        assert_eq!(
+            findings(&with("kind: Component", "kind: component")),
+            vec![(2, 7, "kind".into())]
+        );
+        assert_eq!(
+            findings(&with("kind: Component", "kind: Widget")),
+            vec![(2, 7, "kind".into())]
+        );
+    }
+
+    #[test]
+    fn custom_api_groups_are_not_checked_against_builtin_kinds() {
+        let t = "apiVersion: scaffolder.backstage.io/v1beta3\nkind: Template\nmetadata:\n  name: t\nspec: {}\n";
+        let r = check_text(t, Path::new("t.yaml"));
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(r.entities.len(), 1);
+    }
+
+    #[test]
+    fn rule_name_format() {
+        assert_eq!(
+            findings(&with("name: payments", "name: Payments_Svc!")),
+            vec![(4, 9, "name-format".into())]
+        );
+        let long = format!("name: {}", "a".repeat(64));
+        assert_eq!(
+            findings(&with("name: payments", &long)),
+            vec![(4, 9, "name-format".into())]
+        );
+    }
+
+    #[test]
+    fn rule_name_missing() {
+        assert_eq!(
+            findings(&with("  name: payments\n", "  title: x\n")),
+            vec![(4, 3, "name-format".into())]
+        );
+    }
+
+    #[test]
+    fn rule_namespace_format() {
+        assert_eq!(
+            findings(&with(
+                "  name: payments\n",
+                "  name: payments\n  namespace: Ops\n"
+            )),
+            vec![(5, 14, "namespace-format".into())]
+        );
+    }
+
+    #[test]
+    fn rule_label_and_annotation() {
+        assert_eq!(
+            findings(&with("tier: gold", "tier: 'gold!'")),
+            vec![(6, 11, "label-value".into())]
+        );
+        assert_eq!(
+            findings(&with("github.com/project-slug", "Bad_Domain/slug")),
+            vec![(8, 5, "annotation-key".into())]
+        );
+        assert_eq!(
+            findings(&with("acme/payments", "42")),
+            vec![(8, 30, "annotation-value".into())]
+        );
+    }
+
+    #[test]
+    fn rule_tag_format() {
+        assert_eq!(
+            findings(&with("[java, c++]", "[Java]")),
+            vec![(9, 10, "tag-format".into())]
+        );
+    }
+
+    #[test]
+    fn rule_unknown_root_field() {
+        assert_eq!(
+            findings(&format!("{GOOD}owner: x\n")),
+            vec![(16, 1, "unknown-root-field".into())]
+        );
+    }
+
+    #[test]
+    fn rule_spec_missing_and_not_mapping() {
+        let t = GOOD.split("spec:").next().unwrap().to_string();
+        assert_eq!(findings(&t), vec![(1, 1, "spec".into())]);
+        assert_eq!(
+            findings(&format!("{t}spec: [1]\n")),
+            vec![(10, 7, "spec".into())]
+        );
+    }
+
+    #[test]
+    fn rule_field_type() {
+        assert_eq!(
+            findings(&with("[payments-api]", "payments-api")),
+            vec![(14, 17, "field-type".into())]
+        );
+    }
+
+    #[test]
+    fn rule_document_not_object_and_syntax() {
+        assert_eq!(
+            findings("- a\n- b\n"),
+            vec![(1, 1, "document-not-object".into())]
+        );
+        let broken = with("  lifecycle: production\n", "  lifecycle: [production\n");
+        let f = findings(&broken);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].2, "yaml-syntax");
+    }
+
+    #[test]
+    fn rule_duplicate_key_drops_only_that_document() {
+        let t = format!(
+            "{}---\n{}",
+            with("  type: service\n", "  type: service\n  type: web\n"),
+            GOOD.replace("payments", "billing")
+        );
+        let r = check_text(&t, Path::new("c.yaml"));
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].rule, "yaml-duplicate-key");
+        assert_eq!(r.entities.len(), 1);
+        assert_eq!(r.entities[0].entity_ref.name, "billing");
+    }
+
+    #[test]
+    fn rule_other_builtin_kinds_required_fields() {
+        let api = "apiVersion: backstage.io/v1alpha1\nkind: API\nmetadata: {name: a}\nspec: {type: openapi, lifecycle: x, owner: t, definition: {$text: ./o.yaml}}\n";
+        assert!(findings(api).is_empty());
+        let group = "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata: {name: g}\nspec: {type: team}\n";
+        assert_eq!(findings(group), vec![(4, 7, "required-field".into())]);
+        let system = "apiVersion: backstage.io/v1beta1\nkind: System\nmetadata: {name: s}\nspec: {domain: d}\n";
+        assert_eq!(findings(system), vec![(4, 7, "required-field".into())]);
+        let user = "apiVersion: backstage.io/v1alpha1\nkind: User\nmetadata: {name: u}\nspec: {memberOf: [team-a]}\n";
+        assert!(findings(user).is_empty());
+        let loc = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata: {name: l}\nspec: {presence: maybe}\n";
+        assert_eq!(findings(loc), vec![(4, 18, "field-type".into())]);
+    }
+
+    #[test]
+    fn rule_file_too_large() {
+        let big = vec![b'#'; (MAX_FILE_BYTES + 1) as usize];
+        let r = check_bytes(&big, Path::new("big.yaml"));
+        assert_eq!(r.findings[0].rule, "file-too-large");
+        assert!(r.findings[0].message.contains("1 MiB"));
+    }
+
+    #[test]
+    fn finding_display_is_file_line_col() {
+        let r = check_text(
+            &with("  owner: team-a\n", ""),
+            Path::new("dir/catalog-info.yaml"),
+        );
+        assert_eq!(
+            r.findings[0].to_string(),
+            "dir/catalog-info.yaml:11:3: spec.owner is missing; kind Component requires it (required-field)"
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! Multi-document YAML into a small tree that remembers where every node starts.
+//!
+//! Backstage reads catalog files with the `yaml` npm package (YAML 1.2, core schema, unique
+//! keys). We parse with the `saphyr-parser` event stream and build our own tree so every
+//! finding can point at `line:column`; scalars resolve like the core schema so what we send to
+//! `validate-entity` is what Backstage would have read.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use std::collections::HashMap;
+
+/// Upper bound on nodes per file, so alias expansion ("billion laughs") cannot exhaust memory.
+const MAX_NODES: usize = 200_000;
+
+/// 1-based position in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+}
+
+impl Pos {
+    fn of(span: &Span) -> Self {
+        Self {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
+    }
+}
+
+/// A YAML node and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// Where the node starts.
+    pub pos: Pos,
+}
+
+/// A resolved YAML value (core schema).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `null`, `~` or empty.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in file order (keys are unique).
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// The entry of a mapping whose key is the string `key`.
+    pub fn get(&self, key: &str) -> Option<&(Node, Node)> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key)),
+            _ => None,
+        }
+    }
+
+    /// The string value, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A short name of the node's type for messages (`string`, `mapping`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) | Value::Float(_) => "number",
+            Value::Str(_) => "string",
+            Value::Seq(_) => "sequence",
+            Value::Map(_) => "mapping",
+        }
+    }
+
+    /// The JSON form Backstage would build from this node.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.key_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A mapping key as the string JavaScript would use for it.
+    pub fn key_string(&self) -> String {
+        match &self.value {
+            Value::Str(s) => s.clone(),
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// One document of a stream: its root (absent when the document is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The root node; `None` for an empty document, which Backstage skips.
+    pub root: Option<Node>,
+    /// Where the document starts.
+    pub pos: Pos,
+}
+
+/// A YAML syntax or structure error with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pos_line}:{pos_col}: {message}")]
+pub struct YamlError {
+    /// 1-based line.
+    pub pos_line: usize,
+    /// 1-based column.
+    pub pos_col: usize,
+    /// What is wrong.
+    pub message: String,
+    /// `yaml-syntax` or `yaml-duplicate-key` (the rule broken).
+    pub rule: &'static str,
+}
+
+/// The parse of a whole file: the documents read before any error, and the error.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stream {
+    /// Documents fully read.
+    pub documents: Vec<Document>,
+    /// Errors (a syntax error ends the stream; duplicate keys do not).
+    pub errors: Vec<YamlError>,
+}
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+/// Parses every document of `text`.
+pub fn parse_stream(text: &str) -> Stream {
+    let mut out = Stream::default();
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut doc_pos = Pos::default();
+    let mut root: Option<Node> = None;
+    let mut nodes = 0usize;
+    while let Some(next) = parser.next_event() {
+        let (event, span) = match next {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors.push(YamlError {
+                    pos_line: e.marker().line(),
+                    pos_col: e.marker().col() + 1,
+                    message: e.info().to_string(),
+                    rule: "yaml-syntax",
+                });
+                return out;
+            }
+        };
+        let pos = Pos::of(&span);
+        let finished: Option<(Node, usize)> = match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
+            Event::DocumentStart(_) => {
+                doc_pos = pos;
+                root = None;
+                anchors.clear();
+                None
+            }
+            Event::DocumentEnd => {
+                out.documents.push(Document {
+                    root: root.take().filter(|n| n.value != Value::Null),
+                    pos: doc_pos,
+                });
+                None
+            }
+            Event::Alias(id) => match anchors.get(&id) {
+                Some(n) => {
+                    nodes += count(n);
+                    Some((
+                        Node {
+                            value: n.value.clone(),
+                            pos,
+                        },
+                        0,
+                    ))
+                }
+                None => {
+                    out.errors.push(YamlError {
+                        pos_line: pos.line,
+                        pos_col: pos.col,
+                        message: "alias to an unknown anchor".into(),
+                        rule: "yaml-syntax",
+                    });
+                    return out;
+                }
+            },
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.map(|t| t.suffix.clone());
+                Some((
+                    Node {
+                        value: resolve_scalar(&text, style, tag.as_deref()),
+                        pos,
+                    },
+                    anchor,
+                ))
+            }
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq {
+                    pos,
+                    anchor,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                });
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Frame::Seq { pos, anchor, items }) => Some((
+                    Node {
+                        value: Value::Seq(items),
+                        pos,
+                    },
+                    anchor,
+                )),
+                Some(Frame::Map {
+                    pos,
+                    anchor,
+                    entries,
+                    ..
+                }) => Some((
+                    Node {
+                        value: Value::Map(entries),
+                        pos,
+                    },
+                    anchor,
+                )),
+                None => None,
+            },
+        };
+        let Some((node, anchor)) = finished else {
+            continue;
+        };
+        nodes += 1;
+        if nodes > MAX_NODES {
+            out.errors.push(YamlError {
+                pos_line: pos.line,
+                pos_col: pos.col,
+                message: format!("more than {MAX_NODES} nodes (alias expansion?); refused"),
+                rule: "yaml-syntax",
+            });
+            return out;
+        }
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => {
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.value == node.value && !matches!(k.value, Value::Null))
+                    {
+                        out.errors.push(YamlError {
+                            pos_line: node.pos.line,
+                            pos_col: node.pos.col,
+                            message: format!(
+                                "duplicate key {:?} (first at line {}); map keys must be unique",
+                                node.key_string(),
+                                first.pos.line
+                            ),
+                            rule: "yaml-duplicate-key",
+                        });
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+    out
+}
+
+fn count(n: &Node) -> usize {
+    match &n.value {
+        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count(k) + count(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+/// Resolves a scalar like the YAML 1.2 core schema (what the `yaml` npm package does).
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Value {
+    match tag {
+        Some("str") => return Value::Str(text.to_string()),
+        Some("null") => return Value::Null,
+        Some("bool") | Some("int") | Some("float") => {
+            let v = resolve_plain(text);
+            if !matches!(v, Value::Str(_)) {
+                return v;
+            }
+            return Value::Str(text.to_string());
+        }
+        Some(_) => return Value::Str(text.to_string()),
+        None => {}
+    }
+    if style != ScalarStyle::Plain {
+        return Value::Str(text.to_string());
+    }
+    resolve_plain(text)
+}
+
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Int(i);
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Value::Int(i);
+        }
+        if let Ok(f) = text.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    if is_float(digits)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f);
+    }
+    Value::Str(text.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` after the sign.
+fn is_float(s: &str) -> bool {
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((a, b)) => {
+            (!a.is_empty() || !b.is_empty())
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+                && !(a.is_empty() && b.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|c| c.is_ascii_digit()),
+    };
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
+    });
+    mantissa_ok && exp_ok && (mantissa.contains('.') || exp.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_with_positions() {
+        let s = parse_stream("a: 1\n---\nb:\n  c: x\n---\n");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(s.documents.len(), 3);
+        let second = s.documents[1].root.as_ref().unwrap();
+        let (k, v) = second.get("b").unwrap();
+        assert_eq!(k.pos, Pos { line: 3, col: 1 });
+        let (_, c) = v.get("c").unwrap();
+        assert_eq!(c.pos, Pos { line: 4, col: 6 });
+        assert!(s.documents[2].root.is_none());
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        let s = parse_stream(
+            "a: true\nb: 'true'\nc: ~\nd: 0x1f\ne: 1.5e3\nf: 012\ng: .nan\nh: v1\ni:\nj: !!str 5\n",
+        );
+        let root = s.documents[0].root.as_ref().unwrap();
+        let v = |k: &str| root.get(k).unwrap().1.value.clone();
+        assert_eq!(v("a"), Value::Bool(true));
+        assert_eq!(v("b"), Value::Str("true".into()));
+        assert_eq!(v("c"), Value::Null);
+        assert_eq!(v("d"), Value::Int(31));
+        assert_eq!(v("e"), Value::Float(1500.0));
+        assert_eq!(v("f"), Value::Int(12));
+        assert!(matches!(v("g"), Value::Float(f) if f.is_nan()));
+        assert_eq!(v("h"), Value::Str("v1".into()));
+        assert_eq!(v("i"), Value::Null);
+        assert_eq!(v("j"), Value::Str("5".into()));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let s = parse_stream("a: 1\nb: [1, 2\n");
+        assert_eq!(s.errors.len(), 1);
+        assert_eq!(s.errors[0].rule, "yaml-syntax");
+        assert!(s.errors[0].pos_line >= 2, "{:?}", s.errors[0]);
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported() {
+        let s = parse_stream("a: 1\nb: 2\na: 3\n");
+        assert_eq!(s.errors.len(), 1);
+        assert_eq!(s.errors[0].rule, "yaml-duplicate-key");
+        assert_eq!((s.errors[0].pos_line, s.errors[0].pos_col), (3, 1));
+    }
+
+    #[test]
+    fn aliases_expand_and_bombs_are_refused() {
+        let s = parse_stream("a: &x [1, 2]\nb: *x\n");
+        let root = s.documents[0].root.as_ref().unwrap();
+        assert_eq!(
+            root.get("b").unwrap().1.to_json(),
+            serde_json::json!([1, 2])
+        );
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            bomb.push_str(&format!(
+                "l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+        }
+        let s = parse_stream(&bomb);
+        assert!(
+            s.errors.iter().any(|e| e.message.contains("alias")),
+            "{:?}",
+            s.errors
+        );
+    }
+}
