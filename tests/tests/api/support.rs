@@ -444,6 +444,13 @@ impl OpenApi {
         }
     }
 
+    /// Panics when `value` does not match `#/components/schemas/{name}`.
+    pub fn check_schema(&self, name: &str, value: &serde_json::Value) {
+        let schema = &self.doc["components"]["schemas"][name];
+        assert!(!schema.is_badvalue(), "no schema {name}");
+        self.check_value(schema, value, name);
+    }
+
     fn resolve<'a>(&'a self, node: &'a yaml_rust2::Yaml) -> &'a yaml_rust2::Yaml {
         match node["$ref"].as_str() {
             Some(r) => {
