@@ -410,3 +410,35 @@ fn a_second_agent_is_refused_by_the_lock() {
         "the first agent must be unharmed"
     );
 }
+
+#[test]
+fn service_manager_gets_ready_status_and_watchdog_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(support::GUARD)).unwrap();
+    let a = Agent::start_env(
+        "[api]\nport = 0\n[store]\nbackend = \"file\"\n",
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; got {seen:?}; log:\n{}", a.log()));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = seen.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains("STATUS=serving 0 profile(s) on port"),
+        "{ready}"
+    );
+    // READY comes after the listeners are bound: the API answers by then.
+    assert_eq!(a.get("/v1/status").status, 200);
+}

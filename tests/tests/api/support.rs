@@ -222,10 +222,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `stagepass agent` and waits until `/healthz` answers on the socket.
     pub fn start(config_toml: &str) -> Agent {
+        Self::start_env(config_toml, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(config_toml: &str, env: &[(&str, &str)]) -> Agent {
         let home = Home::new(config_toml);
         let log = home.dir.path().join("agent.log");
         let child = home
             .cmd()
+            .envs(env.iter().copied())
             .arg("agent")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(home.dir.path().join("agent.err")).unwrap())
