@@ -445,3 +445,23 @@ fn service_manager_gets_ready_status_and_watchdog_notifications() {
     // READY comes after the listeners are bound: the API answers by then.
     assert_eq!(a.get("/v1/status").status, 200);
 }
+
+#[test]
+fn a_busy_port_fails_plainly_and_leaves_no_runtime_files() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let home = support::Home::new(&format!(
+        "[api]\nport = {port}\n[store]\nbackend = \"file\"\n"
+    ));
+    let out = home.run(&["agent"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("port = 0"), "the message names the fix: {err}");
+    for f in ["api-secret", "endpoint.json", "agent.sock"] {
+        assert!(!home.runtime_dir().join(f).exists(), "{f} left behind");
+    }
+}

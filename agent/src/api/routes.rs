@@ -89,23 +89,48 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Request ids for log correlation, unique per agent run.
+static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Answers one request: guard, route, method, body limit, handler; counts it in metrics.
 pub async fn handle<B>(state: &ApiState, conn: &ConnInfo, req: Request<B>) -> ApiResponse
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    use tracing::Instrument;
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let matched = route(&path);
     let label = matched.map_or("other", |r| r.label());
-    let resp = match answer(state, conn, matched, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The span names the route template and, for profile routes, the profile; never a header.
+    let profile = match matched {
+        Some(Route::Token(p) | Route::Login(p) | Route::Aws(p)) if valid_name(p) => p,
+        _ => "",
     };
+    let span = tracing::debug_span!("request", id, route = label, profile, method = %req.method());
+    let resp = match answer(state, conn, matched, req)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            span.in_scope(|| tracing::debug!(code = e.code, status = e.status.as_u16(), "refused"));
+            error_response(&e)
+        }
+    };
+    let took = started.elapsed();
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = took.as_micros() as u64,
+            "answered"
+        )
+    });
     state
         .metrics
-        .record_request(label, resp.status().as_u16(), started.elapsed());
+        .record_request(label, resp.status().as_u16(), took);
     resp
 }
 
