@@ -294,7 +294,12 @@ fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
 #[test]
 fn openapi_matches_every_route() {
     let idp = start_idp();
-    let a = agent(&idp, "");
+    let dev = format!(
+        "[profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
+         audience = \"urn:stagepass:backstage\"\nscopes = [\"openid\", \"offline_access\", \"catalog:read\"]\n",
+        idp.issuer()
+    );
+    let a = agent(&idp, &dev);
     let spec = OpenApi::load();
     let h = |m: &str, p: &str| a.head(m, p, &[]);
     // (template, method, raw request, expected status)
