@@ -213,8 +213,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(home: &Home) -> Self {
+        Self::start_with_env(home, &[])
+    }
+
+    /// Starts the agent with extra environment (e.g. the variable an `env` profile serves).
+    pub fn start_with_env(home: &Home, env: &[(&str, &str)]) -> Self {
         let mut c = home.command(&stagepass_bin());
         c.arg("agent");
+        for (k, v) in env {
+            c.env(k, v);
+        }
         let mut proc = Proc::spawn("stagepass agent", c, home.path().join("agent.log"));
         let endpoint = home.runtime_dir().join("endpoint.json");
         let secret = home.api_secret();
@@ -241,6 +249,9 @@ impl Moto {
         Self { proc, url }
     }
 }
+
+/// What a [`MiniServer`] answers: status, content type, body.
+pub type Answer = (u16, &'static str, Vec<u8>);
 
 /// One HTTP request as a small loopback server saw it.
 #[derive(Debug, Clone)]
@@ -271,9 +282,7 @@ pub struct MiniServer {
 
 impl MiniServer {
     /// Serves `answer(request) -> (status, content type, body)`.
-    pub fn start(
-        answer: impl Fn(&Seen) -> (u16, &'static str, Vec<u8>) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn start(answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -317,7 +326,7 @@ impl Drop for MiniServer {
 fn serve_one(
     mut stream: std::net::TcpStream,
     seen: &Mutex<Vec<Seen>>,
-    answer: &dyn Fn(&Seen) -> (u16, &'static str, Vec<u8>),
+    answer: &dyn Fn(&Seen) -> Answer,
 ) {
     stream.set_nonblocking(false).unwrap();
     stream
