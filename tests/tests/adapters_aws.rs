@@ -72,7 +72,6 @@ fn env_prints_the_two_aws_variables_and_the_api_url() {
 }
 
 #[test]
-#[ignore = "needs the agent's API and daemon wiring (branch api): GET /v1/aws/credentials/{name}"]
 fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
     let home = Home::new("");
     let moto = Moto::start(home.path());
@@ -134,7 +133,6 @@ fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
 }
 
 #[test]
-#[ignore = "needs the agent's API and daemon wiring (branch api): GET /v1/aws/credentials/{name}"]
 fn failures_are_json_with_code_and_message_naming_the_fix() {
     let home = Home::new("");
     let port = free_port();

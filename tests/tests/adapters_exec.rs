@@ -82,7 +82,6 @@ fn exec_of_a_missing_command_is_127() {
 }
 
 #[test]
-#[ignore = "needs the agent's API and daemon wiring (branch api): GET /v1/token/{profile}"]
 fn exec_puts_the_token_in_the_documented_variable_and_docker_gets_it() {
     let home = Home::new(&config(free_port()));
     let _agent = Agent::start_with_env(&home, &[("STAGEPASS_TEST_CI_TOKEN", TOKEN)]);

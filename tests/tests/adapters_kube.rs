@@ -183,7 +183,6 @@ fn wrong_exec_api_version_is_refused() {
 }
 
 #[test]
-#[ignore = "needs the agent's API and daemon wiring (branch api): GET /v1/token/{profile}"]
 fn exec_credential_v1_shape_and_real_kubectl_sends_the_bearer_token() {
     let home = Home::new(&config(free_port()));
     let _agent = Agent::start_with_env(&home, &[("STAGEPASS_TEST_KUBE_TOKEN", TOKEN)]);
@@ -212,5 +211,9 @@ fn exec_credential_v1_shape_and_real_kubectl_sends_the_bearer_token() {
         String::from_utf8_lossy(&out.stdout).trim(),
         r#"{"probe":"ok"}"#
     );
-    assert_eq!(api.auth_counts(), (1, 0));
+    let (ok, bad) = api.auth_counts();
+    assert!(
+        ok >= 1 && bad == 0,
+        "requests with our token: {ok}, without: {bad}"
+    );
 }
