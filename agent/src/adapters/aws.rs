@@ -261,8 +261,9 @@ impl AwsService {
 
 fn broker_failure(role: &str, profile: &str, e: &BrokerError) -> Failure {
     let (status, message) = match e {
+        // 409 as the API answers login_required (401 is the guard's "no secret").
         BrokerError::LoginRequired { reason, .. } => (
-            http::StatusCode::UNAUTHORIZED,
+            http::StatusCode::CONFLICT,
             format!(
                 "AWS role {role:?}: profile {profile} needs a login ({reason}); run `stagepass login {profile}`"
             ),
@@ -548,7 +549,7 @@ mod tests {
         });
         let svc = service(&sts, t);
         let (status, body) = svc.handle("dev").await;
-        assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(status, http::StatusCode::CONFLICT);
         assert_eq!(body["code"], "login_required");
         assert!(
             body["message"]
