@@ -250,8 +250,23 @@ impl Moto {
     }
 }
 
-/// What a [`MiniServer`] answers: status, content type, body.
-pub type Answer = (u16, &'static str, Vec<u8>);
+/// What a [`MiniServer`] answers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A reply with one content type.
+    pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
+    }
+}
 
 /// One HTTP request as a small loopback server saw it.
 #[derive(Debug, Clone)]
@@ -282,7 +297,7 @@ pub struct MiniServer {
 
 impl MiniServer {
     /// Serves `answer(request) -> (status, content type, body)`.
-    pub fn start(answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
+    pub fn start(answer: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -326,7 +341,7 @@ impl Drop for MiniServer {
 fn serve_one(
     mut stream: std::net::TcpStream,
     seen: &Mutex<Vec<Seen>>,
-    answer: &dyn Fn(&Seen) -> Answer,
+    answer: &dyn Fn(&Seen) -> Reply,
 ) {
     stream.set_nonblocking(false).unwrap();
     stream
@@ -370,14 +385,18 @@ fn serve_one(
         headers,
         body,
     };
-    let (status, ctype, out) = answer(&req);
+    let reply = answer(&req);
     seen.lock().unwrap().push(req);
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        out.len()
-    );
+    let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&out);
+    let _ = stream.write_all(&reply.body);
 }
 
 /// A proxy in front of moto's STS that records each request body (to check which token the
@@ -398,9 +417,9 @@ pub fn sts_recording_proxy(moto_url: &str) -> MiniServer {
             match r.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    (status, "text/xml", resp.bytes().await.unwrap().to_vec())
+                    Reply::new(status, "text/xml", resp.bytes().await.unwrap().to_vec())
                 }
-                Err(e) => (502, "text/plain", e.to_string().into_bytes()),
+                Err(e) => Reply::new(502, "text/plain", e.to_string().into_bytes()),
             }
         })
     })
@@ -438,4 +457,36 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap()
+}
+
+/// The test bed's IdP (`tests/peers/idp.mjs`, oidc-provider), started privately on a free
+/// port; `tests/install/node.sh` must have linked its node_modules.
+pub struct Idp {
+    pub proc: Proc,
+    pub url: String,
+}
+
+/// Secret of the IdP's confidential client `stagepass-ci` in these tests.
+pub const IDP_CLIENT_SECRET: &str = "adapters-e2e-client-secret";
+
+impl Idp {
+    pub fn start(dir: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/idp.mjs");
+        let mut c = Command::new("node");
+        c.arg(&script)
+            .args(["--port", "0", "--client-secret", IDP_CLIENT_SECRET]);
+        let mut proc = Proc::spawn("idp", c, dir.join("idp.log"));
+        let log = proc.log.clone();
+        proc.wait_until("ready", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("STAGEPASS_PEER_READY "))
+        });
+        let text = proc.log_text();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("STAGEPASS_PEER_READY "))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let url = v["url"].as_str().unwrap().to_string();
+        Self { proc, url }
+    }
 }
