@@ -113,3 +113,69 @@ fn exec_puts_the_token_in_the_documented_variable_and_docker_gets_it() {
         )
     );
 }
+
+/// With the agent running: an unknown profile and a profile whose login is gone fail at
+/// once in each tool's convention, naming the fix.
+#[test]
+fn unknown_profile_and_login_required_name_the_fix_in_each_tool() {
+    let port = free_port();
+    let home = Home::new(&format!(
+        r#"
+[api]
+port = {port}
+
+[profiles.corp]
+grant = "device"
+issuer = "http://127.0.0.1:9"
+client_id = "stagepass-cli"
+
+[[git.hosts]]
+host = "127.0.0.1:9"
+profile = "corp"
+
+[docker.registries]
+"registry.example" = "corp"
+"ghost.example" = "ghost"
+"#
+    ));
+    let _agent = Agent::start(&home);
+
+    // kubectl plugin: non-zero exit and a message.
+    let out = home.run(&["kube-credential", "corp"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stagepass login corp"), "{err}");
+    let out = home.run(&["kube-credential", "ghost"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not configured"));
+
+    // git: no credential, one line.
+    let out = home.run(
+        &["git-credential", "get"],
+        b"protocol=http\nhost=127.0.0.1:9\n\n",
+    );
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("stagepass login corp"), "{err}");
+
+    // docker: the protocol's plain message on stdout, exit 1.
+    let link = home.path().join("docker-credential-stagepass");
+    std::os::unix::fs::symlink(stagepass_bin(), &link).unwrap();
+    for (server, want) in [
+        ("registry.example", "stagepass login corp"),
+        ("ghost.example", "not configured"),
+    ] {
+        let mut c = home.command(&link);
+        c.arg("get");
+        let out = run_with_stdin(c, format!("{server}\n").as_bytes());
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let msg = String::from_utf8(out.stdout).unwrap();
+        assert!(msg.contains(want), "{server}: {msg}");
+    }
+
+    // exec: the command does not run.
+    let out = home.run(&["exec", "--profile", "corp", "--", "true"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stagepass login corp"));
+}
