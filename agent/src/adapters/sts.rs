@@ -90,7 +90,7 @@ pub struct StsClient {
 }
 
 impl StsClient {
-    /// A client with the hang guard; `None` if the TLS backend cannot start.
+    /// A client with the hang guard; fails only if the TLS backend cannot start.
     pub fn new() -> Result<Self, StsError> {
         let http = reqwest::Client::builder()
             .timeout(STS_TIMEOUT)
