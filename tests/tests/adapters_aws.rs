@@ -3,6 +3,9 @@
 //! behind a recording proxy (moto accepts any web identity token, so we check what the
 //! agent sent on our side).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adapters_support;
 
 use adapters_support::{

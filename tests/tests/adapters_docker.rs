@@ -1,6 +1,9 @@
 //! The docker credential helper, driven through its stdin/stdout exactly as docker drives it,
 //! both as `stagepass docker-credential` and through a `docker-credential-stagepass` link.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adapters_support;
 
 use adapters_support::{Home, run_with_stdin, stagepass_bin};

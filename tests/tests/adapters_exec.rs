@@ -1,6 +1,9 @@
 //! `stagepass exec` and the docker helper's success path: fresh tokens in a child's
 //! environment (`STAGEPASS_TOKEN_<PROFILE>`) plus the AWS variables.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adapters_support;
 
 use adapters_support::{Agent, Home, free_port, run_with_stdin, stagepass_bin};

@@ -1,6 +1,9 @@
 //! The git credential helper driven by the real git (2.47): failure conventions now; clone,
 //! push, revoke -> `erase` -> fresh token against the test bed's git host once it lands.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adapters_support;
 
 use adapters_support::{

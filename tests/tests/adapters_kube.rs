@@ -1,6 +1,9 @@
 //! kubectl's exec credential plugin end to end: the ExecCredential shape, and the real
 //! kubectl (/usr/bin/kubectl) calling a loopback API server that checks the bearer token.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adapters_support;
 
 use adapters_support::{Agent, Home, Proc, free_port, run_with_stdin, stagepass_bin};
