@@ -3,10 +3,13 @@
 //! same request passing once the rule is satisfied), listener hygiene, and the OpenAPI
 //! document checked against real answers on every route.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "api/support.rs"]
 mod support;
 
-use support::{Agent, Idp, OpenApi, tcp_request};
+use stagepass_e2e::Idp;
+use support::{Agent, OpenApi, start_idp, tcp_request};
 
 /// Config with a client-credentials profile `ci` at the IdP (no login needed) and a free port.
 fn config(idp: &Idp, home_hint: &str, extra: &str) -> String {
@@ -28,7 +31,7 @@ audience = "urn:stagepass:backstage"
 scopes = ["catalog:read"]
 {extra}
 "#,
-        issuer = idp.issuer
+        issuer = idp.issuer()
     )
 }
 
@@ -229,7 +232,7 @@ fn socket_inodes(pid: u32) -> Vec<String> {
 
 #[test]
 fn nothing_of_ours_listens_on_a_non_loopback_address() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let a = agent(&idp, "");
     assert_eq!(a.get("/v1/token/ci").status, 200, "{}", a.log());
     let inodes = socket_inodes(a.proc.pid());
@@ -255,7 +258,7 @@ fn nothing_of_ours_listens_on_a_non_loopback_address() {
 
 #[test]
 fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let a = agent(&idp, "");
     let r = a.get("/v1/token/ci?min_valid=60");
     assert_eq!(r.status, 200, "{}", a.log());
@@ -290,7 +293,7 @@ fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
 
 #[test]
 fn openapi_matches_every_route() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let a = agent(&idp, "");
     let spec = OpenApi::load();
     let h = |m: &str, p: &str| a.head(m, p, &[]);

@@ -1,11 +1,14 @@
 //! End-to-end tests of the session CLI (`token`, `status`, `login`, `logout`, `doctor`)
 //! against the running agent binary and the real test IdP, and with no agent at all.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "api/support.rs"]
 mod support;
 
+use stagepass_e2e::Idp;
 use std::io::BufRead;
-use support::{Agent, Home, Idp, OpenApi};
+use support::{Agent, Home, OpenApi, start_idp};
 
 /// EX_UNAVAILABLE, documented as `cli::EXIT_AGENT_DOWN`.
 const EXIT_AGENT_DOWN: i32 = 69;
@@ -35,7 +38,7 @@ client_id = "stagepass-cli"
 audience = "urn:stagepass:backstage"
 scopes = ["openid", "offline_access", "catalog:read"]
 "#,
-        issuer = idp.issuer,
+        issuer = idp.issuer(),
         dir = dir.display()
     )
 }
@@ -55,7 +58,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[test]
 fn token_prints_only_the_token_the_http_route_serves() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let (a, _d) = agent(&idp);
     let out = a.home.run(&["token", "ci"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
@@ -81,7 +84,7 @@ fn token_prints_only_the_token_the_http_route_serves() {
 
 #[test]
 fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let (a, _d) = agent(&idp);
     assert!(a.home.run(&["token", "ci"]).status.success());
     let out = a.home.run(&["status", "--json"]);
@@ -113,7 +116,7 @@ fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
 
 #[test]
 fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let (a, _d) = agent(&idp);
     let mut cmd = a.home.cmd();
     cmd.args(["login", "dev"])
@@ -137,11 +140,8 @@ fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
             break line.trim().to_string();
         }
     };
-    assert!(seen.iter().any(|l| l.contains(&idp.issuer)), "{seen:?}");
-    idp.control(
-        "/__test/device/approve",
-        serde_json::json!({"user_code": code, "subject": "alice"}),
-    );
+    assert!(seen.iter().any(|l| l.contains(idp.issuer())), "{seen:?}");
+    support::block_on(idp.approve(&code, "alice")).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let out = support::wait_output(child);
     assert!(
@@ -204,7 +204,7 @@ fn doctor_fails_and_names_the_fix_when_the_agent_is_down() {
 
 #[test]
 fn doctor_passes_with_the_agent_and_idp_up() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let (a, _d) = agent(&idp);
     let out = a.home.run(&["doctor"]);
     let text = stdout(&out);
@@ -219,11 +219,11 @@ fn doctor_passes_with_the_agent_and_idp_up() {
         assert!(text.contains(&format!("[ok]   {check}")), "{check}: {text}");
     }
     assert!(
-        text.contains(&format!("[ok]   IdP discovery {}", idp.issuer)),
+        text.contains(&format!("[ok]   IdP discovery {}", idp.issuer())),
         "{text}"
     );
     assert!(
-        text.contains(&format!("[ok]   clock skew vs {}", idp.issuer)),
+        text.contains(&format!("[ok]   clock skew vs {}", idp.issuer())),
         "{text}"
     );
 }
