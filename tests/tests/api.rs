@@ -322,6 +322,46 @@ fn openapi_matches_every_route() {
         ),
         ("/v1/token/{profile}", "get", h("GET", "/v1/token/ci"), 200),
         (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            format!(
+                "{}{{\"fingerprint\":\"0123456789ab\"}}",
+                a.head(
+                    "POST",
+                    "/v1/token/ci/invalidate",
+                    &[
+                        "Content-Type: application/json",
+                        "Content-Length: 30",
+                        "Connection: close"
+                    ]
+                )
+            ),
+            200,
+        ),
+        (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            h("POST", "/v1/token/ci/invalidate"),
+            400,
+        ),
+        (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            format!(
+                "{}{{\"fingerprint\":\"0123456789ab\"}}",
+                a.head(
+                    "POST",
+                    "/v1/token/nobody/invalidate",
+                    &[
+                        "Content-Type: application/json",
+                        "Content-Length: 30",
+                        "Connection: close"
+                    ]
+                )
+            ),
+            404,
+        ),
+        (
             "/v1/token/{profile}",
             "get",
             h("GET", "/v1/token/nobody"),

@@ -25,6 +25,7 @@ enum Route<'a> {
     Metrics,
     Status,
     Token(&'a str),
+    TokenInvalidate(&'a str),
     Login(&'a str),
     Catalog,
     CatalogDiff,
@@ -40,6 +41,7 @@ impl Route<'_> {
             Route::Metrics => "/metrics",
             Route::Status => "/v1/status",
             Route::Token(_) => "/v1/token/{profile}",
+            Route::TokenInvalidate(_) => "/v1/token/{profile}/invalidate",
             Route::Login(_) => "/v1/login/{profile}",
             Route::Catalog => "/v1/catalog",
             Route::CatalogDiff => "/v1/catalog/diff",
@@ -52,7 +54,7 @@ impl Route<'_> {
     fn methods(&self) -> &'static [Method] {
         match self {
             Route::Login(_) => &[Method::GET, Method::POST, Method::DELETE],
-            Route::CatalogSync => &[Method::POST],
+            Route::CatalogSync | Route::TokenInvalidate(_) => &[Method::POST],
             _ => &[Method::GET],
         }
     }
@@ -68,7 +70,10 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/catalog/sync" => Route::CatalogSync,
         _ => {
             if let Some(p) = path.strip_prefix("/v1/token/") {
-                Route::Token(p)
+                match p.strip_suffix("/invalidate") {
+                    Some(profile) => Route::TokenInvalidate(profile),
+                    None => Route::Token(p),
+                }
             } else if let Some(p) = path.strip_prefix("/v1/login/") {
                 Route::Login(p)
             } else if let Some(p) = path.strip_prefix("/v1/aws/credentials/") {
@@ -175,12 +180,13 @@ where
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    read_body(state.limits.max_body_bytes, req).await?;
+    let body = read_body(state.limits.max_body_bytes, req).await?;
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
         Route::Token(p) => token(state, name(p)?, query.as_deref()).await,
+        Route::TokenInvalidate(p) => invalidate(state, name(p)?, &body).await,
         Route::Login(p) => login(state, name(p)?, &method).await,
         Route::Catalog => {
             let c = catalog(state)?;
@@ -325,6 +331,31 @@ async fn token(
             Err(e.into())
         }
     }
+}
+
+/// `POST /v1/token/{profile}/invalidate` `{"fingerprint": F}`: a server refused the token with
+/// fingerprint F (git `erase` after a 401), so the next request for the profile refreshes first.
+/// A fingerprint that is not the cached token's changes nothing (an old token was refused).
+async fn invalidate(state: &ApiState, profile: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Invalidate {
+        fingerprint: String,
+    }
+    let req: Invalidate = serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request("expected a JSON body {\"fingerprint\": \"<12 hex chars>\"}")
+    })?;
+    let fp = req.fingerprint;
+    if fp.len() != 12 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "fingerprint must be the token's 12 hex character fingerprint",
+        ));
+    }
+    state.broker.invalidate(profile, &fp).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"profile": profile, "fingerprint": fp}),
+    ))
 }
 
 async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiResponse, ApiError> {
