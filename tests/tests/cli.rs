@@ -227,3 +227,19 @@ fn doctor_passes_with_the_agent_and_idp_up() {
         "{text}"
     );
 }
+
+#[test]
+fn with_the_socket_off_the_cli_uses_the_tcp_port_from_endpoint_json() {
+    let a = Agent::start(
+        "[api]\nport = 0\nunix_socket = false\n[store]\nbackend = \"file\"\n\
+         [profiles.gh]\ngrant = \"env\"\ntoken_env = \"HOME\"\n",
+    );
+    assert!(!a.socket().exists());
+    let out = a.home.run(&["token", "gh"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    // The env profile serves the variable's value; HOME is the agent's private home.
+    assert_eq!(stdout(&out).trim(), a.home.dir.path().to_str().unwrap());
+    let out = a.home.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v["api"]["unix_socket"].is_null());
+}

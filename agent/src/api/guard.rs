@@ -104,16 +104,16 @@ fn check_host(state: &ApiState, conn: &ConnInfo, headers: &HeaderMap) -> Result<
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return Err(bad_host("exactly one Host header is required"));
     };
-    let host = host.to_str().unwrap_or("").to_ascii_lowercase();
+    let host = host.to_str().unwrap_or("");
     let unix = matches!(conn.transport, Transport::Unix { .. });
-    if unix && host == "localhost" {
+    if unix && host.eq_ignore_ascii_case("localhost") {
         return Ok(());
     }
     if let Some(port) = state.tcp_port {
         let ok = host.rsplit_once(':').is_some_and(|(name, p)| {
-            matches!(name, "127.0.0.1" | "localhost" | "[::1]")
-                && p.parse::<u16>() == Ok(port)
+            (name == "127.0.0.1" || name == "[::1]" || name.eq_ignore_ascii_case("localhost"))
                 && !p.starts_with('0')
+                && p.parse::<u16>() == Ok(port)
         });
         if ok {
             return Ok(());

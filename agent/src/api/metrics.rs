@@ -12,21 +12,26 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// Counters shared by every connection.
+///
+/// One short lock per request, and no allocation once a label set has been seen.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    token_requests: Mutex<BTreeMap<(String, &'static str), u64>>,
-    durations: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    requests: Mutex<Requests>,
+    token_requests: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+}
+
+#[derive(Default)]
+struct Requests {
+    by_status: BTreeMap<(&'static str, u16), u64>,
+    durations: BTreeMap<&'static str, (u64, f64)>,
 }
 
 impl Metrics {
     /// Counts one answered request.
     pub fn record_request(&self, route: &'static str, status: u16, took: Duration) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route, status)).or_default() += 1;
-        }
-        if let Ok(mut m) = self.durations.lock() {
-            let e = m.entry(route).or_default();
+            *m.by_status.entry((route, status)).or_default() += 1;
+            let e = m.durations.entry(route).or_default();
             e.0 += 1;
             e.1 += took.as_secs_f64();
         }
@@ -35,7 +40,12 @@ impl Metrics {
     /// Counts one token request of a profile by outcome (`ok` or an error code).
     pub fn record_token(&self, profile: &str, outcome: &'static str) {
         if let Ok(mut m) = self.token_requests.lock() {
-            *m.entry((profile.to_string(), outcome)).or_default() += 1;
+            match m.get_mut(profile) {
+                Some(inner) => *inner.entry(outcome).or_default() += 1,
+                None => {
+                    m.insert(profile.to_string(), BTreeMap::from([(outcome, 1)]));
+                }
+            }
         }
     }
 
@@ -55,8 +65,9 @@ impl Metrics {
             "# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.\n\
              # TYPE stagepass_api_requests_total counter\n",
         );
-        if let Ok(m) = self.requests.lock() {
-            for ((route, status), n) in m.iter() {
+        let requests = self.requests.lock();
+        if let Ok(m) = &requests {
+            for ((route, status), n) in m.by_status.iter() {
                 let _ = writeln!(
                     out,
                     "stagepass_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
@@ -68,8 +79,8 @@ impl Metrics {
             "# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.\n\
              # TYPE stagepass_api_request_duration_seconds summary\n",
         );
-        if let Ok(m) = self.durations.lock() {
-            for (route, (count, sum)) in m.iter() {
+        if let Ok(m) = &requests {
+            for (route, (count, sum)) in m.durations.iter() {
                 let r = escape(route);
                 let _ = writeln!(
                     out,
@@ -82,13 +93,16 @@ impl Metrics {
             "# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.\n\
              # TYPE stagepass_token_requests_total counter\n",
         );
+        drop(requests);
         if let Ok(m) = self.token_requests.lock() {
-            for ((profile, outcome), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(profile)
-                );
+            for (profile, outcomes) in m.iter() {
+                for (outcome, n) in outcomes {
+                    let _ = writeln!(
+                        out,
+                        "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(profile)
+                    );
+                }
             }
         }
         out.push_str(

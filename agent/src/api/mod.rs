@@ -11,6 +11,26 @@
 //! - [`client`]: what the CLI uses to talk to a running agent.
 //!
 //! The routes and their answers are documented in `agent/openapi.yaml`.
+//!
+//! # Security model
+//!
+//! The API hands out tokens, so it must answer only processes of the same user on the same
+//! machine, and never a web page the user happens to visit:
+//!
+//! - **Other hosts**: the TCP listener binds loopback only (a non-loopback `api.listen` is
+//!   refused at config load and again before binding) with IP TTL 1.
+//! - **Other users**: the Unix socket lives in a 0700 runtime dir, is 0600, and every peer's
+//!   uid is read with SO_PEERCRED and must be ours. TCP clients must present the per-boot
+//!   secret, which only our uid can read (0600 file in the same dir).
+//! - **Web pages**: a browser cannot read the secret file; DNS rebinding is stopped by the
+//!   Host check (only loopback literals and `localhost` with our port); requests carrying
+//!   `Origin` or a cross-site `Sec-Fetch-Site` are refused outright.
+//! - **Proxies and port forwarding** (VS Code, Codespaces): relayed requests carry
+//!   `X-Forwarded-For`/`Forwarded` or a foreign Host and are refused.
+//! - **Resource abuse**: header size and count, body size, open connections, the time to send
+//!   a request head (slowloris) and idle time are all bounded.
+//! - **Secrets at rest and in logs**: the secret is compared in constant time, lives in
+//!   [`crate::secret::Secret`], and never reaches a log line, error or metric label.
 
 pub mod client;
 pub mod error;

@@ -105,13 +105,17 @@ where
 {
     use tracing::Instrument;
     let started = Instant::now();
-    let path = req.uri().path().to_string();
-    let matched = route(&path);
+    let uri = req.uri().clone();
+    let matched = route(uri.path());
     let label = matched.map_or("other", |r| r.label());
     let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The span names the route template and, for profile routes, the profile; never a header.
     let profile = match matched {
-        Some(Route::Token(p) | Route::Login(p) | Route::Aws(p)) if valid_name(p) => p,
+        Some(Route::Token(p) | Route::TokenInvalidate(p) | Route::Login(p) | Route::Aws(p))
+            if valid_name(p) =>
+        {
+            p
+        }
         _ => "",
     };
     let span = tracing::debug_span!("request", id, route = label, profile, method = %req.method());
@@ -180,7 +184,11 @@ where
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    let body = read_body(state.limits.max_body_bytes, req).await?;
+    let body = if method == Method::GET && no_body(req.headers()) {
+        Bytes::new()
+    } else {
+        read_body(state.limits.max_body_bytes, req).await?
+    };
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
@@ -231,6 +239,12 @@ fn catalog(state: &ApiState) -> Result<&crate::catalog::CatalogHandle, ApiError>
         .catalog
         .as_ref()
         .ok_or_else(|| unavailable("catalog sync is not running in this agent"))
+}
+
+/// A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3).
+fn no_body(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
 }
 
 async fn read_body<B>(limit: usize, req: Request<B>) -> Result<Bytes, ApiError>

@@ -125,18 +125,22 @@ pub fn login(extra: Option<PathBuf>, args: LoginArgs) -> ExitCode {
 }
 
 /// `stagepass token`.
+///
+/// With a profile named, the config is not read at all: the agent already has it, and this
+/// command is on the hot path of every `$(stagepass token NAME)`.
 pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
-    with_agent(extra, |client, config, _| async move {
-        let profile = match pick_profile(args.profile, &config, None) {
-            Ok(p) => p,
-            Err(code) => return Ok(code),
-        };
+    let TokenArgs {
+        profile,
+        min_valid,
+        json,
+    } = args;
+    let print = move |client: Client, profile: String| async move {
         let mut path = format!("/v1/token/{profile}");
-        if let Some(s) = args.min_valid {
+        if let Some(s) = min_valid {
             path.push_str(&format!("?min_valid={s}"));
         }
         let answer = client.get_json(&path).await?;
-        if args.json {
+        if json {
             output::print_json(&answer);
         } else {
             match answer.get("access_token").and_then(|t| t.as_str()) {
@@ -149,7 +153,29 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
             }
         }
         Ok(ExitCode::SUCCESS)
-    })
+    };
+    match profile {
+        Some(p) if valid_name(&p) => {
+            let paths = Paths::from_env();
+            let rt = match super::runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("stagepass: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(async { print(Client::new(&paths)?, p).await }) {
+                Ok(code) => code,
+                Err(e) => report(&e),
+            }
+        }
+        named => with_agent(extra, |client, config, _| async move {
+            match pick_profile(named, &config, None) {
+                Ok(p) => print(client, p).await,
+                Err(code) => Ok(code),
+            }
+        }),
+    }
 }
 
 /// `stagepass status`.

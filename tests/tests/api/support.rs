@@ -188,10 +188,12 @@ impl Agent {
             if let (Some(ep), Some(secret)) = (endpoint, secret) {
                 let ep: serde_json::Value = serde_json::from_slice(&ep).unwrap();
                 let port = ep["port"].as_u64().unwrap() as u16;
-                let r = unix_request(
-                    &run.join("agent.sock"),
-                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
-                );
+                let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                let r = if ep["socket"].is_null() {
+                    tcp_request(port, health)
+                } else {
+                    unix_request(&run.join("agent.sock"), health)
+                };
                 if r.as_ref().is_ok_and(|r| r.status == 200) {
                     return Agent {
                         home,
