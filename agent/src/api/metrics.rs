@@ -8,44 +8,103 @@
 use crate::broker::ProfileStatus;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
+
+/// Route templates counted with lock-free counters (anything else falls back to a map).
+const ROUTES: [&str; 12] = [
+    "/healthz",
+    "/metrics",
+    "/v1/status",
+    "/v1/token/{profile}",
+    "/v1/token/{profile}/invalidate",
+    "/v1/login/{profile}",
+    "/v1/catalog",
+    "/v1/catalog/diff",
+    "/v1/catalog/sync",
+    "/v1/aws/credentials/{name}",
+    "other",
+    "",
+];
+/// Statuses counted with lock-free counters.
+const STATUSES: [u16; 15] = [
+    200, 202, 400, 401, 403, 404, 405, 409, 413, 421, 429, 431, 500, 502, 503,
+];
+/// Token request outcomes counted with lock-free counters.
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "login_required",
+    "idp_unavailable",
+    "unsupported",
+    "internal",
+    "other",
+];
+
+#[derive(Default)]
+struct RouteCounters {
+    by_status: [AtomicU64; STATUSES.len()],
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
 
 /// Counters shared by every connection.
 ///
-/// One short lock per request, and no allocation once a label set has been seen.
+/// The hot path (a known route, a usual status, a known profile) is a few relaxed atomic
+/// adds with no lock and no allocation, so 64 busy connections do not queue on metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<Requests>,
-    token_requests: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
-}
-
-#[derive(Default)]
-struct Requests {
-    by_status: BTreeMap<(&'static str, u16), u64>,
-    durations: BTreeMap<&'static str, (u64, f64)>,
+    routes: [RouteCounters; ROUTES.len()],
+    unusual: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    token_requests: RwLock<BTreeMap<String, Arc<[AtomicU64; OUTCOMES.len()]>>>,
 }
 
 impl Metrics {
     /// Counts one answered request.
     pub fn record_request(&self, route: &'static str, status: u16, took: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.by_status.entry((route, status)).or_default() += 1;
-            let e = m.durations.entry(route).or_default();
-            e.0 += 1;
-            e.1 += took.as_secs_f64();
+        let r = ROUTES.iter().position(|x| *x == route);
+        let s = STATUSES.iter().position(|x| *x == status);
+        match (r, s) {
+            (Some(r), Some(s)) => {
+                let c = &self.routes[r];
+                c.by_status[s].fetch_add(1, Ordering::Relaxed);
+                c.count.fetch_add(1, Ordering::Relaxed);
+                c.nanos.fetch_add(
+                    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            _ => {
+                if let Ok(mut m) = self.unusual.lock() {
+                    *m.entry((route, status)).or_default() += 1;
+                }
+                if let Some(r) = r {
+                    let c = &self.routes[r];
+                    c.count.fetch_add(1, Ordering::Relaxed);
+                    c.nanos.fetch_add(
+                        u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
         }
     }
 
     /// Counts one token request of a profile by outcome (`ok` or an error code).
     pub fn record_token(&self, profile: &str, outcome: &'static str) {
-        if let Ok(mut m) = self.token_requests.lock() {
-            match m.get_mut(profile) {
-                Some(inner) => *inner.entry(outcome).or_default() += 1,
-                None => {
-                    m.insert(profile.to_string(), BTreeMap::from([(outcome, 1)]));
-                }
-            }
+        let o = OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        if let Ok(m) = self.token_requests.read()
+            && let Some(c) = m.get(profile)
+        {
+            c[o].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.token_requests.write() {
+            let c = m.entry(profile.to_string()).or_default();
+            c[o].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -65,43 +124,59 @@ impl Metrics {
             "# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.\n\
              # TYPE stagepass_api_requests_total counter\n",
         );
-        let requests = self.requests.lock();
-        if let Ok(m) = &requests {
-            for ((route, status), n) in m.by_status.iter() {
-                let _ = writeln!(
-                    out,
-                    "stagepass_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                    escape(route)
-                );
+        let mut by_status: BTreeMap<(&str, u16), u64> = BTreeMap::new();
+        for (route, c) in ROUTES.iter().zip(&self.routes) {
+            for (status, n) in STATUSES.iter().zip(&c.by_status) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    by_status.insert((route, *status), n);
+                }
             }
+        }
+        if let Ok(m) = self.unusual.lock() {
+            for (k, n) in m.iter() {
+                *by_status.entry(*k).or_default() += n;
+            }
+        }
+        for ((route, status), n) in &by_status {
+            let _ = writeln!(
+                out,
+                "stagepass_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
         }
         out.push_str(
             "# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.\n\
              # TYPE stagepass_api_request_duration_seconds summary\n",
         );
-        if let Ok(m) = &requests {
-            for (route, (count, sum)) in m.durations.iter() {
-                let r = escape(route);
-                let _ = writeln!(
-                    out,
-                    "stagepass_api_request_duration_seconds_sum{{route=\"{r}\"}} {sum}\n\
-                     stagepass_api_request_duration_seconds_count{{route=\"{r}\"}} {count}"
-                );
+        for (route, c) in ROUTES.iter().zip(&self.routes) {
+            let count = c.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
             }
+            let sum = Duration::from_nanos(c.nanos.load(Ordering::Relaxed)).as_secs_f64();
+            let r = escape(route);
+            let _ = writeln!(
+                out,
+                "stagepass_api_request_duration_seconds_sum{{route=\"{r}\"}} {sum}\n\
+                 stagepass_api_request_duration_seconds_count{{route=\"{r}\"}} {count}"
+            );
         }
         out.push_str(
             "# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.\n\
              # TYPE stagepass_token_requests_total counter\n",
         );
-        drop(requests);
-        if let Ok(m) = self.token_requests.lock() {
-            for (profile, outcomes) in m.iter() {
-                for (outcome, n) in outcomes {
-                    let _ = writeln!(
-                        out,
-                        "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        escape(profile)
-                    );
+        if let Ok(m) = self.token_requests.read() {
+            for (profile, counters) in m.iter() {
+                for (outcome, n) in OUTCOMES.iter().zip(counters.iter()) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
+                            escape(profile)
+                        );
+                    }
                 }
             }
         }
