@@ -1,0 +1,278 @@
+//! Prometheus text metrics of the API, counted in-process without a metrics library.
+//!
+//! Labels are bounded: routes are counted by their template (`/v1/token/{profile}`), never
+//! by raw path, and profiles come from the config. Token requests are counted here, by the
+//! API, per profile and outcome (`ok` or the error code), because that is what the API sees;
+//! remaining token lifetimes come from the broker's status.
+
+use crate::broker::ProfileStatus;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// Route templates counted with lock-free counters (anything else falls back to a map).
+const ROUTES: [&str; 12] = [
+    "/healthz",
+    "/metrics",
+    "/v1/status",
+    "/v1/token/{profile}",
+    "/v1/token/{profile}/invalidate",
+    "/v1/login/{profile}",
+    "/v1/catalog",
+    "/v1/catalog/diff",
+    "/v1/catalog/sync",
+    "/v1/aws/credentials/{name}",
+    "other",
+    "",
+];
+/// Statuses counted with lock-free counters.
+const STATUSES: [u16; 15] = [
+    200, 202, 400, 401, 403, 404, 405, 409, 413, 421, 429, 431, 500, 502, 503,
+];
+/// Token request outcomes counted with lock-free counters.
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "login_required",
+    "idp_unavailable",
+    "unsupported",
+    "internal",
+    "other",
+];
+
+#[derive(Default)]
+struct RouteCounters {
+    by_status: [AtomicU64; STATUSES.len()],
+    count: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// Counters shared by every connection.
+///
+/// The hot path (a known route, a usual status, a known profile) is a few relaxed atomic
+/// adds with no lock and no allocation, so 64 busy connections do not queue on metrics.
+#[derive(Default)]
+pub struct Metrics {
+    routes: [RouteCounters; ROUTES.len()],
+    unusual: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    token_requests: RwLock<BTreeMap<String, Arc<[AtomicU64; OUTCOMES.len()]>>>,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn record_request(&self, route: &'static str, status: u16, took: Duration) {
+        let r = ROUTES.iter().position(|x| *x == route);
+        let s = STATUSES.iter().position(|x| *x == status);
+        match (r, s) {
+            (Some(r), Some(s)) => {
+                let c = &self.routes[r];
+                c.by_status[s].fetch_add(1, Ordering::Relaxed);
+                c.count.fetch_add(1, Ordering::Relaxed);
+                c.nanos.fetch_add(
+                    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            _ => {
+                if let Ok(mut m) = self.unusual.lock() {
+                    *m.entry((route, status)).or_default() += 1;
+                }
+                if let Some(r) = r {
+                    let c = &self.routes[r];
+                    c.count.fetch_add(1, Ordering::Relaxed);
+                    c.nanos.fetch_add(
+                        u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Counts one token request of a profile by outcome (`ok` or an error code).
+    pub fn record_token(&self, profile: &str, outcome: &'static str) {
+        let o = OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        if let Ok(m) = self.token_requests.read()
+            && let Some(c) = m.get(profile)
+        {
+            c[o].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut m) = self.token_requests.write() {
+            let c = m.entry(profile.to_string()).or_default();
+            c[o].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Renders everything in the Prometheus text exposition format (0.0.4).
+    pub fn render(&self, profiles: &[ProfileStatus], uptime: Duration, now: SystemTime) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP stagepass_up The agent answers.\n# TYPE stagepass_up gauge\nstagepass_up 1\n",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP stagepass_uptime_seconds Seconds since the agent started.\n\
+             # TYPE stagepass_uptime_seconds gauge\nstagepass_uptime_seconds {}",
+            uptime.as_secs()
+        );
+        out.push_str(
+            "# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.\n\
+             # TYPE stagepass_api_requests_total counter\n",
+        );
+        let mut by_status: BTreeMap<(&str, u16), u64> = BTreeMap::new();
+        for (route, c) in ROUTES.iter().zip(&self.routes) {
+            for (status, n) in STATUSES.iter().zip(&c.by_status) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    by_status.insert((route, *status), n);
+                }
+            }
+        }
+        if let Ok(m) = self.unusual.lock() {
+            for (k, n) in m.iter() {
+                *by_status.entry(*k).or_default() += n;
+            }
+        }
+        for ((route, status), n) in &by_status {
+            let _ = writeln!(
+                out,
+                "stagepass_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str(
+            "# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.\n\
+             # TYPE stagepass_api_request_duration_seconds summary\n",
+        );
+        for (route, c) in ROUTES.iter().zip(&self.routes) {
+            let count = c.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let sum = Duration::from_nanos(c.nanos.load(Ordering::Relaxed)).as_secs_f64();
+            let r = escape(route);
+            let _ = writeln!(
+                out,
+                "stagepass_api_request_duration_seconds_sum{{route=\"{r}\"}} {sum}\n\
+                 stagepass_api_request_duration_seconds_count{{route=\"{r}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.\n\
+             # TYPE stagepass_token_requests_total counter\n",
+        );
+        if let Ok(m) = self.token_requests.read() {
+            for (profile, counters) in m.iter() {
+                for (outcome, n) in OUTCOMES.iter().zip(counters.iter()) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
+                            escape(profile)
+                        );
+                    }
+                }
+            }
+        }
+        out.push_str(
+            "# HELP stagepass_token_expires_in_seconds Remaining lifetime of each profile's cached token.\n\
+             # TYPE stagepass_token_expires_in_seconds gauge\n",
+        );
+        for p in profiles {
+            if let Some(left) = p.expires_at.as_deref().and_then(|e| seconds_left(e, now)) {
+                let _ = writeln!(
+                    out,
+                    "stagepass_token_expires_in_seconds{{profile=\"{}\"}} {left}",
+                    escape(&p.profile)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP stagepass_profile_state Current state of each profile (1 for the state it is in).\n\
+             # TYPE stagepass_profile_state gauge\n",
+        );
+        for p in profiles {
+            let state = serde_json::to_value(p.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "stagepass_profile_state{{profile=\"{}\",state=\"{}\"}} 1",
+                escape(&p.profile),
+                escape(&state)
+            );
+        }
+        out
+    }
+}
+
+/// Seconds from `now` to an RFC 3339 instant (negative when past).
+pub fn seconds_left(rfc3339: &str, now: SystemTime) -> Option<i64> {
+    let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let now = time::OffsetDateTime::from(now);
+    Some((at - now).whole_seconds())
+}
+
+/// Escapes a label value as the exposition format requires.
+fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::ProfileState;
+
+    #[test]
+    fn renders_counters_and_lifetimes() {
+        let m = Metrics::default();
+        m.record_request("/v1/token/{profile}", 200, Duration::from_millis(2));
+        m.record_request("/v1/token/{profile}", 200, Duration::from_millis(2));
+        m.record_request("/v1/status", 401, Duration::from_millis(1));
+        m.record_token("back\"stage", "ok");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = ProfileStatus {
+            profile: "backstage".into(),
+            grant: "device".into(),
+            state: ProfileState::Valid,
+            reason: None,
+            expires_at: Some("2023-11-14T22:33:20Z".into()),
+            token_fingerprint: None,
+        };
+        let text = m.render(&[p], Duration::from_secs(5), now);
+        assert!(
+            text.contains(
+                "stagepass_api_requests_total{route=\"/v1/token/{profile}\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("stagepass_api_requests_total{route=\"/v1/status\",status=\"401\"} 1")
+        );
+        assert!(text.contains(
+            "stagepass_token_requests_total{profile=\"back\\\"stage\",outcome=\"ok\"} 1"
+        ));
+        assert!(
+            text.contains("stagepass_token_expires_in_seconds{profile=\"backstage\"} 1200"),
+            "{text}"
+        );
+        assert!(text.contains("stagepass_profile_state{profile=\"backstage\",state=\"valid\"} 1"));
+    }
+}
