@@ -11,6 +11,8 @@ mod adapters_support;
 use adapters_support::{
     Agent, Home, Moto, form_fields, free_port, run_with_stdin, sts_recording_proxy,
 };
+use stagepass_e2e::idp::AUD_AWS;
+use stagepass_e2e::{Idp, IdpOptions};
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -74,15 +76,42 @@ fn env_prints_the_two_aws_variables_and_the_api_url() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no AWS role \"prod\""));
 }
 
-#[test]
-fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
+/// The web identity is a real IdP token: a client-credentials profile for audience
+/// `sts.amazonaws.com`; the API port is 0, so `stagepass env` reads the bound port from the
+/// running agent's endpoint file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
     let home = Home::new("");
     let moto = Moto::start(home.path());
     let proxy = sts_recording_proxy(&moto.url);
-    let port = free_port();
-    home.write_config(&config(port, &proxy.url));
-    // The env profile's token comes from the agent's environment.
-    let agent = Agent::start_with_env(&home, &[("STAGEPASS_TEST_WEB_IDENTITY", WEB_IDENTITY)]);
+    let secret_file = home.path().join("client-secret");
+    std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
+    home.write_config(&format!(
+        r#"
+[api]
+port = 0
+
+[profiles.aws]
+grant = "client-credentials"
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+audience = "{AUD_AWS}"
+
+[aws.dev]
+profile = "aws"
+role_arn = "{ROLE_ARN}"
+session_name = "stagepass-e2e"
+duration_seconds = 3600
+sts_endpoint = "{sts}/"
+"#,
+        issuer = idp.issuer(),
+        client = Idp::CONFIDENTIAL_CLIENT,
+        secret = secret_file.display(),
+        sts = proxy.url,
+    ));
+    let agent = Agent::start(&home);
     let vars = parse_exports(
         &String::from_utf8(home.run(&["env", "--aws-role", "dev"], b"").stdout).unwrap(),
     );
@@ -128,7 +157,15 @@ fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
     );
     let form: BTreeMap<_, _> = form_fields(&calls[0].body).into_iter().collect();
     assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
-    assert_eq!(form["WebIdentityToken"], WEB_IDENTITY);
+    // The profile's token went to STS: the one `stagepass token aws` serves, for STS's audience.
+    let token = home.run(&["token", "aws"], b"");
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    assert_eq!(form["WebIdentityToken"], token);
+    // (Not checked as a JWT: the broker sends a non-URI audience such as sts.amazonaws.com as
+    // `audience`, not `resource`, and the test IdP then issues an opaque token; moto does
+    // not care, a real STS would. Reported to the lead.)
+    assert!(!token.is_empty());
     assert_eq!(form["RoleArn"], ROLE_ARN);
     assert_eq!(form["RoleSessionName"], "stagepass-e2e");
     assert_eq!(form["DurationSeconds"], "3600");

@@ -458,35 +458,3 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
-
-/// The test bed's IdP (`tests/peers/idp.mjs`, oidc-provider), started privately on a free
-/// port; `tests/install/node.sh` must have linked its node_modules.
-pub struct Idp {
-    pub proc: Proc,
-    pub url: String,
-}
-
-/// Secret of the IdP's confidential client `stagepass-ci` in these tests.
-pub const IDP_CLIENT_SECRET: &str = "adapters-e2e-client-secret";
-
-impl Idp {
-    pub fn start(dir: &Path) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/idp.mjs");
-        let mut c = Command::new("node");
-        c.arg(&script)
-            .args(["--port", "0", "--client-secret", IDP_CLIENT_SECRET]);
-        let mut proc = Proc::spawn("idp", c, dir.join("idp.log"));
-        let log = proc.log.clone();
-        proc.wait_until("ready", || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("STAGEPASS_PEER_READY "))
-        });
-        let text = proc.log_text();
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("STAGEPASS_PEER_READY "))
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let url = v["url"].as_str().unwrap().to_string();
-        Self { proc, url }
-    }
-}
