@@ -9,6 +9,7 @@
 # architectures and install.sh picks the right one. With no ARCH=BINARY, the host architecture is
 # built here (`cargo build --release -p stagepass`). If the devcontainer CLI is on PATH (or named
 # by $DEVCONTAINER), OUTDIR/dist receives the publishable archive (`devcontainer features package`).
+# OUTDIR/test holds the feature's tests, so `devcontainer features test -p OUTDIR` works (Docker).
 set -eu
 
 err() {
@@ -44,6 +45,10 @@ for pair in "$@"; do
     printf 'package.sh: %s <- %s\n' "bin/stagepass-$arch-linux-gnu" "$bin"
 done
 chmod 0755 "$stage"/*.sh
+# The devcontainers test layout beside it, so `devcontainer features test -p OUTDIR` runs there.
+rm -rf "$out/test/stagepass"
+mkdir -p "$out/test"
+cp -R "$root/feature/test/stagepass" "$out/test/stagepass"
 
 cli=${DEVCONTAINER:-$(command -v devcontainer 2>/dev/null || true)}
 if [ -n "$cli" ]; then
