@@ -1,20 +1,139 @@
 //! `stagepass agent`: wires config, store, broker, API and catalog together and owns their lifetimes.
+//!
+//! Start order: single-instance lock, broker, per-boot secret, listeners (endpoint file
+//! written once bound), catalog and AWS services, then the boot refresh runs while the API
+//! already serves. `READY=1` goes out when the listeners are bound and the boot refresh has
+//! finished (or failed). SIGTERM or Ctrl-C stop accepting, drain open requests for a bounded
+//! time, and remove the socket, secret and endpoint files.
 
+mod lock;
+mod notify;
+
+pub use lock::{InstanceLock, LockError, acquire as acquire_lock};
+
+use crate::adapters::aws::AwsService;
+use crate::api::client::EndpointFile;
+use crate::api::{ApiState, secret_file, server};
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::paths::Paths;
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long open requests may take to finish after a stop signal.
+pub const DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(config: Config, paths: Paths) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stop signal received");
+    };
+    run_until(config, paths, stop).await
+}
+
+/// Runs the agent until `stop` resolves (tests pass their own future).
+pub async fn run_until(
+    config: Config,
+    paths: Paths,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config
+        .api
+        .check_listen()
+        .map_err(|m| anyhow::anyhow!("api.listen: {m}"))?;
     tracing::info!(
         profiles = ?config.profiles.keys().collect::<Vec<_>>(),
         state_dir = %paths.state_dir.display(),
         runtime_dir = %paths.runtime_dir.display(),
         "stagepass agent starting"
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    crate::paths::ensure_private_dir(&paths.runtime_dir)
+        .with_context(|| format!("runtime dir {}", paths.runtime_dir.display()))?;
+    let _lock = lock::acquire(&paths.lock())?;
+    notify::status("starting");
+
+    let broker = Broker::start(&config, &paths)
+        .await
+        .context("starting the token broker")?;
+    let secret = secret_file::create(&paths.api_secret())
+        .with_context(|| format!("writing the API secret {}", paths.api_secret().display()))?;
+    let bound = server::bind(&config.api, &paths).await?;
+    let endpoint = EndpointFile {
+        port: bound.tcp_port(),
+        pid: std::process::id(),
+        socket: bound.socket().map(std::path::Path::to_path_buf),
+    };
+    let endpoint_json = serde_json::to_vec(&endpoint).context("encoding endpoint.json")?;
+    secret_file::write_private(&paths.endpoint(), &endpoint_json)
+        .with_context(|| format!("writing {}", paths.endpoint().display()))?;
+
+    let catalog =
+        crate::catalog::Service::start(&config.catalog, &paths, Some(broker.clone())).await;
+    let aws = AwsService::new(config.aws.clone(), broker.clone());
+    let state = ApiState::new(
+        broker.clone(),
+        secret,
+        config.api.clone(),
+        endpoint.port,
+        endpoint.socket.clone(),
+    )
+    .with_catalog(catalog.clone())
+    .with_aws(aws);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(
+        bound,
+        Arc::new(state),
+        async {
+            let _ = stop_rx.await;
+        },
+        DRAIN,
+    ));
+    tracing::info!(
+        port = ?endpoint.port,
+        socket = ?endpoint.socket,
+        "stagepass API listening"
+    );
+    let _watchdog = notify::spawn_watchdog();
+
+    tokio::pin!(stop);
+    notify::status("refreshing stored logins");
+    let stopped_early = tokio::select! {
+        () = broker.boot_refresh() => false,
+        () = &mut stop => true,
+    };
+    if !stopped_early {
+        let profiles = broker.status();
+        let summary = format!(
+            "serving {} profile(s) on port {}",
+            profiles.len(),
+            endpoint
+                .port
+                .map_or_else(|| "-".to_string(), |p| p.to_string())
+        );
+        notify::ready(&summary);
+        tracing::info!(%summary, "stagepass agent ready");
+        stop.await;
+    }
+
+    notify::stopping();
+    let _ = stop_tx.send(());
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "the API task ended abnormally");
+    }
+    // Dropping the handle stops the catalog tasks (watcher, outbox) before we exit.
+    #[allow(clippy::drop_non_drop)]
+    drop(catalog);
+    for p in [paths.api_secret(), paths.endpoint()] {
+        let _ = std::fs::remove_file(p);
     }
     tracing::info!("stagepass agent stopped");
     Ok(())

@@ -1,8 +1,26 @@
-//! Client of the agent's local API over its Unix socket, for the CLI commands.
+//! Client of the agent's local API, for the CLI commands.
 //!
-//! INTERFACE STUB: the API work implements it; callers rely on these signatures.
+//! It talks over the Unix socket (falling back to the TCP port in `endpoint.json` when the
+//! socket is turned off), presents the per-boot secret, and never hangs: connecting has a
+//! short timeout and a request a generous hang guard. An agent that is not running is
+//! [`ClientError::NotRunning`], which the CLI maps to `cli::EXIT_AGENT_DOWN`.
 
+use super::error::ErrorBody;
 use crate::paths::Paths;
+use crate::secret::Secret;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long connecting to the agent may take before we say it is not running.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Hang guard for one request (a token request may wait for a refresh at the IdP).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Why a request to the agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,35 +45,217 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// `endpoint.json` in the runtime dir: how clients find the running agent's TCP port.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointFile {
+    /// Bound TCP port, `null` when TCP is off.
+    pub port: Option<u16>,
+    /// The agent's pid.
+    pub pid: u32,
+    /// The Unix socket, `null` when it is off.
+    pub socket: Option<PathBuf>,
+}
+
+impl EndpointFile {
+    /// Reads the endpoint file of these paths.
+    pub fn read(paths: &Paths) -> Option<Self> {
+        let text = std::fs::read(paths.endpoint()).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
 /// A connection factory to the running agent.
 pub struct Client {
-    _paths: Paths,
+    endpoint: Endpoint,
+    secret: Secret,
 }
 
 impl Client {
     /// Prepares a client for the agent of these paths (reads the per-boot secret).
     pub fn new(paths: &Paths) -> Result<Self, ClientError> {
-        Ok(Self {
-            _paths: paths.clone(),
-        })
+        let secret_path = paths.api_secret();
+        let secret = super::secret_file::read(&secret_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ClientError::NotRunning(format!("no secret file at {}", secret_path.display()))
+            } else {
+                ClientError::Protocol(format!("cannot use {}: {e}", secret_path.display()))
+            }
+        })?;
+        let socket = paths.socket();
+        let endpoint = if socket.exists() {
+            Endpoint::Unix(socket)
+        } else if let Some(port) = EndpointFile::read(paths).and_then(|e| e.port) {
+            Endpoint::Tcp(port)
+        } else {
+            return Err(ClientError::NotRunning(format!(
+                "no socket at {}",
+                socket.display()
+            )));
+        };
+        Ok(Self { endpoint, secret })
     }
 
     /// `GET path`, returning the JSON body of a 2xx answer.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        Err(ClientError::NotRunning(format!("GET {path}: stub")))
+        self.json(Method::GET, path, None).await
     }
 
     /// `POST path` with a JSON body, returning the JSON body of a 2xx answer.
     pub async fn post_json(
         &self,
         path: &str,
-        _body: &serde_json::Value,
+        body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        Err(ClientError::NotRunning(format!("POST {path}: stub")))
+        self.json(Method::POST, path, Some(body)).await
     }
 
     /// `DELETE path`, returning the JSON body of a 2xx answer.
     pub async fn delete_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        Err(ClientError::NotRunning(format!("DELETE {path}: stub")))
+        self.json(Method::DELETE, path, None).await
+    }
+
+    /// `GET path`, returning the raw body of a 2xx answer (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (status, body) = self.send(Method::GET, path, None).await?;
+        check_status(status, &body)?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ClientError::Protocol("the agent's answer is not UTF-8".into()))
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body =
+            match body {
+                Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
+                    ClientError::Protocol(format!("cannot encode the request: {e}"))
+                })?),
+                None => None,
+            };
+        let (status, bytes) = self.send(method, path, body).await?;
+        check_status(status, &bytes)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("the agent's answer is not JSON: {e}")))
+    }
+
+    /// Sends one request and returns the status and the whole body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_string(),
+            Endpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+        };
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", self.secret.expose())).map_err(|_| {
+                ClientError::Protocol("the secret file holds invalid characters".into())
+            })?;
+        auth.set_sensitive(true);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, host)
+            .header(AUTHORIZATION, auth);
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(format!("bad request {path}: {e}")))?;
+        let answer = async {
+            match &self.endpoint {
+                Endpoint::Unix(p) => {
+                    let what = p.display().to_string();
+                    let io = connect(tokio::net::UnixStream::connect(p), &what).await?;
+                    exchange(io, req).await
+                }
+                Endpoint::Tcp(port) => {
+                    let what = format!("127.0.0.1:{port}");
+                    let io = connect(tokio::net::TcpStream::connect(("127.0.0.1", *port)), &what)
+                        .await?;
+                    exchange(io, req).await
+                }
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| {
+                ClientError::Protocol(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+            })?
+    }
+}
+
+/// One request/response on a fresh connection.
+async fn exchange<S>(io: TokioIo<S>, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let driver = tokio::spawn(conn);
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+async fn connect<S, F>(fut: F, what: &str) -> Result<TokioIo<S>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = std::io::Result<S>>,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+        Ok(Ok(s)) => Ok(TokioIo::new(s)),
+        Ok(Err(e)) => Err(ClientError::NotRunning(format!(
+            "cannot connect to {what}: {e}"
+        ))),
+        Err(_) => Err(ClientError::NotRunning(format!(
+            "{what} did not accept within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => Err(ClientError::Api {
+            status,
+            code: e.error,
+            message: e.message,
+        }),
+        Err(_) => Err(ClientError::Api {
+            status,
+            code: "http_error".into(),
+            message: format!("the agent answered HTTP {status}"),
+        }),
     }
 }

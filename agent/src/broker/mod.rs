@@ -1,9 +1,25 @@
 //! The token broker: profiles, OAuth flows, per-profile cache and single-flight refresher.
 //!
-//! INTERFACE STUB: the public surface below is what `api`, `adapters`, `catalog` and `cli`
-//! code against. The implementation fills it in without changing these signatures.
+//! Map: [`idp`] talks to the identity provider (discovery, device, refresh, exchange, client
+//! credentials); [`timing`] decides when to refresh and how long to back off; `slot` holds one
+//! profile's cache, failure state and single-flight refresh; `device` drives device logins;
+//! [`jwt`] reads claims of tokens the environment hands us. [`Broker`] ties them together and is
+//! what `api`, `adapters` and `cli` use.
 
+pub mod idp;
+pub mod jwt;
+pub mod timing;
+
+mod device;
+mod slot;
+
+use crate::config::GrantKind;
 use crate::secret::Secret;
+use crate::store::GrantStore;
+use idp::Idp;
+use slot::{Slot, SubjectSource};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// A token handed to a caller.
@@ -133,68 +149,332 @@ impl BrokerError {
     }
 }
 
+/// Knobs of the broker that are not part of the user's configuration (tests shrink them).
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerOptions {
+    /// Each IdP request gives up after this long (a slow IdP counts as unavailable).
+    pub http_timeout: Duration,
+    /// Retry delays after failures.
+    pub backoff: timing::Backoff,
+    /// Run a background refresher per profile (renew at ~3/4 of the lifetime).
+    pub background_refresh: bool,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            http_timeout: Duration::from_secs(10),
+            backoff: timing::Backoff::default(),
+            background_refresh: true,
+        }
+    }
+}
+
+struct Inner {
+    slots: BTreeMap<String, Arc<Slot>>,
+    store: Arc<GrantStore>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Background tasks must not outlive the broker that owns them.
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn slot(&self, profile: &str) -> Result<&Arc<Slot>, BrokerError> {
+        self.slots
+            .get(profile)
+            .ok_or_else(|| BrokerError::UnknownProfile(profile.to_string()))
+    }
+}
+
+impl SubjectSource for Inner {
+    fn subject<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let slot = self.slot(profile)?.clone();
+            slot.token(self, TokenRequest::default()).await
+        })
+    }
+}
+
 /// Cheap to clone handle to the broker.
 #[derive(Clone)]
 pub struct Broker {
-    _private: (),
+    inner: Arc<Inner>,
 }
 
 impl Broker {
     /// Builds the broker from the profiles in `config`, opening the store under `paths`.
     /// Does no network I/O; call [`Broker::boot_refresh`] next.
     pub async fn start(
-        _config: &crate::config::Config,
-        _paths: &crate::paths::Paths,
+        config: &crate::config::Config,
+        paths: &crate::paths::Paths,
     ) -> Result<Broker, BrokerError> {
-        Ok(Broker { _private: () })
+        Self::start_with(config, paths, BrokerOptions::default()).await
+    }
+
+    /// [`Broker::start`] with explicit [`BrokerOptions`].
+    pub async fn start_with(
+        config: &crate::config::Config,
+        paths: &crate::paths::Paths,
+        opts: BrokerOptions,
+    ) -> Result<Broker, BrokerError> {
+        check_subject_cycles(config)?;
+        let store = GrantStore::open(&config.store, &paths.state_dir)
+            .await
+            .map_err(|e| BrokerError::Internal {
+                profile: "(store)".into(),
+                detail: e.to_string(),
+            })?;
+        let store = Arc::new(store);
+        let mut idps: BTreeMap<String, Arc<Idp>> = BTreeMap::new();
+        let mut slots = BTreeMap::new();
+        for (name, cfg) in &config.profiles {
+            let idp = match &cfg.issuer {
+                Some(iss) => {
+                    let key = iss.trim_end_matches('/').to_string();
+                    match idps.get(&key) {
+                        Some(i) => Some(i.clone()),
+                        None => {
+                            let i = Arc::new(Idp::new(&key, opts.http_timeout).map_err(|e| {
+                                BrokerError::Internal {
+                                    profile: name.clone(),
+                                    detail: e.to_string(),
+                                }
+                            })?);
+                            idps.insert(key, i.clone());
+                            Some(i)
+                        }
+                    }
+                }
+                None => None,
+            };
+            let env = slot::SlotEnv {
+                backoff: opts.backoff,
+            };
+            slots.insert(
+                name.clone(),
+                Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
+            );
+        }
+        let inner = Arc::new(Inner {
+            slots,
+            store,
+            tasks: Mutex::new(Vec::new()),
+        });
+        if opts.background_refresh {
+            let mut handles = Vec::new();
+            for slot in inner.slots.values() {
+                if slot.cfg.grant == GrantKind::Env {
+                    continue;
+                }
+                let weak = Arc::downgrade(&inner);
+                let slot = slot.clone();
+                handles.push(tokio::spawn(refresher(slot, weak)).abort_handle());
+            }
+            inner
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(handles);
+        }
+        Ok(Broker { inner })
     }
 
     /// Refreshes every profile that has a stored grant, at once, so tools work at the
     /// first keystroke after a container start. Returns when each has succeeded or failed.
-    pub async fn boot_refresh(&self) {}
+    pub async fn boot_refresh(&self) {
+        let mut set = tokio::task::JoinSet::new();
+        for slot in self.inner.slots.values() {
+            if slot.cfg.grant != GrantKind::Device {
+                continue;
+            }
+            let inner = self.inner.clone();
+            let slot = slot.clone();
+            set.spawn(async move {
+                let store = inner.store.clone();
+                let name = slot.name.clone();
+                let has = tokio::task::spawn_blocking(move || store.load(&name))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten()
+                    .is_some();
+                if !has {
+                    tracing::info!(profile = %slot.name, "no stored login; skipping boot refresh");
+                    return;
+                }
+                match slot.refresh_now(inner.as_ref()).await {
+                    Ok(t) => tracing::info!(
+                        profile = %slot.name,
+                        fingerprint = %t.access_token.fingerprint(),
+                        "boot refresh done"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(profile = %slot.name, error = %e, "boot refresh failed")
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
 
     /// Which store backend is in use and why (for status and doctor).
     pub fn store_backend(&self) -> (String, String) {
-        ("file".into(), "stub".into())
+        let i = self.inner.store.info();
+        (i.name.to_string(), i.reason.clone())
     }
 
     /// A valid token for `profile`, refreshing first if needed (single flight).
     pub async fn token(
         &self,
         profile: &str,
-        _req: TokenRequest,
+        req: TokenRequest,
     ) -> Result<IssuedToken, BrokerError> {
-        Err(BrokerError::UnknownProfile(profile.to_string()))
+        let slot = self.inner.slot(profile)?;
+        let span = tracing::debug_span!("token", profile = %profile);
+        let _e = span.enter();
+        drop(_e);
+        slot.token(self.inner.as_ref(), req).await
     }
 
     /// Status of every profile.
     pub fn status(&self) -> Vec<ProfileStatus> {
-        Vec::new()
+        self.inner.slots.values().map(|s| s.status()).collect()
     }
 
     /// Starts (or returns the running) device login of a profile.
     pub async fn login_start(&self, profile: &str) -> Result<LoginState, BrokerError> {
-        Err(BrokerError::UnknownProfile(profile.to_string()))
+        let slot = self.inner.slot(profile)?;
+        if slot.cfg.grant != GrantKind::Device {
+            return Err(BrokerError::Unsupported {
+                profile: profile.to_string(),
+                detail: "only profiles with grant = \"device\" log in".into(),
+            });
+        }
+        device::start(slot).await
     }
 
     /// The state of the latest device login of a profile.
     pub fn login_state(&self, profile: &str) -> Result<LoginState, BrokerError> {
-        Err(BrokerError::UnknownProfile(profile.to_string()))
+        device::state(self.inner.slot(profile)?)
     }
 
     /// Revokes at the IdP where supported and forgets the grant.
     pub async fn logout(&self, profile: &str) -> Result<(), BrokerError> {
-        Err(BrokerError::UnknownProfile(profile.to_string()))
+        let slot = self.inner.slot(profile)?.clone();
+        if slot.cfg.grant == GrantKind::Env {
+            return Err(BrokerError::Unsupported {
+                profile: profile.to_string(),
+                detail:
+                    "an env profile serves the environment's token; there is no login to forget"
+                        .into(),
+            });
+        }
+        let mem_rt = slot.forget("logged out");
+        let store = self.inner.store.clone();
+        let name = slot.name.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let _lock = store.lock(&name)?;
+            let g = store.load(&name)?;
+            store.delete(&name)?;
+            Ok::<_, crate::store::StoreError>(g)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal {
+            profile: profile.to_string(),
+            detail: format!("store task failed: {e}"),
+        })?
+        .map_err(|e| BrokerError::Internal {
+            profile: profile.to_string(),
+            detail: e.to_string(),
+        })?;
+        let rt = stored.map(|g| g.refresh_token).or(mem_rt);
+        if let (Some(rt), Some(idp)) = (rt, slot.idp.as_ref())
+            && let Ok(client) = slot.client()
+            && let Err(e) = idp.revoke(&client, &rt).await
+        {
+            tracing::warn!(profile = %profile, error = %e, "revocation at the IdP failed; the login is forgotten locally");
+        }
+        Ok(())
     }
 
     /// Marks the token with this fingerprint as refused by a server, so the next
     /// request refreshes first (git `erase` after a 401).
-    pub async fn invalidate(&self, profile: &str, _fingerprint: &str) -> Result<(), BrokerError> {
-        Err(BrokerError::UnknownProfile(profile.to_string()))
+    pub async fn invalidate(&self, profile: &str, fingerprint: &str) -> Result<(), BrokerError> {
+        let slot = self.inner.slot(profile)?;
+        if slot.invalidate(fingerprint) {
+            tracing::info!(profile = %profile, fingerprint = %fingerprint, "token invalidated; next request refreshes");
+        }
+        Ok(())
     }
 
     /// Profile names.
     pub fn profiles(&self) -> Vec<String> {
-        Vec::new()
+        self.inner.slots.keys().cloned().collect()
     }
+}
+
+/// The background refresher of one profile: sleeps until the token is due (about 3/4 of its
+/// lifetime) or a retry is due, then refreshes through the same single flight as callers.
+async fn refresher(slot: Arc<Slot>, inner: std::sync::Weak<Inner>) {
+    loop {
+        match slot.next_wake() {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = slot.wake.notified() => continue,
+                }
+            }
+            None => {
+                slot.wake.notified().await;
+                continue;
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        slot.refresh_if_due(inner.as_ref()).await;
+    }
+}
+
+/// Exchange profiles name their subject profile; a cycle would recurse forever.
+fn check_subject_cycles(config: &crate::config::Config) -> Result<(), BrokerError> {
+    for start in config.profiles.keys() {
+        let mut seen = vec![start.as_str()];
+        let mut cur = start.as_str();
+        while let Some(next) = config
+            .profiles
+            .get(cur)
+            .and_then(|p| p.subject_profile.as_deref())
+        {
+            if !config.profiles.contains_key(next) {
+                return Err(BrokerError::Internal {
+                    profile: cur.to_string(),
+                    detail: format!("subject_profile {next:?} is not a configured profile"),
+                });
+            }
+            if seen.contains(&next) {
+                return Err(BrokerError::Internal {
+                    profile: start.clone(),
+                    detail: format!(
+                        "subject_profile chain loops: {} -> {next}",
+                        seen.join(" -> ")
+                    ),
+                });
+            }
+            seen.push(next);
+            cur = next;
+        }
+    }
+    Ok(())
 }

@@ -93,7 +93,7 @@ pub fn load(
     if let Some(p) = extra {
         paths.config_files.push(p);
     }
-    let mut config = crate::config::Config::load_files(&paths.config_files)?;
+    let mut config = crate::config::Config::load_from_process(&paths.config_files, &[])?;
     config.default_profiles_from_env();
     Ok((config, paths))
 }

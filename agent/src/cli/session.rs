@@ -1,17 +1,44 @@
 //! `agent`, `login`, `token`, `status`, `logout`, `doctor`.
 //!
-//! STUB: the API work fills these in.
+//! Every command but `agent` is a thin client of the running agent's Unix socket
+//! ([`crate::api::client`]). When no agent answers, the command says so plainly and exits
+//! with [`super::EXIT_AGENT_DOWN`]; it never waits longer than the client's connect timeout.
+//! Exit codes: 0 success, 1 the agent refused (the message names the code), 64 bad usage
+//! (e.g. no profile named and more than one configured), 69 agent not running, 78 bad config,
+//! 130 interrupted.
 
+mod doctor;
+mod login;
+mod output;
+
+use crate::api::client::{Client, ClientError};
+use crate::config::{Config, GrantKind};
+use crate::paths::Paths;
 use clap::Args;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Exit code for bad usage (EX_USAGE), e.g. a profile must be named.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when interrupted with Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// `stagepass agent`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Run the agent in the foreground: it serves tokens on 127.0.0.1 and a Unix socket in the \
+runtime dir, refreshes them ahead of expiry, and syncs catalog files. Stop it with SIGTERM or Ctrl-C. \
+Only one agent runs per user (a lock in the runtime dir)."
+)]
 pub struct AgentArgs {}
 
 /// `stagepass login [PROFILE]`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Start a device login: prints the URL to open and the code to enter (and a QR code on a \
+terminal), then waits until you have approved it. Ctrl-C stops waiting."
+)]
 pub struct LoginArgs {
     /// Profile to log in (default: the only device profile).
     pub profile: Option<String>,
@@ -19,11 +46,13 @@ pub struct LoginArgs {
 
 /// `stagepass token [PROFILE]`.
 #[derive(Debug, Args)]
+#[command(long_about = "Print a fresh access token and nothing else, for \
+`curl -H \"Authorization: Bearer $(stagepass token backstage)\" ...`.")]
 pub struct TokenArgs {
     /// Profile (default: the only profile).
     pub profile: Option<String>,
     /// The token must stay valid at least this many seconds.
-    #[arg(long)]
+    #[arg(long, value_name = "SECONDS")]
     pub min_valid: Option<u64>,
     /// Print the whole JSON answer instead of the bare token.
     #[arg(long)]
@@ -32,6 +61,10 @@ pub struct TokenArgs {
 
 /// `stagepass status`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Show each profile's state and token expiry, the store backend and the catalog state. \
+--json prints the agent's /v1/status document (schema StatusResponse in agent/openapi.yaml)."
+)]
 pub struct StatusArgs {
     /// JSON output.
     #[arg(long)]
@@ -41,12 +74,17 @@ pub struct StatusArgs {
 /// `stagepass logout [PROFILE]`.
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
-    /// Profile to log out.
+    /// Profile to log out (default: the only device profile).
     pub profile: Option<String>,
 }
 
 /// `stagepass doctor`.
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Check the setup, each check with its fix: agent running, socket and port, secret file, \
+store backend, IdP discovery, Backstage, clock skew, Codespaces variables, port auto-forward protection. \
+Exits 69 when the agent is not running, 1 when another check fails."
+)]
 pub struct DoctorArgs {}
 
 /// Runs the agent in the foreground.
@@ -75,28 +113,175 @@ pub fn agent(extra: Option<PathBuf>, _args: AgentArgs) -> ExitCode {
     }
 }
 
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("stagepass {what}: not implemented yet");
-    ExitCode::FAILURE
+/// `stagepass login`.
+pub fn login(extra: Option<PathBuf>, args: LoginArgs) -> ExitCode {
+    with_agent(extra, |client, config, _| async move {
+        let profile = match pick_profile(args.profile, &config, Some(GrantKind::Device)) {
+            Ok(p) => p,
+            Err(code) => return Ok(code),
+        };
+        login::run(&client, &profile).await
+    })
 }
 
-/// `stagepass login`.
-pub fn login(_extra: Option<PathBuf>, _args: LoginArgs) -> ExitCode {
-    not_yet("login")
-}
 /// `stagepass token`.
-pub fn token(_extra: Option<PathBuf>, _args: TokenArgs) -> ExitCode {
-    not_yet("token")
+pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
+    with_agent(extra, |client, config, _| async move {
+        let profile = match pick_profile(args.profile, &config, None) {
+            Ok(p) => p,
+            Err(code) => return Ok(code),
+        };
+        let mut path = format!("/v1/token/{profile}");
+        if let Some(s) = args.min_valid {
+            path.push_str(&format!("?min_valid={s}"));
+        }
+        let answer = client.get_json(&path).await?;
+        if args.json {
+            output::print_json(&answer);
+        } else {
+            match answer.get("access_token").and_then(|t| t.as_str()) {
+                Some(t) => output::print_line(t),
+                None => {
+                    return Err(ClientError::Protocol(
+                        "the agent's answer has no access_token".into(),
+                    ));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
+
 /// `stagepass status`.
-pub fn status(_extra: Option<PathBuf>, _args: StatusArgs) -> ExitCode {
-    not_yet("status")
+pub fn status(extra: Option<PathBuf>, args: StatusArgs) -> ExitCode {
+    with_agent(extra, |client, _, _| async move {
+        let answer = client.get_json("/v1/status").await?;
+        if args.json {
+            output::print_json(&answer);
+        } else {
+            output::print_status(&answer, std::time::SystemTime::now());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
+
 /// `stagepass logout`.
-pub fn logout(_extra: Option<PathBuf>, _args: LogoutArgs) -> ExitCode {
-    not_yet("logout")
+pub fn logout(extra: Option<PathBuf>, args: LogoutArgs) -> ExitCode {
+    with_agent(extra, |client, config, _| async move {
+        let profile = match pick_profile(args.profile, &config, Some(GrantKind::Device)) {
+            Ok(p) => p,
+            Err(code) => return Ok(code),
+        };
+        client.delete_json(&format!("/v1/login/{profile}")).await?;
+        output::print_line(&format!("logged out of {profile}"));
+        Ok(ExitCode::SUCCESS)
+    })
 }
+
 /// `stagepass doctor`.
-pub fn doctor(_extra: Option<PathBuf>, _args: DoctorArgs) -> ExitCode {
-    not_yet("doctor")
+pub fn doctor(extra: Option<PathBuf>, _args: DoctorArgs) -> ExitCode {
+    let (config, paths) = match super::load(extra) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("stagepass: {e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stagepass: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(doctor::run(&config, &paths))
+}
+
+/// Loads config, connects to the agent and runs `f`; maps client errors to exit codes.
+fn with_agent<F, Fut>(extra: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(Client, Config, Paths) -> Fut,
+    Fut: Future<Output = Result<ExitCode, ClientError>>,
+{
+    let (config, paths) = match super::load(extra) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("stagepass: {e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let rt = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stagepass: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let client = Client::new(&paths)?;
+        f(client, config, paths).await
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints a client error and returns its exit code.
+fn report(e: &ClientError) -> ExitCode {
+    eprintln!("stagepass: {e}");
+    match e {
+        ClientError::NotRunning(_) => ExitCode::from(super::EXIT_AGENT_DOWN),
+        ClientError::Api { code, .. } if code == "login_required" => {
+            eprintln!("stagepass: run `stagepass login` for this profile");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The profile to act on: the one named, else the only one configured (of `kind`, if given).
+fn pick_profile(
+    named: Option<String>,
+    config: &Config,
+    kind: Option<GrantKind>,
+) -> Result<String, ExitCode> {
+    if let Some(p) = named {
+        if valid_name(&p) {
+            return Ok(p);
+        }
+        eprintln!("stagepass: {p:?} is not a valid profile name (letters, digits, '-', '_', '.')");
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    let candidates: Vec<&String> = config
+        .profiles
+        .iter()
+        .filter(|(_, p)| kind.is_none_or(|k| p.grant == k))
+        .map(|(n, _)| n)
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            eprintln!(
+                "stagepass: no profile configured; name one or add [profiles.NAME] to the config"
+            );
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+            eprintln!(
+                "stagepass: more than one profile is configured; name one of: {}",
+                names.join(", ")
+            );
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

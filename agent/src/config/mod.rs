@@ -10,16 +10,18 @@
 mod adapters;
 mod api;
 mod catalog;
+mod layers;
 mod profile;
 
 pub use adapters::{AwsRoleConfig, DockerConfig, GitConfig, GitHostConfig};
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
+pub use layers::{ENV_PREFIX, Override};
 pub use profile::{GrantKind, ProfileConfig, SecretSource};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why a configuration could not be used. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +47,8 @@ pub enum ConfigError {
         message: String,
     },
     /// A value that parses but is not acceptable (e.g. a secret written into the file).
-    #[error("{path}:{line}: {key}: {message}")]
+    /// `path` is the file, or `env STAGEPASS_...` / `flag --...` for the other layers.
+    #[error("{}{}: {key}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
     Invalid {
         /// The file the offending key came from.
         path: PathBuf,
@@ -54,6 +57,16 @@ pub enum ConfigError {
         /// Dotted key, e.g. `profiles.backstage.client_secret`.
         key: String,
         /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// An environment variable or flag that does not fit the schema.
+    #[error("{origin}: {key}: {message}")]
+    Layer {
+        /// `env STAGEPASS_...` or `flag --...`.
+        origin: String,
+        /// Dotted key it maps to.
+        key: String,
+        /// What is wrong.
         message: String,
     },
 }
@@ -144,8 +157,27 @@ pub struct Config {
 
 impl Config {
     /// Loads and merges the given files (missing files are skipped), then validates.
+    /// No environment or flag layer; see [`Config::load`].
     pub fn load_files(files: &[PathBuf]) -> Result<Self, ConfigError> {
-        let mut merged = toml::Table::new();
+        Self::load(files, std::iter::empty(), &[])
+    }
+
+    /// Loads every layer: the files in order, then the `STAGEPASS_*` variables of the process
+    /// environment, then `flags`.
+    pub fn load_from_process(files: &[PathBuf], flags: &[Override]) -> Result<Self, ConfigError> {
+        Self::load(files, std::env::vars(), flags)
+    }
+
+    /// Loads and merges files (missing ones skipped), the `STAGEPASS_SECTION__KEY` variables
+    /// among `env` (e.g. `STAGEPASS_AGENT__LOG_LEVEL=debug`), and `flags`, later layers
+    /// overriding earlier ones; then validates. Every error names the file and line, the
+    /// variable, or the flag that caused it.
+    pub fn load(
+        files: &[PathBuf],
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[Override],
+    ) -> Result<Self, ConfigError> {
+        let mut all = Vec::new();
         for path in files {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
@@ -157,9 +189,16 @@ impl Config {
                     });
                 }
             };
-            let table = parse_layer(path, &text)?;
-            merge(&mut merged, table);
+            all.push(layers::file_layer(path, &text)?);
         }
+        all.extend(layers::env_layer(env)?);
+        all.extend(layers::flags_layer(flags)?);
+        let mut merged = toml::Table::new();
+        for l in &all {
+            merge(&mut merged, l.table.clone());
+        }
+        let located = |e: ConfigError| relocate(e, &all);
+        check_required(&merged).map_err(located)?;
         let config: Config =
             Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError::Parse {
                 path: PathBuf::from("(merged config)"),
@@ -167,7 +206,7 @@ impl Config {
                 column: 0,
                 message: e.message().to_string(),
             })?;
-        config.validate()?;
+        config.validate().map_err(located)?;
         Ok(config)
     }
 
@@ -195,22 +234,54 @@ impl Config {
     }
 }
 
-/// Parses one layer and checks it alone against the schema, so errors carry its line.
-fn parse_layer(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
-    let located = |span: Option<std::ops::Range<usize>>, message: String| {
-        let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-        ConfigError::Parse {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
+/// Required keys serde would report without a location: `grant` of every profile.
+fn check_required(merged: &toml::Table) -> Result<(), ConfigError> {
+    if let Some(toml::Value::Table(profiles)) = merged.get("profiles") {
+        for (name, p) in profiles {
+            if p.as_table().is_some_and(|t| !t.contains_key("grant")) {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::from("(config)"),
+                    line: 0,
+                    key: format!("profiles.{name}.grant"),
+                    message:
+                        "missing; one of \"device\", \"exchange\", \"client-credentials\", \"env\""
+                            .into(),
+                });
+            }
         }
+    }
+    Ok(())
+}
+
+/// Points an [`ConfigError::Invalid`] at the last layer that set its key (or, for a missing
+/// key, the nearest enclosing table), with the line in that file.
+fn relocate(err: ConfigError, all: &[layers::Layer]) -> ConfigError {
+    let ConfigError::Invalid {
+        key,
+        message,
+        path,
+        line,
+    } = err
+    else {
+        return err;
     };
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
-    // Deserialize the layer alone: unknown keys and bad types point at this file's line.
-    let _: Config = toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
-    Ok(table)
+    let segs: Vec<&str> = key.split('.').collect();
+    for n in (1..=segs.len()).rev() {
+        if let Some((p, l)) = all.iter().rev().find_map(|layer| layer.locate(&segs[..n])) {
+            return ConfigError::Invalid {
+                path: p,
+                line: l,
+                key,
+                message,
+            };
+        }
+    }
+    ConfigError::Invalid {
+        path,
+        line,
+        key,
+        message,
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -239,6 +310,7 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -277,6 +349,133 @@ mod tests {
         let c = Config::load_files(&[a, b]).unwrap();
         assert_eq!(c.agent.log_level, "warn");
         assert_eq!(c.agent.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn secret_in_file_is_refused_at_its_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "c.toml",
+            "[agent]\nlog_level = \"info\"\n\n[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"https://i\"\nclient_id = \"c\"\nclient_secret = \"s3cret\"\n",
+        );
+        let err = Config::load_files(&[p]).unwrap_err().to_string();
+        assert!(err.contains("c.toml:8: profiles.ci.client_secret"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_points_at_the_profile_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "c.toml",
+            "\n[profiles.dev]\ngrant = \"device\"\nclient_id = \"c\"\n",
+        );
+        let err = Config::load_files(&[p]).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:2: profiles.dev.issuer: required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_later_file_may_complete_a_profile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = write(tmp.path(), "a.toml", "[profiles.gh]\ngrant = \"env\"\n");
+        let b = write(
+            tmp.path(),
+            "b.toml",
+            "[profiles.gh]\ntoken_env = \"GH_TOKEN\"\n",
+        );
+        let c = Config::load_files(&[a.clone(), b]).unwrap();
+        assert_eq!(c.profiles["gh"].token_env.as_deref(), Some("GH_TOKEN"));
+        // Alone, the first file lacks token_env: the error names it.
+        let err = Config::load_files(&[a]).unwrap_err().to_string();
+        assert!(err.contains("a.toml:1: profiles.gh.token_env"), "{err}");
+        // A profile without grant anywhere.
+        let d = write(
+            tmp.path(),
+            "d.toml",
+            "[agent]\n[profiles.x]\ntoken_env = \"A\"\n",
+        );
+        let err = Config::load_files(&[d]).unwrap_err().to_string();
+        assert!(err.contains("d.toml:2: profiles.x.grant: missing"), "{err}");
+    }
+
+    #[test]
+    fn env_and_flags_layers_override_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = write(tmp.path(), "a.toml", "[agent]\nlog_level = \"warn\"\n");
+        let env = vec![
+            (
+                "STAGEPASS_AGENT__LOG_LEVEL".to_string(),
+                "debug".to_string(),
+            ),
+            (
+                "STAGEPASS_AGENT__LOG_FORMAT".to_string(),
+                "json".to_string(),
+            ),
+            ("STAGEPASS_CONFIG".to_string(), "/ignored".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            (
+                "STAGEPASS_PROFILES__GH__GRANT".to_string(),
+                "env".to_string(),
+            ),
+            (
+                "STAGEPASS_PROFILES__GH__TOKEN_ENV".to_string(),
+                "GH_TOKEN".to_string(),
+            ),
+        ];
+        let c = Config::load(std::slice::from_ref(&a), env.clone(), &[]).unwrap();
+        assert_eq!(c.agent.log_level, "debug");
+        assert_eq!(c.agent.log_format, LogFormat::Json);
+        assert_eq!(c.profiles["gh"].grant, GrantKind::Env);
+        let flags = [Override {
+            key: "agent.log_level".into(),
+            value: "trace".into(),
+            flag: "--log-level".into(),
+        }];
+        let c = Config::load(&[a], env, &flags).unwrap();
+        assert_eq!(c.agent.log_level, "trace");
+    }
+
+    #[test]
+    fn env_and_flag_errors_name_their_origin() {
+        let err = Config::load(
+            &[],
+            vec![("STAGEPASS_AGENT__BOGUS".to_string(), "1".to_string())],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("env STAGEPASS_AGENT__BOGUS: agent.bogus:"),
+            "{err}"
+        );
+        let err = Config::load(
+            &[],
+            vec![("STAGEPASS_AGENT__LOG_FORMAT".to_string(), "xml".to_string())],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("env STAGEPASS_AGENT__LOG_FORMAT"), "{err}");
+        let flags = [Override {
+            key: "profiles.p.client_secret".into(),
+            value: "s3cret".into(),
+            flag: "--set".into(),
+        }];
+        let env = vec![(
+            "STAGEPASS_PROFILES__P__GRANT".to_string(),
+            "client-credentials".to_string(),
+        )];
+        let err = Config::load(&[], env, &flags).unwrap_err().to_string();
+        assert!(
+            err.contains("flag --set: profiles.p.client_secret"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

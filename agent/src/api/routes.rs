@@ -1,0 +1,398 @@
+//! Routing and handlers: [`handle`] is the whole API as one async function.
+//!
+//! The server calls it for every request; tests call it directly with a built request,
+//! no socket needed. Each route allows only the methods it needs (405 with `Allow`
+//! otherwise). Handlers delegate to the broker, the catalog handle and the AWS service;
+//! they hold no state of their own beyond metrics.
+
+use super::error::ApiError;
+use super::{ApiState, ConnInfo, guard};
+use crate::broker::{BrokerError, TokenRequest};
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What every handler answers with.
+pub type ApiResponse = Response<Full<Bytes>>;
+
+/// A matched route with its path parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Metrics,
+    Status,
+    Token(&'a str),
+    Login(&'a str),
+    Catalog,
+    CatalogDiff,
+    CatalogSync,
+    Aws(&'a str),
+}
+
+impl Route<'_> {
+    /// The template used as the metrics label (bounded cardinality).
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::Status => "/v1/status",
+            Route::Token(_) => "/v1/token/{profile}",
+            Route::Login(_) => "/v1/login/{profile}",
+            Route::Catalog => "/v1/catalog",
+            Route::CatalogDiff => "/v1/catalog/diff",
+            Route::CatalogSync => "/v1/catalog/sync",
+            Route::Aws(_) => "/v1/aws/credentials/{name}",
+        }
+    }
+
+    /// The methods the route serves.
+    fn methods(&self) -> &'static [Method] {
+        match self {
+            Route::Login(_) => &[Method::GET, Method::POST, Method::DELETE],
+            Route::CatalogSync => &[Method::POST],
+            _ => &[Method::GET],
+        }
+    }
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    Some(match path {
+        "/healthz" => Route::Healthz,
+        "/metrics" => Route::Metrics,
+        "/v1/status" => Route::Status,
+        "/v1/catalog" => Route::Catalog,
+        "/v1/catalog/diff" => Route::CatalogDiff,
+        "/v1/catalog/sync" => Route::CatalogSync,
+        _ => {
+            if let Some(p) = path.strip_prefix("/v1/token/") {
+                Route::Token(p)
+            } else if let Some(p) = path.strip_prefix("/v1/login/") {
+                Route::Login(p)
+            } else if let Some(p) = path.strip_prefix("/v1/aws/credentials/") {
+                Route::Aws(p)
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// Profile and role names: what the config allows as a TOML key we route to.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Answers one request: guard, route, method, body limit, handler; counts it in metrics.
+pub async fn handle<B>(state: &ApiState, conn: &ConnInfo, req: Request<B>) -> ApiResponse
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let matched = route(&path);
+    let label = matched.map_or("other", |r| r.label());
+    let resp = match answer(state, conn, matched, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    state
+        .metrics
+        .record_request(label, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn answer<B>(
+    state: &ApiState,
+    conn: &ConnInfo,
+    matched: Option<Route<'_>>,
+    req: Request<B>,
+) -> Result<ApiResponse, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if matched == Some(Route::Healthz) {
+        guard::check_peer(state, conn)?;
+    } else {
+        guard::check(state, conn, req.headers())?;
+    }
+    let Some(route) = matched else {
+        return Err(ApiError::not_found());
+    };
+    if !route.methods().contains(req.method()) {
+        let allow = route
+            .methods()
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resp = error_response(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not served; allowed: {allow}",
+                req.method(),
+                route.label()
+            ),
+        ));
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(ALLOW, v);
+        }
+        return Ok(resp);
+    }
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    read_body(state.limits.max_body_bytes, req).await?;
+    match route {
+        Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Route::Metrics => Ok(metrics(state)),
+        Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
+        Route::Token(p) => token(state, name(p)?, query.as_deref()).await,
+        Route::Login(p) => login(state, name(p)?, &method).await,
+        Route::Catalog => {
+            let c = catalog(state)?;
+            Ok(json(StatusCode::OK, &c.status()))
+        }
+        Route::CatalogDiff => {
+            let c = catalog(state)?;
+            Ok(json(StatusCode::OK, &c.diff().await))
+        }
+        Route::CatalogSync => {
+            let c = catalog(state)?;
+            Ok(json(StatusCode::ACCEPTED, &c.sync_now().await))
+        }
+        Route::Aws(n) => {
+            let Some(aws) = &state.aws else {
+                return Err(unavailable("AWS credentials are not served by this agent"));
+            };
+            let (status, body) = aws.handle(name(n)?).await;
+            Ok(json(status, &body))
+        }
+    }
+}
+
+fn name(s: &str) -> Result<&str, ApiError> {
+    if valid_name(s) {
+        Ok(s)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_profile",
+            "not a valid profile name (letters, digits, '-', '_', '.')",
+        ))
+    }
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+}
+
+fn catalog(state: &ApiState) -> Result<&crate::catalog::CatalogHandle, ApiError> {
+    state
+        .catalog
+        .as_ref()
+        .ok_or_else(|| unavailable("catalog sync is not running in this agent"))
+}
+
+async fn read_body<B>(limit: usize, req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::body_too_large(limit))
+        }
+        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+    }
+}
+
+/// `GET /v1/token/{profile}` answer.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: Option<String>,
+    expires_in: Option<u64>,
+    scope: Option<&'a str>,
+    profile: &'a str,
+}
+
+fn parse_min_valid(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let mut min_valid = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "min_valid" => {
+                let secs: u64 = v.parse().map_err(|_| {
+                    ApiError::bad_request("min_valid must be a whole number of seconds")
+                })?;
+                if secs > 86_400 {
+                    return Err(ApiError::bad_request(
+                        "min_valid must be at most 86400 seconds",
+                    ));
+                }
+                min_valid = Some(Duration::from_secs(secs));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}; only min_valid is accepted"
+                )));
+            }
+        }
+    }
+    Ok(min_valid)
+}
+
+async fn token(
+    state: &ApiState,
+    profile: &str,
+    query: Option<&str>,
+) -> Result<ApiResponse, ApiError> {
+    let min_valid = parse_min_valid(query)?;
+    match state
+        .broker
+        .token(profile, TokenRequest { min_valid })
+        .await
+    {
+        Ok(t) => {
+            state.metrics.record_token(profile, "ok");
+            let now = SystemTime::now();
+            let body = TokenBody {
+                access_token: t.access_token.expose(),
+                token_type: &t.token_type,
+                expires_at: t.expires_at.and_then(rfc3339),
+                expires_in: t
+                    .expires_at
+                    .map(|e| e.duration_since(now).map_or(0, |d| d.as_secs())),
+                scope: t.scope.as_deref(),
+                profile: &t.profile,
+            };
+            let bytes = serde_json::to_vec(&body).map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "could not encode the token",
+                )
+            })?;
+            Ok(bytes_response(StatusCode::OK, "application/json", bytes))
+        }
+        Err(e) => {
+            if !matches!(e, BrokerError::UnknownProfile(_)) {
+                state.metrics.record_token(profile, e.code());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiResponse, ApiError> {
+    if method == Method::POST {
+        let s = state.broker.login_start(profile).await?;
+        Ok(json(StatusCode::ACCEPTED, &s))
+    } else if method == Method::DELETE {
+        state.broker.logout(profile).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"profile": profile, "state": "logged_out"}),
+        ))
+    } else {
+        let s = state.broker.login_state(profile)?;
+        Ok(json(StatusCode::OK, &s))
+    }
+}
+
+/// The `/v1/status` document (shape documented in `agent/openapi.yaml`).
+pub fn status_body(state: &ApiState) -> serde_json::Value {
+    let (backend, detail) = state.broker.store_backend();
+    serde_json::json!({
+        "agent": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+            "started_at": rfc3339(state.started_at),
+        },
+        "api": {
+            "tcp_port": state.tcp_port,
+            "unix_socket": state.socket.as_ref().map(|p| p.display().to_string()),
+        },
+        "store": {"backend": backend, "detail": detail},
+        "profiles": state.broker.status(),
+        "catalog": state
+            .catalog
+            .as_ref()
+            .map_or_else(|| serde_json::json!({"state": "disabled"}), |c| c.status()),
+    })
+}
+
+fn metrics(state: &ApiState) -> ApiResponse {
+    let text = state.metrics.render(
+        &state.broker.status(),
+        state.started.elapsed(),
+        SystemTime::now(),
+    );
+    bytes_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.into_bytes(),
+    )
+}
+
+/// RFC 3339 in UTC, the format every timestamp of the API uses.
+pub fn rfc3339(t: SystemTime) -> Option<String> {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> ApiResponse {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => bytes_response(status, "application/json", bytes),
+        Err(_) => error_response(&ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "could not encode the answer",
+        )),
+    }
+}
+
+/// The JSON response of an error.
+pub fn error_response(e: &ApiError) -> ApiResponse {
+    let mut resp = bytes_response(e.status, "application/json", e.body());
+    if e.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> ApiResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}

@@ -1,0 +1,112 @@
+//! The per-boot API secret: 256 random bits, hex encoded, in a 0600 file with no newline.
+//!
+//! A new secret at every agent start means a leaked one dies with the container session.
+//! The file has no trailing newline because AWS SDKs send the content of
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` verbatim as the `Authorization` header.
+
+use crate::secret::Secret;
+use rand::RngCore;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Length of the hex secret: 32 random bytes.
+pub const SECRET_HEX_LEN: usize = 64;
+
+/// Creates a fresh secret and writes it atomically (temp file, fsync, rename) as 0600.
+pub fn create(path: &Path) -> io::Result<Secret> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(raw.as_mut());
+    let mut hex = String::with_capacity(SECRET_HEX_LEN);
+    for b in raw.iter() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    let secret = Secret::new(hex);
+    write_private(path, secret.expose().as_bytes())?;
+    Ok(secret)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Reads the secret of the running agent, checking that the file is ours and 0600.
+pub fn read(path: &Path) -> io::Result<Secret> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} has mode {:o}; it must be 0600",
+                path.display(),
+                meta.mode() & 0o777
+            ),
+        ));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
+    if text.len() != SECRET_HEX_LEN || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} does not hold a {SECRET_HEX_LEN}-character hex secret",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Secret::new(text.as_str()))
+}
+
+/// Writes `bytes` to `path` as a 0600 file, atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_64_hex_0600_without_newline_and_new_each_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("api-secret");
+        let a = create(&p).unwrap();
+        let raw = std::fs::read(&p).unwrap();
+        assert_eq!(raw.len(), SECRET_HEX_LEN);
+        assert!(!raw.ends_with(b"\n"));
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert!(read(&p).unwrap().ct_eq(a.expose().as_bytes()));
+        let b = create(&p).unwrap();
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn read_refuses_open_or_malformed_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("api-secret");
+        create(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("must be 0600"));
+        write_private(&p, b"short\n").unwrap();
+        assert!(read(&p).is_err());
+    }
+}

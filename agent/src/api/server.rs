@@ -1,0 +1,430 @@
+//! Binding and serving: a `Listener` accept loop per transport and a `Handler` per connection.
+//!
+//! The shape follows mini-redis: [`bind`] opens the listeners (loopback TCP, Unix socket),
+//! [`run`] accepts until the shutdown future resolves, then tells every connection to finish
+//! its current request and waits for them up to a bounded drain. A semaphore caps open
+//! connections over both listeners; accept errors (e.g. out of file descriptors) back off
+//! instead of spinning. Each connection gets hyper's header-read timeout (slowloris) and our
+//! idle timeout (no traffic and no request in flight).
+
+use super::routes;
+use super::{ApiState, ConnInfo, Transport};
+use crate::config::ApiConfig;
+use crate::paths::Paths;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Why the API could not start listening.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `api.listen` is not loopback.
+    #[error("api.listen: {0}")]
+    NotLoopback(String),
+    /// The TCP port could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source} (is another program using the port? set [api] port = 0 for a free one, or tcp = false)"
+    )]
+    Tcp {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The Unix socket could not be created.
+    #[error("cannot create the socket {path}: {source}")]
+    Unix {
+        /// Socket path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Listeners that are bound but not yet serving; their addresses are known.
+pub struct Bound {
+    tcp: Option<TcpListener>,
+    unix: Option<UnixListener>,
+    tcp_addr: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+}
+
+impl Bound {
+    /// The bound TCP port, if TCP is on.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.tcp_addr.map(|a| a.port())
+    }
+
+    /// The bound TCP address, if TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The socket path, if the socket is on.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+}
+
+/// Binds the configured listeners. Refuses a non-loopback address whatever the caller checked.
+pub async fn bind(cfg: &ApiConfig, paths: &Paths) -> Result<Bound, ServeError> {
+    cfg.check_listen().map_err(ServeError::NotLoopback)?;
+    let mut bound = Bound {
+        tcp: None,
+        unix: None,
+        tcp_addr: None,
+        socket: None,
+    };
+    if cfg.tcp {
+        let addr = SocketAddr::new(cfg.listen, cfg.port);
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Tcp { addr, source })?;
+        if addr.is_ipv4() {
+            // A reply that somehow got routed off the host dies at the first hop.
+            let _ = l.set_ttl(1);
+        }
+        bound.tcp_addr = Some(
+            l.local_addr()
+                .map_err(|source| ServeError::Tcp { addr, source })?,
+        );
+        bound.tcp = Some(l);
+    }
+    if cfg.unix_socket {
+        let path = paths.socket();
+        let unix_err = |source| ServeError::Unix {
+            path: path.clone(),
+            source,
+        };
+        crate::paths::ensure_private_dir(&paths.runtime_dir).map_err(unix_err)?;
+        // The caller holds the single-instance lock, so a socket file left here is stale.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(unix_err(e)),
+        }
+        let l = UnixListener::bind(&path).map_err(unix_err)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(unix_err)?;
+        bound.unix = Some(l);
+        bound.socket = Some(path);
+    }
+    Ok(bound)
+}
+
+/// Serves until `shutdown` resolves, then drains open connections for at most `drain`.
+///
+/// Removes the socket file on the way out.
+pub async fn run(
+    bound: Bound,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let (notify_tx, notify_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let shared = Shared {
+        limit: Arc::new(Semaphore::new(state.limits.max_connections)),
+        state,
+        shutdown: notify_rx,
+        _done: done_tx,
+    };
+    let socket = bound.socket.clone();
+    let tcp = async {
+        match bound.tcp {
+            Some(l) => accept_loop(l, shared.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let unix = async {
+        match bound.unix {
+            Some(l) => accept_loop(l, shared.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = tcp => {}
+        () = unix => {}
+        () = shutdown => {}
+    }
+    drop(shared);
+    let _ = notify_tx.send(true);
+    if let Some(p) = socket {
+        let _ = std::fs::remove_file(p);
+    }
+    if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
+        tracing::warn!(
+            drain_secs = drain.as_secs(),
+            "connections still open after the drain; closing them"
+        );
+    }
+}
+
+/// What every accept loop and connection task shares.
+#[derive(Clone)]
+struct Shared {
+    state: Arc<ApiState>,
+    limit: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+    /// Dropped by each connection task when it ends; `run` waits for the last one.
+    _done: mpsc::Sender<()>,
+}
+
+/// A listener we can accept connections from, with the facts the guard needs.
+trait Acceptor {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_conn(&self) -> impl std::future::Future<Output = io::Result<(Self::Io, ConnInfo)>>;
+}
+
+impl Acceptor for TcpListener {
+    type Io = TcpStream;
+    async fn accept_conn(&self) -> io::Result<(TcpStream, ConnInfo)> {
+        let (s, _) = self.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((
+            s,
+            ConnInfo {
+                transport: Transport::Tcp,
+            },
+        ))
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Io = UnixStream;
+    async fn accept_conn(&self) -> io::Result<(UnixStream, ConnInfo)> {
+        let (s, _) = self.accept().await?;
+        let peer_uid = s.peer_cred().ok().map(|c| c.uid());
+        Ok((
+            s,
+            ConnInfo {
+                transport: Transport::Unix { peer_uid },
+            },
+        ))
+    }
+}
+
+/// The `Listener`: accepts, waits for a free connection slot, spawns a `Handler` per connection.
+async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (io, info) = match listener.accept_conn().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        // The slot is taken after accepting: both listeners share the cap, and a loop
+        // holding a slot while it waits in accept would starve the other one. While
+        // the cap is reached this loop stops accepting; new clients wait in the backlog.
+        let Ok(permit) = shared.limit.clone().acquire_owned().await else {
+            return;
+        };
+        let conn = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(io, info, conn.state.clone(), conn.shutdown.clone()).await;
+            drop(permit);
+            drop(conn);
+        });
+    }
+}
+
+/// The `Handler`: one HTTP/1.1 connection, with its timeouts, until it ends or shutdown.
+pub async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: io,
+        activity: activity.clone(),
+    });
+    let svc_state = state.clone();
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let state = svc_state.clone();
+        let activity = svc_activity.clone();
+        async move {
+            let _busy = activity.busy();
+            Ok::<_, Infallible>(routes::handle(&state, &info, req).await)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout())
+        // Hard caps hyper enforces itself (bare 431); the guard answers in JSON below them.
+        .max_header_size(
+            state
+                .limits
+                .max_header_bytes
+                .saturating_mul(4)
+                .max(64 * 1024),
+        )
+        .keep_alive(true);
+    if state.limits.max_headers >= 100 {
+        builder.max_headers(state.limits.max_headers.saturating_mul(2));
+    }
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let idle = state.limits.idle_timeout();
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            changed = shutdown.changed(), if !draining => {
+                draining = true;
+                let _ = changed;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(idle) => {
+                tracing::debug!(idle_secs = idle.as_secs(), "closing an idle connection");
+                break;
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes, and whether a request is being answered.
+struct Activity {
+    base: tokio::time::Instant,
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// Resolves once the connection has been quiet, with no request in flight, for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let quiet = Duration::from_millis(
+                self.now_ms()
+                    .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+            );
+            let busy = self.busy.load(Ordering::Relaxed) > 0;
+            if !busy && quiet >= idle {
+                return;
+            }
+            let wait = if busy { idle } else { idle - quiet };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A request in flight; the connection is not idle while one lives.
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// An IO stream that records when bytes last moved.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

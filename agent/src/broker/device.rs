@@ -1,0 +1,178 @@
+//! Device login (RFC 8628) as a state machine the agent drives in the background.
+//!
+//! `login_start` asks the IdP for a device code and spawns the poller; the CLI shows the
+//! verification URI and user code and polls `login_state` until the state leaves `pending`.
+//! On approval the refresh token is persisted (under the grant lock) before the access token
+//! is installed in the cache.
+
+use super::idp::{DeviceAuthorization, IdpError};
+use super::slot::{Slot, rfc3339};
+use super::{BrokerError, LoginState};
+use crate::store::StoredGrant;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// The latest device login of a profile.
+pub(super) struct LoginRecord {
+    pub(super) state: LoginState,
+    pub(super) expires: Instant,
+    pub(super) task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for LoginRecord {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+fn set_state(slot: &Slot, state: &str, message: Option<String>) {
+    let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(rec) = l.as_mut() {
+        rec.state.state = state.to_string();
+        rec.state.message = message;
+        rec.task = None;
+    }
+}
+
+/// Starts a login, or returns the one still pending.
+pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
+    {
+        let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rec) = l.as_ref()
+            && rec.state.state == "pending"
+            && rec.expires > Instant::now()
+        {
+            return Ok(rec.state.clone());
+        }
+    }
+    let idp = slot.idp.clone().ok_or_else(|| BrokerError::Internal {
+        profile: slot.name.clone(),
+        detail: "no issuer configured".into(),
+    })?;
+    let client = slot.client()?;
+    let target = super::idp::Target {
+        scopes: slot.cfg.scopes.clone(),
+        audience: slot.cfg.audience.clone(),
+    };
+    let auth: DeviceAuthorization =
+        idp.device_authorize(&client, &target)
+            .await
+            .map_err(|e| match e {
+                IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
+                    profile: slot.name.clone(),
+                    detail,
+                },
+                IdpError::Unsupported(d) => BrokerError::Unsupported {
+                    profile: slot.name.clone(),
+                    detail: d,
+                },
+                other => BrokerError::Internal {
+                    profile: slot.name.clone(),
+                    detail: other.to_string(),
+                },
+            })?;
+    let state = LoginState {
+        profile: slot.name.clone(),
+        state: "pending".into(),
+        verification_uri: Some(auth.verification_uri()),
+        verification_uri_complete: auth.verification_uri_complete(),
+        user_code: Some(auth.user_code()),
+        expires_at: Some(rfc3339(SystemTime::now() + auth.expires_in())),
+        message: None,
+    };
+    tracing::info!(profile = %slot.name, verification_uri = %auth.verification_uri(), "device login started");
+    // The record goes in first, so a poller that finishes at once finds it.
+    *slot.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoginRecord {
+        state: state.clone(),
+        expires: Instant::now() + auth.expires_in(),
+        task: None,
+    });
+    let poller = {
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            let res = idp.device_poll(&client, &auth).await;
+            match res {
+                Ok(g) => {
+                    let Some(rt) = g.refresh_token.clone() else {
+                        // Usable now, but nothing to keep for a restart.
+                        tracing::warn!(profile = %slot.name, "the IdP issued no refresh token (is offline_access among the scopes?)");
+                        slot.install_login(&g);
+                        set_state(&slot, "complete", Some("logged in; no refresh token was issued, so the login ends when the token expires".into()));
+                        return;
+                    };
+                    let grant = StoredGrant::new(
+                        idp.issuer(),
+                        &client.client_id,
+                        rt.expose().to_string(),
+                        g.scope.clone(),
+                    );
+                    let store = slot.store.clone();
+                    let name = slot.name.clone();
+                    let saved = tokio::task::spawn_blocking(move || {
+                        let _lock = store.lock(&name)?;
+                        store.save(&name, &grant)
+                    })
+                    .await;
+                    let msg = match saved {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => {
+                            Some(format!("logged in, but the login could not be stored: {e}"))
+                        }
+                        Err(e) => Some(format!("logged in, but the store task failed: {e}")),
+                    };
+                    slot.install_login(&g);
+                    tracing::info!(profile = %slot.name, "device login complete");
+                    set_state(&slot, "complete", msg);
+                }
+                Err(IdpError::Rejected { code, description }) => {
+                    let state = match code.as_str() {
+                        "access_denied" => "denied",
+                        "expired_token" => "expired",
+                        _ => "failed",
+                    };
+                    let message = match description {
+                        Some(d) => format!("{code}: {d}"),
+                        None => code,
+                    };
+                    tracing::warn!(profile = %slot.name, state, message = %message, "device login ended");
+                    set_state(&slot, state, Some(message));
+                }
+                Err(e) => {
+                    tracing::warn!(profile = %slot.name, error = %e, "device login failed");
+                    set_state(&slot, "failed", Some(e.to_string()));
+                }
+            }
+        })
+    };
+    if let Some(rec) = slot
+        .login
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        && rec.state.state == "pending"
+    {
+        rec.task = Some(poller.abort_handle());
+    }
+    Ok(state)
+}
+
+/// The state of the latest login.
+pub(super) fn state(slot: &Slot) -> Result<LoginState, BrokerError> {
+    let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+    match l.as_ref() {
+        Some(rec) => {
+            let mut s = rec.state.clone();
+            if s.state == "pending" && rec.expires <= Instant::now() {
+                s.state = "expired".into();
+            }
+            Ok(s)
+        }
+        None => Err(BrokerError::Unsupported {
+            profile: slot.name.clone(),
+            detail: "no login has been started for this profile".into(),
+        }),
+    }
+}

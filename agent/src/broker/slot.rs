@@ -1,0 +1,749 @@
+//! One profile at run time: its cached token, its failure state, the single-flight refresh
+//! and the background refresher.
+//!
+//! Single flight: callers that find no usable token queue on one async mutex; the first one
+//! refreshes, the rest find the fresh token when they get the mutex and return it without an
+//! IdP call. The fast path (a usable token is cached) takes a short std mutex and clones.
+
+use super::idp::{ClientAuth, Grant, Idp, IdpError, Target};
+use super::timing::{self, Backoff};
+use super::{BrokerError, IssuedToken, ProfileState, ProfileStatus, TokenRequest};
+use crate::config::{GrantKind, ProfileConfig, SecretSource};
+use crate::secret::Secret;
+use crate::store::{GrantStore, StoredGrant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// A token in the cache, with the instants that govern it.
+#[derive(Debug, Clone)]
+pub(super) struct Cached {
+    pub(super) issued: IssuedToken,
+    pub(super) fingerprint: String,
+    /// When it expires (monotonic), if known.
+    pub(super) expires: Option<Instant>,
+    /// When the refresher should renew it.
+    pub(super) refresh_at: Option<Instant>,
+    /// The margin below which it is no longer handed out.
+    pub(super) skew: Duration,
+}
+
+impl Cached {
+    /// Usable for a caller needing `min_valid` more time (at least the skew margin).
+    fn usable(&self, now: Instant, min_valid: Option<Duration>) -> bool {
+        match self.expires {
+            None => true,
+            Some(exp) => {
+                let need = self.skew.max(min_valid.unwrap_or_default());
+                exp.saturating_duration_since(now) > need
+            }
+        }
+    }
+}
+
+/// Why the last attempt failed, and when the next may happen.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub(super) kind: FailKind,
+    pub(super) reason: String,
+    pub(super) attempts: u32,
+    pub(super) retry_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FailKind {
+    /// IdP unreachable or failing: retry after backoff.
+    Unavailable,
+    /// The login is gone; only a new login helps.
+    LoginRequired,
+    /// Misconfiguration or refusal other than invalid_grant: retry after backoff.
+    Error,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SlotState {
+    pub(super) token: Option<Cached>,
+    pub(super) refresh_token: Option<Secret>,
+    pub(super) failure: Option<Failure>,
+    pub(super) refreshing: bool,
+}
+
+/// Shared knobs of every slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SlotEnv {
+    pub(super) backoff: Backoff,
+}
+
+/// A profile's run-time state.
+pub(super) struct Slot {
+    pub(super) name: String,
+    pub(super) cfg: ProfileConfig,
+    pub(super) idp: Option<Arc<Idp>>,
+    pub(super) store: Arc<GrantStore>,
+    pub(super) env: SlotEnv,
+    pub(super) st: Mutex<SlotState>,
+    flight: tokio::sync::Mutex<()>,
+    pub(super) wake: tokio::sync::Notify,
+    pub(super) login: Mutex<Option<super::device::LoginRecord>>,
+}
+
+/// Something that can give the subject token of an exchange profile.
+pub(super) trait SubjectSource: Send + Sync {
+    fn subject<'a>(
+        &'a self,
+        profile: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>,
+    >;
+}
+
+impl Slot {
+    pub(super) fn new(
+        name: &str,
+        cfg: ProfileConfig,
+        idp: Option<Arc<Idp>>,
+        store: Arc<GrantStore>,
+        env: SlotEnv,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            cfg,
+            idp,
+            store,
+            env,
+            st: Mutex::new(SlotState::default()),
+            flight: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            login: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // A panic while holding this lock cannot leave the state half-written in a way that
+        // matters (every write is a whole-field assignment), so poisoning is ignored.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn configured_skew(&self) -> Duration {
+        self.cfg
+            .skew_seconds
+            .map_or(timing::DEFAULT_SKEW, Duration::from_secs)
+    }
+
+    pub(super) fn client(&self) -> Result<ClientAuth, BrokerError> {
+        let secret = match self.cfg.secret_source() {
+            None => None,
+            Some(SecretSource::File(p)) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| BrokerError::Internal {
+                    profile: self.name.clone(),
+                    detail: format!("cannot read client secret file {}: {e}", p.display()),
+                })?;
+                Some(Secret::new(text.trim().to_string()))
+            }
+            Some(SecretSource::Env(v)) => match std::env::var(&v) {
+                Ok(s) if !s.is_empty() => Some(Secret::new(s)),
+                _ => {
+                    return Err(BrokerError::Internal {
+                        profile: self.name.clone(),
+                        detail: format!("client secret variable {v} is not set"),
+                    });
+                }
+            },
+        };
+        Ok(ClientAuth {
+            client_id: self.cfg.client_id.clone().unwrap_or_default(),
+            secret,
+        })
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            scopes: self.cfg.scopes.clone(),
+            audience: self.cfg.audience.clone(),
+        }
+    }
+
+    fn idp(&self) -> Result<&Arc<Idp>, BrokerError> {
+        self.idp.as_ref().ok_or_else(|| BrokerError::Internal {
+            profile: self.name.clone(),
+            detail: "no issuer configured".into(),
+        })
+    }
+
+    /// The cached token if it serves a caller needing `min_valid`.
+    pub(super) fn cached(&self, min_valid: Option<Duration>) -> Option<IssuedToken> {
+        let st = self.lock();
+        let c = st.token.as_ref()?;
+        c.usable(Instant::now(), min_valid)
+            .then(|| c.issued.clone())
+    }
+
+    /// A token for a caller: from cache, or after one (single-flight) refresh.
+    pub(super) async fn token(
+        &self,
+        subjects: &dyn SubjectSource,
+        req: TokenRequest,
+    ) -> Result<IssuedToken, BrokerError> {
+        if self.cfg.grant == GrantKind::Env {
+            return self.env_token();
+        }
+        if let Some(t) = self.cached(req.min_valid) {
+            return Ok(t);
+        }
+        let _flight = self.flight.lock().await;
+        if let Some(t) = self.cached(req.min_valid) {
+            return Ok(t);
+        }
+        // Honour the failure state: no IdP call before the backoff has passed, none at all
+        // once the login is gone.
+        if let Some(err) = self.gate(Instant::now()) {
+            return self.cached(None).ok_or(err);
+        }
+        match self.refresh_locked(subjects).await {
+            Ok(t) => Ok(t),
+            Err(e) => self.cached(None).ok_or(e),
+        }
+    }
+
+    /// The error to return without calling the IdP, if the failure state forbids a call now.
+    fn gate(&self, now: Instant) -> Option<BrokerError> {
+        let st = self.lock();
+        let f = st.failure.as_ref()?;
+        match f.kind {
+            FailKind::LoginRequired => Some(self.error_of(f)),
+            _ if f.retry_at.is_some_and(|r| r > now) => Some(self.error_of(f)),
+            _ => None,
+        }
+    }
+
+    fn error_of(&self, f: &Failure) -> BrokerError {
+        match f.kind {
+            FailKind::LoginRequired => BrokerError::LoginRequired {
+                profile: self.name.clone(),
+                reason: f.reason.clone(),
+            },
+            FailKind::Unavailable => BrokerError::IdpUnavailable {
+                profile: self.name.clone(),
+                detail: f.reason.clone(),
+            },
+            FailKind::Error => BrokerError::Internal {
+                profile: self.name.clone(),
+                detail: f.reason.clone(),
+            },
+        }
+    }
+
+    /// Background refresh: renews if the token is due (or a retry is due). Single flight.
+    pub(super) async fn refresh_if_due(&self, subjects: &dyn SubjectSource) {
+        let _flight = self.flight.lock().await;
+        let now = Instant::now();
+        let due = {
+            let st = self.lock();
+            match (&st.failure, &st.token) {
+                (Some(f), _) if f.kind == FailKind::LoginRequired => false,
+                (Some(f), _) => f.retry_at.is_none_or(|r| r <= now),
+                (None, Some(c)) => c.refresh_at.is_some_and(|r| r <= now),
+                (None, None) => false,
+            }
+        };
+        if due {
+            let _ = self.refresh_locked(subjects).await;
+        }
+    }
+
+    /// Refresh regardless of the cache (boot). Single flight; honours `login_required`.
+    pub(super) async fn refresh_now(
+        &self,
+        subjects: &dyn SubjectSource,
+    ) -> Result<IssuedToken, BrokerError> {
+        let _flight = self.flight.lock().await;
+        if let Some(err) = self.gate(Instant::now()) {
+            return Err(err);
+        }
+        self.refresh_locked(subjects).await
+    }
+
+    /// When the background refresher should next look at this slot (None = wait for a wake).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let st = self.lock();
+        match (&st.failure, &st.token) {
+            (Some(f), _) if f.kind == FailKind::LoginRequired => None,
+            (Some(f), _) => f.retry_at,
+            (None, Some(c)) => c.refresh_at,
+            (None, None) => None,
+        }
+    }
+
+    /// Does the IdP work for this profile's grant kind. Caller holds the flight lock.
+    async fn refresh_locked(
+        &self,
+        subjects: &dyn SubjectSource,
+    ) -> Result<IssuedToken, BrokerError> {
+        self.lock().refreshing = true;
+        let started = Instant::now();
+        let res = match self.cfg.grant {
+            GrantKind::Device => self.refresh_device().await,
+            GrantKind::ClientCredentials => self.fetch_client_credentials().await,
+            GrantKind::Exchange => self.fetch_exchange(subjects).await,
+            GrantKind::Env => Err(Outcome::Broker(
+                self.internal("env profiles are read from the environment, not refreshed".into()),
+            )),
+        };
+        let mut st = self.lock();
+        st.refreshing = false;
+        match res {
+            Ok(t) => {
+                st.failure = None;
+                tracing::debug!(
+                    profile = %self.name,
+                    fingerprint = %t.fingerprint,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "token refreshed"
+                );
+                let issued = t.issued.clone();
+                st.token = Some(t);
+                drop(st);
+                self.wake.notify_one();
+                Ok(issued)
+            }
+            Err(Outcome::Broker(e)) => {
+                let (kind, reason) = match &e {
+                    BrokerError::LoginRequired { reason, .. } => {
+                        (FailKind::LoginRequired, reason.clone())
+                    }
+                    BrokerError::IdpUnavailable { detail, .. } => {
+                        (FailKind::Unavailable, detail.clone())
+                    }
+                    other => (FailKind::Error, other.to_string()),
+                };
+                self.record_failure(&mut st, kind, reason, None);
+                Err(e)
+            }
+            Err(Outcome::Idp(e)) => {
+                let (kind, retry_after) = match &e {
+                    IdpError::Rejected { .. }
+                        if e.is_invalid_grant() && self.cfg.grant == GrantKind::Device =>
+                    {
+                        (FailKind::LoginRequired, None)
+                    }
+                    IdpError::Unavailable { retry_after, .. } => {
+                        (FailKind::Unavailable, *retry_after)
+                    }
+                    _ => (FailKind::Error, None),
+                };
+                let reason = e.to_string();
+                if kind == FailKind::LoginRequired {
+                    st.refresh_token = None;
+                    st.token = None;
+                }
+                self.record_failure(&mut st, kind, reason.clone(), retry_after);
+                let f = st.failure.clone();
+                drop(st);
+                self.wake.notify_one();
+                Err(f.map_or_else(
+                    || BrokerError::IdpUnavailable {
+                        profile: self.name.clone(),
+                        detail: reason,
+                    },
+                    |f| self.error_of(&f),
+                ))
+            }
+        }
+    }
+
+    fn record_failure(
+        &self,
+        st: &mut SlotState,
+        kind: FailKind,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) {
+        let attempts = st.failure.as_ref().map_or(0, |f| f.attempts) + 1;
+        let retry_at = match kind {
+            FailKind::LoginRequired => None,
+            _ => Some(
+                Instant::now()
+                    + self
+                        .env
+                        .backoff
+                        .delay(attempts, timing::unit(), retry_after),
+            ),
+        };
+        tracing::warn!(
+            profile = %self.name,
+            attempts,
+            retry_in_ms = retry_at.map(|r| r.saturating_duration_since(Instant::now()).as_millis() as u64),
+            reason = %reason,
+            "token refresh failed"
+        );
+        st.failure = Some(Failure {
+            kind,
+            reason,
+            attempts,
+            retry_at,
+        });
+    }
+
+    /// Turns an IdP answer into a cache entry (timing from now).
+    pub(super) fn cache_entry(&self, g: &Grant) -> Cached {
+        let now = Instant::now();
+        let skew = timing::skew_for(self.configured_skew(), g.expires_in);
+        let (expires, refresh_at) = match g.expires_in {
+            Some(l) => (
+                Some(now + l),
+                Some(now + timing::refresh_after(l, skew, timing::unit())),
+            ),
+            None => (None, None),
+        };
+        let issued = IssuedToken {
+            access_token: g.access_token.clone(),
+            token_type: g.token_type.clone(),
+            expires_at: g.expires_in.map(|l| SystemTime::now() + l),
+            scope: g.scope.clone(),
+            profile: self.name.clone(),
+        };
+        Cached {
+            fingerprint: g.access_token.fingerprint(),
+            issued,
+            expires,
+            refresh_at,
+            skew,
+        }
+    }
+
+    async fn refresh_device(&self) -> Result<Cached, Outcome> {
+        let idp = self.idp().map_err(Outcome::Broker)?.clone();
+        let client = self.client().map_err(Outcome::Broker)?;
+        let store = self.store.clone();
+        let name = self.name.clone();
+        // The cross-process lock is held from reading the refresh token until the rotated one
+        // is on disk; the IdP call happens under it.
+        let lock = tokio::task::spawn_blocking(move || {
+            let lock = store.lock(&name)?;
+            let stored = store.load(&name)?;
+            Ok::<_, crate::store::StoreError>((lock, stored))
+        })
+        .await
+        .map_err(|e| Outcome::Broker(self.internal(format!("store task failed: {e}"))))?
+        .map_err(|e| Outcome::Broker(self.internal(format!("grant store: {e}"))))?;
+        let (lock, stored) = lock;
+        let stored = stored.filter(|g| self.grant_matches(g));
+        let rt = {
+            let mut st = self.lock();
+            if let Some(g) = &stored {
+                // Another process may have rotated it: the store is the truth.
+                st.refresh_token = Some(g.refresh_token.clone());
+            }
+            st.refresh_token.clone()
+        };
+        let Some(rt) = rt else {
+            drop(lock);
+            return Err(Outcome::Broker(BrokerError::LoginRequired {
+                profile: self.name.clone(),
+                reason: format!("not logged in; run `stagepass login {}`", self.name),
+            }));
+        };
+        let res = idp.refresh(&client, &rt, &self.target()).await;
+        match res {
+            Ok(g) => {
+                let new_rt = g.refresh_token.clone().unwrap_or_else(|| rt.clone());
+                if g.refresh_token.is_some() {
+                    let grant = StoredGrant::new(
+                        idp.issuer(),
+                        &client.client_id,
+                        new_rt.expose().to_string(),
+                        g.scope.clone(),
+                    );
+                    self.persist(grant, lock).await;
+                } else {
+                    drop(lock);
+                }
+                self.lock().refresh_token = Some(new_rt);
+                Ok(self.cache_entry(&g))
+            }
+            Err(e) => {
+                if e.is_invalid_grant() {
+                    let store = self.store.clone();
+                    let name = self.name.clone();
+                    let used = rt.clone();
+                    // Forget the dead grant (only if nobody replaced it meanwhile: we hold the lock).
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(Some(g)) = store.load(&name)
+                            && g.refresh_token == used
+                        {
+                            let _ = store.delete(&name);
+                        }
+                        drop(lock);
+                    })
+                    .await;
+                    return Err(Outcome::Idp(IdpError::Rejected {
+                        code: "invalid_grant".into(),
+                        description: Some(format!(
+                            "the identity provider no longer accepts the stored login ({}); run `stagepass login {}`",
+                            match &e {
+                                IdpError::Rejected {
+                                    description: Some(d),
+                                    ..
+                                } => d.clone(),
+                                other => other.to_string(),
+                            },
+                            self.name
+                        )),
+                    }));
+                }
+                drop(lock);
+                Err(Outcome::Idp(e))
+            }
+        }
+    }
+
+    /// Writes a rotated refresh token durably, then releases the grant lock.
+    pub(super) async fn persist(&self, grant: StoredGrant, lock: crate::store::GrantLock) {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let r = store.save(&name, &grant);
+            drop(lock);
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                profile = %self.name,
+                error = %e,
+                "could not persist the rotated refresh token; it is kept in memory only"
+            ),
+            Err(e) => tracing::error!(profile = %self.name, error = %e, "store task failed"),
+        }
+    }
+
+    fn grant_matches(&self, g: &StoredGrant) -> bool {
+        let issuer_ok = self
+            .idp
+            .as_ref()
+            .is_some_and(|i| i.issuer() == g.issuer.trim_end_matches('/'));
+        let client_ok = self.cfg.client_id.as_deref() == Some(g.client_id.as_str());
+        if !(issuer_ok && client_ok) {
+            tracing::warn!(
+                profile = %self.name,
+                "stored grant belongs to another issuer or client; ignoring it"
+            );
+        }
+        issuer_ok && client_ok
+    }
+
+    async fn fetch_client_credentials(&self) -> Result<Cached, Outcome> {
+        let idp = self.idp().map_err(Outcome::Broker)?.clone();
+        let client = self.client().map_err(Outcome::Broker)?;
+        let g = idp
+            .client_credentials(&client, &self.target())
+            .await
+            .map_err(Outcome::Idp)?;
+        Ok(self.cache_entry(&g))
+    }
+
+    async fn fetch_exchange(&self, subjects: &dyn SubjectSource) -> Result<Cached, Outcome> {
+        let idp = self.idp().map_err(Outcome::Broker)?.clone();
+        let client = self.client().map_err(Outcome::Broker)?;
+        let subject = match (&self.cfg.subject_profile, &self.cfg.token_env) {
+            (Some(p), _) => {
+                subjects
+                    .subject(p)
+                    .await
+                    .map_err(|e| {
+                        Outcome::Broker(match e {
+                            BrokerError::LoginRequired { reason, .. } => {
+                                BrokerError::LoginRequired {
+                                    profile: self.name.clone(),
+                                    reason: format!("subject profile {p}: {reason}"),
+                                }
+                            }
+                            BrokerError::IdpUnavailable { detail, .. } => {
+                                BrokerError::IdpUnavailable {
+                                    profile: self.name.clone(),
+                                    detail: format!("subject profile {p}: {detail}"),
+                                }
+                            }
+                            other => self.internal(format!("subject profile {p}: {other}")),
+                        })
+                    })?
+                    .access_token
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Secret::new(v),
+                _ => {
+                    return Err(Outcome::Broker(BrokerError::LoginRequired {
+                        profile: self.name.clone(),
+                        reason: format!("the subject token variable {var} is not set"),
+                    }));
+                }
+            },
+            (None, None) => {
+                return Err(Outcome::Broker(
+                    self.internal("no subject token configured".into()),
+                ));
+            }
+        };
+        let g = idp
+            .exchange(&client, &subject, &self.target())
+            .await
+            .map_err(Outcome::Idp)?;
+        Ok(self.cache_entry(&g))
+    }
+
+    /// `env` profiles: the variable is re-read on every request; a JWT's `exp` is honoured.
+    fn env_token(&self) -> Result<IssuedToken, BrokerError> {
+        let var = self.cfg.token_env.as_deref().unwrap_or("GITHUB_TOKEN");
+        let value = match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => {
+                return Err(BrokerError::LoginRequired {
+                    profile: self.name.clone(),
+                    reason: format!("{var} is not set in the agent's environment"),
+                });
+            }
+        };
+        let expires_at =
+            super::jwt::exp(&value).map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        if let Some(exp) = expires_at {
+            // We cannot renew this token, so it is served until it actually expires.
+            if exp <= SystemTime::now() {
+                return Err(BrokerError::LoginRequired {
+                    profile: self.name.clone(),
+                    reason: format!("the token in {var} has expired"),
+                });
+            }
+        }
+        Ok(IssuedToken {
+            access_token: Secret::new(value),
+            token_type: "Bearer".into(),
+            expires_at,
+            scope: None,
+            profile: self.name.clone(),
+        })
+    }
+
+    fn internal(&self, detail: String) -> BrokerError {
+        BrokerError::Internal {
+            profile: self.name.clone(),
+            detail,
+        }
+    }
+
+    /// Installs a token obtained by a device login, with its (already persisted) refresh token.
+    pub(super) fn install_login(&self, g: &Grant) {
+        let entry = self.cache_entry(g);
+        let mut st = self.lock();
+        st.token = Some(entry);
+        if let Some(rt) = &g.refresh_token {
+            st.refresh_token = Some(rt.clone());
+        }
+        st.failure = None;
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Drops the cached token if it is the one with `fingerprint` (a server refused it).
+    pub(super) fn invalidate(&self, fingerprint: &str) -> bool {
+        let mut st = self.lock();
+        let hit = st
+            .token
+            .as_ref()
+            .is_some_and(|c| c.fingerprint == fingerprint);
+        if hit {
+            st.token = None;
+            drop(st);
+            self.wake.notify_one();
+        }
+        hit
+    }
+
+    /// Forgets everything in memory, marking the profile as logged out.
+    pub(super) fn forget(&self, reason: &str) -> Option<Secret> {
+        let mut st = self.lock();
+        st.token = None;
+        let rt = st.refresh_token.take();
+        st.failure = Some(Failure {
+            kind: FailKind::LoginRequired,
+            reason: reason.to_string(),
+            attempts: 0,
+            retry_at: None,
+        });
+        rt
+    }
+
+    /// Status line of this profile (no secret).
+    pub(super) fn status(&self) -> ProfileStatus {
+        let grant = match self.cfg.grant {
+            GrantKind::Device => "device",
+            GrantKind::Exchange => "exchange",
+            GrantKind::ClientCredentials => "client-credentials",
+            GrantKind::Env => "env",
+        }
+        .to_string();
+        if self.cfg.grant == GrantKind::Env {
+            return match self.env_token() {
+                Ok(t) => ProfileStatus {
+                    profile: self.name.clone(),
+                    grant,
+                    state: ProfileState::Valid,
+                    reason: None,
+                    expires_at: t.expires_at.map(rfc3339),
+                    token_fingerprint: Some(t.access_token.fingerprint()),
+                },
+                Err(e) => ProfileStatus {
+                    profile: self.name.clone(),
+                    grant,
+                    state: ProfileState::Error,
+                    reason: Some(e.to_string()),
+                    expires_at: None,
+                    token_fingerprint: None,
+                },
+            };
+        }
+        let st = self.lock();
+        let now = Instant::now();
+        let valid = st.token.as_ref().filter(|c| c.usable(now, None));
+        let (state, reason) = match (&st.failure, valid) {
+            (_, _) if st.refreshing => (ProfileState::Refreshing, None),
+            (Some(f), _) if f.kind == FailKind::LoginRequired => {
+                (ProfileState::LoginRequired, Some(f.reason.clone()))
+            }
+            (Some(f), Some(_)) => (ProfileState::Stale, Some(f.reason.clone())),
+            (Some(f), None) => (ProfileState::Error, Some(f.reason.clone())),
+            (None, Some(_)) => (ProfileState::Valid, None),
+            (None, None) if self.cfg.grant == GrantKind::Device && st.refresh_token.is_none() => (
+                ProfileState::LoginRequired,
+                Some(format!(
+                    "not logged in; run `stagepass login {}`",
+                    self.name
+                )),
+            ),
+            (None, None) => (
+                ProfileState::Valid,
+                Some("no token cached yet; one is fetched on first use".into()),
+            ),
+        };
+        ProfileStatus {
+            profile: self.name.clone(),
+            grant,
+            state,
+            reason,
+            expires_at: valid.and_then(|c| c.issued.expires_at).map(rfc3339),
+            token_fingerprint: valid.map(|c| c.fingerprint.clone()),
+        }
+    }
+}
+
+/// Result of one IdP round: either an IdP error (to classify) or a ready broker error.
+pub(super) enum Outcome {
+    Idp(IdpError),
+    Broker(BrokerError),
+}
+
+pub(super) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

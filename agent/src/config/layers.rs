@@ -1,0 +1,255 @@
+//! The configuration layers and where each key came from.
+//!
+//! A layer is a TOML table plus its origin: a file (with its text, so a key can be found back
+//! at its line), the `STAGEPASS_*` environment, or command-line flags. Errors found after
+//! merging (validation) are pointed back at the last layer that set the offending key.
+
+use super::ConfigError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "STAGEPASS_";
+
+/// One `--set`-style override from the command line: a dotted key, a value, and the flag
+/// that set it (for error messages), e.g. `("agent.log_level", "debug", "--log-level")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// Dotted key, e.g. `agent.log_level` or `profiles.work.audience`.
+    pub key: String,
+    /// The value as typed; parsed as a TOML value when it is one (`true`, `7391`,
+    /// `["a","b"]`), else taken as a string.
+    pub value: String,
+    /// The flag as the user wrote it.
+    pub flag: String,
+}
+
+/// Where a layer came from.
+#[derive(Debug, Clone)]
+pub(super) enum Origin {
+    File {
+        path: PathBuf,
+        text: String,
+    },
+    /// Dotted key -> what set it (`env STAGEPASS_X__Y` or `flag --x`).
+    Keys(BTreeMap<String, String>),
+}
+
+/// A parsed layer.
+#[derive(Debug, Clone)]
+pub(super) struct Layer {
+    pub(super) origin: Origin,
+    pub(super) table: toml::Table,
+}
+
+impl Layer {
+    /// Where `key` (dotted) was set in this layer, if it was: (path, line).
+    pub(super) fn locate(&self, key: &[&str]) -> Option<(PathBuf, usize)> {
+        match &self.origin {
+            Origin::File { path, text } => {
+                let offset = locate_in_text(text, key)?;
+                Some((path.clone(), super::line_col(text, offset).0))
+            }
+            Origin::Keys(map) => {
+                let dotted = key.join(".");
+                map.iter()
+                    .find(|(k, _)| **k == dotted || k.starts_with(&format!("{dotted}.")))
+                    .map(|(_, who)| (PathBuf::from(who), 0))
+            }
+        }
+    }
+}
+
+/// Byte offset of the key at `path` in a TOML text (the deepest segment found must be the
+/// last one).
+fn locate_in_text(text: &str, path: &[&str]) -> Option<usize> {
+    let parsed = toml::de::DeTable::parse(text).ok()?;
+    let mut table = parsed.get_ref();
+    let mut found = None;
+    for (i, seg) in path.iter().enumerate() {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg)?;
+        found = Some(k.span().start);
+        if i + 1 < path.len() {
+            match v.get_ref() {
+                toml::de::DeValue::Table(t) => table = t,
+                _ => return None,
+            }
+        }
+    }
+    found
+}
+
+/// Builds the environment layer from `STAGEPASS_SECTION__KEY[__KEY...]` variables.
+///
+/// Double underscores separate levels, names are lowercased:
+/// `STAGEPASS_AGENT__LOG_LEVEL=debug` sets `agent.log_level`,
+/// `STAGEPASS_PROFILES__GITHUB__TOKEN_ENV=GH_TOKEN` sets `profiles.github.token_env`.
+/// Variables without `__` (`STAGEPASS_CONFIG`, test settings) are not configuration.
+pub(super) fn env_layer(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Option<Layer>, ConfigError> {
+    let mut entries = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let key: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if key.iter().any(String::is_empty) {
+            return Err(ConfigError::Layer {
+                origin: format!("env {name}"),
+                key: key.join("."),
+                message: "empty key segment (two `__` in a row or at an end)".into(),
+            });
+        }
+        entries.push((key, value, format!("env {name}")));
+    }
+    keyed_layer(entries)
+}
+
+/// Builds the flags layer.
+pub(super) fn flags_layer(flags: &[Override]) -> Result<Option<Layer>, ConfigError> {
+    let mut entries = Vec::new();
+    for f in flags {
+        let key: Vec<String> = f.key.split('.').map(str::to_string).collect();
+        if key.iter().any(String::is_empty) {
+            return Err(ConfigError::Layer {
+                origin: format!("flag {}", f.flag),
+                key: f.key.clone(),
+                message: "empty key segment".into(),
+            });
+        }
+        entries.push((key, f.value.clone(), format!("flag {}", f.flag)));
+    }
+    keyed_layer(entries)
+}
+
+fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Layer>, ConfigError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut table = toml::Table::new();
+    let mut who = BTreeMap::new();
+    for (key, raw, origin) in entries {
+        let value = parse_scalar(&raw);
+        // Check this key alone against the schema, so the error names the variable or flag.
+        let mut alone = toml::Table::new();
+        insert_at(&mut alone, &key, value.clone());
+        check_alone(toml::Value::Table(alone)).map_err(|message| ConfigError::Layer {
+            origin: origin.clone(),
+            key: key.join("."),
+            message,
+        })?;
+        insert_at(&mut table, &key, value);
+        who.insert(key.join("."), origin);
+    }
+    Ok(Some(Layer {
+        origin: Origin::Keys(who),
+        table,
+    }))
+}
+
+/// A value typed on a command line or in the environment: TOML when it parses as a TOML value,
+/// else the plain string (so `debug` needs no quotes).
+fn parse_scalar(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn insert_at(table: &mut toml::Table, key: &[String], value: toml::Value) {
+    let Some((last, parents)) = key.split_last() else {
+        return;
+    };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(t) => cur = t,
+            _ => return,
+        }
+    }
+    cur.insert(last.clone(), value);
+}
+
+/// Deserializes a partial config; missing required fields are fine (another layer may set
+/// them), unknown keys and wrong types are not.
+pub(super) fn check_alone(value: toml::Value) -> Result<(), String> {
+    use serde::Deserialize;
+    match super::Config::deserialize(value) {
+        Ok(_) => Ok(()),
+        Err(e) if is_missing_field(e.message()) => Ok(()),
+        Err(e) => Err(e.message().to_string()),
+    }
+}
+
+/// True for serde's "missing field" error.
+pub(super) fn is_missing_field(message: &str) -> bool {
+    message.starts_with("missing field")
+}
+
+/// The file layer: parse, then check alone so unknown keys and bad types carry the line.
+pub(super) fn file_layer(path: &Path, text: &str) -> Result<Layer, ConfigError> {
+    let located = |span: Option<std::ops::Range<usize>>, message: String| {
+        let (line, column) = span
+            .map(|s| super::line_col(text, s.start))
+            .unwrap_or((0, 0));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| located(e.span(), e.message().to_string()))?;
+    match toml::from_str::<super::Config>(text) {
+        Ok(_) => {}
+        Err(e) if is_missing_field(e.message()) => {
+            // Another layer may supply it; the merged config is checked again.
+        }
+        Err(e) => return Err(located(e.span(), e.message().to_string())),
+    }
+    Ok(Layer {
+        origin: Origin::File {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        },
+        table,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_parse_as_toml_else_string() {
+        assert_eq!(parse_scalar("true"), toml::Value::Boolean(true));
+        assert_eq!(parse_scalar("7391"), toml::Value::Integer(7391));
+        assert_eq!(parse_scalar("debug"), toml::Value::String("debug".into()));
+        assert_eq!(
+            parse_scalar(r#"["a","b"]"#),
+            toml::Value::Array(vec!["a".into(), "b".into()])
+        );
+    }
+
+    #[test]
+    fn locates_keys_in_text() {
+        let text =
+            "[agent]\nlog_level = \"x\"\n\n[profiles.gh]\ngrant = \"env\"\ntoken_env = \"A\"\n";
+        let off = locate_in_text(text, &["profiles", "gh", "token_env"]).unwrap();
+        assert_eq!(super::super::line_col(text, off).0, 6);
+        assert!(locate_in_text(text, &["profiles", "gh", "nope"]).is_none());
+    }
+}

@@ -1,0 +1,141 @@
+//! The file backend: one 0600 JSON file per grant in a 0700 directory, written atomically.
+//!
+//! Atomic write: a fresh temp file (O_EXCL, 0600) in the same directory, write, fsync,
+//! rename over the target, fsync the directory. A crash (or kill -9) at any point leaves
+//! either the old or the new file, never a torn one.
+
+use super::{StoreError, StoredGrant, file_stem};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub(super) struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    pub(super) fn open(dir: &Path) -> Result<Self, StoreError> {
+        crate::paths::ensure_private_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            op: "create grant dir",
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{}.json", file_stem(key)))
+    }
+
+    pub(super) fn load(&self, key: &str) -> Result<Option<StoredGrant>, StoreError> {
+        let path = self.path(key);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => zeroize::Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path,
+                    op: "read",
+                    source,
+                });
+            }
+        };
+        StoredGrant::from_json(&path.display().to_string(), &bytes).map(Some)
+    }
+
+    pub(super) fn save(&self, key: &str, grant: &StoredGrant) -> Result<(), StoreError> {
+        let target = self.path(key);
+        let tmp = self.dir.join(format!(
+            ".{}.{}.{:016x}.tmp",
+            file_stem(key),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, op, source }
+        };
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create temp file", &tmp))?;
+            f.write_all(&grant.to_json())
+                .map_err(io("write temp file", &tmp))?;
+            f.sync_all().map_err(io("fsync temp file", &tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, &target).map_err(io("rename into place", &target))?;
+            let d = std::fs::File::open(&self.dir).map_err(io("open dir", &self.dir))?;
+            d.sync_all().map_err(io("fsync dir", &self.dir))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    pub(super) fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path,
+                    op: "delete",
+                    source,
+                });
+            }
+        }
+        let d = std::fs::File::open(&self.dir).map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            op: "open dir",
+            source,
+        })?;
+        d.sync_all().map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            op: "fsync dir",
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_are_0600_in_a_0700_dir_and_no_temp_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("grants");
+        let s = FileStore::open(&dir).unwrap();
+        s.save("p", &StoredGrant::new("i", "c", "rt", None))
+            .unwrap();
+        s.save("p", &StoredGrant::new("i", "c", "rt2", None))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("p.json")), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("p.json")]);
+        assert_eq!(s.load("p").unwrap().unwrap().refresh_token.expose(), "rt2");
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_with_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = FileStore::open(tmp.path().join("g").as_path()).unwrap();
+        std::fs::write(tmp.path().join("g/p.json"), b"{not json").unwrap();
+        let err = s.load("p").unwrap_err().to_string();
+        assert!(err.contains("p.json"), "{err}");
+    }
+}
