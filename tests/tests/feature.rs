@@ -7,13 +7,26 @@
 //!   killed, runs once per user, survives stale files from a previous boot, works for a non-root
 //!   container user, and unsupported platforms are refused with a documented exit code.
 //!
+//! - With the real IdP on the host's loopback: one device login inside the container, a token
+//!   from `stagepass token backstage`; then stop, /tmp emptied, start: a fresh token with no
+//!   login and exactly one refresh at the IdP.
+//!
 //! Needs root (unshare, chroot) and `tests/install/feature.sh` (rootfs, CLI); `./tests/run`
 //! does both.
+
+// Test code: a failed unwrap is a failed test, with its message (the brief allows it here).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "feature/container.rs"]
 mod container;
 
-use container::{Container, REMOTE_UID, check, cli_node_modules, run, wait_for, workspace_root};
+use container::{
+    Container, REMOTE_UID, check, cli_node_modules, devcontainer_options, run, wait_for,
+    workspace_root,
+};
+use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use stagepass_e2e::{Idp, IdpOptions, jwt};
+use std::io::BufRead;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -498,6 +511,13 @@ fn stale_lock_and_pid_files_from_a_previous_boot_do_not_block_the_start() {
     let (_, uid) = c.wait_agent();
     assert_eq!(uid, REMOTE_UID);
     assert_eq!(c.supervisors().len(), 1);
+    // And it serves: the stale socket, secret and lock of the last boot did not get in the way.
+    wait_for(&c, Duration::from_secs(10), "`stagepass status`", || {
+        c.exec(REMOTE_UID, &["stagepass", "status"])
+            .status
+            .success()
+            .then_some(())
+    });
 }
 
 #[test]
@@ -606,4 +626,148 @@ fn codespaces_variables_missing_at_start_are_read_from_env_secrets() {
         !log.contains("ghu_fromfile"),
         "a secret reached the log: {log}"
     );
+}
+
+/// `stagepass token backstage` as the remote user; the token on success.
+fn token(c: &Container) -> Result<String, String> {
+    let out = c.exec(REMOTE_UID, &["stagepass", "token", "backstage"]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs `stagepass login backstage` inside the container, approves its user code at the IdP
+/// as `alice` (the headless stand-in for the browser), and waits for the login to finish.
+fn device_login(c: &Container, idp: &Idp, rt: &tokio::runtime::Runtime) {
+    let mut child = c.spawn(REMOTE_UID, &["stagepass", "login", "backstage"]);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut want_code = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            seen.push(line.clone());
+            let t = line.trim();
+            if want_code && !t.is_empty() {
+                let _ = tx.send(t.to_string());
+                want_code = false;
+            }
+            if t.contains("enter the code") {
+                want_code = true;
+            }
+        }
+        seen
+    });
+    let code = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(code) => code,
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "no user code from `stagepass login`: {:?} {}\n{}",
+                reader.join(),
+                String::from_utf8_lossy(&out.stderr),
+                c.diagnostics()
+            );
+        }
+    };
+    rt.block_on(idp.approve(&code, "alice")).unwrap();
+    // The agent polls the IdP at the RFC 8628 default interval of 5 s: 60 s is a hang guard.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("login did not finish\n{}", c.diagnostics());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines = reader.join().unwrap();
+    assert!(
+        status.success(),
+        "login failed: {lines:?}\n{}",
+        c.diagnostics()
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("backstage: logged in")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn device_login_in_the_container_then_a_fresh_token_after_every_restart_with_one_refresh() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
+    let port = free_port();
+    let options = devcontainer_options(&[
+        ("STAGEPASS_TEST_ISSUER", idp.issuer()),
+        ("STAGEPASS_TEST_PORT", &port),
+    ]);
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut c = Container::new();
+    c.install(&options);
+
+    // First start: the agent is up as the remote user and `stagepass status` answers.
+    c.boot(None, &[]);
+    let (_, uid) = c.wait_agent();
+    assert_eq!(uid, REMOTE_UID);
+    let status = wait_for(&c, Duration::from_secs(10), "`stagepass status`", || {
+        let out = c.exec(REMOTE_UID, &["stagepass", "status"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(status.contains("backstage"), "{status}");
+
+    // One device login, then a token the IdP signed for Backstage's audience.
+    device_login(&c, &idp, &rt);
+    let first = token(&c).unwrap_or_else(|e| panic!("{e}\n{}", c.diagnostics()));
+    let jwks = rt.block_on(idp.jwks()).unwrap();
+    let claims = jwt::verify(&first, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap();
+    assert_eq!(claims["sub"], "alice");
+
+    // Stop like a Codespace does, empty /tmp, start again.
+    c.stop();
+    c.clear_tmp();
+    rt.block_on(idp.reset_stats()).unwrap();
+    let t0 = Instant::now();
+    c.boot(None, &[]);
+    c.wait_agent();
+    let agent_back = t0.elapsed();
+    // The first token after boot, asked for as soon as the agent answers (hang guard 20 s).
+    let second = wait_for(&c, Duration::from_secs(20), "a token after restart", || {
+        token(&c).ok()
+    });
+    let first_token = t0.elapsed();
+    println!(
+        "restart: start -> agent process {agent_back:?}, start -> first token {first_token:?}"
+    );
+    assert_ne!(first, second, "a fresh token, not a cached one");
+    let claims = jwt::verify(&second, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap();
+    assert_eq!(claims["sub"], "alice");
+
+    // No login happened; exactly one refresh did.
+    let stats = rt.block_on(idp.stats()).unwrap();
+    assert_eq!(stats.device_authorization.requests, 0, "{stats:?}");
+    assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0, "{stats:?}");
+    let refresh = stats.grant(GRANT_REFRESH_TOKEN);
+    assert_eq!((refresh.requests, refresh.ok), (1, 1), "{stats:?}");
 }

@@ -87,10 +87,16 @@ pub fn cli_node_modules() -> PathBuf {
     p
 }
 
-/// The `stagepass` debug binary, built once per test process.
+/// The `stagepass` binary, found as the harness finds it (`STAGEPASS_BIN`, else next to the
+/// test executable: `tests/run` builds it first); built here once when it does not exist yet.
+/// (Building it unconditionally would fight the test build over shared dependencies, whose
+/// features differ, and recompile both every run.)
 pub fn stagepass_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Ok(p) = stagepass_e2e::support::stagepass_bin() {
+            return p;
+        }
         let root = workspace_root();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
@@ -99,12 +105,7 @@ pub fn stagepass_binary() -> PathBuf {
             .status()
             .unwrap();
         assert!(status.success(), "cargo build -p stagepass failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug/stagepass");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
+        stagepass_e2e::support::stagepass_bin().unwrap()
     })
     .clone()
 }
@@ -401,7 +402,6 @@ impl Container {
     }
 
     /// Empties /tmp, as a Codespace stop does.
-    #[allow(dead_code)] // used by the token tests (tests/tests/feature_token.rs)
     pub fn clear_tmp(&self) {
         let tmp = self.path("/tmp");
         for entry in std::fs::read_dir(&tmp).unwrap() {
@@ -494,6 +494,32 @@ impl Container {
             .args(argv))
     }
 
+    /// [`Container::exec`], spawned with piped stdout/stderr (for commands that run on, like
+    /// `stagepass login`). The caller owns and reaps the child.
+    pub fn spawn(&self, uid: u32, argv: &[&str]) -> Child {
+        let home = if uid == 0 { "/root" } else { "/home/vscode" };
+        let user = if uid == 0 { "root" } else { REMOTE_USER };
+        Command::new("nsenter")
+            .arg(format!("--target={}", self.pid1()))
+            .args(["--mount", "--pid", "--root", "--wd=/"])
+            .arg(format!("--setuid={uid}"))
+            .arg(format!("--setgid={uid}"))
+            .arg("--")
+            .args([
+                "/usr/bin/env",
+                "-i",
+                &format!("HOME={home}"),
+                &format!("USER={user}"),
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+            ])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The supervisor + agent log of the remote user.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.path("/home/vscode/.local/state/stagepass/agent.log"))
@@ -578,6 +604,38 @@ impl Drop for Container {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The feature options of `devcontainer/test/devcontainer.json` (the devcontainer.json the
+/// tests use), with `${localEnv:NAME}` replaced from `vars` as the CLI would from its env.
+pub fn devcontainer_options(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    let path = workspace_root().join("devcontainer/test/devcontainer.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let features = json["features"].as_object().unwrap();
+    let (_, options) = features
+        .iter()
+        .find(|(k, _)| k.ends_with("stagepass"))
+        .unwrap_or_else(|| panic!("{}: no stagepass feature", path.display()));
+    options
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let mut text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for (name, value) in vars {
+                text = text.replace(&format!("${{localEnv:{name}}}"), value);
+            }
+            assert!(
+                !text.contains("${localEnv:"),
+                "{k}: unreplaced variable in {text}"
+            );
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 /// The devcontainer CLI's name for an option's env var: non-word chars to `_`, leading digits
