@@ -253,6 +253,21 @@ fn install_writes_binary_config_state_dirs_and_git_helper() {
         );
     }
 
+    // The agent's own parser accepts it and sees what the options said.
+    let parsed = stagepass::config::Config::load_files(&[c.path("/etc/stagepass/config.toml")])
+        .unwrap_or_else(|e| panic!("the agent refuses the generated config: {e}\n{config}"));
+    assert_eq!(parsed.api.port, 17391);
+    assert_eq!(
+        parsed.profiles.keys().collect::<Vec<_>>(),
+        ["backstage", "kube"]
+    );
+    let backstage = &parsed.profiles["backstage"];
+    assert_eq!(backstage.grant, stagepass::config::GrantKind::Device);
+    assert_eq!(backstage.audience.as_deref(), Some("backstage-catalog"));
+    assert_eq!(backstage.scopes, ["openid", "offline_access"]);
+    assert_eq!(parsed.catalog.profile.as_deref(), Some("backstage"));
+    assert_eq!(parsed.aws["default"].profile, "backstage");
+
     // The state dir belongs to the remote user and is closed to others.
     let state = std::fs::metadata(c.path("/home/vscode/.local/state/stagepass")).unwrap();
     assert_eq!((state.uid(), state.mode() & 0o777), (REMOTE_UID, 0o700));
@@ -388,6 +403,31 @@ fn bad_option_values_are_refused_with_exit_code_14() {
         assert_eq!(out.status.code(), Some(14), "{key}={value}: {stderr}");
         assert!(stderr.contains(says), "{key}={value}: {stderr}");
     }
+}
+
+#[test]
+fn version_must_match_the_bundled_binary_or_exit_15() {
+    let c = Container::new();
+    let bundled = env!("CARGO_PKG_VERSION"); // the workspace version, shared with the agent
+    let mut o = options("17396");
+    o.push(("version", "9.9.9".into()));
+    c.stage_feature("vscode", &opts(&o));
+    let out = c.run_install();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(15), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "version 9.9.9 was asked for, but this feature carries stagepass {bundled}"
+        )),
+        "{stderr}"
+    );
+    assert!(!c.path("/usr/local/bin/stagepass").exists());
+
+    o.pop();
+    o.push(("version", bundled.to_string()));
+    c.set_options(&opts(&o));
+    let out = c.run_install();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Time from the start of the entrypoint to its return, measured inside the container.
