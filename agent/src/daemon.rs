@@ -63,6 +63,8 @@ pub async fn run_until(
     let broker = Broker::start(&config, &paths)
         .await
         .context("starting the token broker")?;
+    // From here on, whatever happens, clients must not find a secret or endpoint of a dead agent.
+    let _files = RuntimeFiles(vec![paths.api_secret(), paths.endpoint()]);
     let secret = secret_file::create(&paths.api_secret())
         .with_context(|| format!("writing the API secret {}", paths.api_secret().display()))?;
     let bound = server::bind(&config.api, &paths).await?;
@@ -132,9 +134,17 @@ pub async fn run_until(
     // Dropping the handle stops the catalog tasks (watcher, outbox) before we exit.
     #[allow(clippy::drop_non_drop)]
     drop(catalog);
-    for p in [paths.api_secret(), paths.endpoint()] {
-        let _ = std::fs::remove_file(p);
-    }
     tracing::info!("stagepass agent stopped");
     Ok(())
+}
+
+/// Per-boot files removed when the agent stops, on success and on error alike.
+struct RuntimeFiles(Vec<std::path::PathBuf>);
+
+impl Drop for RuntimeFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

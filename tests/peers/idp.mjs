@@ -395,6 +395,35 @@ async function revokeSubject(body) {
   return [200, { revoked_grants: grantIds.length }];
 }
 
+/**
+ * Mints a JWT access token through the provider's own AccessToken model (same key, same
+ * claims as the grants produce) with a per-token lifetime, so tests on a shared IdP can get
+ * a short-lived token without changing everyone's TTL.
+ */
+async function mint(body) {
+  const { subject, resource } = body;
+  const clientId = body.client_id ?? 'stagepass-cli';
+  const ttlSecs = body.ttl ?? ttl.access;
+  if (!subject || !resource) return [400, { error: 'invalid_request', message: 'subject and resource are required' }];
+  if (!Number.isInteger(ttlSecs) || ttlSecs < 1) return [400, { error: 'invalid_request', message: 'ttl must be a positive integer' }];
+  const client = await provider.Client.find(clientId);
+  if (!client) return [404, { error: 'not_found', message: `no client ${clientId}` }];
+  let info;
+  try {
+    info = resourceServerInfo(resource);
+  } catch (err) {
+    return [400, { error: 'invalid_target', message: err.message }];
+  }
+  const allowed = new Set(info.scope.split(' '));
+  const scope = String(body.scope ?? '').split(' ').filter((x) => allowed.has(x)).join(' ');
+  const at = new provider.AccessToken({
+    accountId: String(subject), client, gty: 'test_mint', scope: scope || undefined, expiresIn: ttlSecs,
+  });
+  at.resourceServer = new provider.ResourceServer(resource, { ...info, accessTokenTTL: ttlSecs });
+  const value = await at.save();
+  return [200, { access_token: value, token_type: 'Bearer', expires_in: ttlSecs }];
+}
+
 async function setTtl(body) {
   for (const k of ['access', 'refresh', 'device']) {
     if (body[k] !== undefined) {
@@ -419,6 +448,7 @@ async function control(req, res, path) {
       case 'POST /__test/device/deny': result = await deny(body); break;
       case 'POST /__test/revoke': result = await revokeSubject(body); break;
       case 'GET /__test/ttl': result = [200, { ...ttl }]; break;
+      case 'POST /__test/mint': result = await mint(body); break;
       case 'POST /__test/ttl': result = await setTtl(body); break;
       case 'POST /__test/exchange/trust':
         if (!body.token || !body.subject) {

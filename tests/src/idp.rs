@@ -415,6 +415,23 @@ impl Idp {
         Ok(())
     }
 
+    /// Mints a JWT access token for `subject` and `resource` with its own lifetime (through
+    /// the provider's token model, same key and claims as a grant), for tests on the shared
+    /// IdP that need e.g. a 1 s token without changing everyone's TTL.
+    pub async fn mint(
+        &self,
+        subject: &str,
+        resource: &str,
+        ttl_secs: u64,
+    ) -> Result<TokenResponse> {
+        http::post_json(
+            &self.client,
+            &self.control("mint"),
+            &json!({"subject": subject, "resource": resource, "ttl": ttl_secs}),
+        )
+        .await
+    }
+
     /// The IdP's JWKS.
     pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet> {
         http::get_json(&self.client, &self.jwks_uri()).await

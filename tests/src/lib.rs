@@ -10,7 +10,8 @@
 //! - [`bed`]: the three together, either the shared bed started once per run by `tests/run`
 //!   (`STAGEPASS_TEST_BED_FILE`) or a private one owned by the test.
 //! - [`jwt`]: verifying the IdP's JWTs against its JWKS.
-//! - [`support`]: free ports, private temp dirs, the `stagepass` binary, polling.
+//! - [`http`]: the proxy-free HTTP client used for control routes.
+//! - [`support`]: free ports, private temp dirs, unique names, the `stagepass` binary, polling.
 //! - [`error`]: the [`HarnessError`] every helper returns.
 //!
 //! The peers' wire contract (READY line, control routes) is in `tests/peers/README.md`.
@@ -27,4 +28,7 @@ pub mod support;
 
 pub use error::HarnessError;
 
+pub use backstage::{Backstage, BackstageOptions};
+pub use bed::Bed;
+pub use git_host::{GitHost, RepoAuth, Worktree};
 pub use idp::{Fault, FaultScope, Idp, IdpOptions, IdpStats, TokenResponse};

@@ -109,6 +109,7 @@ impl Peer {
             .stdout(log)
             .stderr(log_err)
             .env("STAGEPASS_PEER_STATE_DIR", dir.path())
+            .env("STAGEPASS_PEER_REMOVE_STATE_ON_ORPHAN", "1")
             .process_group(0);
         for (k, v) in &spec.env {
             cmd.env(k, v);
@@ -151,7 +152,7 @@ impl Peer {
                 return Err(HarnessError::PeerExited {
                     name: self.name.clone(),
                     status: status.to_string(),
-                    log: self.log(),
+                    log: crate::support::strip_ansi(&self.log()),
                 });
             }
             if Instant::now() >= deadline {
@@ -159,7 +160,7 @@ impl Peer {
                 return Err(HarnessError::PeerTimeout {
                     name: self.name.clone(),
                     secs: timeout.as_secs(),
-                    log: self.log(),
+                    log: crate::support::strip_ansi(&self.log()),
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -232,7 +233,7 @@ impl Drop for Peer {
                 "----- log of peer {} ({}) -----\n{}\n----- end of log of peer {} -----",
                 self.name,
                 self.log_path.display(),
-                self.log(),
+                crate::support::strip_ansi(&self.log()),
                 self.name
             );
         }

@@ -122,3 +122,53 @@ pub fn run(cmd: &mut std::process::Command) -> Result<String> {
         })
     }
 }
+
+/// A name unique across the processes of one test run (pid, counter, time): repositories
+/// and catalog entities on the shared bed must not collide between tests.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Removes ANSI colour sequences (`ESC [ ... letter`), so peer logs read well in test output.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_colour_codes_only() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2mtime\u{1b}[22m \u{1b}[34mcatalog\u{1b}[39m info [x]"),
+            "time catalog info [x]"
+        );
+    }
+
+    #[test]
+    fn unique_names_differ_within_a_process() {
+        assert_ne!(unique_name("repo"), unique_name("repo"));
+    }
+}

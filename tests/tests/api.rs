@@ -3,10 +3,13 @@
 //! same request passing once the rule is satisfied), listener hygiene, and the OpenAPI
 //! document checked against real answers on every route.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "api/support.rs"]
 mod support;
 
-use support::{Agent, Idp, OpenApi, tcp_request};
+use stagepass_e2e::Idp;
+use support::{Agent, OpenApi, start_idp, tcp_request};
 
 /// Config with a client-credentials profile `ci` at the IdP (no login needed) and a free port.
 fn config(idp: &Idp, home_hint: &str, extra: &str) -> String {
@@ -28,7 +31,7 @@ audience = "urn:stagepass:backstage"
 scopes = ["catalog:read"]
 {extra}
 "#,
-        issuer = idp.issuer
+        issuer = idp.issuer()
     )
 }
 
@@ -229,7 +232,7 @@ fn socket_inodes(pid: u32) -> Vec<String> {
 
 #[test]
 fn nothing_of_ours_listens_on_a_non_loopback_address() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let a = agent(&idp, "");
     assert_eq!(a.get("/v1/token/ci").status, 200, "{}", a.log());
     let inodes = socket_inodes(a.proc.pid());
@@ -255,7 +258,7 @@ fn nothing_of_ours_listens_on_a_non_loopback_address() {
 
 #[test]
 fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
-    let idp = Idp::start();
+    let idp = start_idp();
     let a = agent(&idp, "");
     let r = a.get("/v1/token/ci?min_valid=60");
     assert_eq!(r.status, 200, "{}", a.log());
@@ -290,8 +293,13 @@ fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
 
 #[test]
 fn openapi_matches_every_route() {
-    let idp = Idp::start();
-    let a = agent(&idp, "");
+    let idp = start_idp();
+    let dev = format!(
+        "[profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
+         audience = \"urn:stagepass:backstage\"\nscopes = [\"openid\", \"offline_access\", \"catalog:read\"]\n",
+        idp.issuer()
+    );
+    let a = agent(&idp, &dev);
     let spec = OpenApi::load();
     let h = |m: &str, p: &str| a.head(m, p, &[]);
     // (template, method, raw request, expected status)
@@ -313,6 +321,46 @@ fn openapi_matches_every_route() {
             401,
         ),
         ("/v1/token/{profile}", "get", h("GET", "/v1/token/ci"), 200),
+        (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            format!(
+                "{}{{\"fingerprint\":\"0123456789ab\"}}",
+                a.head(
+                    "POST",
+                    "/v1/token/ci/invalidate",
+                    &[
+                        "Content-Type: application/json",
+                        "Content-Length: 30",
+                        "Connection: close"
+                    ]
+                )
+            ),
+            200,
+        ),
+        (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            h("POST", "/v1/token/ci/invalidate"),
+            400,
+        ),
+        (
+            "/v1/token/{profile}/invalidate",
+            "post",
+            format!(
+                "{}{{\"fingerprint\":\"0123456789ab\"}}",
+                a.head(
+                    "POST",
+                    "/v1/token/nobody/invalidate",
+                    &[
+                        "Content-Type: application/json",
+                        "Content-Length: 30",
+                        "Connection: close"
+                    ]
+                )
+            ),
+            404,
+        ),
         (
             "/v1/token/{profile}",
             "get",
@@ -409,4 +457,56 @@ fn a_second_agent_is_refused_by_the_lock() {
         200,
         "the first agent must be unharmed"
     );
+}
+
+#[test]
+fn service_manager_gets_ready_status_and_watchdog_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(support::GUARD)).unwrap();
+    let a = Agent::start_env(
+        "[api]\nport = 0\n[store]\nbackend = \"file\"\n",
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; got {seen:?}; log:\n{}", a.log()));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = seen.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains("STATUS=serving 0 profile(s) on port"),
+        "{ready}"
+    );
+    // READY comes after the listeners are bound: the API answers by then.
+    assert_eq!(a.get("/v1/status").status, 200);
+}
+
+#[test]
+fn a_busy_port_fails_plainly_and_leaves_no_runtime_files() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let home = support::Home::new(&format!(
+        "[api]\nport = {port}\n[store]\nbackend = \"file\"\n"
+    ));
+    let out = home.run(&["agent"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("port = 0"), "the message names the fix: {err}");
+    for f in ["api-secret", "endpoint.json", "agent.sock"] {
+        assert!(!home.runtime_dir().join(f).exists(), "{f} left behind");
+    }
 }

@@ -1,5 +1,21 @@
-//! Tool adapters: git credential helper, AWS container credentials, kubectl, docker, exec.
+//! Tool adapters: each tool gets fresh credentials from the agent in its own protocol.
 //!
-//! INTERFACE STUB: filled in by the adapters work. [`aws`] is routed by the API.
+//! - [`git`]: the git credential helper protocol (`stagepass git-credential`).
+//! - [`docker`]: the docker credential helper protocol (`docker-credential-stagepass`).
+//! - [`kube`]: kubectl's `ExecCredential` (`stagepass kube-credential PROFILE`).
+//! - [`aws`] + [`sts`]: AWS container credentials from STS AssumeRoleWithWebIdentity,
+//!   served by the agent's API at `GET /v1/aws/credentials/{name}`.
+//! - [`env`]: the variables of `stagepass env` and `stagepass exec`.
+//! - [`token`]: the agent's token answer as the CLI adapters read it, and failure lines that
+//!   name the fix.
+//!
+//! These modules are pure protocol code (parse, decide, serialize) plus the STS client; the
+//! process glue (stdin, stdout, exit codes, talking to the agent) is in `cli::adapters`.
 
 pub mod aws;
+pub mod docker;
+pub mod env;
+pub mod git;
+pub mod kube;
+pub mod sts;
+pub mod token;

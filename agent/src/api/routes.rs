@@ -25,6 +25,7 @@ enum Route<'a> {
     Metrics,
     Status,
     Token(&'a str),
+    TokenInvalidate(&'a str),
     Login(&'a str),
     Catalog,
     CatalogDiff,
@@ -40,6 +41,7 @@ impl Route<'_> {
             Route::Metrics => "/metrics",
             Route::Status => "/v1/status",
             Route::Token(_) => "/v1/token/{profile}",
+            Route::TokenInvalidate(_) => "/v1/token/{profile}/invalidate",
             Route::Login(_) => "/v1/login/{profile}",
             Route::Catalog => "/v1/catalog",
             Route::CatalogDiff => "/v1/catalog/diff",
@@ -52,7 +54,7 @@ impl Route<'_> {
     fn methods(&self) -> &'static [Method] {
         match self {
             Route::Login(_) => &[Method::GET, Method::POST, Method::DELETE],
-            Route::CatalogSync => &[Method::POST],
+            Route::CatalogSync | Route::TokenInvalidate(_) => &[Method::POST],
             _ => &[Method::GET],
         }
     }
@@ -68,7 +70,10 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/catalog/sync" => Route::CatalogSync,
         _ => {
             if let Some(p) = path.strip_prefix("/v1/token/") {
-                Route::Token(p)
+                match p.strip_suffix("/invalidate") {
+                    Some(profile) => Route::TokenInvalidate(profile),
+                    None => Route::Token(p),
+                }
             } else if let Some(p) = path.strip_prefix("/v1/login/") {
                 Route::Login(p)
             } else if let Some(p) = path.strip_prefix("/v1/aws/credentials/") {
@@ -89,23 +94,48 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Request ids for log correlation, unique per agent run.
+static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Answers one request: guard, route, method, body limit, handler; counts it in metrics.
 pub async fn handle<B>(state: &ApiState, conn: &ConnInfo, req: Request<B>) -> ApiResponse
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    use tracing::Instrument;
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let matched = route(&path);
     let label = matched.map_or("other", |r| r.label());
-    let resp = match answer(state, conn, matched, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The span names the route template and, for profile routes, the profile; never a header.
+    let profile = match matched {
+        Some(Route::Token(p) | Route::Login(p) | Route::Aws(p)) if valid_name(p) => p,
+        _ => "",
     };
+    let span = tracing::debug_span!("request", id, route = label, profile, method = %req.method());
+    let resp = match answer(state, conn, matched, req)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            span.in_scope(|| tracing::debug!(code = e.code, status = e.status.as_u16(), "refused"));
+            error_response(&e)
+        }
+    };
+    let took = started.elapsed();
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = took.as_micros() as u64,
+            "answered"
+        )
+    });
     state
         .metrics
-        .record_request(label, resp.status().as_u16(), started.elapsed());
+        .record_request(label, resp.status().as_u16(), took);
     resp
 }
 
@@ -150,12 +180,13 @@ where
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    read_body(state.limits.max_body_bytes, req).await?;
+    let body = read_body(state.limits.max_body_bytes, req).await?;
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
         Route::Token(p) => token(state, name(p)?, query.as_deref()).await,
+        Route::TokenInvalidate(p) => invalidate(state, name(p)?, &body).await,
         Route::Login(p) => login(state, name(p)?, &method).await,
         Route::Catalog => {
             let c = catalog(state)?;
@@ -300,6 +331,31 @@ async fn token(
             Err(e.into())
         }
     }
+}
+
+/// `POST /v1/token/{profile}/invalidate` `{"fingerprint": F}`: a server refused the token with
+/// fingerprint F (git `erase` after a 401), so the next request for the profile refreshes first.
+/// A fingerprint that is not the cached token's changes nothing (an old token was refused).
+async fn invalidate(state: &ApiState, profile: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Invalidate {
+        fingerprint: String,
+    }
+    let req: Invalidate = serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request("expected a JSON body {\"fingerprint\": \"<12 hex chars>\"}")
+    })?;
+    let fp = req.fingerprint;
+    if fp.len() != 12 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "fingerprint must be the token's 12 hex character fingerprint",
+        ));
+    }
+    state.broker.invalidate(profile, &fp).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"profile": profile, "fingerprint": fp}),
+    ))
 }
 
 async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiResponse, ApiError> {

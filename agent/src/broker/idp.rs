@@ -287,8 +287,8 @@ impl Idp {
         let mut req = c
             .exchange_device_code()
             .add_scopes(target.scopes.iter().cloned().map(Scope::new));
-        if let Some(a) = &target.audience {
-            req = req.add_extra_param("resource", a.clone());
+        for (k, v) in audience_params(target) {
+            req = req.add_extra_param(k, v);
         }
         let resp: StandardDeviceAuthorizationResponse = req
             .request_async(&self.http_fn(meta.clone()))
@@ -389,8 +389,8 @@ impl Idp {
         let rt = RefreshToken::new(refresh_token.expose().to_string());
         let meta = Arc::new(Mutex::new(Meta::default()));
         let mut req = c.exchange_refresh_token(&rt);
-        if let Some(a) = &target.audience {
-            req = req.add_extra_param("resource", a.clone());
+        for (k, v) in audience_params(target) {
+            req = req.add_extra_param(k, v);
         }
         let t = req
             .request_async(&self.http_fn(meta.clone()))
@@ -416,8 +416,8 @@ impl Idp {
         let mut req = c
             .exchange_client_credentials()
             .add_scopes(target.scopes.iter().cloned().map(Scope::new));
-        if let Some(a) = &target.audience {
-            req = req.add_extra_param("resource", a.clone());
+        for (k, v) in audience_params(target) {
+            req = req.add_extra_param(k, v);
         }
         let t = req
             .request_async(&self.http_fn(meta.clone()))
@@ -450,8 +450,11 @@ impl Idp {
             ),
         ];
         if let Some(a) = &target.audience {
+            // RFC 8693 knows both; `resource` must be an absolute URI.
             form.push(("audience", a.clone()));
-            form.push(("resource", a.clone()));
+            if is_absolute_uri(a) {
+                form.push(("resource", a.clone()));
+            }
         }
         if !target.scopes.is_empty() {
             form.push(("scope", target.scopes.join(" ")));
@@ -526,6 +529,20 @@ impl Idp {
             )))
         }
     }
+}
+
+/// RFC 8707 `resource` when the audience is an absolute URI, else the widespread (non-standard)
+/// `audience` parameter: an IdP with resource indicators refuses a `resource` that is not a URI.
+fn audience_params(target: &Target) -> Vec<(&'static str, String)> {
+    match &target.audience {
+        Some(a) if is_absolute_uri(a) => vec![("resource", a.clone())],
+        Some(a) => vec![("audience", a.clone())],
+        None => Vec::new(),
+    }
+}
+
+fn is_absolute_uri(s: &str) -> bool {
+    url::Url::parse(s).is_ok()
 }
 
 async fn sleep_or_expire(
@@ -688,6 +705,22 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn audience_goes_as_resource_only_when_it_is_a_uri() {
+        let t = |a: &str| Target {
+            scopes: vec![],
+            audience: Some(a.into()),
+        };
+        assert_eq!(
+            audience_params(&t("urn:stagepass:git")),
+            vec![("resource", "urn:stagepass:git".to_string())]
+        );
+        assert_eq!(
+            audience_params(&t("sts.amazonaws.com")),
+            vec![("audience", "sts.amazonaws.com".to_string())]
+        );
     }
 
     #[test]

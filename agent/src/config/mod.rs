@@ -13,7 +13,7 @@ mod catalog;
 mod layers;
 mod profile;
 
-pub use adapters::{AwsRoleConfig, DockerConfig, GitConfig, GitHostConfig};
+pub use adapters::{AwsRoleConfig, DockerConfig, DockerRegistry, GitConfig, GitHostConfig};
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
 pub use layers::{ENV_PREFIX, Override};
@@ -216,6 +216,15 @@ impl Config {
             p.validate(name)?;
         }
         self.api.validate()?;
+        for (name, role) in &self.aws {
+            role.validate(name)
+                .map_err(|(key, message)| ConfigError::Invalid {
+                    path: PathBuf::from("(config)"),
+                    line: 0,
+                    key,
+                    message,
+                })?;
+        }
         Ok(())
     }
 

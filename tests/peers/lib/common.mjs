@@ -4,6 +4,7 @@
 // once it answers requests; the Rust harness (tests/src) waits for that line. Everything
 // else a peer prints is log, for humans reading a failed test.
 
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 /** Prefix of the one line each peer prints when it is ready. */
@@ -83,7 +84,10 @@ export function sendJson(res, status, value, headers = {}) {
  * destructor): a peer never outlives the test or bed that started it.
  * STAGEPASS_PEER_DETACHED=1 turns the parent watch off (for running a peer by hand).
  */
-export function exitOnSignals(cleanup = () => {}) {
+export function exitOnSignals(
+  cleanup = () => {},
+  { watchParent = process.env.STAGEPASS_PEER_DETACHED !== '1' } = {},
+) {
   const stop = (why) => {
     try {
       if (why) process.stderr.write(`${why}; exiting\n`);
@@ -95,10 +99,17 @@ export function exitOnSignals(cleanup = () => {}) {
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
     process.on(sig, () => stop());
   }
-  if (process.env.STAGEPASS_PEER_DETACHED !== '1') {
+  if (watchParent) {
     const parent = process.ppid;
     setInterval(() => {
-      if (process.ppid !== parent) stop(`parent process ${parent} is gone`);
+      if (process.ppid !== parent) {
+        // Nobody will read the log or state any more: the harness asks us to clean up.
+        const dir = process.env.STAGEPASS_PEER_STATE_DIR;
+        if (dir && process.env.STAGEPASS_PEER_REMOVE_STATE_ON_ORPHAN === '1') {
+          rmSync(dir, { recursive: true, force: true });
+        }
+        stop(`parent process ${parent} is gone`);
+      }
     }, 250).unref();
   }
 }

@@ -5,9 +5,9 @@
 //! Every child is stopped by PID on drop; its log stays in the temp dir and is printed in
 //! assertion messages. Waits are hang guards only (generous, never a pass/fail threshold).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,26 +15,28 @@ use std::time::{Duration, Instant};
 /// Hang guard for anything we wait on.
 pub const GUARD: Duration = Duration::from_secs(60);
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+pub use stagepass_e2e::support::repo_root;
+
+/// The built `stagepass` binary (the shared harness finds it).
+pub fn bin() -> PathBuf {
+    stagepass_e2e::support::stagepass_bin().unwrap()
 }
 
-/// The built `stagepass` binary (`STAGEPASS_BIN`, else `target/<profile>/stagepass`).
-pub fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("STAGEPASS_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("stagepass");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build -p stagepass` first",
-        p.display()
-    );
-    p
+/// Runs a future to completion on a fresh current-thread runtime (the tests are sync).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The shared harness's test IdP on a free loopback port, stopped on drop.
+pub fn start_idp() -> stagepass_e2e::Idp {
+    block_on(stagepass_e2e::Idp::start(
+        stagepass_e2e::IdpOptions::default(),
+    ))
+    .unwrap()
 }
 
 /// Sends `sig` to one of our children by pid.
@@ -83,72 +85,6 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.terminate();
-    }
-}
-
-/// The test IdP on a free loopback port.
-pub struct Idp {
-    pub proc: Proc,
-    pub issuer: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Idp {
-    pub fn start() -> Idp {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("idp.log");
-        let script = repo_root().join("tests/peers/idp.mjs");
-        assert!(
-            repo_root().join("tests/peers/node_modules").exists(),
-            "run tests/install/node.sh first (tests/run does)"
-        );
-        let mut child = Command::new("node")
-            .arg(&script)
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(json) = line.strip_prefix("STAGEPASS_PEER_READY ") {
-                    let _ = tx.send(json.to_string());
-                }
-            }
-        });
-        let proc = Proc { child, log };
-        let ready = rx
-            .recv_timeout(GUARD)
-            .unwrap_or_else(|_| panic!("IdP not ready; log:\n{}", proc.log_text()));
-        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
-        Idp {
-            issuer: v["issuer"].as_str().unwrap().to_string(),
-            proc,
-            _dir: dir,
-        }
-    }
-
-    /// POSTs JSON to a control route of the IdP.
-    pub fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let r = reqwest::Client::new()
-                .post(format!("{}{path}", self.issuer))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let v: serde_json::Value = r.json().await.unwrap();
-            assert!(status.is_success(), "IdP {path}: {status} {v}");
-            v
-        })
     }
 }
 
@@ -222,10 +158,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `stagepass agent` and waits until `/healthz` answers on the socket.
     pub fn start(config_toml: &str) -> Agent {
+        Self::start_env(config_toml, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(config_toml: &str, env: &[(&str, &str)]) -> Agent {
         let home = Home::new(config_toml);
         let log = home.dir.path().join("agent.log");
         let child = home
             .cmd()
+            .envs(env.iter().copied())
             .arg("agent")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(home.dir.path().join("agent.err")).unwrap())
@@ -442,6 +384,13 @@ impl OpenApi {
                 "{method} {template}: content-type {ct}"
             );
         }
+    }
+
+    /// Panics when `value` does not match `#/components/schemas/{name}`.
+    pub fn check_schema(&self, name: &str, value: &serde_json::Value) {
+        let schema = &self.doc["components"]["schemas"][name];
+        assert!(!schema.is_badvalue(), "no schema {name}");
+        self.check_value(schema, value, name);
     }
 
     fn resolve<'a>(&'a self, node: &'a yaml_rust2::Yaml) -> &'a yaml_rust2::Yaml {

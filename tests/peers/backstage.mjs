@@ -1,0 +1,152 @@
+// The test Backstage: the real catalog backend (new backend system, in-memory sqlite) on
+// 127.0.0.1, trusting JWT access tokens of the test IdP for audience urn:stagepass:backstage
+// (`backend.auth.externalAccess` of type jwks), reading `url` locations from the git host.
+//
+// Usage: node backstage.mjs --issuer URL [--git-host HOST:PORT]... [--port N]
+//                           [--processing-interval SECONDS] [--static-token TOKEN]
+//   --issuer               the IdP; its JWKS is <issuer>/jwks.
+//   --git-host             host:port Backstage may read url locations from (repeatable
+//                          as a comma-separated list).
+//   --processing-interval  catalog.processingInterval in seconds (default 5).
+//   --static-token         an extra externalAccess static token (subject stagepass-test-admin)
+//                          for tests that need catalog access without the IdP; random
+//                          when absent, printed in the READY line.
+//
+// Catalog rules allow Component, API, System, Domain, Resource, Group, User and Location,
+// and NOT Template: tests register a Template to prove a forbidden kind is caught.
+//
+// A failed start does not exit Backstage by itself: this script watches backend.start(),
+// polls /.backstage/health/v1/readiness with a hang guard, and exits non-zero (3 for
+// EADDRINUSE, so the harness can retry on another port) instead of hanging.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import defaults from '@backstage/backend-defaults';
+import rootConfig from '@backstage/backend-defaults/rootConfig';
+import catalogPlugin from '@backstage/plugin-catalog-backend';
+
+import { announceReady, exitOnSignals, intOption, log, options } from './lib/common.mjs';
+
+const NAME = 'backstage';
+const AUDIENCE = 'urn:stagepass:backstage';
+const READY_TIMEOUT_MS = 120_000;
+
+const opts = options({
+  port: { env: 'STAGEPASS_BACKSTAGE_PORT', default: '0' },
+  issuer: { env: 'STAGEPASS_BACKSTAGE_ISSUER' },
+  'git-host': { env: 'STAGEPASS_BACKSTAGE_GIT_HOST', default: '' },
+  'processing-interval': { env: 'STAGEPASS_BACKSTAGE_PROCESSING_INTERVAL', default: '5' },
+  'static-token': { env: 'STAGEPASS_BACKSTAGE_STATIC_TOKEN' },
+});
+
+if (!opts.issuer) {
+  log(NAME, '--issuer is required (the IdP whose JWKS Backstage trusts)');
+  process.exit(2);
+}
+const issuer = opts.issuer.replace(/\/$/, '');
+const staticToken = opts['static-token'] ?? crypto.randomBytes(24).toString('base64url');
+const interval = intOption('processing-interval', opts['processing-interval']);
+
+/** Finds a free port by binding 0 (Backstage needs the port in its config up front). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const port = Number(opts.port) || await freePort();
+const baseUrl = `http://127.0.0.1:${port}`;
+
+const config = {
+  app: { baseUrl },
+  backend: {
+    baseUrl,
+    listen: { host: '127.0.0.1', port },
+    database: { client: 'better-sqlite3', connection: ':memory:' },
+    reading: {
+      allow: opts['git-host'].split(',').map((h) => h.trim()).filter(Boolean).map((host) => ({ host })),
+    },
+    auth: {
+      externalAccess: [
+        {
+          type: 'jwks',
+          options: {
+            url: `${issuer}/jwks`,
+            issuer,
+            algorithm: 'ES256',
+            audience: AUDIENCE,
+          },
+        },
+        {
+          type: 'static',
+          options: { token: staticToken, subject: 'stagepass-test-admin' },
+        },
+      ],
+    },
+  },
+  catalog: {
+    processingInterval: { seconds: interval },
+    rules: [
+      { allow: ['Component', 'API', 'System', 'Domain', 'Resource', 'Group', 'User', 'Location'] },
+    ],
+    locations: [],
+  },
+};
+
+const ownStateDir = !process.env.STAGEPASS_PEER_STATE_DIR;
+const stateDir = process.env.STAGEPASS_PEER_STATE_DIR
+  ?? fs.mkdtempSync(path.join(os.tmpdir(), 'stagepass-backstage-'));
+const configPath = path.join(stateDir, 'app-config.yaml');
+// JSON is YAML; the file stays for whoever debugs a failed test.
+fs.writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+log(NAME, `config ${configPath}; processing interval ${interval}s; reading allowed: ${opts['git-host'] || '(none)'}`);
+
+function fail(code, why) {
+  log(NAME, `Backend startup failed: ${why}`);
+  if (ownStateDir) fs.rmSync(stateDir, { recursive: true, force: true });
+  process.exit(code);
+}
+
+// Backstage logs the real cause of a failed start itself; catch EADDRINUSE wherever it surfaces.
+process.on('uncaughtException', (err) => {
+  fail(err?.code === 'EADDRINUSE' ? 3 : 1, err?.stack ?? String(err));
+});
+process.on('unhandledRejection', (err) => {
+  fail(err?.code === 'EADDRINUSE' ? 3 : 1, err?.stack ?? String(err));
+});
+
+const backend = defaults.createBackend();
+backend.add(rootConfig.rootConfigServiceFactory({ argv: ['--config', configPath] }));
+backend.add(catalogPlugin.default ?? catalogPlugin);
+
+exitOnSignals(() => {
+  if (ownStateDir) fs.rmSync(stateDir, { recursive: true, force: true });
+});
+
+backend.start().catch((err) => {
+  const inUse = err?.code === 'EADDRINUSE' || /EADDRINUSE/.test(String(err?.stack ?? err));
+  fail(inUse ? 3 : 1, err?.stack ?? String(err));
+});
+
+const started = Date.now();
+for (;;) {
+  try {
+    const res = await fetch(`${baseUrl}/.backstage/health/v1/readiness`);
+    if (res.status === 200) break;
+  } catch {
+    // not listening yet
+  }
+  if (Date.now() - started > READY_TIMEOUT_MS) fail(1, `not ready after ${READY_TIMEOUT_MS / 1000}s`);
+  await new Promise((resolve) => { setTimeout(resolve, 100); });
+}
+log(NAME, `ready after ${Date.now() - started} ms`);
+announceReady(NAME, baseUrl, { static_token: staticToken, audience: AUDIENCE, issuer });

@@ -1,0 +1,130 @@
+//! Shared setup of the broker end-to-end tests: a private real IdP, a private state dir,
+//! a config written as a TOML file and loaded through the real config loader, and a login
+//! seeded through the IdP's real device flow.
+#![allow(dead_code)]
+
+use stagepass::broker::{Broker, BrokerOptions};
+use stagepass::config::Config;
+use stagepass::paths::Paths;
+use stagepass::store::{GrantStore, StoredGrant};
+use stagepass_e2e::idp::AUD_BACKSTAGE;
+use stagepass_e2e::{Idp, IdpOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Scopes of the device profile used in these tests.
+pub const SCOPES: &str = "openid offline_access catalog:read";
+
+/// One test's world: IdP, temp dirs, config.
+pub struct World {
+    pub idp: Idp,
+    pub tmp: tempfile::TempDir,
+    pub paths: Paths,
+    pub config: Config,
+}
+
+impl World {
+    /// Starts a private IdP with `access_ttl` seconds and writes `profiles` (TOML, with
+    /// `{issuer}` replaced) plus a file store under a private temp dir.
+    pub async fn new(access_ttl: u64, profiles: &str) -> World {
+        let idp = Idp::start(IdpOptions {
+            access_ttl,
+            ..IdpOptions::default()
+        })
+        .await
+        .unwrap();
+        let tmp = stagepass_e2e::support::private_tempdir().unwrap();
+        let paths = Paths {
+            config_files: vec![tmp.path().join("config.toml")],
+            state_dir: tmp.path().join("state"),
+            runtime_dir: tmp.path().join("run"),
+        };
+        let text = format!(
+            "[store]\nbackend = \"auto\"\n\n{}",
+            profiles.replace("{issuer}", idp.issuer())
+        );
+        std::fs::write(&paths.config_files[0], text).unwrap();
+        let config = Config::load_files(&paths.config_files).unwrap();
+        World {
+            idp,
+            tmp,
+            paths,
+            config,
+        }
+    }
+
+    /// A broker on this world's config and state dir.
+    pub async fn broker(&self, opts: BrokerOptions) -> Broker {
+        Broker::start_with(&self.config, &self.paths, opts)
+            .await
+            .unwrap()
+    }
+
+    /// Logs `subject` in through the IdP's device flow (headless approval) and stores the
+    /// refresh token for `profile`, as a previous agent run would have left it.
+    pub async fn seed_login(&self, profile: &str, subject: &str) -> String {
+        let t = self
+            .idp
+            .device_login(Idp::PUBLIC_CLIENT, SCOPES, Some(AUD_BACKSTAGE), subject)
+            .await
+            .unwrap();
+        let rt = t.refresh_token.unwrap();
+        let store = GrantStore::open(&self.config.store, &self.paths.state_dir)
+            .await
+            .unwrap();
+        store
+            .save(
+                profile,
+                &StoredGrant::new(self.idp.issuer(), Idp::PUBLIC_CLIENT, rt.clone(), None),
+            )
+            .unwrap();
+        rt
+    }
+
+    /// The grant file of `profile` in the file store.
+    pub fn grant_file(&self, profile: &str) -> PathBuf {
+        self.paths
+            .state_dir
+            .join("grants")
+            .join(format!("{profile}.json"))
+    }
+}
+
+/// The device profile `dev` (public client, Backstage audience).
+pub fn device_profile(name: &str) -> String {
+    format!(
+        "[profiles.{name}]\ngrant = \"device\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-cli\"\nscopes = [\"openid\", \"offline_access\", \"catalog:read\"]\naudience = \"{AUD_BACKSTAGE}\"\n"
+    )
+}
+
+/// Test options: quick backoff so recovery tests are short; no background refresher when
+/// a test needs to control exactly when refreshes happen.
+pub fn opts(background: bool) -> BrokerOptions {
+    BrokerOptions {
+        http_timeout: Duration::from_secs(2),
+        backoff: stagepass::broker::timing::Backoff {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(1),
+        },
+        background_refresh: background,
+    }
+}
+
+/// Polls `f` every 50 ms until it returns Some, failing after a generous hang guard.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hang guard: {what} did not happen within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
