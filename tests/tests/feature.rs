@@ -490,6 +490,10 @@ fn agent_starts_as_the_remote_user_and_the_entrypoint_returns_at_once() {
         log.contains("starting as remote user vscode (entrypoint ran as root)"),
         "{log}"
     );
+    // The log is the user's own file, closed to others.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(c.path("/home/vscode/.local/state/stagepass/agent.log")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (REMOTE_UID, 0o600));
     assert_eq!(c.agents(), vec![(pid, uid)]);
 
     // A second entrypoint run (e.g. a restart of the start command) returns at once and does
