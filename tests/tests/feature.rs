@@ -430,18 +430,22 @@ fn version_must_match_the_bundled_binary_or_exit_15() {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// Time from the start of the entrypoint to its return, measured inside the container.
+/// Time from the start of the entrypoint to its return, measured inside the container; the
+/// entrypoint must also exit 0 (a failing entrypoint must never fail a container start).
 fn entrypoint_millis(c: &Container, uid: u32) -> u64 {
     let out = c.exec(
         uid,
         &[
             "/bin/sh",
             "-c",
-            "a=$(date +%s%N); /usr/local/share/stagepass/entrypoint.sh; b=$(date +%s%N); echo $(( (b - a) / 1000000 ))",
+            "a=$(date +%s%N); /usr/local/share/stagepass/entrypoint.sh; rc=$?; b=$(date +%s%N); echo \"$rc $(( (b - a) / 1000000 ))\"",
         ],
     );
     assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (rc, ms) = text.trim().split_once(' ').unwrap();
+    assert_eq!(rc, "0", "the entrypoint exited {rc}");
+    ms.parse().unwrap()
 }
 
 #[test]
@@ -814,4 +818,31 @@ fn device_login_in_the_container_then_a_fresh_token_after_every_restart_with_one
     assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0, "{stats:?}");
     let refresh = stats.grant(GRANT_REFRESH_TOKEN);
     assert_eq!((refresh.requests, refresh.ok), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn a_broken_install_never_blocks_or_fails_the_start() {
+    let mut c = Container::new();
+    c.install(&opts(&options(&free_port())));
+    std::fs::remove_file(c.path("/usr/local/bin/stagepass")).unwrap();
+    c.boot(None, &[]);
+    wait_for(
+        &c,
+        Duration::from_secs(5),
+        "PID 1 in its sleep loop",
+        || {
+            c.processes()
+                .iter()
+                .any(|(_, _, argv)| argv.first().is_some_and(|a| a == "sleep"))
+                .then_some(())
+        },
+    );
+    wait_for(&c, Duration::from_secs(10), "the supervisor's note", || {
+        c.agent_log()
+            .contains("/usr/local/bin/stagepass is missing or not executable")
+            .then_some(())
+    });
+    assert!(c.agents().is_empty());
+    let ms = entrypoint_millis(&c, 0);
+    assert!(ms < 2000, "entrypoint took {ms} ms");
 }
