@@ -1,0 +1,58 @@
+#!/bin/sh
+# Stages the stagepass Dev Container Feature with its binaries, ready to publish.
+#
+#   feature/package.sh OUTDIR [ARCH=BINARY]...
+#
+# Copies feature/src/stagepass to OUTDIR/src/stagepass and puts each given binary at
+# bin/stagepass-ARCH-linux-gnu (ARCH: x86_64 or aarch64). A release passes both, built by CI
+# for x86_64-unknown-linux-gnu and aarch64-unknown-linux-gnu, so one feature tarball serves both
+# architectures and install.sh picks the right one. With no ARCH=BINARY, the host architecture is
+# built here (`cargo build --release -p stagepass`). If the devcontainer CLI is on PATH (or named
+# by $DEVCONTAINER), OUTDIR/dist receives the publishable archive (`devcontainer features package`).
+# OUTDIR/test holds the feature's tests, so `devcontainer features test -p OUTDIR` works (Docker).
+set -eu
+
+err() {
+    printf 'package.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+[ $# -ge 1 ] || err "usage: feature/package.sh OUTDIR [x86_64=BINARY] [aarch64=BINARY]"
+out=$1
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+src="$root/feature/src/stagepass"
+[ -f "$src/devcontainer-feature.json" ] || err "$src is not the feature folder"
+
+if [ $# -eq 0 ]; then
+    host=$(uname -m)
+    case "$host" in x86_64 | aarch64) ;; *) err "cannot build for host architecture $host" ;; esac
+    (cd "$root" && cargo build --release --locked -p stagepass --bin stagepass)
+    set -- "$host=$root/target/release/stagepass"
+fi
+
+stage="$out/src/stagepass"
+rm -rf "$stage"
+mkdir -p "$stage/bin"
+cp -R "$src/." "$stage/"
+for pair in "$@"; do
+    arch=${pair%%=*}
+    bin=${pair#*=}
+    case "$arch" in x86_64 | aarch64) ;; *) err "unknown architecture '$arch' (x86_64 or aarch64)" ;; esac
+    [ -f "$bin" ] || err "no binary at $bin"
+    cp "$bin" "$stage/bin/stagepass-$arch-linux-gnu"
+    chmod 0755 "$stage/bin/stagepass-$arch-linux-gnu"
+    printf 'package.sh: %s <- %s\n' "bin/stagepass-$arch-linux-gnu" "$bin"
+done
+chmod 0755 "$stage"/*.sh
+# The devcontainers test layout beside it, so `devcontainer features test -p OUTDIR` runs there.
+rm -rf "$out/test/stagepass"
+mkdir -p "$out/test"
+cp -R "$root/feature/test/stagepass" "$out/test/stagepass"
+
+cli=${DEVCONTAINER:-$(command -v devcontainer 2>/dev/null || true)}
+if [ -n "$cli" ]; then
+    "$cli" features package "$out/src" --output-folder "$out/dist" --force-clean-output-folder
+    printf 'package.sh: archive in %s\n' "$out/dist"
+fi
+printf 'package.sh: staged feature in %s\n' "$stage"
