@@ -3,6 +3,7 @@
 //! Map of the crate (data flows one way, top to bottom; no module reaches back up):
 //!
 //! - [`config`]: layered TOML config (`/etc`, `~/.config`, `STAGEPASS_*`, flags) parsed into typed values.
+//! - [`lockfile`]: kernel file locks (single instance, one refresh per grant across processes).
 //! - [`paths`]: where state, runtime and config files live (XDG with container fallbacks).
 //! - [`secret`]: the [`secret::Secret`] newtype every token and key travels in; never printed.
 //! - [`store`]: refresh tokens at rest (persistent keyring, else a locked-down file store).
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod lockfile;
 pub mod logging;
 pub mod paths;
 pub mod secret;

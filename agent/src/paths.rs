@@ -25,11 +25,7 @@ pub struct Paths {
 
 /// The current real uid, for runtime dir naming and ownership checks.
 pub fn current_uid() -> u32 {
-    // SAFETY-free: libc::getuid cannot fail and has no preconditions.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::getuid()
-    }
+    rustix::process::getuid().as_raw()
 }
 
 fn home() -> PathBuf {

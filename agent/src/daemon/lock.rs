@@ -1,12 +1,10 @@
 //! The single-instance lock: an exclusive `flock` on a file in the runtime dir.
 //!
-//! A lock held by the kernel dies with the process, so a crashed agent never blocks the
-//! next one (a pidfile would, or would name a recycled pid).
+//! A kernel lock dies with the process, so a crashed agent never blocks the next one (a
+//! pidfile would, or would name a recycled pid); see [`crate::lockfile`].
 
-use std::fs::File;
+use crate::lockfile::FileLock;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why the lock could not be taken.
@@ -29,35 +27,19 @@ pub enum LockError {
 
 /// Held for the agent's lifetime; dropping it (or exiting) releases the lock.
 pub struct InstanceLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 /// Takes the lock without waiting.
 pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
-    let io_err = |source| LockError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err)?;
-    // SAFETY: flock on a file descriptor we own and keep open for the call; no memory is shared.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.kind() == io::ErrorKind::WouldBlock {
-            LockError::Held(path.to_path_buf())
-        } else {
-            io_err(e)
-        });
+    match FileLock::try_acquire(path) {
+        Ok(Some(lock)) => Ok(InstanceLock { _lock: lock }),
+        Ok(None) => Err(LockError::Held(path.to_path_buf())),
+        Err(source) => Err(LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    Ok(InstanceLock { _file: file })
 }
 
 #[cfg(test)]
