@@ -3,8 +3,7 @@
 //!
 //! The commands are not copied here: they are read from the walkthrough (the fenced
 //! `sh step=NAME` blocks of README.md between `<!-- sandbox:begin -->` and
-//! `<!-- sandbox:end -->`, or of docs/sandbox-walkthrough.md while the README has no such
-//! section) and run as written, each in a fresh `sh` after the `env` step, with each step's
+//! `<!-- sandbox:end -->`) and run as written, each in a fresh `sh` after the `env` step, with each step's
 //! effect asserted. A step the test does not know, or a known step missing from the
 //! walkthrough, fails the test, so the walkthrough cannot drift from what is checked.
 
@@ -32,23 +31,16 @@ struct Step {
     script: String,
 }
 
-/// The walkthrough's steps, from the README section when it exists, else the docs page.
+/// The walkthrough's steps: the README between the sandbox markers.
 fn walkthrough() -> (PathBuf, Vec<Step>) {
-    let root = repo_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let path = repo_root().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
     let section = readme
         .split_once("<!-- sandbox:begin -->")
         .and_then(|(_, rest)| rest.split_once("<!-- sandbox:end -->"))
-        .map(|(inside, _)| inside.to_string());
-    let (path, text) = match section {
-        Some(s) if s.contains("step=") => (root.join("README.md"), s),
-        _ => {
-            let p = root.join("docs/sandbox-walkthrough.md");
-            let t = std::fs::read_to_string(&p).unwrap();
-            (p, t)
-        }
-    };
-    (path, parse_steps(&text))
+        .map(|(inside, _)| inside.to_string())
+        .expect("README.md has a <!-- sandbox:begin --> ... <!-- sandbox:end --> section");
+    (path, parse_steps(&section))
 }
 
 /// Fenced blocks whose info string is `sh step=NAME`; other blocks are prose.
@@ -357,4 +349,172 @@ async fn the_walkthrough_runs_against_the_sandbox() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!sandbox_dir.exists(), "the sandbox dir was not removed");
+}
+
+/// `application/x-www-form-urlencoded` of `pairs` (unreserved characters kept, the rest
+/// percent-encoded).
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A browser, as far as the IdP's pages need one: cookies kept, redirects not followed.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let resp = req.header("cookie", cookie).send().await.unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.insert(k.to_string(), v.to_string());
+        }
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (status, location, resp.text().await.unwrap())
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, Option<String>, String) {
+        let req = self.http.get(self.url(path));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> (u16, Option<String>, String) {
+        let req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(pairs));
+        self.send(req).await
+    }
+}
+
+/// The sandbox's promise that a login can be approved in a browser: with `--browser-login 1`
+/// (what tests/sandbox sets) the IdP's device page, login and consent pages complete a
+/// device authorization, and the client gets its tokens.
+#[tokio::test]
+async fn the_sandbox_idp_device_page_works_in_a_browser() {
+    use stagepass_e2e::peer::{Peer, PeerSpec};
+    let idp = Peer::spawn(PeerSpec::new("idp", "idp.mjs").arg_pair("--browser-login", "1"))
+        .await
+        .unwrap();
+    let base = idp.url().to_string();
+    let mut b = Browser {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: base.clone(),
+        cookies: Default::default(),
+    };
+    // What the agent does: start a device authorization.
+    let (status, _, body) = b
+        .post(
+            "/device/auth",
+            &[
+                ("client_id", "stagepass-cli"),
+                ("scope", "openid offline_access catalog:read"),
+                ("resource", "urn:stagepass:backstage"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let auth: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let user_code = auth["user_code"].as_str().unwrap();
+    let device_code = auth["device_code"].as_str().unwrap();
+
+    // What the person does: open the URL, confirm the code, sign in, consent.
+    let (_, _, page) = b
+        .get(auth["verification_uri_complete"].as_str().unwrap())
+        .await;
+    let xsrf = page
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the device page has an xsrf field")
+        .to_string();
+    let (status, login_at, _) = b
+        .post(
+            "/device",
+            &[
+                ("xsrf", &xsrf),
+                ("user_code", user_code),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let login_at = login_at.unwrap();
+    let (_, _, page) = b.get(&login_at).await;
+    assert!(page.contains("name=\"login\""), "a login form: {page}");
+    let (_, resume, _) = b
+        .post(
+            &login_at,
+            &[("prompt", "login"), ("login", "alice"), ("password", "any")],
+        )
+        .await;
+    let (_, consent_at, _) = b.get(&resume.unwrap()).await;
+    let consent_at = consent_at.unwrap();
+    let (_, _, page) = b.get(&consent_at).await;
+    assert!(page.contains("value=\"consent\""), "a consent form: {page}");
+    let (_, resume, _) = b.post(&consent_at, &[("prompt", "consent")]).await;
+    let (status, _, page) = b.get(&resume.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign-in Success"), "{page}");
+
+    // The client's next poll gets the tokens, for alice.
+    let (status, _, body) = b
+        .post(
+            "/token",
+            &[
+                ("client_id", "stagepass-cli"),
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        tokens["refresh_token"].is_string(),
+        "offline_access was granted: {body}"
+    );
+    let claims =
+        stagepass_e2e::jwt::claims_unverified(tokens["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], "urn:stagepass:backstage");
 }
