@@ -96,7 +96,8 @@ pub fn status_table(status: &serde_json::Value, now: SystemTime) -> String {
         s(&store, "detail")
     ));
     let catalog = status.get("catalog").cloned().unwrap_or_default();
-    out.push_str(&format!("catalog: {}\n", s(&catalog, "state")));
+    // Findings, owner diff and pending pushes, as `stagepass catalog` prints them.
+    out.push_str(&crate::cli::catalog::status_text(&catalog));
     let agent = status.get("agent").cloned().unwrap_or_default();
     let api = status.get("api").cloned().unwrap_or_default();
     out.push_str(&format!(
@@ -135,12 +136,18 @@ mod tests {
             "store": {"backend": "file", "detail": "no keyring"},
             "profiles": [{"profile": "backstage", "grant": "device", "state": "valid",
                           "reason": null, "expires_at": "2023-11-14T22:33:20Z", "token_fingerprint": null}],
-            "catalog": {"state": "watching"}
+            "catalog": {"state": "watching", "root": "/w", "files": 1, "entities": 1,
+                        "diff": [{"change": "owner_changed", "entity": "component:default/payments",
+                                  "from": "group:team-a", "to": "group:team-b"}]}
         });
         let t = status_table(&status, now);
         assert!(t.contains("backstage  device  valid  20m 0s"), "{t}");
         assert!(t.contains("store:   file (no keyring)"), "{t}");
         assert!(t.contains("catalog: watching"), "{t}");
+        assert!(
+            t.contains("diff: component:default/payments: group:team-a -> group:team-b"),
+            "{t}"
+        );
         assert!(t.contains("port 7391"), "{t}");
     }
 
