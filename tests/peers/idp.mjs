@@ -26,6 +26,9 @@ const opts = options({
   'refresh-ttl': { env: 'STAGEPASS_IDP_REFRESH_TTL', default: '86400' },
   'device-ttl': { env: 'STAGEPASS_IDP_DEVICE_TTL', default: '600' },
   'client-secret': { env: 'STAGEPASS_IDP_CLIENT_SECRET', default: 'stagepass-ci-secret' },
+  // "1": the device page works in a browser (oidc-provider's development login and consent
+  // pages: any user name, no password). For the sandbox; tests approve through /__test/.
+  'browser-login': { env: 'STAGEPASS_IDP_BROWSER_LOGIN', default: '0' },
 });
 
 /** Token lifetimes in seconds; mutable at run time through POST /__test/ttl. */
@@ -139,7 +142,7 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'profile', 'email'],
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: opts['browser-login'] === '1' },
     deviceFlow: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
