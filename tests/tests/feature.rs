@@ -155,7 +155,7 @@ fn feature_json_declares_what_the_issue_asks_for() {
             .any(|v| v.as_str().unwrap().ends_with("/common-utils"))
     );
     assert!(
-        json["containerEnv"]["STAGEPASS_AGENT_URL"]
+        json["containerEnv"]["STAGEPASS_API_URL"]
             .as_str()
             .unwrap()
             .ends_with(&format!(":{default}"))
@@ -288,7 +288,7 @@ fn install_writes_binary_config_state_dirs_and_git_helper() {
     // Non-default port and an AWS role: login shells learn where the agent is.
     let profile = std::fs::read_to_string(c.path("/etc/profile.d/stagepass.sh")).unwrap();
     assert!(
-        profile.contains("STAGEPASS_AGENT_URL=http://127.0.0.1:17391"),
+        profile.contains("STAGEPASS_API_URL=http://127.0.0.1:17391"),
         "{profile}"
     );
     assert!(

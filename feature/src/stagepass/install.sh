@@ -261,7 +261,7 @@ put_file "$tmp_conf" "$CONFIG_FILE" 0644
 # --- environment for login shells (only what containerEnv cannot say statically) ----------
 {
     if [ "$PORT" != "$DEFAULT_PORT" ]; then
-        echo "export STAGEPASS_AGENT_URL=http://127.0.0.1:$PORT"
+        echo "export STAGEPASS_API_URL=http://127.0.0.1:$PORT"
     fi
     if [ -n "$AWSROLEARN" ] && [ -n "$first_profile" ]; then
         echo "export AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:$PORT/v1/aws/credentials/default"
