@@ -1,6 +1,6 @@
 """Drives `stagepass mcp` with the official MCP Python SDK (PyPI `mcp`), for tests/tests/mcp.rs.
 
-Usage: python driver.py COMMAND [ARGS...] < steps.json
+Usage: python driver.py STEPS.json COMMAND [ARGS...]
 
 Starts COMMAND as a stdio MCP server (with this process's environment), initializes a
 session, runs each step in order and prints one JSON document: the server info and, per
@@ -46,9 +46,10 @@ async def step(session, s):
 
 
 async def main():
-    steps = json.load(sys.stdin)
+    with open(sys.argv[1], encoding="utf-8") as f:
+        steps = json.load(f)
     params = StdioServerParameters(
-        command=sys.argv[1], args=sys.argv[2:], env=dict(os.environ)
+        command=sys.argv[2], args=sys.argv[3:], env=dict(os.environ)
     )
     out = {"steps": []}
     async with stdio_client(params) as (read, write):
