@@ -195,6 +195,13 @@ client_secret_file = "{secret_file}"
 audience = "urn:stagepass:backstage"
 scopes = ["catalog:read"]
 
+[profiles.dev]
+grant = "device"
+issuer = "{issuer}"
+client_id = "stagepass-cli"
+audience = "urn:stagepass:backstage"
+scopes = ["openid", "offline_access", "catalog:read"]
+
 [catalog]
 root = "{root}"
 backstage_url = "{bs}"
@@ -223,6 +230,22 @@ retry_max_ms = 1000
     let r = post(&agent, "/v1/catalog/sync");
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     wait_owner(&bs, &name, "team-a").await;
+
+    // A device login, so whoami has an ID token's claims to show.
+    let subject = unique_name("alice");
+    let r = post(&agent, "/v1/login/dev");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let user_code = r.json()["user_code"].as_str().unwrap().to_string();
+    bed.idp.approve(&user_code, &subject).await.unwrap();
+    let end = Instant::now() + HANG_GUARD;
+    loop {
+        let st = agent.get("/v1/login/dev").json();
+        if st["state"] == "complete" {
+            break;
+        }
+        assert!(Instant::now() < end, "device login not complete: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The owner changes and is pushed, but not to the tracked remote ref (a push by URL), so
     // the agent does not refresh Backstage: the change is pushed, not yet refreshed.
@@ -347,8 +370,15 @@ retry_max_ms = 1000
 
     let me = answer(&s[7]);
     let profiles = me["profiles"].as_array().unwrap();
-    assert_eq!(profiles.len(), 1, "{me}");
+    assert_eq!(profiles.len(), 2, "{me}");
     assert_eq!(profiles[0]["profile"], "ci");
+    assert!(
+        profiles[0]["subject"].is_null(),
+        "no ID token in client credentials: {me}"
+    );
+    assert_eq!(profiles[1]["profile"], "dev");
+    assert_eq!(profiles[1]["state"], "valid", "{me}");
+    assert_eq!(profiles[1]["subject"], json!(subject), "{me}");
 
     let resources = s[8]["ok"]["resources"].as_array().unwrap();
     let uris: Vec<&str> = resources
@@ -399,9 +429,14 @@ retry_max_ms = 1000
         .as_str()
         .unwrap()
         .to_string();
+    let dev_token = agent.get("/v1/token/dev").json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let runtime = agent.home.runtime_dir();
     let forbidden = [
         token.as_str(),
+        dev_token.as_str(),
         agent.secret.trim(),
         Idp::DEFAULT_CLIENT_SECRET,
         &secret_file.display().to_string(),
