@@ -179,6 +179,9 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     let secrets_dir = tempfile::tempdir().unwrap();
     let secret_file = secrets_dir.path().join("ci-secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
+    // A profile whose secret file is missing: its failure reason names the file, which the
+    // MCP server must not relay.
+    let missing_file = secrets_dir.path().join("missing-secret");
     let config = format!(
         r#"
 [api]
@@ -192,6 +195,14 @@ grant = "client-credentials"
 issuer = "{issuer}"
 client_id = "{client}"
 client_secret_file = "{secret_file}"
+audience = "urn:stagepass:backstage"
+scopes = ["catalog:read"]
+
+[profiles.broken]
+grant = "client-credentials"
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_file = "{missing_file}"
 audience = "urn:stagepass:backstage"
 scopes = ["catalog:read"]
 
@@ -212,6 +223,7 @@ retry_max_ms = 1000
         issuer = bed.idp.issuer(),
         client = Idp::CONFIDENTIAL_CLIENT,
         secret_file = secret_file.display(),
+        missing_file = missing_file.display(),
         root = wt.path().display(),
         bs = bs.url(),
     );
@@ -230,6 +242,15 @@ retry_max_ms = 1000
     let r = post(&agent, "/v1/catalog/sync");
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     wait_owner(&bs, &name, "team-a").await;
+
+    let broken = agent.get("/v1/token/broken");
+    assert_ne!(broken.status, 200);
+    assert!(
+        agent.get("/v1/status").json()["profiles"]
+            .to_string()
+            .contains(&missing_file.display().to_string()),
+        "the agent's own status names the file; MCP must redact it"
+    );
 
     // A device login, so whoami has an ID token's claims to show.
     let subject = unique_name("alice");
@@ -370,15 +391,23 @@ retry_max_ms = 1000
 
     let me = answer(&s[7]);
     let profiles = me["profiles"].as_array().unwrap();
-    assert_eq!(profiles.len(), 2, "{me}");
-    assert_eq!(profiles[0]["profile"], "ci");
+    assert_eq!(profiles.len(), 3, "{me}");
+    assert_eq!(profiles[0]["profile"], "broken");
     assert!(
-        profiles[0]["subject"].is_null(),
+        profiles[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read client secret file [redacted]"),
+        "{me}"
+    );
+    assert_eq!(profiles[1]["profile"], "ci");
+    assert!(
+        profiles[1]["subject"].is_null(),
         "no ID token in client credentials: {me}"
     );
-    assert_eq!(profiles[1]["profile"], "dev");
-    assert_eq!(profiles[1]["state"], "valid", "{me}");
-    assert_eq!(profiles[1]["subject"], json!(subject), "{me}");
+    assert_eq!(profiles[2]["profile"], "dev");
+    assert_eq!(profiles[2]["state"], "valid", "{me}");
+    assert_eq!(profiles[2]["subject"], json!(subject), "{me}");
 
     let resources = s[8]["ok"]["resources"].as_array().unwrap();
     let uris: Vec<&str> = resources
@@ -440,6 +469,7 @@ retry_max_ms = 1000
         agent.secret.trim(),
         Idp::DEFAULT_CLIENT_SECRET,
         &secret_file.display().to_string(),
+        &missing_file.display().to_string(),
         &runtime.join("api-secret").display().to_string(),
         "api-secret",
         bs.static_token(),

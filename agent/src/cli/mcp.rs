@@ -35,6 +35,13 @@ pub fn run(extra: Option<PathBuf>, args: McpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut redact: Vec<String> = config
+        .profiles
+        .values()
+        .filter_map(|p| p.client_secret_file.as_ref())
+        .map(|p| p.display().to_string())
+        .collect();
+    redact.push(paths.api_secret().display().to_string());
     let agent = AgentLink::new(paths);
     let result = rt.block_on(async {
         let root = match args.root {
@@ -55,6 +62,7 @@ pub fn run(extra: Option<PathBuf>, args: McpArgs) -> ExitCode {
         };
         tracing::info!(root = %root.display(), "serving MCP on stdio");
         Server::new(root, config.catalog.globs.clone(), agent)
+            .with_redactions(redact)
             .serve_stdio()
             .await
     });

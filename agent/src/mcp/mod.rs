@@ -44,6 +44,7 @@ pub struct Server {
     root: PathBuf,
     globs: Arc<Vec<String>>,
     agent: AgentLink,
+    redact: Arc<Vec<String>>,
 }
 
 impl Server {
@@ -54,6 +55,36 @@ impl Server {
             root,
             globs: Arc::new(globs),
             agent,
+            redact: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Texts that must never appear in an answer or error (secret file paths): a second line
+    /// of defence behind answers built from non-secret data only, for text relayed from the
+    /// agent (a profile's failure reason may name its client secret file).
+    pub fn with_redactions(mut self, needles: Vec<String>) -> Self {
+        self.redact = Arc::new(needles.into_iter().filter(|n| n.len() >= 4).collect());
+        self
+    }
+
+    fn scrub(&self, text: String) -> String {
+        self.redact
+            .iter()
+            .fold(text, |t, n| t.replace(n.as_str(), "[redacted]"))
+    }
+
+    fn scrub_value(&self, v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(self.scrub(s)),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(|x| self.scrub_value(x)).collect())
+            }
+            serde_json::Value::Object(o) => serde_json::Value::Object(
+                o.into_iter()
+                    .map(|(k, x)| (k, self.scrub_value(x)))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -133,8 +164,12 @@ impl ServerHandler for Server {
         drop(_g);
         let value = tools::call(&request.name, request.arguments, &snap, &self.agent)
             .await
-            .map_err(to_error)?;
-        Ok(CallToolResult::structured(value).into())
+            .map_err(|e| {
+                let mut e = to_error(e);
+                e.message = self.scrub(e.message.into_owned()).into();
+                e
+            })?;
+        Ok(CallToolResult::structured(self.scrub_value(value)).into())
     }
 
     async fn list_resources(
@@ -194,10 +229,40 @@ impl ServerHandler for Server {
             })).collect::<Vec<_>>(),
             "findings": report.findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
+        let body = self.scrub_value(body);
         Ok(ReadResourceResult::new(vec![
             ResourceContents::text(body.to_string(), request.uri)
                 .with_mime_type("application/json"),
         ])
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redactions_reach_every_string_of_an_answer() {
+        let s = Server::new(
+            PathBuf::from("/r"),
+            Vec::new(),
+            AgentLink::new(crate::paths::Paths {
+                config_files: Vec::new(),
+                state_dir: PathBuf::from("/nonexistent/state"),
+                runtime_dir: PathBuf::from("/nonexistent/run"),
+            }),
+        )
+        .with_redactions(vec!["/home/u/ci-secret".into(), "x".into()]);
+        let v = s.scrub_value(serde_json::json!({
+            "profiles": [{"reason": "cannot read client secret file /home/u/ci-secret: gone"}],
+            "n": 1,
+            "x": "x stays: too short to be a path"
+        }));
+        assert_eq!(
+            v["profiles"][0]["reason"],
+            "cannot read client secret file [redacted]: gone"
+        );
+        assert_eq!(v["x"], "x stays: too short to be a path");
     }
 }
