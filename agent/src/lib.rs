@@ -11,6 +11,7 @@
 //! - [`api`]: the hardened local HTTP API on loopback TCP and a Unix socket.
 //! - [`adapters`]: tool protocols (git credential helper, AWS container credentials, kubectl, docker).
 //! - [`catalog`]: catalog file discovery, watch, validation, ownership diff, outbox, Backstage client.
+//! - [`mcp`]: `stagepass mcp`, an MCP server over stdio with the catalog and ownership (no token).
 //! - [`cli`]: the `stagepass` subcommands; thin clients of the agent's Unix socket.
 //! - [`daemon`]: `stagepass agent`, which wires the pieces together and owns their lifetimes.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod lockfile;
 pub mod logging;
+pub mod mcp;
 pub mod paths;
 pub mod secret;
 pub mod store;

@@ -846,3 +846,50 @@ fn a_broken_install_never_blocks_or_fails_the_start() {
     let ms = entrypoint_millis(&c, 0);
     assert!(ms < 2000, "entrypoint took {ms} ms");
 }
+
+#[test]
+fn mcp_server_option_registers_the_launcher_vscode_starts() {
+    // VS Code reads MCP servers of a dev container from customizations.vscode.mcp.servers;
+    // a feature's customizations cannot depend on an option, so the launcher decides.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(feature_json()).unwrap()).unwrap();
+    let server = &json["customizations"]["vscode"]["mcp"]["servers"]["stagepass"];
+    assert_eq!(server["type"], "stdio", "{server}");
+    assert_eq!(
+        server["command"],
+        "/usr/local/share/stagepass/mcp-server.sh"
+    );
+    assert_eq!(json["options"]["mcpServer"]["default"], false);
+
+    let c = Container::new();
+    let o = options("17394");
+    c.install(&opts(&o));
+    let launcher = "/usr/local/share/stagepass/mcp-server.sh";
+    let off = run(Command::new("chroot").arg(c.root()).arg(launcher));
+    assert_eq!(off.status.code(), Some(78), "{off:?}");
+    assert!(
+        String::from_utf8_lossy(&off.stderr).contains("mcpServer"),
+        "{off:?}"
+    );
+
+    let mut on = o.clone();
+    on.push(("mcpServer", "true".into()));
+    c.install(&opts(&on));
+    let text = std::fs::read_to_string(c.path(launcher)).unwrap();
+    assert!(text.contains("exec /usr/local/bin/stagepass mcp"), "{text}");
+    let help = check(
+        Command::new("chroot")
+            .arg(c.root())
+            .args([launcher, "--help"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--root"),
+        "{help:?}"
+    );
+
+    let mut bad = o.clone();
+    bad.push(("mcpServer", "yes".into()));
+    c.set_options(&opts(&bad));
+    let out = c.run_install();
+    assert_eq!(out.status.code(), Some(14), "{out:?}");
+}

@@ -255,6 +255,7 @@ mod tests {
             reason: None,
             expires_at: Some("2023-11-14T22:33:20Z".into()),
             token_fingerprint: None,
+            identity: None,
         };
         let text = m.render(&[p], Duration::from_secs(5), now);
         assert!(

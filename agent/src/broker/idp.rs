@@ -7,7 +7,10 @@
 //! no helper in `oauth2`; it is one form POST whose answer is parsed with the crate's types.
 
 use crate::secret::Secret;
-use oauth2::basic::{BasicErrorResponse, BasicTokenResponse};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
 use oauth2::{
     AuthType, ClientId, ClientSecret, DeviceAuthorizationUrl, ErrorResponse, HttpRequest,
     HttpResponse, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
@@ -74,6 +77,88 @@ pub struct ClientAuth {
     pub secret: Option<Secret>,
 }
 
+/// The `id_token` of an OpenID Connect token answer, kept only long enough to read its claims.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct IdTokenField {
+    #[serde(default, with = "opt_secret")]
+    id_token: Option<Secret>,
+}
+
+impl std::fmt::Debug for IdTokenField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdTokenField([redacted])")
+    }
+}
+
+impl oauth2::ExtraTokenFields for IdTokenField {}
+
+/// (De)serializes an optional secret string; serializing never writes the secret.
+mod opt_secret {
+    use crate::secret::Secret;
+    pub fn serialize<S: serde::Serializer>(_: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_none()
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        let v: Option<String> = serde::Deserialize::deserialize(d)?;
+        Ok(v.map(Secret::new))
+    }
+}
+
+/// A token answer that keeps the OpenID Connect `id_token` (whose claims say who signed in).
+type OidcTokenResponse = oauth2::StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+/// `BasicClient` with [`OidcTokenResponse`] answers.
+type OidcClient = oauth2::Client<
+    BasicErrorResponse,
+    OidcTokenResponse,
+    BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    BasicRevocationErrorResponse,
+>;
+
+/// Who signed in, from the non-secret claims of the last ID token (`whoami`, status). The
+/// claims are read, not verified: the token came straight from the IdP's token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// `sub`.
+    pub sub: Option<String>,
+    /// `groups`, when the IdP sends them.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `name`.
+    pub name: Option<String>,
+    /// `email`.
+    pub email: Option<String>,
+    /// `preferred_username`.
+    pub preferred_username: Option<String>,
+    /// `iss`.
+    pub iss: Option<String>,
+}
+
+impl Identity {
+    /// The identity in an ID token's claims; `None` if it is not a JWT.
+    pub fn from_id_token(id_token: &str) -> Option<Identity> {
+        let c = super::jwt::claims(id_token)?;
+        let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let groups = match c.get("groups") {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(g)) => vec![g.clone()],
+            _ => Vec::new(),
+        };
+        Some(Identity {
+            sub: s("sub"),
+            groups,
+            name: s("name"),
+            email: s("email"),
+            preferred_username: s("preferred_username"),
+            iss: s("iss"),
+        })
+    }
+}
+
 /// A successful token answer.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -87,6 +172,8 @@ pub struct Grant {
     pub refresh_token: Option<Secret>,
     /// Granted scope.
     pub scope: Option<String>,
+    /// Who signed in, from the answer's ID token (OpenID Connect flows only).
+    pub identity: Option<Identity>,
 }
 
 /// What the audience/scope of a request are.
@@ -447,7 +534,7 @@ impl Idp {
                 self.issuer
             )));
         };
-        let c = oauth2::basic::BasicClient::new(ClientId::new(client.client_id.clone()))
+        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device));
         let c = match &client.secret {
@@ -495,7 +582,7 @@ impl Idp {
                     continue;
                 }
             };
-            let c = oauth2::basic::BasicClient::new(ClientId::new(client.client_id.clone()))
+            let c = OidcClient::new(ClientId::new(client.client_id.clone()))
                 .set_auth_type(AuthType::RequestBody)
                 .set_token_uri(TokenUrl::from_url(ep.token.clone()));
             let c = match &client.secret {
@@ -557,7 +644,7 @@ impl Idp {
         target: &Target,
     ) -> Result<Grant, IdpError> {
         let ep = self.endpoints().await?;
-        let c = oauth2::basic::BasicClient::new(ClientId::new(client.client_id.clone()))
+        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(TokenUrl::from_url(ep.token.clone()));
         let c = match &client.secret {
@@ -584,7 +671,7 @@ impl Idp {
         target: &Target,
     ) -> Result<Grant, IdpError> {
         let ep = self.endpoints().await?;
-        let c = oauth2::basic::BasicClient::new(ClientId::new(client.client_id.clone()))
+        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
             .set_token_uri(TokenUrl::from_url(ep.token.clone()));
         let c = match &client.secret {
             Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
@@ -661,7 +748,7 @@ impl Idp {
                 ))),
             };
         }
-        let t: BasicTokenResponse = serde_json::from_slice(body).map_err(|_| {
+        let t: OidcTokenResponse = serde_json::from_slice(body).map_err(|_| {
             IdpError::unavailable("token endpoint answered 200 with a malformed token response")
         })?;
         Ok(grant_from(&t))
@@ -746,7 +833,7 @@ async fn sleep_or_expire(
     Ok(())
 }
 
-fn grant_from(t: &BasicTokenResponse) -> Grant {
+fn grant_from(t: &OidcTokenResponse) -> Grant {
     Grant {
         access_token: Secret::new(t.access_token().secret().clone()),
         token_type: match t.token_type() {
@@ -758,6 +845,11 @@ fn grant_from(t: &BasicTokenResponse) -> Grant {
         scope: t
             .scopes()
             .map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
+        identity: t
+            .extra_fields()
+            .id_token
+            .as_ref()
+            .and_then(|id| Identity::from_id_token(id.expose())),
     }
 }
 
@@ -942,7 +1034,7 @@ mod tests {
                     (400, r#"{"error":"slow_down"}"#),
                     (503, "<html>down</html>"),
                     (400, r#"{"error":"authorization_pending"}"#),
-                    (200, r#"{"access_token":"at","token_type":"Bearer","expires_in":60,"refresh_token":"rt"}"#),
+                    (200, r#"{"access_token":"at","token_type":"Bearer","expires_in":60,"refresh_token":"rt","id_token":"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiAiYWxpY2UiLCAiZ3JvdXBzIjogWyJ0ZWFtLWEiLCAib3BzIl0sICJpc3MiOiAiaHR0cHM6Ly9pZHAudGVzdCJ9.sig"}"#),
                 ]
                 .into_iter()
                 .collect(),
@@ -963,6 +1055,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         let g = idp.device_poll(&client, &auth).await.unwrap();
         assert_eq!(g.access_token.expose(), "at");
+        // The ID token's claims are kept (not the token): who signed in, for whoami.
+        let who = g.identity.clone().unwrap();
+        assert_eq!(who.sub.as_deref(), Some("alice"));
+        assert_eq!(who.groups, ["team-a", "ops"]);
         assert_eq!(g.refresh_token.unwrap().expose(), "rt");
         let at: Vec<u64> = script
             .token_calls

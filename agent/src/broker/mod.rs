@@ -77,6 +77,10 @@ pub struct ProfileStatus {
     pub expires_at: Option<String>,
     /// Fingerprint of the cached token.
     pub token_fingerprint: Option<String>,
+    /// Who signed in (non-secret claims of the last ID token), for `whoami`; absent for
+    /// flows without an ID token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<idp::Identity>,
 }
 
 /// A device login in progress or finished.

@@ -26,6 +26,8 @@ pub(super) struct Cached {
     pub(super) refresh_at: Option<Instant>,
     /// The margin below which it is no longer handed out.
     pub(super) skew: Duration,
+    /// Who signed in, when the answer carried an ID token.
+    pub(super) identity: Option<super::idp::Identity>,
 }
 
 impl Cached {
@@ -66,6 +68,8 @@ pub(super) struct SlotState {
     pub(super) refresh_token: Option<Secret>,
     pub(super) failure: Option<Failure>,
     pub(super) refreshing: bool,
+    /// Claims of the last ID token (kept across refreshes that carry none).
+    pub(super) identity: Option<super::idp::Identity>,
 }
 
 /// Shared knobs of every slot.
@@ -301,6 +305,9 @@ impl Slot {
                     "token refreshed"
                 );
                 let issued = t.issued.clone();
+                if t.identity.is_some() {
+                    st.identity = t.identity.clone();
+                }
                 st.token = Some(t);
                 drop(st);
                 self.wake.notify_one();
@@ -408,6 +415,7 @@ impl Slot {
             expires,
             refresh_at,
             skew,
+            identity: g.identity.clone(),
         }
     }
 
@@ -635,6 +643,9 @@ impl Slot {
     pub(super) fn install_login(&self, g: &Grant) {
         let entry = self.cache_entry(g);
         let mut st = self.lock();
+        if entry.identity.is_some() {
+            st.identity = entry.identity.clone();
+        }
         st.token = Some(entry);
         if let Some(rt) = &g.refresh_token {
             st.refresh_token = Some(rt.clone());
@@ -678,6 +689,7 @@ impl Slot {
     pub(super) fn forget(&self, reason: &str) -> Option<Secret> {
         let mut st = self.lock();
         st.token = None;
+        st.identity = None;
         let rt = st.refresh_token.take();
         st.failure = Some(Failure {
             kind: FailKind::LoginRequired,
@@ -706,6 +718,7 @@ impl Slot {
                     reason: None,
                     expires_at: t.expires_at.map(rfc3339),
                     token_fingerprint: Some(t.access_token.fingerprint()),
+                    identity: None,
                 },
                 Err(e) => ProfileStatus {
                     profile: self.name.clone(),
@@ -714,6 +727,7 @@ impl Slot {
                     reason: Some(e.to_string()),
                     expires_at: None,
                     token_fingerprint: None,
+                    identity: None,
                 },
             };
         }
@@ -747,6 +761,7 @@ impl Slot {
             reason,
             expires_at: valid.and_then(|c| c.issued.expires_at).map(rfc3339),
             token_fingerprint: valid.map(|c| c.fingerprint.clone()),
+            identity: st.identity.clone(),
         }
     }
 }

@@ -57,6 +57,7 @@ impl Fake {
                     expires_in: Some(self.lifetime),
                     refresh_token: None,
                     scope: None,
+                    identity: None,
                 }),
                 Mode::Unavailable(retry_after) => Err(IdpError::Unavailable {
                     detail: "fake IdP down".into(),

@@ -94,7 +94,7 @@ fn check(path: Option<PathBuf>, root: Option<&Path>, globs: &[String]) -> ExitCo
 
 /// The git top level of the working directory shown relative (`.`) when it is the
 /// working directory itself; `.` outside a repository.
-fn default_root() -> PathBuf {
+pub(crate) fn default_root() -> PathBuf {
     let top = std::process::Command::new("git")
         .args(["rev-parse", "--show-toplevel"])
         .stderr(std::process::Stdio::null())

@@ -1,10 +1,11 @@
 //! The `stagepass` command line: one binary, one subcommand per job.
 //!
 //! Each subcommand lives in the file of its concern: [`session`] (agent, login, token,
-//! status, logout, doctor), [`catalog`], [`adapters`] (git, kubectl, docker, env, exec).
+//! status, logout, doctor), [`catalog`], [`mcp`], [`adapters`] (git, kubectl, docker, env, exec).
 
 pub mod adapters;
 pub mod catalog;
+pub mod mcp;
 pub mod session;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,8 @@ pub enum Command {
     Env(adapters::EnvArgs),
     /// Run a command with fresh credentials in its environment.
     Exec(adapters::ExecArgs),
+    /// MCP server over stdio: catalog and ownership for AI assistants (never a token).
+    Mcp(mcp::McpArgs),
 }
 
 /// Entry point of the binary.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::DockerCredential(a) => adapters::docker_credential(extra, a),
         Command::Env(a) => adapters::env(extra, a),
         Command::Exec(a) => adapters::exec(extra, a),
+        Command::Mcp(a) => mcp::run(extra, a),
     }
 }
 

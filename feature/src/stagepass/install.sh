@@ -24,6 +24,7 @@ CATALOGSYNC="${CATALOGSYNC:-true}"
 PORT="${PORT:-7391}"
 LOGLEVEL="${LOGLEVEL:-info}"
 GITCREDENTIALHELPER="${GITCREDENTIALHELPER:-true}"
+MCPSERVER="${MCPSERVER:-false}"
 AWSROLEARN="${AWSROLEARN:-}"
 
 # --- where things go ----------------------------------------------------------------------
@@ -115,6 +116,7 @@ check_plain scopes "$SCOPES"
 check_plain awsRoleArn "$AWSROLEARN"
 check_bool catalogSync "$CATALOGSYNC"
 check_bool gitCredentialHelper "$GITCREDENTIALHELPER"
+check_bool mcpServer "$MCPSERVER"
 case "$PORT" in
 '' | *[!0-9]*) err 14 "option port must be a number 1-65535, got '$PORT'" ;;
 esac
@@ -143,6 +145,22 @@ mkdir -p "$SHARE_DIR" "$CONFIG_DIR"
 put_file "$src_bin" "$BIN_PATH" 0755
 put_file "$FEATURE_DIR/entrypoint.sh" "$SHARE_DIR/entrypoint.sh" 0755
 put_file "$FEATURE_DIR/supervisor.sh" "$SHARE_DIR/supervisor.sh" 0755
+# The MCP launcher VS Code runs (customizations.vscode.mcp in devcontainer-feature.json): a
+# feature cannot make its customizations depend on an option, so the registration is always
+# there and the launcher serves only when mcpServer=true.
+tmp_mcp=$(mktemp)
+{
+    echo '#!/bin/sh'
+    echo '# Written by the stagepass feature (option mcpServer); VS Code starts it as an MCP server.'
+    if [ "$MCPSERVER" = true ]; then
+        echo "exec $BIN_PATH mcp \"\$@\""
+    else
+        echo 'echo "stagepass: the MCP server is off; set the feature option mcpServer to true to enable it" >&2'
+        echo 'exit 78'
+    fi
+} >"$tmp_mcp"
+put_file "$tmp_mcp" "$SHARE_DIR/mcp-server.sh" 0755
+rm -f "$tmp_mcp"
 
 # --- remote user --------------------------------------------------------------------------
 user="${_REMOTE_USER:-}"

@@ -1,0 +1,355 @@
+//! The MCP tools: their JSON schemas and what each answers.
+//!
+//! Every answer is built from the catalog files ([`super::repo`]) and from the running
+//! agent's ownership diff and status ([`super::agent`]); no tool ever asks the agent for a
+//! token, so no token can reach an answer.
+
+use super::agent::AgentLink;
+use super::repo::{InputError, Located, Snapshot, owner_text, summary};
+use crate::catalog::refs::parse_ref;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Why a tool call failed: bad input (the client's fault) or a failure to answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Arguments missing, of the wrong shape, or naming something outside the repository.
+    #[error("{0}")]
+    Invalid(String),
+    /// No tool of that name.
+    #[error("unknown tool {0:?}; call tools/list for the tools served")]
+    UnknownTool(String),
+    /// The repository could not be scanned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<InputError> for ToolError {
+    fn from(e: InputError) -> Self {
+        ToolError::Invalid(e.to_string())
+    }
+}
+
+/// Name, description and input schema of one tool.
+pub struct ToolSpec {
+    /// Tool name.
+    pub name: &'static str,
+    /// What it answers, for the assistant.
+    pub description: &'static str,
+    /// JSON schema of its arguments.
+    pub schema: Value,
+}
+
+/// The tools served, in the order `tools/list` shows them.
+pub fn specs() -> Vec<ToolSpec> {
+    let none = json!({"type": "object", "properties": {}, "additionalProperties": false});
+    vec![
+        ToolSpec {
+            name: "who_owns",
+            description: "Who owns a path of the repository or a catalog entity: the owner the \
+                catalog files say and the owner Backstage holds, and the difference if any. A \
+                path resolves to the nearest catalog entity owning its directory. Give exactly \
+                one of `path` (relative to the repository root) or `entity` \
+                ([kind:][namespace/]name, kind defaults to component).",
+            schema: json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "A file or directory in the repository"},
+                    "entity": {"type": "string", "description": "An entity reference, e.g. component:default/payments"}
+                },
+                "additionalProperties": false
+            }),
+        },
+        ToolSpec {
+            name: "list_entities",
+            description: "The repository's catalog entities with kind, owner, lifecycle, \
+                system, type and the file:line defining them.",
+            schema: none.clone(),
+        },
+        ToolSpec {
+            name: "validate_catalog",
+            description: "Validates every catalog file like `stagepass catalog check`: findings \
+                as file:line:col with the rule broken.",
+            schema: none.clone(),
+        },
+        ToolSpec {
+            name: "ownership_diff",
+            description: "Owner changes in the catalog files not yet in Backstage (and entities \
+                Backstage does not hold yet), plus pushes waiting in the agent's outbox.",
+            schema: none.clone(),
+        },
+        ToolSpec {
+            name: "whoami",
+            description: "Who is signed in: per profile the sign-in state, and the subject and \
+                groups of the ID token claims when the agent holds them. Never a token.",
+            schema: none,
+        },
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhoOwnsArgs {
+    path: Option<String>,
+    entity: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+fn args<T: serde::de::DeserializeOwned>(
+    tool: &str,
+    raw: Option<serde_json::Map<String, Value>>,
+) -> Result<T, ToolError> {
+    serde_json::from_value(Value::Object(raw.unwrap_or_default()))
+        .map_err(|e| ToolError::Invalid(format!("{tool}: invalid arguments: {e}")))
+}
+
+/// Runs one tool against a fresh scan of the repository.
+pub async fn call(
+    name: &str,
+    raw: Option<serde_json::Map<String, Value>>,
+    snap: &Snapshot,
+    agent: &AgentLink,
+) -> Result<Value, ToolError> {
+    match name {
+        "who_owns" => {
+            let a: WhoOwnsArgs = args(name, raw)?;
+            who_owns(a, snap, agent).await
+        }
+        "list_entities" => {
+            let _: NoArgs = args(name, raw)?;
+            let entities: Vec<Value> = snap.entities().map(|l| summary(&l)).collect();
+            Ok(json!({"count": entities.len(), "entities": entities}))
+        }
+        "validate_catalog" => {
+            let _: NoArgs = args(name, raw)?;
+            Ok(validate(snap))
+        }
+        "ownership_diff" => {
+            let _: NoArgs = args(name, raw)?;
+            Ok(ownership_diff(agent).await)
+        }
+        "whoami" => {
+            let _: NoArgs = args(name, raw)?;
+            Ok(whoami(agent).await)
+        }
+        other => Err(ToolError::UnknownTool(other.to_string())),
+    }
+}
+
+fn validate(snap: &Snapshot) -> Value {
+    let findings: Vec<Value> = snap
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "location": format!("{}:{}:{}", f.file.display(), f.line, f.col),
+                "file": f.file.display().to_string(),
+                "line": f.line,
+                "col": f.col,
+                "message": f.message,
+                "rule": f.rule,
+                "text": f.to_string(),
+            })
+        })
+        .collect();
+    let entities = snap.entities().count();
+    json!({
+        "valid": findings.is_empty(),
+        "files": snap.files.len(),
+        "entities": entities,
+        "findings": findings,
+    })
+}
+
+/// What Backstage holds for an entity, read from the agent's live diff: an entity the diff
+/// does not mention is held with the files' owner.
+#[derive(Debug, PartialEq)]
+enum Held {
+    /// Backstage holds it with this owner.
+    Owner(Option<String>),
+    /// Backstage does not hold it (yet).
+    Missing,
+    /// The diff could not be had.
+    Unknown(String),
+}
+
+fn held(diff: &Result<Value, String>, key: &str, files_owner: Option<&str>) -> Held {
+    let report = match diff {
+        Ok(r) => r,
+        Err(e) => return Held::Unknown(e.clone()),
+    };
+    if let Some(e) = report["error"].as_str() {
+        return Held::Unknown(e.to_string());
+    }
+    let same = |v: &Value| {
+        v["entity"]
+            .as_str()
+            .and_then(|s| parse_ref(s, Some("component"), "default").ok())
+            .is_some_and(|r| r.key() == key)
+    };
+    let changes = report["changes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    match changes.iter().find(|c| same(c)) {
+        Some(c) if c["change"] == "added" => Held::Missing,
+        Some(c) if c["change"] == "owner_changed" => {
+            Held::Owner(c["from"].as_str().map(str::to_string))
+        }
+        _ => Held::Owner(files_owner.map(str::to_string)),
+    }
+}
+
+async fn who_owns(a: WhoOwnsArgs, snap: &Snapshot, agent: &AgentLink) -> Result<Value, ToolError> {
+    let (located, resolved_from): (Located<'_>, Value) = match (a.path, a.entity) {
+        (Some(p), None) => {
+            let rel = snap.resolve(&p)?;
+            let shown = if rel.as_os_str().is_empty() {
+                ".".to_string()
+            } else {
+                rel.display().to_string()
+            };
+            match snap.owner_of_path(&rel) {
+                Some(l) => (l, json!({"path": shown})),
+                None => {
+                    return Ok(json!({
+                        "path": shown,
+                        "entity": null,
+                        "owner": null,
+                        "message": format!(
+                            "no catalog entity owns {shown}: no catalog file with an owned entity \
+                             in its directory or any parent up to the repository root"
+                        ),
+                    }));
+                }
+            }
+        }
+        (None, Some(e)) => (snap.find(&e)?, json!({"entity": e})),
+        _ => {
+            return Err(ToolError::Invalid(
+                "who_owns: give exactly one of `path` or `entity`".into(),
+            ));
+        }
+    };
+    let files_owner = owner_text(located.entity.owner.as_ref());
+    let key = located.entity.entity_ref.key();
+    let diff = agent.get("/v1/catalog/diff").await;
+    let mut out = summary(&located);
+    out["query"] = resolved_from;
+    out["owner_in_files"] = json!(files_owner);
+    match held(&diff, &key, files_owner.as_deref()) {
+        Held::Owner(o) => {
+            let differs = o != files_owner;
+            out["owner_in_backstage"] = json!(o);
+            out["in_backstage"] = json!(true);
+            out["differs"] = json!(differs);
+            if differs {
+                out["difference"] = json!(format!(
+                    "Backstage still has {}; the files say {} (pending until the change is \
+                     pushed and the entity refreshed)",
+                    o.as_deref().unwrap_or("no owner"),
+                    files_owner.as_deref().unwrap_or("no owner")
+                ));
+            }
+        }
+        Held::Missing => {
+            out["owner_in_backstage"] = Value::Null;
+            out["in_backstage"] = json!(false);
+            out["differs"] = json!(true);
+            out["difference"] =
+                json!("Backstage does not hold this entity yet (not registered or not synced)");
+        }
+        Held::Unknown(why) => {
+            out["owner_in_backstage"] = Value::Null;
+            out["in_backstage"] = Value::Null;
+            out["differs"] = Value::Null;
+            out["backstage_error"] = json!(why);
+        }
+    }
+    Ok(out)
+}
+
+async fn ownership_diff(agent: &AgentLink) -> Value {
+    let diff = agent.get("/v1/catalog/diff").await;
+    let mut out = match diff {
+        Ok(d) => json!({
+            "changes": d["changes"].clone(),
+            "error": d["error"].clone(),
+        }),
+        Err(e) => json!({"changes": [], "error": e}),
+    };
+    if let Ok(status) = agent.get("/v1/catalog").await {
+        out["pending_pushes"] = status["outbox"].clone();
+        out["backstage"] = json!({
+            "url": status["backstage"]["url"],
+            "reachable": status["backstage"]["reachable"],
+        });
+    }
+    out
+}
+
+async fn whoami(agent: &AgentLink) -> Value {
+    match agent.get("/v1/status").await {
+        Ok(status) => {
+            let profiles: Vec<Value> = status["profiles"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|p| {
+                    json!({
+                        "profile": p["profile"],
+                        "grant": p["grant"],
+                        "state": p["state"],
+                        "reason": p["reason"],
+                        "subject": p["identity"]["sub"],
+                        "groups": p["identity"]["groups"],
+                    })
+                })
+                .collect();
+            json!({"profiles": profiles})
+        }
+        Err(e) => json!({"profiles": [], "error": e}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backstage_owner_comes_from_the_diff() {
+        let key = "component:default/pay";
+        let diff = Ok(json!({"changes": [
+            {"change": "owner_changed", "entity": "component:default/pay", "from": "group:team-a", "to": "group:team-b"},
+            {"change": "added", "entity": "component:default/new", "owner": "group:x"}
+        ], "error": null}));
+        assert_eq!(
+            held(&diff, key, Some("group:team-b")),
+            Held::Owner(Some("group:team-a".into()))
+        );
+        assert_eq!(
+            held(&diff, "component:default/new", Some("group:x")),
+            Held::Missing
+        );
+        assert_eq!(
+            held(&diff, "component:default/same", Some("group:y")),
+            Held::Owner(Some("group:y".into()))
+        );
+        let down = json!({"changes": [], "error": "Backstage unreachable"});
+        assert!(matches!(
+            held(&Ok(down), key, None),
+            Held::Unknown(e) if e.contains("unreachable")
+        ));
+    }
+
+    #[test]
+    fn every_tool_has_an_object_schema() {
+        for s in specs() {
+            assert_eq!(s.schema["type"], "object", "{}", s.name);
+        }
+    }
+}
