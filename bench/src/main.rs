@@ -8,6 +8,7 @@
 //! markdown table, writes it with a JSON twin and an SVG chart to the output directory.
 //! Nothing here is a test: no figure is asserted.
 
+mod catalog;
 mod fleet;
 mod proc;
 mod report;
@@ -50,8 +51,9 @@ async fn run(quick: bool) -> Result<Report> {
     .await
     .context("starting the test bed IdP (run tests/install/node.sh first)")?;
 
-    // (6) first: pure computation, no noise from the others.
+    // (6) and (5) first: no agent running, no noise from the others.
     fleet::run(&mut r);
+    catalog::run(&mut r, quick)?;
 
     // (4) boot, then keep the last agent for (1) and (2).
     let agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
@@ -61,6 +63,19 @@ async fn run(quick: bool) -> Result<Report> {
 
     // (2) stagepass token vs oidc-token.
     cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
+
+    // Idle CPU of the agent (it watches a generated 10k-file repository).
+    let idle = if quick { 10 } else { 60 };
+    let cpu = proc::cpu_ticks(agent.pid());
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let ticks = proc::cpu_ticks(agent.pid()).saturating_sub(cpu);
+    r.fact(
+        "idle CPU (agent watching a 10k-file repository)",
+        format!(
+            "{:.3} % of one core over {idle} s ({ticks} clock ticks)",
+            ticks as f64 / proc::ticks_per_second() / idle as f64 * 100.0
+        ),
+    );
 
     // RSS after the load above.
     r.fact(
@@ -101,13 +116,24 @@ impl Agent {
 }
 
 /// Writes a config with one device profile `dev` and a stored grant for it.
-async fn prepare_home(idp: &Idp) -> Result<tempfile::TempDir> {
+/// With `repo_files`, the catalog watches a generated repository of that many files;
+/// without, the catalog is off.
+async fn prepare_home(idp: &Idp, repo_files: Option<usize>) -> Result<tempfile::TempDir> {
     let home = stagepass_e2e::support::private_tempdir()?;
+    let repo = home.path().join("repo");
+    let catalog = match repo_files {
+        Some(n) => {
+            catalog::generate(&repo, n)?;
+            format!("[catalog]\nroot = \"{}\"\n", repo.display())
+        }
+        None => "[catalog]\nenabled = false\n".to_string(),
+    };
     let cfg = home.path().join("config.toml");
     std::fs::write(
         &cfg,
         format!(
             "[api]\nport = 0\nmax_connections = 256\n[store]\nbackend = \"file\"\n\
+             {catalog}\
              [profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
              scopes = [\"openid\", \"offline_access\", \"catalog:read\"]\naudience = \"{}\"\n",
             idp.issuer(),
@@ -140,7 +166,7 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
     let mut fresh = Vec::new();
     let mut last = None;
     for _ in 0..runs {
-        let home = prepare_home(idp).await?;
+        let home = prepare_home(idp, Some(10_000)).await?;
         let paths = proc::paths_of(home.path());
         let t0 = Instant::now();
         let child = proc::spawn_agent(bin, home.path())?;
@@ -258,7 +284,7 @@ async fn single_flight(r: &mut Report, idp: &Idp, quick: bool) -> Result<()> {
     // 2 s tokens so the cached one expires quickly (the broker keeps a quarter as skew).
     idp.set_ttl(Some(2), None, None).await?;
     for &n in sizes {
-        let home = prepare_home(idp).await?;
+        let home = prepare_home(idp, None).await?;
         let paths = stagepass::paths::Paths {
             config_files: vec![home.path().join("config.toml")],
             state_dir: home.path().join("state/stagepass"),

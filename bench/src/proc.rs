@@ -65,6 +65,7 @@ pub fn spawn_agent(bin: &Path, home: &Path) -> Result<Child> {
         .env("XDG_CONFIG_HOME", home.join("cfg"))
         .env("XDG_STATE_HOME", home.join("state"))
         .env("RUST_LOG", "warn")
+        .current_dir(home)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
@@ -81,6 +82,26 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) of a process in clock ticks (0 when unreadable).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
+pub fn ticks_per_second() -> f64 {
+    100.0
 }
 
 /// The bare hyper baseline, in its own process like the agent.
