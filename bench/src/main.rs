@@ -61,10 +61,10 @@ async fn run(quick: bool) -> Result<Report> {
     );
 
     // (4) boot, then keep the last agent for (1) and (2).
-    let agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
+    let mut agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
 
     // (1) HTTP cache hits vs bare hyper.
-    http(&mut r, &agent, quick).await?;
+    http(&mut r, &mut agent, quick).await?;
 
     // (2) stagepass token vs oidc-token.
     cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
@@ -217,7 +217,7 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
 }
 
 /// (1) HTTP cache hits through the whole guard vs a bare hyper server sending the same bytes.
-async fn http(r: &mut Report, agent: &Agent, quick: bool) -> Result<()> {
+async fn http(r: &mut Report, agent: &mut Agent, quick: bool) -> Result<()> {
     // The exact answer of the agent, for the baseline to serve.
     let url = format!("http://127.0.0.1:{}/v1/token/dev", agent.port);
     let body = reqwest::Client::new()
@@ -237,7 +237,9 @@ async fn http(r: &mut Report, agent: &Agent, quick: bool) -> Result<()> {
         let mut ours = Vec::new();
         let mut base = Vec::new();
         for _ in 0..rounds {
-            ours.push(proc::wrk(&url, conns, secs, Some(&auth))?);
+            let w = proc::wrk(&url, conns, secs, Some(&auth))?;
+            agent.requests_served += w.requests;
+            ours.push(w);
             base.push(proc::wrk(&base_url, conns, secs, Some(&auth))?);
         }
         r.http(conns, &ours, &base);
