@@ -242,7 +242,8 @@ where
     }
 }
 
-fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
+/// Maps a non-2xx answer to [`ClientError::Api`] (code and message from the JSON error body).
+pub fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
     if (200..300).contains(&status) {
         return Ok(());
     }

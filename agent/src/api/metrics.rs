@@ -5,7 +5,7 @@
 //! API, per profile and outcome (`ok` or the error code), because that is what the API sees;
 //! remaining token lifetimes come from the broker's status.
 
-use crate::broker::ProfileStatus;
+use crate::broker::{ProfileStatus, RefreshStats};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +109,13 @@ impl Metrics {
     }
 
     /// Renders everything in the Prometheus text exposition format (0.0.4).
-    pub fn render(&self, profiles: &[ProfileStatus], uptime: Duration, now: SystemTime) -> String {
+    pub fn render(
+        &self,
+        profiles: &[ProfileStatus],
+        refreshes: &[RefreshStats],
+        uptime: Duration,
+        now: SystemTime,
+    ) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP stagepass_up The agent answers.\n# TYPE stagepass_up gauge\nstagepass_up 1\n",
@@ -194,6 +200,38 @@ impl Metrics {
             }
         }
         out.push_str(
+            "# HELP stagepass_refreshes_total Token refreshes at the IdP, by profile and outcome.\n\
+             # TYPE stagepass_refreshes_total counter\n",
+        );
+        for r in refreshes {
+            let p = escape(&r.profile);
+            for (outcome, n) in [
+                ("ok", r.ok),
+                ("login_required", r.login_required),
+                ("idp_unavailable", r.idp_unavailable),
+                ("error", r.error),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "stagepass_refreshes_total{{profile=\"{p}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP stagepass_refresh_duration_seconds Time spent refreshing: the IdP round trip plus persisting a rotated grant.\n\
+             # TYPE stagepass_refresh_duration_seconds summary\n",
+        );
+        for r in refreshes {
+            let p = escape(&r.profile);
+            let count = r.ok + r.login_required + r.idp_unavailable + r.error;
+            let _ = writeln!(
+                out,
+                "stagepass_refresh_duration_seconds_sum{{profile=\"{p}\"}} {}\n\
+                 stagepass_refresh_duration_seconds_count{{profile=\"{p}\"}} {count}",
+                r.duration.as_secs_f64()
+            );
+        }
+        out.push_str(
             "# HELP stagepass_profile_state Current state of each profile (1 for the state it is in).\n\
              # TYPE stagepass_profile_state gauge\n",
         );
@@ -257,7 +295,20 @@ mod tests {
             token_fingerprint: None,
             identity: None,
         };
-        let text = m.render(&[p], Duration::from_secs(5), now);
+        let r = RefreshStats {
+            profile: "backstage".into(),
+            ok: 3,
+            idp_unavailable: 1,
+            duration: Duration::from_millis(200),
+            ..RefreshStats::default()
+        };
+        let text = m.render(&[p], &[r], Duration::from_secs(5), now);
+        assert!(text.contains("stagepass_refreshes_total{profile=\"backstage\",outcome=\"ok\"} 3"));
+        assert!(text.contains(
+            "stagepass_refreshes_total{profile=\"backstage\",outcome=\"idp_unavailable\"} 1"
+        ));
+        assert!(text.contains("stagepass_refresh_duration_seconds_count{profile=\"backstage\"} 4"));
+        assert!(text.contains("stagepass_refresh_duration_seconds_sum{profile=\"backstage\"} 0.2"));
         assert!(
             text.contains(
                 "stagepass_api_requests_total{route=\"/v1/token/{profile}\",status=\"200\"} 2"

@@ -8,7 +8,9 @@
 //! - [`error`]: `{"error": CODE, "message": TEXT}` with stable codes.
 //! - [`metrics`]: Prometheus text.
 //! - [`secret_file`]: the per-boot secret on disk.
+//! - [`token_body`]: encoded token answers kept per token version (cache-hit fast path).
 //! - [`client`]: what the CLI uses to talk to a running agent.
+//! - [`quick`]: a blocking, runtime-free GET over the socket for `stagepass token`.
 //!
 //! The routes and their answers are documented in `agent/openapi.yaml`.
 //!
@@ -36,9 +38,11 @@ pub mod client;
 pub mod error;
 pub mod guard;
 pub mod metrics;
+pub mod quick;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
+pub mod token_body;
 
 use crate::adapters::aws::AwsService;
 use crate::broker::Broker;
@@ -68,6 +72,8 @@ pub struct ApiState {
     pub limits: ApiConfig,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// Encoded token answers kept per profile (the cache-hit fast path).
+    pub token_bodies: token_body::TokenBodies,
     started: Instant,
     started_at: SystemTime,
 }
@@ -91,6 +97,7 @@ impl ApiState {
             own_uid: crate::paths::current_uid(),
             limits,
             metrics: metrics::Metrics::default(),
+            token_bodies: token_body::TokenBodies::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }

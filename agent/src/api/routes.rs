@@ -269,17 +269,6 @@ where
     }
 }
 
-/// `GET /v1/token/{profile}` answer.
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    expires_at: Option<String>,
-    expires_in: Option<u64>,
-    scope: Option<&'a str>,
-    profile: &'a str,
-}
-
 fn parse_min_valid(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
     let mut min_valid = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -318,25 +307,17 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
-            let now = SystemTime::now();
-            let body = TokenBody {
-                access_token: t.access_token.expose(),
-                token_type: &t.token_type,
-                expires_at: t.expires_at.and_then(rfc3339),
-                expires_in: t
-                    .expires_at
-                    .map(|e| e.duration_since(now).map_or(0, |d| d.as_secs())),
-                scope: t.scope.as_deref(),
-                profile: &t.profile,
-            };
-            let bytes = serde_json::to_vec(&body).map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "could not encode the token",
-                )
-            })?;
-            Ok(bytes_response(StatusCode::OK, "application/json", bytes))
+            let body = state
+                .token_bodies
+                .body(&t, SystemTime::now())
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "could not encode the token",
+                    )
+                })?;
+            Ok(bytes_response(StatusCode::OK, "application/json", body))
         }
         Err(e) => {
             if !matches!(e, BrokerError::UnknownProfile(_)) {
@@ -421,6 +402,7 @@ pub fn status_body(state: &ApiState) -> serde_json::Value {
 fn metrics(state: &ApiState) -> ApiResponse {
     let text = state.metrics.render(
         &state.broker.status(),
+        &state.broker.refresh_stats(),
         state.started.elapsed(),
         SystemTime::now(),
     );
@@ -461,8 +443,12 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
     resp
 }
 
-fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> ApiResponse {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> ApiResponse {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

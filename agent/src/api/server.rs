@@ -4,8 +4,11 @@
 //! [`run`] accepts until the shutdown future resolves, then tells every connection to finish
 //! its current request and waits for them up to a bounded drain. A semaphore caps open
 //! connections over both listeners; accept errors (e.g. out of file descriptors) back off
-//! instead of spinning. Each connection gets hyper's header-read timeout (slowloris) and our
-//! idle timeout (no traffic and no request in flight).
+//! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
+//! started and not finished in time) and an idle timeout (no traffic and no request in
+//! flight), both watched by one lazily re-armed timer per connection instead of hyper's
+//! per-request timer: arming and cancelling a timer on every keep-alive request was a
+//! measurable share of a cache hit.
 
 use super::routes;
 use super::{ApiState, ConnInfo, Transport};
@@ -255,7 +258,10 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(
+        state.limits.header_read_timeout(),
+        state.limits.idle_timeout(),
+    ));
     let io = TokioIo::new(Tracked {
         inner: io,
         activity: activity.clone(),
@@ -272,8 +278,9 @@ pub async fn serve_connection<I>(
     });
     let mut builder = http1::Builder::new();
     builder
+        // hyper's header timer is off (see the module docs); `Activity` watches heads.
         .timer(TokioTimer::new())
-        .header_read_timeout(state.limits.header_read_timeout())
+        .header_read_timeout(None)
         // Hard caps hyper enforces itself (bare 431); the guard answers in JSON below them.
         .max_header_size(
             state
@@ -288,7 +295,6 @@ pub async fn serve_connection<I>(
     }
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let idle = state.limits.idle_timeout();
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
@@ -306,27 +312,36 @@ pub async fn serve_connection<I>(
                 let _ = changed;
                 conn.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(idle) => {
-                tracing::debug!(idle_secs = idle.as_secs(), "closing an idle connection");
+            why = activity.expired() => {
+                tracing::debug!(why, "closing the connection");
                 break;
             }
         }
     }
 }
 
-/// When a connection last moved bytes, and whether a request is being answered.
+/// When a connection last moved bytes, whether a request is being answered, and when the
+/// request head being received (if any) started.
 struct Activity {
     base: tokio::time::Instant,
     last_ms: AtomicU64,
     busy: AtomicUsize,
+    /// Milliseconds (+1, 0 = none) at which bytes of a new request head first arrived while
+    /// no request was in flight; cleared when hyper hands us the parsed request.
+    head_ms: AtomicU64,
+    header_timeout: Duration,
+    idle: Duration,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(header_timeout: Duration, idle: Duration) -> Self {
         Self {
             base: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            head_ms: AtomicU64::new(0),
+            header_timeout,
+            idle,
         }
     }
 
@@ -338,24 +353,48 @@ impl Activity {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Bytes arrived: with no request in flight they start a request head.
+    fn read_bytes(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) == 0 && self.head_ms.load(Ordering::Relaxed) == 0 {
+            self.head_ms.store(now.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
     fn busy(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.head_ms.store(0, Ordering::Relaxed);
         Busy(self)
     }
 
-    /// Resolves once the connection has been quiet, with no request in flight, for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    /// Resolves with the reason once a request head has taken longer than the header
+    /// timeout, or the connection has been quiet with no request in flight for the idle
+    /// timeout. One timer per connection, re-armed only when it fires.
+    async fn expired(&self) -> &'static str {
+        // Heads are checked at least this often, so a slow head is cut within 1.25x.
+        let tick = (self.header_timeout / 4).max(Duration::from_millis(10));
         loop {
-            let quiet = Duration::from_millis(
-                self.now_ms()
-                    .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
-            );
-            let busy = self.busy.load(Ordering::Relaxed) > 0;
-            if !busy && quiet >= idle {
-                return;
+            let now = self.now_ms();
+            let head = self.head_ms.load(Ordering::Relaxed);
+            if head != 0
+                && self.busy.load(Ordering::Relaxed) == 0
+                && Duration::from_millis(now.saturating_sub(head - 1)) >= self.header_timeout
+            {
+                return "request head not received within the header timeout";
             }
-            let wait = if busy { idle } else { idle - quiet };
-            tokio::time::sleep(wait).await;
+            let quiet =
+                Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)));
+            let busy = self.busy.load(Ordering::Relaxed) > 0;
+            if !busy && head == 0 && quiet >= self.idle {
+                return "idle";
+            }
+            let until_idle = if busy || head != 0 {
+                self.idle
+            } else {
+                self.idle - quiet
+            };
+            tokio::time::sleep(until_idle.min(tick)).await;
         }
     }
 }
@@ -385,7 +424,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read_bytes();
         }
         r
     }

@@ -470,6 +470,53 @@ async fn slow_headers_and_idle_connections_are_cut() {
 }
 
 #[tokio::test]
+async fn a_trickled_head_is_cut_though_bytes_keep_coming_and_keep_alive_survives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = ApiConfig {
+        port: 0,
+        header_read_timeout_secs: 1,
+        idle_timeout_secs: 30,
+        ..ApiConfig::default()
+    };
+    let r = serve(cfg).await;
+    // A keep-alive client that waits longer than the header timeout between two complete
+    // requests is not cut: the timeout is about a head in progress, not the pause.
+    let mut ok = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = ok.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
+    // Slowloris proper: a byte every 100 ms, never finishing the head. Each byte is well
+    // within the idle timeout; the head timeout must cut it anyway.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
+        .await
+        .unwrap();
+    let head = b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = false;
+    for b in head.iter() {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if !cut {
+        // Every byte was accepted by the kernel; the server must have closed its side.
+        let text = read_all(&mut slow).await;
+        assert!(!text.contains("200 OK"), "{text}");
+        cut = true;
+    }
+    assert!(cut);
+}
+
+#[tokio::test]
 async fn connection_cap_queues_extra_clients() {
     use tokio::io::AsyncWriteExt;
     let cfg = ApiConfig {

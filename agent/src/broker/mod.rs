@@ -39,6 +39,24 @@ pub struct IssuedToken {
     pub profile: String,
 }
 
+/// Refresh counters of one profile (see [`Broker::refresh_stats`]); operators watch them to
+/// see an IdP failing or slowing down before users notice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    /// Profile name.
+    pub profile: String,
+    /// Refreshes that produced a token.
+    pub ok: u64,
+    /// Refreshes that found the login gone (`invalid_grant`).
+    pub login_required: u64,
+    /// Refreshes that found the IdP unreachable or failing (retried with backoff).
+    pub idp_unavailable: u64,
+    /// Other failures (misconfiguration, refusals other than `invalid_grant`).
+    pub error: u64,
+    /// Total time of those refreshes: the IdP round trip plus persisting a rotated grant.
+    pub duration: Duration,
+}
+
 /// What a caller asks of a token.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokenRequest {
@@ -375,12 +393,16 @@ impl Broker {
         req: TokenRequest,
     ) -> Result<IssuedToken, BrokerError> {
         use tracing::Instrument;
-        let slot = self.inner.slot(profile)?.clone();
-        if slot.cfg.grant != GrantKind::Env
-            && let Some(t) = slot.cached(req.min_valid)
-        {
+        let slot = self.inner.slot(profile)?;
+        // An env profile is read from the environment and never refreshed: nothing to
+        // protect from cancellation, so no task is spawned for it (it is a hot path).
+        if slot.cfg.grant == GrantKind::Env {
+            return slot.env_token();
+        }
+        if let Some(t) = slot.cached(req.min_valid) {
             return Ok(t);
         }
+        let slot = slot.clone();
         // The slow path runs in its own task: a caller that gives up (a timed-out API
         // request) must not cancel a refresh between the IdP's rotation of the refresh token
         // and its write to the store.
@@ -392,6 +414,24 @@ impl Broker {
                 profile: profile.to_string(),
                 detail: format!("token task failed: {e}"),
             })?
+    }
+
+    /// Refresh counters of every profile, for `/metrics`: how often refreshing succeeded or
+    /// failed (by kind), and how long the refreshes took in total.
+    pub fn refresh_stats(&self) -> Vec<RefreshStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner
+            .slots
+            .values()
+            .map(|s| RefreshStats {
+                profile: s.name.clone(),
+                ok: s.stats.ok.load(Relaxed),
+                login_required: s.stats.login_required.load(Relaxed),
+                idp_unavailable: s.stats.unavailable.load(Relaxed),
+                error: s.stats.error.load(Relaxed),
+                duration: Duration::from_nanos(s.stats.idp_nanos.load(Relaxed)),
+            })
+            .collect()
     }
 
     /// Status of every profile.

@@ -11,6 +11,7 @@ use super::{BrokerError, IssuedToken, ProfileState, ProfileStatus, TokenRequest}
 use crate::config::{GrantKind, ProfileConfig, SecretSource};
 use crate::secret::Secret;
 use crate::store::{GrantStore, StoredGrant};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -89,6 +90,34 @@ pub(super) struct Slot {
     flight: tokio::sync::Mutex<()>,
     pub(super) wake: tokio::sync::Notify,
     pub(super) login: Mutex<Option<super::device::LoginRecord>>,
+    /// Refresh counters for `/metrics` (lock-free; read by [`super::Broker::refresh_stats`]).
+    pub(super) stats: RefreshCounters,
+}
+
+/// Per-profile refresh counters: outcomes and the time spent waiting for the IdP.
+#[derive(Debug, Default)]
+pub(super) struct RefreshCounters {
+    pub(super) ok: AtomicU64,
+    pub(super) login_required: AtomicU64,
+    pub(super) unavailable: AtomicU64,
+    pub(super) error: AtomicU64,
+    pub(super) idp_nanos: AtomicU64,
+}
+
+impl RefreshCounters {
+    fn record(&self, outcome: Option<FailKind>, took: Duration) {
+        let c = match outcome {
+            None => &self.ok,
+            Some(FailKind::LoginRequired) => &self.login_required,
+            Some(FailKind::Unavailable) => &self.unavailable,
+            Some(_) => &self.error,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.idp_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Something that can give the subject token of an exchange profile.
@@ -119,6 +148,7 @@ impl Slot {
             flight: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             login: Mutex::new(None),
+            stats: RefreshCounters::default(),
         }
     }
 
@@ -293,10 +323,12 @@ impl Slot {
                 self.internal("env profiles are read from the environment, not refreshed".into()),
             )),
         };
+        let took = started.elapsed();
         let mut st = self.lock();
         st.refreshing = false;
         match res {
             Ok(t) => {
+                self.stats.record(None, took);
                 st.failure = None;
                 tracing::debug!(
                     profile = %self.name,
@@ -323,6 +355,7 @@ impl Slot {
                     }
                     other => (FailKind::Error, other.to_string()),
                 };
+                self.stats.record(Some(kind), took);
                 self.record_failure(&mut st, kind, reason, None);
                 Err(e)
             }
@@ -338,6 +371,7 @@ impl Slot {
                     }
                     _ => (FailKind::Error, None),
                 };
+                self.stats.record(Some(kind), took);
                 let reason = e.to_string();
                 if kind == FailKind::LoginRequired {
                     st.refresh_token = None;
@@ -601,7 +635,7 @@ impl Slot {
     }
 
     /// `env` profiles: the variable is re-read on every request; a JWT's `exp` is honoured.
-    fn env_token(&self) -> Result<IssuedToken, BrokerError> {
+    pub(super) fn env_token(&self) -> Result<IssuedToken, BrokerError> {
         let var = self.cfg.token_env.as_deref().unwrap_or("GITHUB_TOKEN");
         let value = match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => v.trim().to_string(),

@@ -59,6 +59,38 @@ pub struct TokenArgs {
     pub json: bool,
 }
 
+fn token_path(profile: &str, min_valid: Option<u64>) -> String {
+    match min_valid {
+        Some(s) => format!("/v1/token/{profile}?min_valid={s}"),
+        None => format!("/v1/token/{profile}"),
+    }
+}
+
+/// Prints a raw token answer of the fast path (or the error it carries).
+fn print_token(status: u16, body: &[u8], json: bool) -> Result<(), ClientError> {
+    crate::api::client::check_status(status, body)?;
+    let answer: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Protocol(format!("the agent's answer is not JSON: {e}")))?;
+    print_answer(&answer, json)
+}
+
+/// The bare token, or with `--json` the whole answer.
+fn print_answer(answer: &serde_json::Value, json: bool) -> Result<(), ClientError> {
+    if json {
+        output::print_json(answer);
+        return Ok(());
+    }
+    match answer.get("access_token").and_then(|t| t.as_str()) {
+        Some(t) => {
+            output::print_line(t);
+            Ok(())
+        }
+        None => Err(ClientError::Protocol(
+            "the agent's answer has no access_token".into(),
+        )),
+    }
+}
+
 /// `stagepass status`.
 #[derive(Debug, Args)]
 #[command(
@@ -135,28 +167,26 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
         json,
     } = args;
     let print = move |client: Client, profile: String| async move {
-        let mut path = format!("/v1/token/{profile}");
-        if let Some(s) = min_valid {
-            path.push_str(&format!("?min_valid={s}"));
-        }
-        let answer = client.get_json(&path).await?;
-        if json {
-            output::print_json(&answer);
-        } else {
-            match answer.get("access_token").and_then(|t| t.as_str()) {
-                Some(t) => output::print_line(t),
-                None => {
-                    return Err(ClientError::Protocol(
-                        "the agent's answer has no access_token".into(),
-                    ));
-                }
-            }
-        }
+        let answer = client.get_json(&token_path(&profile, min_valid)).await?;
+        print_answer(&answer, json)?;
         Ok(ExitCode::SUCCESS)
     };
     match profile {
         Some(p) if valid_name(&p) => {
             let paths = Paths::from_env();
+            let path = token_path(&p, min_valid);
+            // The fast path: blocking socket, no runtime. Only without a socket (TCP-only
+            // agent, or none) does the full client run, and it says what is wrong.
+            match crate::api::quick::get(&paths, &path) {
+                Ok(Some((status, body))) => {
+                    return match print_token(status, &body, json) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => report(&e),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return report(&e),
+            }
             let rt = match super::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -1,0 +1,159 @@
+//! A blocking, runtime-free `GET` over the Unix socket: the `stagepass token` fast path.
+//!
+//! `$(stagepass token NAME)` runs in scripts and prompts, often many times a minute, so the
+//! process must be done in well under a millisecond: no tokio runtime, no config file, no
+//! HTTP library. This module opens the socket with std, writes one HTTP/1.1 request with
+//! `Connection: close`, reads to EOF and parses the one answer our own server sends
+//! (status line, headers, a `Content-Length` body). Anything it does not expect is a
+//! protocol error; when the socket is absent the caller falls back to [`super::client`],
+//! which also knows the TCP endpoint.
+
+use super::client::{ClientError, REQUEST_TIMEOUT};
+use crate::paths::Paths;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use zeroize::Zeroizing;
+
+/// Largest answer accepted (a token answer is a few KiB).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// `GET path` on the agent's socket: `Ok(None)` when there is no socket (use the full
+/// client), else the status and body of the answer.
+pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientError> {
+    let socket = paths.socket();
+    let secret_path = paths.api_secret();
+    let secret = match super::secret_file::read(&secret_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(ClientError::NotRunning(format!(
+                "no secret file at {}",
+                secret_path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(ClientError::Protocol(format!(
+                "cannot use {}: {e}",
+                secret_path.display()
+            )));
+        }
+    };
+    let mut stream = match UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ClientError::NotRunning(format!(
+                "cannot connect to {}: {e}",
+                socket.display()
+            )));
+        }
+    };
+    let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
+    stream
+        .set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io)?;
+    let mut req = Zeroizing::new(Vec::with_capacity(160 + path.len()));
+    req.extend_from_slice(b"GET ");
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ");
+    req.extend_from_slice(secret.expose().as_bytes());
+    req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    stream.write_all(&req).map_err(io)?;
+    let mut answer = Zeroizing::new(Vec::with_capacity(4096));
+    let mut chunk = Zeroizing::new([0u8; 4096]);
+    loop {
+        match stream.read(chunk.as_mut()) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&chunk[..n]);
+                if answer.len() > MAX_ANSWER {
+                    return Err(ClientError::Protocol(
+                        "the agent's answer is too large".into(),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(ClientError::Protocol(format!(
+                    "no answer within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                )));
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+    parse(&answer).map(Some)
+}
+
+/// Splits one HTTP/1.1 answer into status and body.
+fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+    let bad = |what: &str| ClientError::Protocol(format!("the agent's answer {what}"));
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("has no complete head"))?;
+    let head = std::str::from_utf8(&answer[..head_end]).map_err(|_| bad("head is not text"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| bad("has no HTTP/1.1 status line"))?;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(bad("has a malformed header"));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| bad("has a bad Content-Length"))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(bad("uses a transfer encoding this client does not read"));
+        }
+    }
+    let body = &answer[head_end + 4..];
+    let body = match length {
+        Some(n) => body.get(..n).ok_or_else(|| bad("ended early"))?,
+        None => body,
+    };
+    Ok((status, body.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_content_length_answer() {
+        let (s, b) = parse(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_slice()), (200, b"{}".as_slice()));
+        let (s, b) =
+            parse(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 3\r\n\r\nabcdef").unwrap();
+        assert_eq!((s, b.as_slice()), (401, b"abc".as_slice()));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        for bad in [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}".as_slice(),
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"SSH-2.0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ClientError::Protocol(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! `stagepass-bench`: the side-by-side figures of issue 8, from one command (`bench/run`).
+//!
+//! It starts the real IdP of the test bed on loopback, runs the release `stagepass` binary
+//! as the agent, and measures each pair alternately (A B A B ...) so machine drift cancels:
+//! HTTP cache hits against a bare hyper server (wrk), `stagepass token` against
+//! `oidc-token`, single flight under a slow IdP, boot and memory, and a fleet simulation
+//! that runs the real scheduler code (`broker::timing`) on a virtual clock. It prints a
+//! markdown table, writes it with a JSON twin and an SVG chart to the output directory.
+//! Nothing here is a test: no figure is asserted.
+
+mod catalog;
+mod fleet;
+mod proc;
+mod report;
+mod svg;
+
+use anyhow::{Context, Result, bail};
+use report::{Report, Series};
+use stagepass_e2e::{Fault, Idp, IdpOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bare-hyper") {
+        return proc::bare_hyper_main(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(run(quick))?;
+    report.write(&out)?;
+    Ok(())
+}
+
+async fn run(quick: bool) -> Result<Report> {
+    let mut r = Report::new(quick);
+    let bin = proc::stagepass_bin()?;
+    r.fact(
+        "binary size",
+        format!("{} bytes", std::fs::metadata(&bin)?.len()),
+    );
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+
+    // (6) and (5) first: no agent running, no noise from the others.
+    fleet::run(&mut r);
+    catalog::run(&mut r, quick)?;
+    r.note(
+        "catalog save -> diff latency: needs the Backstage peer; the e2e test \
+         catalog_check measures it, this bench does not yet"
+            .into(),
+    );
+
+    // (4) boot, then keep the last agent for (1) and (2).
+    let mut agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
+
+    // (1) HTTP cache hits vs bare hyper.
+    http(&mut r, &mut agent, quick).await?;
+
+    // (2) stagepass token vs oidc-token.
+    cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
+
+    // Idle CPU of the agent (it watches a generated 10k-file repository).
+    let idle = if quick { 10 } else { 60 };
+    let cpu = proc::cpu_ticks(agent.pid());
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let ticks = proc::cpu_ticks(agent.pid()).saturating_sub(cpu);
+    r.fact(
+        "idle CPU (agent watching a 10k-file repository)",
+        format!(
+            "{:.3} % of one core over {idle} s ({ticks} clock ticks)",
+            ticks as f64 / proc::ticks_per_second() / idle as f64 * 100.0
+        ),
+    );
+
+    // RSS after the load above.
+    r.fact(
+        "RSS after the HTTP load",
+        format!(
+            "{} KiB after {} requests",
+            proc::rss_kib(agent.pid()),
+            agent.requests_served
+        ),
+    );
+    drop(agent);
+
+    // (3) single flight.
+    single_flight(&mut r, &idp, quick).await?;
+    Ok(r)
+}
+
+/// A running agent with a stored device login, and how to reach it.
+pub struct Agent {
+    child: proc::Child,
+    /// Its HOME (runtime dir, config, state below it).
+    pub home: tempfile::TempDir,
+    /// TCP port.
+    pub port: u16,
+    /// The per-boot secret.
+    pub secret: String,
+    /// Requests the benchmarks sent it (for the RSS line).
+    pub requests_served: u64,
+}
+
+impl Agent {
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+    fn runtime_dir(&self) -> PathBuf {
+        self.home.path().join("xdg/stagepass")
+    }
+}
+
+/// Writes a config with one device profile `dev` and a stored grant for it.
+/// With `repo_files`, the catalog watches a generated repository of that many files;
+/// without, the catalog is off.
+async fn prepare_home(idp: &Idp, repo_files: Option<usize>) -> Result<tempfile::TempDir> {
+    let home = stagepass_e2e::support::private_tempdir()?;
+    let repo = home.path().join("repo");
+    let catalog = match repo_files {
+        Some(n) => {
+            catalog::generate(&repo, n)?;
+            format!("[catalog]\nroot = \"{}\"\n", repo.display())
+        }
+        None => "[catalog]\nenabled = false\n".to_string(),
+    };
+    let cfg = home.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api]\nport = 0\nmax_connections = 256\n[store]\nbackend = \"file\"\n\
+             {catalog}\
+             [profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
+             scopes = [\"openid\", \"offline_access\", \"catalog:read\"]\naudience = \"{}\"\n",
+            idp.issuer(),
+            stagepass_e2e::idp::AUD_BACKSTAGE
+        ),
+    )?;
+    let t = idp
+        .device_login(
+            Idp::PUBLIC_CLIENT,
+            "openid offline_access catalog:read",
+            Some(stagepass_e2e::idp::AUD_BACKSTAGE),
+            "bench",
+        )
+        .await?;
+    let rt = t.refresh_token.context("the IdP gave no refresh token")?;
+    let config = stagepass::config::Config::load_files(&[cfg])?;
+    let store =
+        stagepass::store::GrantStore::open(&config.store, &home.path().join("state/stagepass"))
+            .await?;
+    store.save(
+        "dev",
+        &stagepass::store::StoredGrant::new(idp.issuer(), Idp::PUBLIC_CLIENT, rt, None),
+    )?;
+    Ok(home)
+}
+
+/// (4) Boot: start -> socket answering, start -> first fresh token (stored grant), idle RSS.
+async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agent> {
+    let mut answering = Vec::new();
+    let mut fresh = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let home = prepare_home(idp, Some(10_000)).await?;
+        let paths = proc::paths_of(home.path());
+        let t0 = Instant::now();
+        let child = proc::spawn_agent(bin, home.path())?;
+        let deadline = t0 + Duration::from_secs(30);
+        loop {
+            if let Ok(Some((200, _))) = stagepass::api::quick::get(&paths, "/healthz") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the agent did not answer within 30 s (hang guard)");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        answering.push(t0.elapsed());
+        loop {
+            if let Ok(Some((200, _))) = stagepass::api::quick::get(&paths, "/v1/token/dev") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("no token within 30 s (hang guard)");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        fresh.push(t0.elapsed());
+        last = Some((child, home));
+    }
+    let (child, home) = last.context("no boot run")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let paths = proc::paths_of(home.path());
+    let endpoint =
+        stagepass::api::client::EndpointFile::read(&paths).context("no endpoint.json")?;
+    let secret = std::fs::read_to_string(paths.api_secret())?;
+    let agent = Agent {
+        child,
+        port: endpoint.port.context("TCP is off")?,
+        secret,
+        home,
+        requests_served: 0,
+    };
+    r.boot(&answering, &fresh);
+    r.fact("RSS idle", format!("{} KiB", proc::rss_kib(agent.pid())));
+    Ok(agent)
+}
+
+/// (1) HTTP cache hits through the whole guard vs a bare hyper server sending the same bytes.
+async fn http(r: &mut Report, agent: &mut Agent, quick: bool) -> Result<()> {
+    // The exact answer of the agent, for the baseline to serve.
+    let url = format!("http://127.0.0.1:{}/v1/token/dev", agent.port);
+    let body = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&agent.secret)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let bare = proc::spawn_bare_hyper(&body)?;
+    let base_url = format!("http://127.0.0.1:{}/v1/token/dev", bare.port);
+    let secs = if quick { 2 } else { 5 };
+    let rounds = if quick { 1 } else { 3 };
+    let auth = format!("Authorization: Bearer {}", agent.secret);
+    for conns in [1usize, 16, 64] {
+        let mut ours = Vec::new();
+        let mut base = Vec::new();
+        for _ in 0..rounds {
+            let w = proc::wrk(&url, conns, secs, Some(&auth))?;
+            agent.requests_served += w.requests;
+            ours.push(w);
+            base.push(proc::wrk(&base_url, conns, secs, Some(&auth))?);
+        }
+        r.http(conns, &ours, &base);
+    }
+    drop(bare);
+    Ok(())
+}
+
+/// (2) `stagepass token dev` vs `oidc-token bench`, alternately, `runs` each.
+async fn cli(r: &mut Report, bin: &Path, agent: &Agent, idp: &Idp, runs: usize) -> Result<()> {
+    let oidc = match proc::OidcAgent::start(idp).await {
+        Ok(o) => Some(o),
+        Err(e) => {
+            r.note(format!("oidc-token: not measured ({e:#})"));
+            None
+        }
+    };
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let runtime_parent = agent
+        .runtime_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .context("runtime dir")?;
+    for _ in 0..runs {
+        ours.push(proc::time_cmd(
+            std::process::Command::new(bin)
+                .args(["token", "dev"])
+                .env_clear()
+                .env("HOME", agent.home.path())
+                .env("XDG_RUNTIME_DIR", &runtime_parent),
+        )?);
+        if let Some(o) = &oidc {
+            theirs.push(proc::time_cmd(&mut o.command())?);
+        }
+    }
+    r.cli(&ours, &theirs);
+    Ok(())
+}
+
+/// (3) N concurrent callers on an expired token, IdP answering in 50 ms.
+async fn single_flight(r: &mut Report, idp: &Idp, quick: bool) -> Result<()> {
+    use stagepass::broker::{Broker, BrokerOptions, TokenRequest};
+    let sizes: &[usize] = if quick {
+        &[1, 100, 1000]
+    } else {
+        &[1, 100, 1000, 10_000]
+    };
+    // 2 s tokens so the cached one expires quickly (the broker keeps a quarter as skew).
+    idp.set_ttl(Some(2), None, None).await?;
+    for &n in sizes {
+        let home = prepare_home(idp, None).await?;
+        let paths = stagepass::paths::Paths {
+            config_files: vec![home.path().join("config.toml")],
+            state_dir: home.path().join("state/stagepass"),
+            runtime_dir: home.path().join("run"),
+        };
+        let config = stagepass::config::Config::load_files(&paths.config_files)?;
+        let broker = Broker::start_with(
+            &config,
+            &paths,
+            BrokerOptions {
+                background_refresh: false,
+                ..BrokerOptions::default()
+            },
+        )
+        .await?;
+        let first = broker.token("dev", TokenRequest::default()).await?;
+        let exp = first.expires_at.context("no expiry")?;
+        while std::time::SystemTime::now() < exp {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        idp.set_fault(Fault::Slow(Duration::from_millis(50)))
+            .await?;
+        idp.reset_stats().await?;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n + 1));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (b, barrier) = (broker.clone(), barrier.clone());
+            set.spawn(async move {
+                barrier.wait().await;
+                b.token("dev", TokenRequest::default()).await.is_ok()
+            });
+        }
+        barrier.wait().await;
+        let t0 = Instant::now();
+        let mut ok = 0usize;
+        while let Some(res) = set.join_next().await {
+            if res.unwrap_or(false) {
+                ok += 1;
+            }
+        }
+        let took = t0.elapsed();
+        idp.set_fault(Fault::None).await?;
+        let calls = idp
+            .stats()
+            .await?
+            .grant(stagepass_e2e::idp::GRANT_REFRESH_TOKEN)
+            .requests;
+        r.single_flight(n, ok, calls, took);
+    }
+    idp.set_ttl(Some(3600), None, None).await?;
+    Ok(())
+}
+
+/// Percentile of sorted samples.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Convenience for [`Series`] building.
+pub fn series(name: &str, mut samples: Vec<Duration>) -> Series {
+    samples.sort_unstable();
+    Series {
+        name: name.to_string(),
+        p50: pct(&samples, 0.50),
+        p90: pct(&samples, 0.90),
+        p99: pct(&samples, 0.99),
+        n: samples.len(),
+    }
+}

@@ -1,0 +1,286 @@
+//! The results: a markdown table (stdout and `results.md`), the same as JSON
+//! (`results.json`) and the latency chart (`latency.svg`).
+
+use crate::proc::WrkResult;
+use anyhow::Result;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+/// Latency percentiles of one series, for tables and the chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// What was measured.
+    pub name: String,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Samples.
+    pub n: usize,
+}
+
+/// Everything measured in one run.
+pub struct Report {
+    md: String,
+    json: Value,
+    chart: Vec<Series>,
+    notes: Vec<String>,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Report {
+    /// An empty report that names the machine.
+    pub fn new(quick: bool) -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# stagepass benchmarks\n\nMachine: {cpu}, {cores} cores, load average at start {}.{}\n",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            if quick {
+                " Quick mode (fewer runs)."
+            } else {
+                ""
+            }
+        );
+        Self {
+            md,
+            json: json!({"machine": {"cpu": cpu, "cores": cores, "loadavg": load.trim()}, "quick": quick}),
+            chart: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// A single fact (size, RSS).
+    pub fn fact(&mut self, what: &str, value: String) {
+        let _ = writeln!(self.md, "- {what}: {value}");
+        self.json["facts"][what] = json!(value);
+    }
+
+    /// Something the reader must know (a part not measured and why).
+    pub fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+
+    /// (4) boot times.
+    pub fn boot(&mut self, answering: &[Duration], fresh: &[Duration]) {
+        let a = crate::series("start -> socket answering", answering.to_vec());
+        let f = crate::series("start -> first fresh token", fresh.to_vec());
+        let _ = writeln!(
+            self.md,
+            "\n## Boot ({} runs, release binary, stored grant, real IdP, catalog watching a 10k-file repository)\n\n\
+             | what | median | max |\n|---|---:|---:|\n\
+             | process start -> socket answers /healthz | {:.1} ms | {:.1} ms |\n\
+             | process start -> first fresh token (boot refresh at the IdP) | {:.1} ms | {:.1} ms |\n",
+            answering.len(),
+            us(a.p50) / 1e3,
+            us(answering.iter().copied().max().unwrap_or_default()) / 1e3,
+            us(f.p50) / 1e3,
+            us(fresh.iter().copied().max().unwrap_or_default()) / 1e3,
+        );
+        self.json["boot"] = json!({
+            "runs": answering.len(),
+            "socket_answering_ms": answering.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>(),
+            "first_fresh_token_ms": fresh.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>(),
+        });
+    }
+
+    /// (1) one connection count of the HTTP comparison.
+    pub fn http(&mut self, conns: usize, ours: &[WrkResult], base: &[WrkResult]) {
+        if conns == 1 {
+            let _ = writeln!(
+                self.md,
+                "\n## HTTP cache hit: `GET /v1/token/dev`, guard on, vs bare hyper with the same bytes\n\n\
+                 wrk, keep-alive, rounds alternate stagepass / baseline; medians of the rounds.\n\n\
+                 | conns | stagepass req/s | p50 | p99 | bare hyper req/s | p50 | p99 | ratio |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+        }
+        let m = |v: &[WrkResult], f: fn(&WrkResult) -> f64| median(v.iter().map(f).collect());
+        let (or, br) = (m(ours, |w| w.rps), m(base, |w| w.rps));
+        let ratio = if br > 0.0 { or / br } else { 0.0 };
+        let p = |v: &[WrkResult], f: fn(&WrkResult) -> Duration| {
+            median(v.iter().map(|w| us(f(w))).collect())
+        };
+        let _ = writeln!(
+            self.md,
+            "| {conns} | {or:.0} | {:.0} us | {:.0} us | {br:.0} | {:.0} us | {:.0} us | **{ratio:.2}x** |",
+            p(ours, |w| w.p50),
+            p(ours, |w| w.p99),
+            p(base, |w| w.p50),
+            p(base, |w| w.p99),
+        );
+        let rounds = |v: &[WrkResult]| {
+            v.iter()
+                .map(|w| json!({"rps": w.rps, "p50_us": us(w.p50), "p90_us": us(w.p90), "p99_us": us(w.p99), "requests": w.requests}))
+                .collect::<Vec<_>>()
+        };
+        self.json["http"][conns.to_string()] =
+            json!({"stagepass": rounds(ours), "bare_hyper": rounds(base), "ratio": ratio});
+        if conns == 16 {
+            let s = |name: &str, v: &[WrkResult]| Series {
+                name: name.into(),
+                p50: Duration::from_secs_f64(p(v, |w| w.p50) / 1e6),
+                p90: Duration::from_secs_f64(p(v, |w| w.p90) / 1e6),
+                p99: Duration::from_secs_f64(p(v, |w| w.p99) / 1e6),
+                n: v.iter().map(|w| w.requests as usize).sum(),
+            };
+            self.chart.push(s("stagepass HTTP (16 conns)", ours));
+            self.chart.push(s("bare hyper (16 conns)", base));
+        }
+    }
+
+    /// (2) the CLI comparison.
+    pub fn cli(&mut self, ours: &[Duration], theirs: &[Duration]) {
+        let a = crate::series("stagepass token", ours.to_vec());
+        let _ = writeln!(
+            self.md,
+            "\n## Token CLI, cached token, process spawn to exit (alternating runs)\n\n\
+             | command | runs | median | p90 | p99 |\n|---|---:|---:|---:|---:|\n\
+             | `stagepass token dev` | {} | {:.0} us | {:.0} us | {:.0} us |",
+            a.n,
+            us(a.p50),
+            us(a.p90),
+            us(a.p99)
+        );
+        self.json["cli"]["stagepass_token_us"] =
+            json!(ours.iter().map(|d| us(*d)).collect::<Vec<_>>());
+        self.chart.push(a.clone());
+        if !theirs.is_empty() {
+            let b = crate::series("oidc-token", theirs.to_vec());
+            let ratio = us(b.p50) / us(a.p50).max(1.0);
+            let _ = writeln!(
+                self.md,
+                "| `oidc-token bench` (Debian oidc-agent-cli) | {} | {:.0} us | {:.0} us | {:.0} us |\n\n\
+                 Median ratio oidc-token / stagepass token: **{ratio:.2}x** (above 1 means stagepass is faster).",
+                b.n,
+                us(b.p50),
+                us(b.p90),
+                us(b.p99)
+            );
+            self.json["cli"]["oidc_token_us"] =
+                json!(theirs.iter().map(|d| us(*d)).collect::<Vec<_>>());
+            self.json["cli"]["median_ratio_oidc_over_stagepass"] = json!(ratio);
+            self.chart.push(b);
+        }
+    }
+
+    /// (3) one single-flight size.
+    pub fn single_flight(&mut self, n: usize, ok: usize, calls: u64, took: Duration) {
+        if self.json.get("single_flight").is_none() {
+            let _ = writeln!(
+                self.md,
+                "\n## Single flight: N concurrent callers on an expired token, IdP answering in 50 ms (`slow` fault)\n\n\
+                 | callers | served | IdP refresh calls | time until all served |\n|---:|---:|---:|---:|"
+            );
+            self.json["single_flight"] = json!([]);
+        }
+        let _ = writeln!(
+            self.md,
+            "| {n} | {ok} | {calls} | {:.1} ms |",
+            us(took) / 1e3
+        );
+        if let Some(a) = self.json["single_flight"].as_array_mut() {
+            a.push(json!({"callers": n, "served": ok, "idp_calls": calls, "ms": us(took) / 1e3}));
+        }
+    }
+
+    /// (5) one catalog scan size.
+    pub fn catalog_scan(
+        &mut self,
+        files: usize,
+        median: Duration,
+        seen: usize,
+        watches: usize,
+        catalog_files: usize,
+        entities: usize,
+    ) {
+        if self.json.get("catalog_scan").is_none() {
+            let _ = writeln!(
+                self.md,
+                "\n## Catalog: initial scan (walk, parse, validate), median of 3\n\n\
+                 | repo files | scan | files seen | watches (dirs) | catalog files | entities |\n|---:|---:|---:|---:|---:|---:|"
+            );
+            self.json["catalog_scan"] = json!([]);
+        }
+        let _ = writeln!(
+            self.md,
+            "| {files} | {:.1} ms | {seen} | {watches} | {catalog_files} | {entities} |",
+            us(median) / 1e3
+        );
+        if let Some(a) = self.json["catalog_scan"].as_array_mut() {
+            a.push(json!({"files": files, "ms": us(median) / 1e3, "seen": seen, "watches": watches, "catalog_files": catalog_files, "entities": entities}));
+        }
+    }
+
+    /// (6) one fleet schedule.
+    pub fn fleet(&mut self, jitter: bool, peak_boot: u32, peak_steady: u32, mean: f64) {
+        if jitter {
+            let _ = writeln!(
+                self.md,
+                "\n## Fleet: 10,000 agents booting within 5 min, 1 h tokens, 8 h\n\n\
+                 Simulated on a virtual clock with the agent's real scheduler code \
+                 (`broker::timing::refresh_after`, `skew_for`, `unit`); the IdP answers at once.\n\n\
+                 | schedule | peak IdP req/s (first 10 min) | peak IdP req/s (8th hour) | mean IdP req/s |\n|---|---:|---:|---:|"
+            );
+        }
+        let name = if jitter {
+            "stagepass (70-80 % of lifetime, jittered)"
+        } else {
+            "no jitter (exactly 75 %)"
+        };
+        let _ = writeln!(
+            self.md,
+            "| {name} | {peak_boot} | {peak_steady} | {mean:.2} |"
+        );
+        self.json["fleet"][if jitter { "jitter" } else { "no_jitter" }] = json!({
+            "peak_rps_boot": peak_boot, "peak_rps_8th_hour": peak_steady, "mean_rps": mean,
+            "simulated": "virtual clock, real broker::timing code"
+        });
+    }
+
+    /// Prints the table and writes results.md, results.json and latency.svg under `dir`.
+    pub fn write(mut self, dir: &Path) -> Result<()> {
+        if !self.notes.is_empty() {
+            self.md.push_str("\n## Not measured in this run\n\n");
+            for n in &self.notes {
+                let _ = writeln!(self.md, "- {n}");
+            }
+            self.json["notes"] = json!(self.notes);
+        }
+        self.md.push_str("\n![latency percentiles](latency.svg)\n");
+        print!("{}", self.md);
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("results.md"), &self.md)?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_vec_pretty(&self.json)?,
+        )?;
+        std::fs::write(dir.join("latency.svg"), crate::svg::chart(&self.chart))?;
+        Ok(())
+    }
+}
