@@ -26,3 +26,6 @@ pub mod logging;
 pub mod paths;
 pub mod secret;
 pub mod store;
+
+#[cfg(test)]
+mod proptests;
