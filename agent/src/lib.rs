@@ -28,3 +28,6 @@ pub mod mcp;
 pub mod paths;
 pub mod secret;
 pub mod store;
+
+#[cfg(test)]
+mod proptests;

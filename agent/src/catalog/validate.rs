@@ -150,6 +150,11 @@ pub fn check_text(text: &str, display: &Path) -> FileReport {
         }
         report.findings.extend(c.findings);
     }
+    // The parser places nodes and errors found at the end of input on the line after the
+    // last one; point them at the end of the file, where an editor can jump.
+    for f in &mut report.findings {
+        (f.line, f.col) = yaml::inside(text, f.line, f.col);
+    }
     report.findings.sort_by_key(|f| (f.line, f.col));
     report
 }

@@ -166,6 +166,20 @@ enum Frame {
     },
 }
 
+/// Clamps a parser position into `text`: the parser reports errors found at the end of
+/// input (and nodes that start there) on the line after the last one, which an editor
+/// cannot jump to. Such a position is put just after the last character instead.
+pub(crate) fn inside(text: &str, line: usize, col: usize) -> (usize, usize) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let last = lines.len().max(1);
+    if line > last {
+        let len = lines.last().map_or(0, |l| l.len());
+        (last, len + 1)
+    } else {
+        (line.max(1), col.max(1))
+    }
+}
+
 /// Parses every document of `text`.
 pub fn parse_stream(text: &str) -> Stream {
     let mut out = Stream::default();
@@ -179,9 +193,10 @@ pub fn parse_stream(text: &str) -> Stream {
         let (event, span) = match next {
             Ok(v) => v,
             Err(e) => {
+                let (pos_line, pos_col) = inside(text, e.marker().line(), e.marker().col() + 1);
                 out.errors.push(YamlError {
-                    pos_line: e.marker().line(),
-                    pos_col: e.marker().col() + 1,
+                    pos_line,
+                    pos_col,
                     message: e.info().to_string(),
                     rule: "yaml-syntax",
                 });

@@ -199,13 +199,10 @@ impl Config {
         }
         let located = |e: ConfigError| relocate(e, &all);
         check_required(&merged).map_err(located)?;
-        let config: Config =
-            Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError::Parse {
-                path: PathBuf::from("(merged config)"),
-                line: 0,
-                column: 0,
-                message: e.message().to_string(),
-            })?;
+        let config: Config = match Config::deserialize(toml::Value::Table(merged.clone())) {
+            Ok(c) => c,
+            Err(e) => return Err(located(merged_error(&merged, e.message()))),
+        };
         config.validate().map_err(located)?;
         Ok(config)
     }
@@ -270,6 +267,45 @@ fn check_required(merged: &toml::Table) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// An error the merged layers alone have (e.g. a table missing a required key that no layer
+/// sets), as an [`ConfigError::Invalid`] keyed on the table it is about, so that [`relocate`]
+/// can point it at the file and line that opened that table.
+///
+/// The merged table is written out as TOML and parsed again to learn where the error is;
+/// the nearest `[table]` header at or above that point names the table.
+fn merged_error(merged: &toml::Table, message: &str) -> ConfigError {
+    let key = toml::to_string(merged)
+        .ok()
+        .and_then(|text| {
+            let span = toml::from_str::<Config>(&text).err()?.span()?;
+            // Up to the end of the line where the error starts: it may be the header itself.
+            let end = text
+                .get(span.start..)?
+                .find('\n')
+                .map_or(text.len(), |i| span.start + i);
+            let before = text.get(..end)?;
+            before.lines().rev().find_map(|l| {
+                let l = l.trim();
+                let inner = l.strip_prefix('[')?.strip_suffix(']')?;
+                let inner = inner.trim_start_matches('[').trim_end_matches(']');
+                Some(
+                    inner
+                        .split('.')
+                        .map(|s| s.trim().trim_matches('"'))
+                        .collect::<Vec<_>>()
+                        .join("."),
+                )
+            })
+        })
+        .unwrap_or_default();
+    ConfigError::Invalid {
+        path: PathBuf::from("(merged config)"),
+        line: 0,
+        key,
+        message: message.to_string(),
+    }
 }
 
 /// Points an [`ConfigError::Invalid`] at the last layer that set its key (or, for a missing

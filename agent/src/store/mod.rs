@@ -75,6 +75,13 @@ impl GrantStore {
     /// `auto` probes the Secret Service with a write/read/delete round trip; when it does not
     /// answer, the file store is used and the reason is logged and kept for status.
     pub async fn open(cfg: &StoreConfig, state_dir: &Path) -> Result<Self, StoreError> {
+        // The state dir itself is checked first: creating `grants` under a symlinked state
+        // dir would otherwise follow the link (only the leaf was checked).
+        crate::paths::ensure_private_dir(state_dir).map_err(|source| StoreError::Io {
+            path: state_dir.to_path_buf(),
+            op: "create state dir",
+            source,
+        })?;
         let dir = cfg.dir.clone().unwrap_or_else(|| state_dir.join("grants"));
         let lock_dir = state_dir.join("locks");
         let (backend, info) = match cfg.backend {
