@@ -21,7 +21,7 @@ const DEFAULT_KILLS: usize = 100;
 
 /// Entry point of the child agent: forced refreshes back to back, one line per outcome.
 #[test]
-#[ignore = "child process of sigkill_during_refreshes_loses_no_login_and_serves_no_expired_token; started by it"]
+#[ignore = "child process of sigkill_during_refreshes_serves_no_expired_token_and_counts_relogins; started by it"]
 fn kill_refresh_child() {
     let (Some(config), Some(state)) = (
         std::env::var_os(CHILD_CONFIG),
@@ -69,7 +69,7 @@ struct Counts {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_refreshes_loses_no_login_and_serves_no_expired_token() {
+async fn sigkill_during_refreshes_serves_no_expired_token_and_counts_relogins() {
     let kills = std::env::var("STAGEPASS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
