@@ -116,6 +116,15 @@ type OidcClient = oauth2::Client<
     BasicRevocationErrorResponse,
 >;
 
+/// A client with our id and, for confidential clients, the secret: the part every flow shares.
+fn oauth_client(client: &ClientAuth) -> OidcClient {
+    let c = OidcClient::new(ClientId::new(client.client_id.clone()));
+    match &client.secret {
+        Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
+        None => c,
+    }
+}
+
 /// Who signed in, from the non-secret claims of the last ID token (`whoami`, status). The
 /// claims are read, not verified: the token came straight from the IdP's token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -534,13 +543,9 @@ impl Idp {
                 self.issuer
             )));
         };
-        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
+        let c = oauth_client(client)
             .set_auth_type(AuthType::RequestBody)
             .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device));
-        let c = match &client.secret {
-            Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
-            None => c,
-        };
         let meta = Arc::new(Mutex::new(Meta::default()));
         let mut req = c
             .exchange_device_code()
@@ -582,13 +587,9 @@ impl Idp {
                     continue;
                 }
             };
-            let c = OidcClient::new(ClientId::new(client.client_id.clone()))
+            let c = oauth_client(client)
                 .set_auth_type(AuthType::RequestBody)
                 .set_token_uri(TokenUrl::from_url(ep.token.clone()));
-            let c = match &client.secret {
-                Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
-                None => c,
-            };
             let meta = Arc::new(Mutex::new(Meta::default()));
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let seen = interval.clone();
@@ -644,13 +645,9 @@ impl Idp {
         target: &Target,
     ) -> Result<Grant, IdpError> {
         let ep = self.endpoints().await?;
-        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
+        let c = oauth_client(client)
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(TokenUrl::from_url(ep.token.clone()));
-        let c = match &client.secret {
-            Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
-            None => c,
-        };
         let rt = RefreshToken::new(refresh_token.expose().to_string());
         let meta = Arc::new(Mutex::new(Meta::default()));
         let mut req = c.exchange_refresh_token(&rt);
@@ -671,12 +668,7 @@ impl Idp {
         target: &Target,
     ) -> Result<Grant, IdpError> {
         let ep = self.endpoints().await?;
-        let c = OidcClient::new(ClientId::new(client.client_id.clone()))
-            .set_token_uri(TokenUrl::from_url(ep.token.clone()));
-        let c = match &client.secret {
-            Some(s) => c.set_client_secret(ClientSecret::new(s.expose().to_string())),
-            None => c,
-        };
+        let c = oauth_client(client).set_token_uri(TokenUrl::from_url(ep.token.clone()));
         let meta = Arc::new(Mutex::new(Meta::default()));
         let mut req = c
             .exchange_client_credentials()
