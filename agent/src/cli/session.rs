@@ -236,21 +236,25 @@ pub fn logout(extra: Option<PathBuf>, args: LogoutArgs) -> ExitCode {
 
 /// `stagepass doctor`.
 pub fn doctor(extra: Option<PathBuf>, _args: DoctorArgs) -> ExitCode {
-    let (config, paths) = match super::load(extra) {
+    let (config, paths, rt) = match setup(extra) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("stagepass: {e}");
-            return ExitCode::from(super::EXIT_CONFIG);
-        }
-    };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stagepass: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(doctor::run(&config, &paths))
+}
+
+/// Config, paths and a current-thread runtime for a one-shot command, or the exit code
+/// (after saying why on stderr).
+fn setup(extra: Option<PathBuf>) -> Result<(Config, Paths, tokio::runtime::Runtime), ExitCode> {
+    let (config, paths) = super::load(extra).map_err(|e| {
+        eprintln!("stagepass: {e}");
+        ExitCode::from(super::EXIT_CONFIG)
+    })?;
+    let rt = super::runtime().map_err(|e| {
+        eprintln!("stagepass: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, paths, rt))
 }
 
 /// Loads config, connects to the agent and runs `f`; maps client errors to exit codes.
@@ -259,19 +263,9 @@ where
     F: FnOnce(Client, Config, Paths) -> Fut,
     Fut: Future<Output = Result<ExitCode, ClientError>>,
 {
-    let (config, paths) = match super::load(extra) {
+    let (config, paths, rt) = match setup(extra) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("stagepass: {e}");
-            return ExitCode::from(super::EXIT_CONFIG);
-        }
-    };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stagepass: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         let client = Client::new(&paths)?;
