@@ -6,15 +6,12 @@
 
 mod broker_support;
 
-use broker_support::{World, device_profile, opts};
+use broker_support::{World, child_broker, device_profile, opts};
 use stagepass::broker::{Broker, TokenRequest};
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
-
-const CHILD_CONFIG: &str = "STAGEPASS_E2E_CHILD_CONFIG";
-const CHILD_STATE: &str = "STAGEPASS_E2E_CHILD_STATE";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_is_chosen_with_reason_and_locked_down() {
@@ -62,23 +59,8 @@ async fn file_store_is_chosen_with_reason_and_locked_down() {
 #[test]
 #[ignore = "child process of login_survives_kill_9_between_refreshes; started by it"]
 fn kill9_child() {
-    let (Some(config), Some(state)) = (
-        std::env::var_os(CHILD_CONFIG),
-        std::env::var_os(CHILD_STATE),
-    ) else {
-        panic!("{CHILD_CONFIG} and {CHILD_STATE} must be set: this is a child process entry point");
-    };
-    let config = stagepass::config::Config::load_files(&[config.into()]).unwrap();
-    let paths = stagepass::paths::Paths {
-        config_files: vec![],
-        state_dir: state.into(),
-        runtime_dir: std::env::temp_dir(),
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, broker) = child_broker();
     rt.block_on(async {
-        let broker = Broker::start_with(&config, &paths, opts(false))
-            .await
-            .unwrap();
         let force = TokenRequest {
             min_valid: Some(Duration::from_secs(3600)),
         };
@@ -95,14 +77,7 @@ async fn login_survives_kill_9_between_refreshes() {
     let w = World::new(300, &device_profile("dev")).await;
     w.seed_login("dev", "alice").await;
     w.idp.reset_stats().await.unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill9_child", "--ignored", "--nocapture"])
-        .env(CHILD_CONFIG, &w.paths.config_files[0])
-        .env(CHILD_STATE, &w.paths.state_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = w.spawn_child("kill9_child", std::process::Stdio::inherit());
     let stdout = child.stdout.take().unwrap();
     let seen = tokio::task::spawn_blocking(move || {
         let mut lines = std::io::BufReader::new(stdout).lines();

@@ -8,14 +8,12 @@
 
 mod broker_support;
 
-use broker_support::{World, device_profile, opts};
-use stagepass::broker::{Broker, BrokerError, TokenRequest};
+use broker_support::{World, child_broker, device_profile, opts};
+use stagepass::broker::{BrokerError, TokenRequest};
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
-const CHILD_CONFIG: &str = "STAGEPASS_E2E_CHILD_CONFIG";
-const CHILD_STATE: &str = "STAGEPASS_E2E_CHILD_STATE";
 /// Kills per run; `STAGEPASS_KILLS` raises it for a longer campaign.
 const DEFAULT_KILLS: usize = 100;
 
@@ -23,23 +21,8 @@ const DEFAULT_KILLS: usize = 100;
 #[test]
 #[ignore = "child process of sigkill_during_refreshes_serves_no_expired_token_and_counts_relogins; started by it"]
 fn kill_refresh_child() {
-    let (Some(config), Some(state)) = (
-        std::env::var_os(CHILD_CONFIG),
-        std::env::var_os(CHILD_STATE),
-    ) else {
-        panic!("{CHILD_CONFIG} and {CHILD_STATE} must be set: this is a child process entry point");
-    };
-    let config = stagepass::config::Config::load_files(&[config.into()]).unwrap();
-    let paths = stagepass::paths::Paths {
-        config_files: vec![],
-        state_dir: state.into(),
-        runtime_dir: std::env::temp_dir(),
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, broker) = child_broker();
     rt.block_on(async {
-        let broker = Broker::start_with(&config, &paths, opts(false))
-            .await
-            .unwrap();
         let force = TokenRequest {
             min_valid: Some(Duration::from_secs(3600)),
         };
@@ -79,14 +62,7 @@ async fn sigkill_during_refreshes_serves_no_expired_token_and_counts_relogins() 
     w.idp.reset_stats().await.unwrap();
     let mut c = Counts::default();
     while c.kills < kills {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill_refresh_child", "--ignored", "--nocapture"])
-            .env(CHILD_CONFIG, &w.paths.config_files[0])
-            .env(CHILD_STATE, &w.paths.state_dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = w.spawn_child("kill_refresh_child", std::process::Stdio::null());
         let stdout = child.stdout.take().unwrap();
         // Kill after a random number of lines (0 = during the first refresh) plus a random
         // pause, so the kill lands anywhere in the refresh: before, on the wire, mid-write.

@@ -130,3 +130,49 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Environment variables through which a parent test hands a child agent process its config
+/// file and state dir (the child is the same test binary, running one `#[ignore]`d test).
+const CHILD_CONFIG: &str = "STAGEPASS_E2E_CHILD_CONFIG";
+const CHILD_STATE: &str = "STAGEPASS_E2E_CHILD_STATE";
+
+impl World {
+    /// Starts this test binary again as a child agent that runs only the `#[ignore]`d test
+    /// `child_test` over this world's config and state dir, with its stdout piped.
+    pub fn spawn_child(
+        &self,
+        child_test: &str,
+        stderr: std::process::Stdio,
+    ) -> std::process::Child {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", child_test, "--ignored", "--nocapture"])
+            .env(CHILD_CONFIG, &self.paths.config_files[0])
+            .env(CHILD_STATE, &self.paths.state_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// In a child started by [`World::spawn_child`]: the runtime and a broker over the parent's
+/// config and state dir (no background refresher: the child drives refreshes itself).
+pub fn child_broker() -> (tokio::runtime::Runtime, Broker) {
+    let (Some(config), Some(state)) = (
+        std::env::var_os(CHILD_CONFIG),
+        std::env::var_os(CHILD_STATE),
+    ) else {
+        panic!("{CHILD_CONFIG} and {CHILD_STATE} must be set: this is a child process entry point");
+    };
+    let config = Config::load_files(&[config.into()]).unwrap();
+    let paths = Paths {
+        config_files: vec![],
+        state_dir: state.into(),
+        runtime_dir: std::env::temp_dir(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = rt
+        .block_on(Broker::start_with(&config, &paths, opts(false)))
+        .unwrap();
+    (rt, broker)
+}
