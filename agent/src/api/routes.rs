@@ -193,7 +193,7 @@ where
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
-        Route::Token(p) => token(state, name(p)?, query.as_deref()).await,
+        Route::Token(p) => token(state, conn, name(p)?, query.as_deref()).await,
         Route::TokenInvalidate(p) => invalidate(state, name(p)?, &body).await,
         Route::Login(p) => login(state, name(p)?, &method).await,
         Route::Catalog => {
@@ -212,8 +212,7 @@ where
             let Some(aws) = &state.aws else {
                 return Err(unavailable("AWS credentials are not served by this agent"));
             };
-            let (status, body) = aws.handle(name(n)?).await;
-            Ok(json(status, &body))
+            aws_credentials(state, conn, aws, name(n)?).await
         }
     }
 }
@@ -296,10 +295,12 @@ fn parse_min_valid(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
 
 async fn token(
     state: &ApiState,
+    conn: &ConnInfo,
     profile: &str,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
+    let gate = super::caller::admit(state, conn, profile, "/v1/token/{profile}", None)?;
     match state
         .broker
         .token(profile, TokenRequest { min_valid })
@@ -307,6 +308,9 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
+            if gate.audited() {
+                gate.done(Ok(t.access_token.fingerprint()));
+            }
             let body = state
                 .token_bodies
                 .body(&t, SystemTime::now())
@@ -322,10 +326,45 @@ async fn token(
         Err(e) => {
             if !matches!(e, BrokerError::UnknownProfile(_)) {
                 state.metrics.record_token(profile, e.code());
+                gate.done(Err((e.code().to_string(), e.to_string())));
             }
             Err(e.into())
         }
     }
+}
+
+/// `GET /v1/aws/credentials/{name}`: the role's profile policy applies; answers keep the
+/// AWS container-credentials shape (`{"code","message"}` on failure), refusals included.
+async fn aws_credentials(
+    state: &ApiState,
+    conn: &ConnInfo,
+    aws: &crate::adapters::aws::AwsService,
+    role: &str,
+) -> Result<ApiResponse, ApiError> {
+    let Some(profile) = aws.profile_of(role) else {
+        let (status, body) = aws.handle(role).await;
+        return Ok(json(status, &body));
+    };
+    let route = "/v1/aws/credentials/{name}";
+    let gate = match super::caller::admit(state, conn, profile, route, Some(role)) {
+        Ok(g) => g,
+        Err(e) => {
+            return Ok(json(
+                e.status,
+                &serde_json::json!({"code": e.code, "message": e.message}),
+            ));
+        }
+    };
+    let (status, body) = aws.handle(role).await;
+    if gate.audited() {
+        let str_of = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        gate.done(if status.is_success() {
+            Ok(crate::secret::Secret::new(str_of("Token")).fingerprint())
+        } else {
+            Err((str_of("code").to_string(), str_of("message").to_string()))
+        });
+    }
+    Ok(json(status, &body))
 }
 
 /// `POST /v1/token/{profile}/invalidate` `{"fingerprint": F}`: a server refused the token with
@@ -400,12 +439,15 @@ pub fn status_body(state: &ApiState) -> serde_json::Value {
 }
 
 fn metrics(state: &ApiState) -> ApiResponse {
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         &state.broker.status(),
         &state.broker.refresh_stats(),
         state.started.elapsed(),
         SystemTime::now(),
     );
+    if let Some(a) = &state.audit {
+        crate::audit::writer::render_metrics(a.counters(), &mut text);
+    }
     bytes_response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -1,0 +1,108 @@
+//! The caller gate of the credential routes: policy check before, audit record after.
+//!
+//! [`admit`] runs before a credential route does any work: it attests the connection's
+//! peer (once per connection, see [`crate::attest::ConnPeer`]) when a policy or the audit
+//! log needs it, applies the profile's `allow` rules and, on refusal, audits it and answers
+//! 403 `forbidden_caller` naming the rule. [`Admitted::done`] audits the outcome. With no
+//! rules and the audit log off, nothing is attested and nothing recorded: zero cost.
+
+use super::error::ApiError;
+use super::{ApiState, ConnInfo};
+use crate::attest::Attestation;
+use crate::audit::{Outcome, Record};
+use crate::policy::Decision;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A request the policy let through, with what its audit record needs.
+pub struct Admitted<'a> {
+    state: &'a ApiState,
+    profile: &'a str,
+    route: &'static str,
+    role: Option<&'a str>,
+    caller: Option<Arc<Attestation>>,
+    rule: String,
+}
+
+/// Applies `profile`'s policy to the connection's caller.
+pub fn admit<'a>(
+    state: &'a ApiState,
+    conn: &ConnInfo,
+    profile: &'a str,
+    route: &'static str,
+    role: Option<&'a str>,
+) -> Result<Admitted<'a>, ApiError> {
+    let restricts = state.policies.restricts(profile);
+    let caller = if restricts || state.audit.is_some() {
+        conn.peer.as_ref().map(|p| p.attestation())
+    } else {
+        None
+    };
+    match state.policies.check(profile, caller.as_deref()) {
+        Decision::Allow(rule) => Ok(Admitted {
+            state,
+            profile,
+            route,
+            role,
+            caller,
+            rule,
+        }),
+        Decision::Deny { rule, message } => {
+            state.metrics.record_token(profile, "forbidden_caller");
+            if let Some(a) = &state.audit {
+                a.record(Record {
+                    time: SystemTime::now(),
+                    profile: profile.to_string(),
+                    audience: state.policies.audience(profile).map(str::to_string),
+                    route,
+                    role: role.map(str::to_string),
+                    caller,
+                    outcome: Outcome::Deny,
+                    rule: Some(rule),
+                    code: Some("forbidden_caller".into()),
+                    reason: Some(message.clone()),
+                    token_fingerprint: None,
+                });
+            }
+            Err(forbidden(message))
+        }
+    }
+}
+
+/// 403 `forbidden_caller`.
+pub fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden_caller", message)
+}
+
+impl Admitted<'_> {
+    /// Audits the outcome: `Ok(fingerprint)` for a credential handed out, `Err((code,
+    /// reason))` when none could be given.
+    pub fn done(self, result: Result<String, (String, String)>) {
+        let Some(a) = &self.state.audit else {
+            return;
+        };
+        let (outcome, fp, code, reason) = match result {
+            Ok(fp) => (Outcome::Allow, Some(fp), None, None),
+            Err((code, reason)) => (Outcome::Error, None, Some(code), Some(reason)),
+        };
+        a.record(Record {
+            time: SystemTime::now(),
+            profile: self.profile.to_string(),
+            audience: self.state.policies.audience(self.profile).map(str::to_string),
+            route: self.route,
+            role: self.role.map(str::to_string),
+            caller: self.caller,
+            outcome,
+            rule: Some(self.rule),
+            code,
+            reason,
+            token_fingerprint: fp,
+        });
+    }
+
+    /// Whether an audit record will be written (so callers skip computing a fingerprint).
+    pub fn audited(&self) -> bool {
+        self.state.audit.is_some()
+    }
+}
