@@ -81,14 +81,13 @@ pub async fn run_until(
         crate::catalog::Service::start(&config.catalog, &paths, Some(broker.clone())).await;
     let aws = AwsService::new(config.aws.clone(), broker.clone());
     let (audit, audit_writer) = if config.audit.enabled {
-        let (a, w) = crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(
-            || {
+        let (a, w) =
+            crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(|| {
                 format!(
                     "opening the audit log in {}",
                     crate::audit::writer::dir(&paths.state_dir).display()
                 )
-            },
-        )?;
+            })?;
         (Some(a), Some(w))
     } else {
         (None, None)

@@ -89,7 +89,11 @@ impl Admitted<'_> {
         a.record(Record {
             time: SystemTime::now(),
             profile: self.profile.to_string(),
-            audience: self.state.policies.audience(self.profile).map(str::to_string),
+            audience: self
+                .state
+                .policies
+                .audience(self.profile)
+                .map(str::to_string),
             route: self.route,
             role: self.role.map(str::to_string),
             caller: self.caller,

@@ -224,7 +224,9 @@ impl Acceptor for UnixListener {
         let peer_uid = cred.map(|c| c.uid());
         let peer = attest.then(|| {
             Arc::new(ConnPeer::new(PeerKind::Unix {
-                pid: cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok()),
+                pid: cred
+                    .and_then(|c| c.pid())
+                    .and_then(|p| u32::try_from(p).ok()),
                 uid: peer_uid,
             }))
         });

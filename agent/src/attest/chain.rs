@@ -53,8 +53,10 @@ pub fn adapter_of(p: &ProcInfo, own_exe: &str) -> Option<String> {
 }
 
 fn is_helper_shell(p: &ProcInfo) -> bool {
-    matches!(p.exe_name(), "sh" | "bash" | "dash" | "zsh" | "ash" | "busybox")
-        && p.arg1() == Some("-c")
+    matches!(
+        p.exe_name(),
+        "sh" | "bash" | "dash" | "zsh" | "ash" | "busybox"
+    ) && p.arg1() == Some("-c")
 }
 
 /// Who the credential is for: `(caller, its ancestors, via)`, where `via` names the adapter
@@ -107,8 +109,16 @@ mod tests {
     fn git_through_sh_is_the_caller() {
         let direct = p(10, OWN, "/usr/local/bin/stagepass git-credential get");
         let chain = vec![
-            p(9, "/usr/bin/dash", "/bin/sh -c stagepass git-credential get"),
-            p(8, "/usr/lib/git-core/git-remote-http", "git-remote-http origin"),
+            p(
+                9,
+                "/usr/bin/dash",
+                "/bin/sh -c stagepass git-credential get",
+            ),
+            p(
+                8,
+                "/usr/lib/git-core/git-remote-http",
+                "git-remote-http origin",
+            ),
             p(7, "/usr/bin/git", "git fetch"),
         ];
         let (caller, rest, via) = attribute(direct, chain, OWN);

@@ -96,7 +96,12 @@ pub struct Attestation {
 
 impl Attestation {
     /// A record for a caller we could not identify.
-    pub fn unidentified(transport: &'static str, why: String, pid: Option<u32>, uid: Option<u32>) -> Self {
+    pub fn unidentified(
+        transport: &'static str,
+        why: String,
+        pid: Option<u32>,
+        uid: Option<u32>,
+    ) -> Self {
         Self {
             transport,
             unidentified: Some(why),
@@ -113,7 +118,11 @@ impl Attestation {
 
     /// The adapter named in `via` (`git-credential`), for the audit record's `adapter`.
     pub fn adapter(&self) -> Option<&str> {
-        self.via.as_deref()?.strip_prefix("stagepass ")?.split(' ').next()
+        self.via
+            .as_deref()?
+            .strip_prefix("stagepass ")?
+            .split(' ')
+            .next()
     }
 }
 
@@ -266,7 +275,9 @@ mod tests {
         assert!(!att.identified());
         assert!(att.exe.is_none());
         assert!(
-            att.unidentified.as_deref().is_some_and(|w| w.contains("gone") || w.contains("reused")),
+            att.unidentified
+                .as_deref()
+                .is_some_and(|w| w.contains("gone") || w.contains("reused")),
             "{att:?}"
         );
     }
@@ -274,7 +285,10 @@ mod tests {
     #[test]
     fn a_process_newer_than_the_connection_is_not_the_caller() {
         // The connection was accepted 2 s ago; a child spawned now is newer than that.
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let att = attest(
             Path::new("/proc"),
             PeerKind::Unix {
@@ -286,7 +300,9 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(
-            att.unidentified.as_deref().is_some_and(|w| w.contains("reused")),
+            att.unidentified
+                .as_deref()
+                .is_some_and(|w| w.contains("reused")),
             "{att:?}"
         );
     }

@@ -33,7 +33,10 @@ pub fn tcp_socket(root: &Path, peer: SocketAddr, ours: SocketAddr) -> Result<Tcp
         }
     }
     if errors.len() == 2 {
-        return Err(format!("cannot read the socket tables ({})", errors.join("; ")));
+        return Err(format!(
+            "cannot read the socket tables ({})",
+            errors.join("; ")
+        ));
     }
     Err(format!(
         "no socket {peer} -> {ours} in /proc/net/tcp (the peer is in another network namespace or already closed)"

@@ -230,9 +230,8 @@ mod tests {
         std::fs::write(d.join("cmdline"), b"x\0").unwrap();
         std::fs::write(d.join("status"), "Uid:\t5\t5\t5\t5\n").unwrap();
         std::os::unix::fs::symlink("/bin/x", d.join("exe")).unwrap();
-        let stat = |start: u64| {
-            format!("9 (x) S 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0")
-        };
+        let stat =
+            |start: u64| format!("9 (x) S 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
         std::fs::write(d.join("stat"), stat(100)).unwrap();
         let p = read(tmp.path(), 9).unwrap();
         assert_eq!((p.uid, p.start_ticks, p.exe.as_str()), (5, 100, "/bin/x"));

@@ -38,7 +38,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
             Some((n, e.path()))
         })
         .collect();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     let current = dir.join(FILE);
     if current.exists() {
@@ -116,7 +116,12 @@ mod tests {
         let all = read(d, &Filter::default()).unwrap();
         assert_eq!(all.len(), 4);
         assert_eq!(all[0]["time"], "2026-01-01T00:00:00Z");
-        assert!(all[3]["unreadable"].as_str().unwrap().ends_with("audit.jsonl:2"));
+        assert!(
+            all[3]["unreadable"]
+                .as_str()
+                .unwrap()
+                .ends_with("audit.jsonl:2")
+        );
         let a = read(
             d,
             &Filter {

@@ -105,13 +105,21 @@ impl Audit {
 pub fn render_metrics(c: &Counters, out: &mut String) {
     use std::fmt::Write as _;
     for (name, help, v) in [
-        ("stagepass_audit_records_total", "Audit records queued for writing.", &c.queued),
+        (
+            "stagepass_audit_records_total",
+            "Audit records queued for writing.",
+            &c.queued,
+        ),
         (
             "stagepass_audit_dropped_total",
             "Audit records dropped because the writer fell behind (the log notes each gap).",
             &c.dropped,
         ),
-        ("stagepass_audit_write_errors_total", "Audit log write or rotation failures.", &c.failed),
+        (
+            "stagepass_audit_write_errors_total",
+            "Audit log write or rotation failures.",
+            &c.failed,
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -121,7 +129,12 @@ pub fn render_metrics(c: &Counters, out: &mut String) {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Record>, mut file: LogFile, mut syslog: Option<Syslog>, c: &Counters) {
+fn run(
+    mut rx: mpsc::Receiver<Record>,
+    mut file: LogFile,
+    mut syslog: Option<Syslog>,
+    c: &Counters,
+) {
     let mut reported_drops = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -330,8 +343,7 @@ mod tests {
         }
         // The newest records are in audit.jsonl, the last one last.
         let text = std::fs::read_to_string(d.join(FILE)).unwrap();
-        let last: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["profile"], "p99");
     }
 
@@ -359,8 +371,10 @@ mod tests {
         drop(audit);
         run(rx, file, None, &counters);
         let text = std::fs::read_to_string(d.join(FILE)).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0]["event"], "dropped");
         assert_eq!(lines[0]["dropped"], 2);

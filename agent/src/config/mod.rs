@@ -231,10 +231,7 @@ impl Config {
         self.api.validate()?;
         self.audit.validate()?;
         if !self.attestation.enabled
-            && let Some((name, _)) = self
-                .profiles
-                .iter()
-                .find(|(_, p)| p.policy.allow.is_some())
+            && let Some((name, _)) = self.profiles.iter().find(|(_, p)| p.policy.allow.is_some())
         {
             return Err(ConfigError::Invalid {
                 path: PathBuf::from("(config)"),

@@ -23,18 +23,16 @@ impl HumanDuration {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like \"90s\", \"30m\", \"12h\", \"7d\""))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("{s:?} is not a duration like \"90s\", \"30m\", \"12h\", \"7d\"")
+        })?;
         let mult = match unit.trim() {
             "" | "s" => 1,
             "m" => 60,
             "h" => 3600,
             "d" => 86_400,
             other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {s:?}; use s, m, h or d"
-                ));
+                return Err(format!("unknown unit {other:?} in {s:?}; use s, m, h or d"));
             }
         };
         let secs = n
@@ -66,11 +64,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
 impl std::fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.0.as_secs();
-        if s % 86_400 == 0 {
+        if s.is_multiple_of(86_400) {
             write!(f, "{}d", s / 86_400)
-        } else if s % 3600 == 0 {
+        } else if s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s % 60 == 0 {
+        } else if s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -224,7 +222,12 @@ mod tests {
             allow: Some(vec![AllowRule::default()]),
             ..Default::default()
         };
-        assert!(p.validate("gh").unwrap_err().to_string().contains("matches nothing"));
+        assert!(
+            p.validate("gh")
+                .unwrap_err()
+                .to_string()
+                .contains("matches nothing")
+        );
         let p = PolicyConfig {
             allow: Some(vec![AllowRule {
                 exe: vec!["git".into()],
@@ -232,6 +235,11 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(p.validate("gh").unwrap_err().to_string().contains("absolute"));
+        assert!(
+            p.validate("gh")
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
     }
 }

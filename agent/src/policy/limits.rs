@@ -58,11 +58,20 @@ mod tests {
     fn grant_age_is_compared_with_the_limit() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let max = HumanDuration::parse("12h").unwrap();
-        assert_eq!(grant_too_old("gh", t0, max, t0 + Duration::from_secs(3600)), None);
+        assert_eq!(
+            grant_too_old("gh", t0, max, t0 + Duration::from_secs(3600)),
+            None
+        );
         let why = grant_too_old("gh", t0, max, t0 + Duration::from_secs(13 * 3600)).unwrap();
-        assert!(why.contains("12h") && why.contains("stagepass login gh"), "{why}");
+        assert!(
+            why.contains("12h") && why.contains("stagepass login gh"),
+            "{why}"
+        );
         // A login "in the future" (clock moved back) is not too old.
-        assert_eq!(grant_too_old("gh", t0, max, t0 - Duration::from_secs(5)), None);
+        assert_eq!(
+            grant_too_old("gh", t0, max, t0 - Duration::from_secs(5)),
+            None
+        );
     }
 
     #[test]
@@ -73,7 +82,10 @@ mod tests {
         assert_eq!(capped_lifetime(None, Some(h)), Some(h));
         assert_eq!(capped_lifetime(Some(h), None), Some(h));
         let now = SystemTime::UNIX_EPOCH + h;
-        assert_eq!(capped_expiry(Some(now + 2 * h), now, Some(h)), Some(now + h));
+        assert_eq!(
+            capped_expiry(Some(now + 2 * h), now, Some(h)),
+            Some(now + h)
+        );
         assert_eq!(capped_expiry(None, now, None), None);
     }
 }

@@ -226,13 +226,19 @@ mod tests {
         assert!(p.restricts("gh") && !p.restricts("open"));
         assert_eq!(p.audience("gh"), Some("urn:gh"));
         assert_eq!(
-            p.check("gh", Some(&caller("/usr/lib/git-core/git-remote-http", 1000, &[]))),
+            p.check(
+                "gh",
+                Some(&caller("/usr/lib/git-core/git-remote-http", 1000, &[]))
+            ),
             Decision::Allow("git".into())
         );
         match p.check("gh", Some(&caller("/usr/bin/curl", 1000, &[]))) {
             Decision::Deny { rule, message } => {
                 assert_eq!(rule, "profiles.gh.policy.allow");
-                assert!(message.contains("/usr/bin/curl") && message.contains("git"), "{message}");
+                assert!(
+                    message.contains("/usr/bin/curl") && message.contains("git"),
+                    "{message}"
+                );
             }
             d => panic!("{d:?}"),
         }
@@ -245,12 +251,22 @@ mod tests {
         let p = Policies::from_config(&config(
             "allow = [{ exe = [\"/usr/bin/python3*\"], parent = [\"/usr/bin/make\"], uid = [1000] }]",
         ));
-        let ok = caller("/usr/bin/python3.11", 1000, &["/usr/bin/bash", "/usr/bin/make"]);
+        let ok = caller(
+            "/usr/bin/python3.11",
+            1000,
+            &["/usr/bin/bash", "/usr/bin/make"],
+        );
         assert_eq!(p.check("gh", Some(&ok)), Decision::Allow("allow[0]".into()));
         let wrong_uid = caller("/usr/bin/python3.11", 1001, &["/usr/bin/make"]);
-        assert!(matches!(p.check("gh", Some(&wrong_uid)), Decision::Deny { .. }));
+        assert!(matches!(
+            p.check("gh", Some(&wrong_uid)),
+            Decision::Deny { .. }
+        ));
         let no_parent = caller("/usr/bin/python3.11", 1000, &["/usr/bin/bash"]);
-        assert!(matches!(p.check("gh", Some(&no_parent)), Decision::Deny { .. }));
+        assert!(matches!(
+            p.check("gh", Some(&no_parent)),
+            Decision::Deny { .. }
+        ));
         let mut unknown = ok.clone();
         unknown.unidentified = Some("pid 42 was reused by another process".into());
         match p.check("gh", Some(&unknown)) {
@@ -265,6 +281,9 @@ mod tests {
         let a = Attestation::unidentified("tcp", "x".into(), None, Some(7));
         assert_eq!(p.check("gh", Some(&a)), Decision::Allow("allow[0]".into()));
         let p = Policies::from_config(&config("allow = []"));
-        assert!(matches!(p.check("gh", Some(&caller("/x", 7, &[]))), Decision::Deny { .. }));
+        assert!(matches!(
+            p.check("gh", Some(&caller("/x", 7, &[]))),
+            Decision::Deny { .. }
+        ));
     }
 }
