@@ -47,17 +47,29 @@ impl HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"90s\", \"30m\", \"12h\", \"7d\" or seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                if n == 0 {
+                    return Err(E::custom("must be longer than zero"));
+                }
+                Ok(HumanDuration(Duration::from_secs(n)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                let n = u64::try_from(n).map_err(|_| E::custom("must be longer than zero"))?;
+                self.visit_u64(n)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                HumanDuration::parse(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Secs(0) => Err(serde::de::Error::custom("must be longer than zero")),
-            Raw::Secs(n) => Ok(Self(Duration::from_secs(n))),
-            Raw::Text(s) => Self::parse(&s).map_err(serde::de::Error::custom),
-        }
+        // Self-describing formats (TOML) call whichever visit method fits the value; the
+        // hint matters only to formats that are not.
+        d.deserialize_u64(V)
     }
 }
 
@@ -241,5 +253,56 @@ mod tests {
                 .to_string()
                 .contains("absolute")
         );
+    }
+
+    #[test]
+    fn switches_come_from_the_environment_and_rules_need_attestation() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        let c = crate::config::Config::load(
+            &[],
+            env(&[
+                ("STAGEPASS_AUDIT__ENABLED", "false"),
+                ("STAGEPASS_ATTESTATION__ENABLED", "false"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert!(!c.audit.enabled && !c.attestation.enabled);
+        let err = crate::config::Config::load(
+            &[],
+            env(&[
+                ("STAGEPASS_ATTESTATION__ENABLED", "false"),
+                ("STAGEPASS_PROFILES__GH__GRANT", "env"),
+                ("STAGEPASS_PROFILES__GH__TOKEN_ENV", "T"),
+                (
+                    "STAGEPASS_PROFILES__GH__POLICY__ALLOW",
+                    "[{exe=[\"/usr/bin/git\"]}]",
+                ),
+                ("STAGEPASS_PROFILES__GH__POLICY__MAX_GRANT_AGE", "12h"),
+            ]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("attestation.enabled"), "{err}");
+        let c = crate::config::Config::load(
+            &[],
+            env(&[
+                ("STAGEPASS_PROFILES__GH__GRANT", "env"),
+                ("STAGEPASS_PROFILES__GH__TOKEN_ENV", "T"),
+                ("STAGEPASS_PROFILES__GH__POLICY__MAX_GRANT_AGE", "12h"),
+                ("STAGEPASS_PROFILES__GH__POLICY__MAX_TOKEN_LIFETIME", "600"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        let p = &c.profiles["gh"].policy;
+        assert_eq!(p.max_grant_age.unwrap().0.as_secs(), 43_200);
+        assert_eq!(p.max_token_lifetime.unwrap().0.as_secs(), 600);
     }
 }
