@@ -8,6 +8,7 @@
 //! markdown table, writes it with a JSON twin and an SVG chart to the output directory.
 //! Nothing here is a test: no figure is asserted.
 
+mod attest;
 mod catalog;
 mod fleet;
 mod proc;
@@ -69,6 +70,9 @@ async fn run(quick: bool) -> Result<Report> {
     // (2) stagepass token vs oidc-token.
     cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
 
+    // Issue 11: attestation + audit on vs off, HTTP and CLI.
+    attest::run(&mut r, &bin, &idp, quick).await?;
+
     // Idle CPU of the agent (it watches a generated 10k-file repository).
     let idle = if quick { 10 } else { 60 };
     let cpu = proc::cpu_ticks(agent.pid());
@@ -123,7 +127,10 @@ impl Agent {
 /// Writes a config with one device profile `dev` and a stored grant for it.
 /// With `repo_files`, the catalog watches a generated repository of that many files;
 /// without, the catalog is off.
-async fn prepare_home(idp: &Idp, repo_files: Option<usize>) -> Result<tempfile::TempDir> {
+pub(crate) async fn prepare_home(
+    idp: &Idp,
+    repo_files: Option<usize>,
+) -> Result<tempfile::TempDir> {
     let home = stagepass_e2e::support::private_tempdir()?;
     let repo = home.path().join("repo");
     let catalog = match repo_files {
