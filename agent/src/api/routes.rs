@@ -308,12 +308,9 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
-            if gate.audited() {
-                gate.done(Ok(t.access_token.fingerprint()));
-            }
-            let body = state
+            let (body, fingerprint) = state
                 .token_bodies
-                .body(&t, SystemTime::now())
+                .body_and_fingerprint(&t, SystemTime::now())
                 .map_err(|_| {
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -321,6 +318,7 @@ async fn token(
                         "could not encode the token",
                     )
                 })?;
+            gate.done(Ok(fingerprint));
             Ok(bytes_response(StatusCode::OK, "application/json", body))
         }
         Err(e) => {
@@ -359,7 +357,9 @@ async fn aws_credentials(
     if gate.audited() {
         let str_of = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or_default();
         gate.done(if status.is_success() {
-            Ok(crate::secret::Secret::new(str_of("Token")).fingerprint())
+            Ok(crate::secret::Secret::new(str_of("Token"))
+                .fingerprint()
+                .into())
         } else {
             Err((str_of("code").to_string(), str_of("message").to_string()))
         });

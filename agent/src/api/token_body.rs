@@ -32,6 +32,8 @@ struct Entry {
     token: Secret,
     expires_in: Option<u64>,
     body: Bytes,
+    /// The token's fingerprint, for audit records (hashed once per token version).
+    fingerprint: std::sync::Arc<str>,
 }
 
 /// Encoded token bodies by profile; one per [`super::ApiState`].
@@ -44,6 +46,16 @@ impl TokenBodies {
     /// The JSON body for `t` at `now`: the kept bytes when they still say the same, else a
     /// fresh encoding that replaces them.
     pub fn body(&self, t: &IssuedToken, now: SystemTime) -> Result<Bytes, serde_json::Error> {
+        self.body_and_fingerprint(t, now).map(|(b, _)| b)
+    }
+
+    /// [`TokenBodies::body`] and the token's fingerprint (kept with the body, so the audit
+    /// record of a cache hit costs no hashing).
+    pub fn body_and_fingerprint(
+        &self,
+        t: &IssuedToken,
+        now: SystemTime,
+    ) -> Result<(Bytes, std::sync::Arc<str>), serde_json::Error> {
         let expires_in = t
             .expires_at
             .map(|e| e.duration_since(now).map_or(0, |d| d.as_secs()));
@@ -52,7 +64,7 @@ impl TokenBodies {
             && e.expires_in == expires_in
             && e.token.expose() == t.access_token.expose()
         {
-            return Ok(e.body.clone());
+            return Ok((e.body.clone(), e.fingerprint.clone()));
         }
         let body = Bytes::from(serde_json::to_vec(&TokenBody {
             access_token: t.access_token.expose(),
@@ -62,6 +74,14 @@ impl TokenBodies {
             scope: t.scope.as_deref(),
             profile: &t.profile,
         })?);
+        let fingerprint: std::sync::Arc<str> = match self.entries.read() {
+            // Same token, next second: keep its fingerprint.
+            Ok(m) => match m.get(&t.profile) {
+                Some(e) if e.token.expose() == t.access_token.expose() => e.fingerprint.clone(),
+                _ => t.access_token.fingerprint().into(),
+            },
+            Err(_) => t.access_token.fingerprint().into(),
+        };
         if let Ok(mut m) = self.entries.write() {
             m.insert(
                 t.profile.clone(),
@@ -69,10 +89,11 @@ impl TokenBodies {
                     token: t.access_token.clone(),
                     expires_in,
                     body: body.clone(),
+                    fingerprint: fingerprint.clone(),
                 },
             );
         }
-        Ok(body)
+        Ok((body, fingerprint))
     }
 }
 

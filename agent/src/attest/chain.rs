@@ -17,13 +17,20 @@ pub const MAX_DEPTH: usize = 6;
 /// Subcommands in which our binary acts for the tool that started it.
 const ADAPTERS: &[&str] = &["git-credential", "docker-credential", "kube-credential"];
 
-/// Reads up to [`MAX_DEPTH`] ancestors of `p`, nearest first. Stops at pid 1/0, at an
-/// unreadable process, or at a parent that started after its child (a reused parent pid).
-pub fn ancestors(root: &Path, p: &ProcInfo) -> Vec<ProcInfo> {
+/// Reads up to `depth` ancestors of `p`, nearest first. Stops at pid 1/0, at an unreadable
+/// process, or at a parent that started after its child (a reused parent pid). Command
+/// lines are read only with `cmdline` (needed to see `sh -c` glue); uids are not read
+/// (reported as `p`'s uid: a parent of another uid would show in `/proc` ownership, and
+/// rules match the caller's uid only).
+pub fn ancestors(root: &Path, p: &ProcInfo, depth: usize, cmdline: bool) -> Vec<ProcInfo> {
     let mut out: Vec<ProcInfo> = Vec::new();
     let mut cur = p.clone();
-    while out.len() < MAX_DEPTH && cur.ppid > 1 {
-        match process::read_started_before(root, cur.ppid, cur.start_ticks) {
+    let want = process::Want {
+        cmdline,
+        uid: Some(p.uid),
+    };
+    while out.len() < depth && cur.ppid > 1 {
+        match process::read_started_before(root, cur.ppid, cur.start_ticks, want) {
             Ok(parent) => {
                 out.push(parent.clone());
                 cur = parent;

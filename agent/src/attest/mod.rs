@@ -126,6 +126,9 @@ impl Attestation {
     }
 }
 
+/// Ancestors kept in a record (and matched by `parent` rules).
+pub const RECORDED_ANCESTORS: usize = 4;
+
 fn own_exe() -> &'static str {
     static OWN: OnceLock<String> = OnceLock::new();
     OWN.get_or_init(|| {
@@ -172,12 +175,30 @@ pub fn attest(root: &Path, kind: PeerKind, age: std::time::Duration) -> Attestat
     let Some(pid) = pid else {
         return Attestation::unidentified("unix", "the kernel gave no peer pid".into(), None, uid);
     };
-    let direct = match process::read_started_before(root, pid, accepted) {
+    // The kernel's uid (SO_PEERCRED, or the socket table) saves reading status.
+    let want = process::Want { cmdline: true, uid };
+    let direct = match process::read_started_before(root, pid, accepted, want) {
         Ok(p) => p,
         Err(e) => return Attestation::unidentified(transport, e.to_string(), Some(pid), uid),
     };
-    let chain = chain::ancestors(root, &direct);
-    let (caller, ancestors, via) = chain::attribute(direct, chain, own_exe());
+    let adapter = chain::adapter_of(&direct, own_exe()).is_some();
+    // Our adapters sit under a tool and maybe a shell: look further up, with command
+    // lines (to see `sh -c`); other callers need only the recorded ancestors.
+    let chain = if adapter {
+        chain::ancestors(root, &direct, chain::MAX_DEPTH, true)
+    } else {
+        chain::ancestors(root, &direct, RECORDED_ANCESTORS, false)
+    };
+    let (mut caller, ancestors, via) = chain::attribute(direct, chain, own_exe());
+    if via.is_some() {
+        // The tool above our helper: its own uid and command line.
+        match process::read_started_before(root, caller.pid, caller.start_ticks, process::ALL) {
+            Ok(p) => caller = p,
+            Err(e) => {
+                return Attestation::unidentified(transport, e.to_string(), Some(caller.pid), uid);
+            }
+        }
+    }
     Attestation {
         transport,
         unidentified: None,
@@ -188,7 +209,7 @@ pub fn attest(root: &Path, kind: PeerKind, age: std::time::Duration) -> Attestat
         start_time: Some(caller.start_ticks),
         chain: ancestors
             .into_iter()
-            .take(4)
+            .take(RECORDED_ANCESTORS)
             .map(|a| Ancestor {
                 pid: a.pid,
                 exe: a.exe,

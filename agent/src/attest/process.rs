@@ -133,17 +133,48 @@ fn read_cmdline(path: &Path) -> std::io::Result<String> {
     Ok(s)
 }
 
+/// What to read besides the start time, parent and executable (each costs a file read;
+/// the caller-attestation path is on the request path of every new connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    /// The command line.
+    pub cmdline: bool,
+    /// The real uid from `/proc/PID/status` (else the given uid is used).
+    pub uid: Option<u32>,
+}
+
+/// Everything: command line and uid.
+pub const ALL: Want = Want {
+    cmdline: true,
+    uid: None,
+};
+
 /// Reads `pid` under `root` (normally `/proc`) with the start-time guard.
 pub fn read(root: &Path, pid: u32) -> Result<ProcInfo, ProcError> {
+    read_with(root, pid, ALL)
+}
+
+/// [`read`], reading only what `want` asks for.
+pub fn read_with(root: &Path, pid: u32, want: Want) -> Result<ProcInfo, ProcError> {
     let dir = root.join(pid.to_string());
     let (_, before) = stat(root, pid)?;
     let exe = std::fs::read_link(dir.join("exe")).map_err(|e| io_err(pid, &e))?;
-    let cmdline = read_cmdline(&dir.join("cmdline")).map_err(|e| io_err(pid, &e))?;
-    let status = std::fs::read_to_string(dir.join("status")).map_err(|e| io_err(pid, &e))?;
-    let uid = real_uid(&status).ok_or_else(|| ProcError::Malformed {
-        pid,
-        why: "no Uid line in status".into(),
-    })?;
+    let cmdline = if want.cmdline {
+        read_cmdline(&dir.join("cmdline")).map_err(|e| io_err(pid, &e))?
+    } else {
+        String::new()
+    };
+    let uid = match want.uid {
+        Some(u) => u,
+        None => {
+            let status =
+                std::fs::read_to_string(dir.join("status")).map_err(|e| io_err(pid, &e))?;
+            real_uid(&status).ok_or_else(|| ProcError::Malformed {
+                pid,
+                why: "no Uid line in status".into(),
+            })?
+        }
+    };
     let (ppid, after) = stat(root, pid)?;
     if before != after {
         return Err(ProcError::Reused(pid));
@@ -160,8 +191,13 @@ pub fn read(root: &Path, pid: u32) -> Result<ProcInfo, ProcError> {
 
 /// [`read`], refusing a process that started after `limit_ticks` (the connection's
 /// acceptance): it cannot be the one that connected, so its pid was reused.
-pub fn read_started_before(root: &Path, pid: u32, limit_ticks: u64) -> Result<ProcInfo, ProcError> {
-    let p = read(root, pid)?;
+pub fn read_started_before(
+    root: &Path,
+    pid: u32,
+    limit_ticks: u64,
+    want: Want,
+) -> Result<ProcInfo, ProcError> {
+    let p = read_with(root, pid, want)?;
     if p.start_ticks > limit_ticks {
         return Err(ProcError::Reused(pid));
     }
@@ -209,10 +245,10 @@ mod tests {
         assert!(p.start_ticks <= now_ticks());
         // A limit before our start refuses us as "reused".
         assert_eq!(
-            read_started_before(Path::new("/proc"), me, p.start_ticks - 1),
+            read_started_before(Path::new("/proc"), me, p.start_ticks - 1, ALL),
             Err(ProcError::Reused(me))
         );
-        assert!(read_started_before(Path::new("/proc"), me, p.start_ticks).is_ok());
+        assert!(read_started_before(Path::new("/proc"), me, p.start_ticks, ALL).is_ok());
     }
 
     #[test]
@@ -237,7 +273,7 @@ mod tests {
         assert_eq!((p.uid, p.start_ticks, p.exe.as_str()), (5, 100, "/bin/x"));
         // The same pid with a start time after the connection's acceptance is refused.
         assert_eq!(
-            read_started_before(tmp.path(), 9, 99),
+            read_started_before(tmp.path(), 9, 99, ALL),
             Err(ProcError::Reused(9))
         );
     }

@@ -29,9 +29,9 @@ pub struct Record {
     /// When it was answered.
     pub time: SystemTime,
     /// Profile (or AWS role's profile) asked for.
-    pub profile: String,
+    pub profile: Arc<str>,
     /// The profile's audience, when configured.
-    pub audience: Option<String>,
+    pub audience: Option<Arc<str>>,
     /// Route template (`/v1/token/{profile}`, `/v1/aws/credentials/{name}`).
     pub route: &'static str,
     /// The AWS role, for AWS credentials.
@@ -41,13 +41,13 @@ pub struct Record {
     /// What happened.
     pub outcome: Outcome,
     /// The rule that allowed or refused (`default` without rules).
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// Error code for refusals and errors (`forbidden_caller`, `login_required`, ...).
     pub code: Option<String>,
     /// Why, for refusals and errors.
     pub reason: Option<String>,
     /// Short SHA-256 prefix of the credential handed out.
-    pub token_fingerprint: Option<String>,
+    pub token_fingerprint: Option<Arc<str>>,
 }
 
 #[derive(Serialize)]

@@ -24,11 +24,12 @@ use crate::attest::Attestation;
 use crate::config::{AllowRule, Config};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One compiled allow rule.
 #[derive(Debug)]
 struct Rule {
-    name: String,
+    name: Arc<str>,
     exe: Option<GlobSet>,
     uid: Vec<u32>,
     parent: Option<GlobSet>,
@@ -51,7 +52,11 @@ fn globs(list: &[String]) -> Option<GlobSet> {
 impl Rule {
     fn compile(i: usize, r: &AllowRule) -> Self {
         Self {
-            name: r.name.clone().unwrap_or_else(|| format!("allow[{i}]")),
+            name: r
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("allow[{i}]"))
+                .into(),
             exe: globs(&r.exe),
             uid: r.uid.clone(),
             parent: globs(&r.parent),
@@ -81,7 +86,7 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Served; the rule that allowed it (`default` without rules).
-    Allow(String),
+    Allow(Arc<str>),
     /// Refused; the rule set that refused and a message for the caller.
     Deny {
         /// `profiles.NAME.policy.allow`.
@@ -91,11 +96,16 @@ pub enum Decision {
     },
 }
 
-/// One profile's caller rules.
-#[derive(Debug, Default)]
-struct ProfilePolicy {
-    audience: Option<String>,
+/// One profile's caller rules, and the names its audit records carry (shared, so a record
+/// costs no string copies on the request path).
+#[derive(Debug)]
+pub struct ProfilePolicy {
+    /// The profile name.
+    pub name: Arc<str>,
+    /// Its audience.
+    pub audience: Option<Arc<str>>,
     allow: Option<Vec<Rule>>,
+    deny_rule: Arc<str>,
 }
 
 /// Every profile's caller rules and audience, compiled once at start.
@@ -117,7 +127,9 @@ impl Policies {
                 (
                     name.clone(),
                     ProfilePolicy {
-                        audience: p.audience.clone(),
+                        name: name.as_str().into(),
+                        deny_rule: format!("profiles.{name}.policy.allow").into(),
+                        audience: p.audience.as_deref().map(Into::into),
                         allow: p.policy.allow.as_ref().map(|rules| {
                             rules
                                 .iter()
@@ -132,25 +144,50 @@ impl Policies {
         Self { profiles }
     }
 
+    /// The policy of `profile`, if it is configured.
+    pub fn get(&self, profile: &str) -> Option<&ProfilePolicy> {
+        self.profiles.get(profile)
+    }
+
     /// Does `profile` restrict its callers (so the caller must be attested)?
     pub fn restricts(&self, profile: &str) -> bool {
-        self.profiles
-            .get(profile)
-            .is_some_and(|p| p.allow.is_some())
+        self.get(profile).is_some_and(ProfilePolicy::restricts)
     }
 
     /// The audience of `profile`, for the audit record.
     pub fn audience(&self, profile: &str) -> Option<&str> {
-        self.profiles.get(profile)?.audience.as_deref()
+        self.get(profile)?.audience.as_deref()
     }
 
-    /// Decides whether `caller` may get `profile`'s credentials. `None` = not attested
-    /// (attestation off); only valid for profiles without rules (the config enforces that).
+    /// Decides whether `caller` may get `profile`'s credentials (see [`ProfilePolicy::check`]);
+    /// an unconfigured profile has no rules.
     pub fn check(&self, profile: &str, caller: Option<&Attestation>) -> Decision {
-        let Some(rules) = self.profiles.get(profile).and_then(|p| p.allow.as_ref()) else {
-            return Decision::Allow(DEFAULT_RULE.into());
+        match self.get(profile) {
+            Some(p) => p.check(caller),
+            None => Decision::Allow(default_rule()),
+        }
+    }
+}
+
+fn default_rule() -> Arc<str> {
+    static DEFAULT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(|| DEFAULT_RULE.into()).clone()
+}
+
+impl ProfilePolicy {
+    /// Does this profile restrict its callers (so the caller must be attested)?
+    pub fn restricts(&self) -> bool {
+        self.allow.is_some()
+    }
+
+    /// Decides whether `caller` may get this profile's credentials. `None` = not attested
+    /// (attestation off); only valid for profiles without rules (the config enforces that).
+    pub fn check(&self, caller: Option<&Attestation>) -> Decision {
+        let Some(rules) = self.allow.as_ref() else {
+            return Decision::Allow(default_rule());
         };
-        let rule = format!("profiles.{profile}.policy.allow");
+        let profile = &*self.name;
+        let rule = self.deny_rule.to_string();
         let Some(c) = caller else {
             return Decision::Deny {
                 rule,
@@ -169,7 +206,7 @@ impl Policies {
             ),
             (None, None) => "an unidentified caller".into(),
         };
-        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = rules.iter().map(|r| &*r.name).collect();
         Decision::Deny {
             message: format!(
                 "{who} matches none of the rules of {rule} ({}); see `stagepass audit --profile {profile}`",
