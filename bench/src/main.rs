@@ -26,6 +26,10 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("bare-hyper") {
         return proc::bare_hyper_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("serve") {
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(serve());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()
@@ -100,6 +104,58 @@ async fn run(quick: bool) -> Result<Report> {
     // (3) single flight.
     single_flight(&mut r, &idp, quick).await?;
     Ok(r)
+}
+
+/// `stagepass-bench serve`: the HTTP pair of benchmark (1) left running for a profiler
+/// (`perf record -p PID` while wrk runs against each port), until stdin closes.
+async fn serve() -> Result<()> {
+    let bin = proc::stagepass_bin()?;
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    let home = prepare_home(&idp, None).await?;
+    let paths = proc::paths_of(home.path());
+    let child = proc::spawn_agent(&bin, home.path())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        stagepass::api::quick::get(&paths, "/v1/token/dev"),
+        Ok(Some((200, _)))
+    ) {
+        if Instant::now() > deadline {
+            bail!("no token within 30 s (hang guard)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let endpoint =
+        stagepass::api::client::EndpointFile::read(&paths).context("no endpoint.json")?;
+    let port = endpoint.port.context("TCP is off")?;
+    let secret = std::fs::read_to_string(paths.api_secret())?;
+    let body = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/token/dev"))
+        .bearer_auth(&secret)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let bare = proc::spawn_bare_hyper(&body)?;
+    println!(
+        "agent pid {} port {port}\nbare hyper port {}\nsecret file {}\n\
+         wrk -c16 -d5s -H \"Authorization: Bearer $(cat {})\" http://127.0.0.1:PORT/v1/token/dev\n\
+         close stdin (Ctrl-D) to stop",
+        child.pid(),
+        bare.port,
+        paths.api_secret().display(),
+        paths.api_secret().display()
+    );
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink)? > 0 {}
+    drop(bare);
+    drop(child);
+    Ok(())
 }
 
 /// A running agent with a stored device login, and how to reach it.

@@ -25,8 +25,12 @@ impl Drop for Child {
     }
 }
 
-/// The release `stagepass` binary next to this one.
+/// The release `stagepass` binary next to this one, or `STAGEPASS_BENCH_BIN` (e.g. a
+/// `--profile profiling` build with symbols for perf).
 pub fn stagepass_bin() -> Result<PathBuf> {
+    if let Some(b) = std::env::var_os("STAGEPASS_BENCH_BIN") {
+        return Ok(PathBuf::from(b));
+    }
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()

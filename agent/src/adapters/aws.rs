@@ -34,14 +34,14 @@ pub trait TokenSource: Send + Sync {
     fn token<'a>(
         &'a self,
         profile: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>>;
 }
 
 impl TokenSource for Broker {
     fn token<'a>(
         &'a self,
         profile: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>> {
         Box::pin(Broker::token(self, profile, TokenRequest::default()))
     }
 }
@@ -235,7 +235,8 @@ impl AwsService {
             .token(profile)
             .await
             .map_err(|e| broker_failure(name, profile, &e))?
-            .access_token;
+            .access_token
+            .clone();
         let sts = self.inner.sts.as_ref().map_err(|e| Failure {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
@@ -338,20 +339,21 @@ mod tests {
         fn token<'a>(
             &'a self,
             profile: &'a str,
-        ) -> Pin<Box<dyn Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>> {
+        ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>>
+        {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             let fail = self.fail.lock().unwrap().take();
             Box::pin(async move {
                 if let Some(e) = fail {
                     return Err(e);
                 }
-                Ok(IssuedToken {
+                Ok(Arc::new(IssuedToken {
                     access_token: Secret::new(format!("oidc-token-{n}")),
                     token_type: "Bearer".into(),
                     expires_at: None,
                     scope: None,
                     profile: profile.to_string(),
-                })
+                }))
             })
         }
     }

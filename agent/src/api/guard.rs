@@ -8,17 +8,75 @@
 
 use super::error::ApiError;
 use super::{ApiState, ConnInfo, Transport};
-use http::header::{AUTHORIZATION, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
 /// Runs every check but the peer one (see [`check_peer`]) on a request's headers.
+///
+/// One pass over the headers collects what every check needs (sizes, refused names, Host,
+/// Authorization); the checks then run in the documented order. Header names are matched
+/// as the lower-case strings hyper already parsed, never re-parsed per lookup: this runs on
+/// every cache hit.
 pub fn check(state: &ApiState, conn: &ConnInfo, headers: &HeaderMap) -> Result<(), ApiError> {
     check_peer(state, conn)?;
-    check_header_size(state, headers)?;
-    check_forwarded(headers)?;
-    check_browser(headers)?;
-    check_host(state, conn, headers)?;
-    check_secret(state, headers)
+    let seen = Seen::scan(headers);
+    check_header_size(state, headers.len(), seen.bytes)?;
+    if let Some(name) = seen.forwarded {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forwarded_refused",
+            format!(
+                "requests relayed by a proxy ({name} header) are refused; call the agent directly"
+            ),
+        ));
+    }
+    check_browser(&seen)?;
+    check_host(state, conn, &seen)?;
+    check_secret(state, &seen)
+}
+
+/// What one pass over the request headers found.
+#[derive(Default)]
+struct Seen<'a> {
+    bytes: usize,
+    forwarded: Option<&'static str>,
+    origin: bool,
+    cross_site: bool,
+    hosts: usize,
+    host: Option<&'a [u8]>,
+    authorizations: usize,
+    authorization: Option<&'a [u8]>,
+}
+
+impl<'a> Seen<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            let name = name.as_str();
+            seen.bytes += name.len() + value.len();
+            match name {
+                "host" => {
+                    seen.hosts += 1;
+                    seen.host = Some(value.as_bytes());
+                }
+                "authorization" => {
+                    seen.authorizations += 1;
+                    seen.authorization = Some(value.as_bytes());
+                }
+                "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-real-ip" => {
+                    seen.forwarded = seen.forwarded.or(Some(match name {
+                        "forwarded" => "forwarded",
+                        "x-forwarded-for" => "x-forwarded-for",
+                        "x-forwarded-host" => "x-forwarded-host",
+                        _ => "x-real-ip",
+                    }));
+                }
+                "origin" => seen.origin = true,
+                "sec-fetch-site" if value.as_bytes() != b"none" => seen.cross_site = true,
+                _ => {}
+            }
+        }
+        seen
+    }
 }
 
 /// Unix-socket peers must run as our uid (SO_PEERCRED); TCP peers are loopback by bind.
@@ -40,13 +98,9 @@ pub fn check_peer(state: &ApiState, conn: &ConnInfo) -> Result<(), ApiError> {
     }
 }
 
-fn check_header_size(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_header_size(state: &ApiState, count: usize, bytes: usize) -> Result<(), ApiError> {
     let limits = &state.limits;
-    let bytes: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if headers.len() > limits.max_headers || bytes > limits.max_header_bytes {
+    if count > limits.max_headers || bytes > limits.max_header_bytes {
         return Err(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request_too_large",
@@ -59,52 +113,29 @@ fn check_header_size(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiErr
     Ok(())
 }
 
-fn check_forwarded(headers: &HeaderMap) -> Result<(), ApiError> {
-    for name in [
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-real-ip",
-    ] {
-        if headers.contains_key(name) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forwarded_refused",
-                format!(
-                    "requests relayed by a proxy ({name} header) are refused; call the agent directly"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_browser(headers: &HeaderMap) -> Result<(), ApiError> {
-    if headers.contains_key(ORIGIN) {
+fn check_browser(seen: &Seen<'_>) -> Result<(), ApiError> {
+    if seen.origin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_origin",
             "requests from web pages (Origin header) are refused",
         ));
     }
-    for v in headers.get_all("sec-fetch-site") {
-        if v.as_bytes() != b"none" {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                "requests from web pages (Sec-Fetch-Site other than none) are refused",
-            ));
-        }
+    if seen.cross_site {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "requests from web pages (Sec-Fetch-Site other than none) are refused",
+        ));
     }
     Ok(())
 }
 
-fn check_host(state: &ApiState, conn: &ConnInfo, headers: &HeaderMap) -> Result<(), ApiError> {
-    let mut hosts = headers.get_all(HOST).iter();
-    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+fn check_host(state: &ApiState, conn: &ConnInfo, seen: &Seen<'_>) -> Result<(), ApiError> {
+    let (1, Some(host)) = (seen.hosts, seen.host) else {
         return Err(bad_host("exactly one Host header is required"));
     };
-    let host = host.to_str().unwrap_or("");
+    let host = std::str::from_utf8(host).unwrap_or("");
     let unix = matches!(conn.transport, Transport::Unix { .. });
     if unix && host.eq_ignore_ascii_case("localhost") {
         return Ok(());
@@ -131,16 +162,15 @@ fn bad_host(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::MISDIRECTED_REQUEST, "bad_host", message)
 }
 
-fn check_secret(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = match (values.next(), values.next()) {
-        (Some(v), None) => v.as_bytes(),
-        (None, _) => {
+fn check_secret(state: &ApiState, seen: &Seen<'_>) -> Result<(), ApiError> {
+    let value = match (seen.authorizations, seen.authorization) {
+        (1, Some(v)) => v,
+        (0, _) | (_, None) => {
             return Err(ApiError::unauthorized(
                 "missing API secret: send Authorization: Bearer <content of the api-secret file>",
             ));
         }
-        (Some(_), Some(_)) => {
+        _ => {
             return Err(ApiError::unauthorized("more than one Authorization header"));
         }
     };

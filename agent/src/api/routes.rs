@@ -105,8 +105,8 @@ where
 {
     use tracing::Instrument;
     let started = Instant::now();
-    let uri = req.uri().clone();
-    let matched = route(uri.path());
+    let (parts, body) = req.into_parts();
+    let matched = route(parts.uri.path());
     let label = matched.map_or("other", |r| r.label());
     let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The span names the route template and, for profile routes, the profile; never a header.
@@ -118,8 +118,8 @@ where
         }
         _ => "",
     };
-    let span = tracing::debug_span!("request", id, route = label, profile, method = %req.method());
-    let resp = match answer(state, conn, matched, req)
+    let span = tracing::debug_span!("request", id, route = label, profile, method = %parts.method);
+    let resp = match answer(state, conn, matched, &parts, body)
         .instrument(span.clone())
         .await
     {
@@ -147,7 +147,8 @@ async fn answer<B>(
     state: &ApiState,
     conn: &ConnInfo,
     matched: Option<Route<'_>>,
-    req: Request<B>,
+    parts: &http::request::Parts,
+    body: B,
 ) -> Result<ApiResponse, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -156,12 +157,13 @@ where
     if matched == Some(Route::Healthz) {
         guard::check_peer(state, conn)?;
     } else {
-        guard::check(state, conn, req.headers())?;
+        guard::check(state, conn, &parts.headers)?;
     }
     let Some(route) = matched else {
         return Err(ApiError::not_found());
     };
-    if !route.methods().contains(req.method()) {
+    let method = &parts.method;
+    if !route.methods().contains(method) {
         let allow = route
             .methods()
             .iter()
@@ -173,7 +175,7 @@ where
             "method_not_allowed",
             format!(
                 "{} {} is not served; allowed: {allow}",
-                req.method(),
+                method,
                 route.label()
             ),
         ));
@@ -182,37 +184,39 @@ where
         }
         return Ok(resp);
     }
-    let method = req.method().clone();
-    let query = req.uri().query().map(str::to_string);
-    let body = if method == Method::GET && no_body(req.headers()) {
+    let query = parts.uri.query();
+    // A GET without a body (every cache hit) skips the body reader; hyper knows the body is
+    // empty when the request has neither Content-Length nor Transfer-Encoding.
+    let body = if *method == Method::GET && body.is_end_stream() {
         Bytes::new()
     } else {
-        read_body(state.limits.max_body_bytes, req).await?
+        Box::pin(read_body(state.limits.max_body_bytes, &parts.headers, body)).await?
     };
+    // The rare routes are boxed so the hot path's future (token) stays small.
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
-        Route::Token(p) => token(state, conn, name(p)?, query.as_deref()).await,
-        Route::TokenInvalidate(p) => invalidate(state, name(p)?, &body).await,
-        Route::Login(p) => login(state, name(p)?, &method).await,
+        Route::Token(p) => token(state, conn, name(p)?, query).await,
+        Route::TokenInvalidate(p) => Box::pin(invalidate(state, name(p)?, &body)).await,
+        Route::Login(p) => Box::pin(login(state, name(p)?, method)).await,
         Route::Catalog => {
             let c = catalog(state)?;
             Ok(json(StatusCode::OK, &c.status()))
         }
         Route::CatalogDiff => {
             let c = catalog(state)?;
-            Ok(json(StatusCode::OK, &c.diff().await))
+            Ok(json(StatusCode::OK, &Box::pin(c.diff()).await))
         }
         Route::CatalogSync => {
             let c = catalog(state)?;
-            Ok(json(StatusCode::ACCEPTED, &c.sync_now().await))
+            Ok(json(StatusCode::ACCEPTED, &Box::pin(c.sync_now()).await))
         }
         Route::Aws(n) => {
             let Some(aws) = &state.aws else {
                 return Err(unavailable("AWS credentials are not served by this agent"));
             };
-            aws_credentials(state, conn, aws, name(n)?).await
+            Box::pin(aws_credentials(state, conn, aws, name(n)?)).await
         }
     }
 }
@@ -240,26 +244,19 @@ fn catalog(state: &ApiState) -> Result<&crate::catalog::CatalogHandle, ApiError>
         .ok_or_else(|| unavailable("catalog sync is not running in this agent"))
 }
 
-/// A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3).
-fn no_body(headers: &http::HeaderMap) -> bool {
-    !headers.contains_key(http::header::CONTENT_LENGTH)
-        && !headers.contains_key(http::header::TRANSFER_ENCODING)
-}
-
-async fn read_body<B>(limit: usize, req: Request<B>) -> Result<Bytes, ApiError>
+async fn read_body<B>(limit: usize, headers: &http::HeaderMap, body: B) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let declared = req
-        .headers()
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::body_too_large(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::body_too_large(limit))

@@ -6,9 +6,9 @@
 //! connections over both listeners; accept errors (e.g. out of file descriptors) back off
 //! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
 //! started and not finished in time) and an idle timeout (no traffic and no request in
-//! flight), both watched by one lazily re-armed timer per connection instead of hyper's
-//! per-request timer: arming and cancelling a timer on every keep-alive request was a
-//! measurable share of a cache hit.
+//! flight), both watched by one ticking timer per connection instead of hyper's
+//! per-request timer: arming and cancelling a timer, or even reading the clock, on every
+//! keep-alive request was a measurable share of a cache hit.
 
 use super::routes;
 use super::{ApiState, ConnInfo, Transport};
@@ -25,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -323,6 +323,8 @@ pub async fn serve_connection<I>(
     }
     loop {
         tokio::select! {
+            // The connection first: it is what nearly every wake-up is for.
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -342,15 +344,20 @@ pub async fn serve_connection<I>(
     }
 }
 
-/// When a connection last moved bytes, whether a request is being answered, and when the
-/// request head being received (if any) started.
+/// What the connection's timer needs to tell idle and slow-head connections apart, kept
+/// without reading a clock on the IO path: the IO wrapper and the service only bump
+/// counters and flags, and the timer, which wakes a few times per timeout, turns them into
+/// times. A cache hit is a few microseconds, so a clock read on every read and write was a
+/// measurable share of it.
 struct Activity {
-    base: tokio::time::Instant,
-    last_ms: AtomicU64,
+    /// Reads and writes that moved bytes (wrapping; only changes matter).
+    moved: AtomicU64,
+    /// Requests handed to the service so far.
+    requests: AtomicU64,
+    /// Requests being answered now.
     busy: AtomicUsize,
-    /// Milliseconds (+1, 0 = none) at which bytes of a new request head first arrived while
-    /// no request was in flight; cleared when hyper hands us the parsed request.
-    head_ms: AtomicU64,
+    /// Bytes of a request head arrived while no request was in flight.
+    head_pending: AtomicBool,
     header_timeout: Duration,
     idle: Duration,
 }
@@ -358,65 +365,74 @@ struct Activity {
 impl Activity {
     fn new(header_timeout: Duration, idle: Duration) -> Self {
         Self {
-            base: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
-            head_ms: AtomicU64::new(0),
+            head_pending: AtomicBool::new(false),
             header_timeout,
             idle,
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.moved.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes arrived: with no request in flight they start a request head.
     fn read_bytes(&self) {
-        let now = self.now_ms();
-        self.last_ms.store(now, Ordering::Relaxed);
-        if self.busy.load(Ordering::Relaxed) == 0 && self.head_ms.load(Ordering::Relaxed) == 0 {
-            self.head_ms.store(now.saturating_add(1), Ordering::Relaxed);
+        self.touch();
+        if self.busy.load(Ordering::Relaxed) == 0 && !self.head_pending.load(Ordering::Relaxed) {
+            self.head_pending.store(true, Ordering::Relaxed);
         }
     }
 
     fn busy(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        self.head_ms.store(0, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head_pending.store(false, Ordering::Relaxed);
         Busy(self)
     }
 
     /// Resolves with the reason once a request head has taken longer than the header
     /// timeout, or the connection has been quiet with no request in flight for the idle
-    /// timeout. One timer per connection, re-armed only when it fires.
+    /// timeout. The timer ticks every quarter timeout (the shorter of the two), and a state
+    /// is only dated at the tick that sees it, so a slow head or an idle connection is cut
+    /// within 1.5x its timeout; both are resource bounds, not deadlines anyone waits on.
     async fn expired(&self) -> &'static str {
-        // Heads are checked at least this often, so a slow head is cut within 1.25x.
-        let tick = (self.header_timeout / 4).max(Duration::from_millis(10));
+        let tick = (self.header_timeout / 4)
+            .min(self.idle / 4)
+            .max(Duration::from_millis(10));
+        let mut moved = self.moved.load(Ordering::Relaxed);
+        let mut quiet_since = tokio::time::Instant::now();
+        // The request count when a pending head was first seen, and when.
+        let mut head: Option<(u64, tokio::time::Instant)> = None;
         loop {
-            let now = self.now_ms();
-            let head = self.head_ms.load(Ordering::Relaxed);
-            if head != 0
-                && self.busy.load(Ordering::Relaxed) == 0
-                && Duration::from_millis(now.saturating_sub(head - 1)) >= self.header_timeout
-            {
-                return "request head not received within the header timeout";
+            tokio::time::sleep(tick).await;
+            let now = tokio::time::Instant::now();
+            let m = self.moved.load(Ordering::Relaxed);
+            if m != moved {
+                moved = m;
+                quiet_since = now;
             }
-            let quiet =
-                Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)));
             let busy = self.busy.load(Ordering::Relaxed) > 0;
-            if !busy && head == 0 && quiet >= self.idle {
+            let pending = !busy && self.head_pending.load(Ordering::Relaxed);
+            if pending {
+                let requests = self.requests.load(Ordering::Relaxed);
+                match head {
+                    // Still the same unfinished head as at an earlier tick.
+                    Some((r, since)) if r == requests => {
+                        if now.duration_since(since) >= self.header_timeout {
+                            return "request head not received within the header timeout";
+                        }
+                    }
+                    _ => head = Some((requests, now)),
+                }
+            } else {
+                head = None;
+            }
+            if !busy && !pending && now.duration_since(quiet_since) >= self.idle {
                 return "idle";
             }
-            let until_idle = if busy || head != 0 {
-                self.idle
-            } else {
-                self.idle - quiet
-            };
-            tokio::time::sleep(until_idle.min(tick)).await;
         }
     }
 }

@@ -5,16 +5,16 @@
 //! the guard, so the bytes are kept and reused while the token and its whole-second
 //! `expires_in` are unchanged; a new token or the next second re-encodes once.
 //!
-//! The kept copy of the token lives in a [`Secret`] (zeroized when replaced); the body bytes
-//! are shared with responses the same way every answer's bytes are.
+//! The entry holds the broker's own `Arc` of the token (no extra copy of the secret; its
+//! [`crate::secret::Secret`] is zeroized when the last holder drops it); the body bytes are
+//! shared with responses the same way every answer's bytes are.
 
 use super::routes::rfc3339;
 use crate::broker::IssuedToken;
-use crate::secret::Secret;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 /// `GET /v1/token/{profile}` answer.
@@ -29,11 +29,12 @@ struct TokenBody<'a> {
 }
 
 struct Entry {
-    token: Secret,
+    /// The token the body was encoded from (shared with the broker's cache, not a copy).
+    token: Arc<IssuedToken>,
     expires_in: Option<u64>,
     body: Bytes,
     /// The token's fingerprint, for audit records (hashed once per token version).
-    fingerprint: std::sync::Arc<str>,
+    fingerprint: Arc<str>,
 }
 
 /// Encoded token bodies by profile; one per [`super::ApiState`].
@@ -45,7 +46,7 @@ pub struct TokenBodies {
 impl TokenBodies {
     /// The JSON body for `t` at `now`: the kept bytes when they still say the same, else a
     /// fresh encoding that replaces them.
-    pub fn body(&self, t: &IssuedToken, now: SystemTime) -> Result<Bytes, serde_json::Error> {
+    pub fn body(&self, t: &Arc<IssuedToken>, now: SystemTime) -> Result<Bytes, serde_json::Error> {
         self.body_and_fingerprint(t, now).map(|(b, _)| b)
     }
 
@@ -53,16 +54,17 @@ impl TokenBodies {
     /// record of a cache hit costs no hashing).
     pub fn body_and_fingerprint(
         &self,
-        t: &IssuedToken,
+        t: &Arc<IssuedToken>,
         now: SystemTime,
-    ) -> Result<(Bytes, std::sync::Arc<str>), serde_json::Error> {
+    ) -> Result<(Bytes, Arc<str>), serde_json::Error> {
         let expires_in = t
             .expires_at
             .map(|e| e.duration_since(now).map_or(0, |d| d.as_secs()));
         if let Ok(m) = self.entries.read()
             && let Some(e) = m.get(&t.profile)
             && e.expires_in == expires_in
-            && e.token.expose() == t.access_token.expose()
+            && (Arc::ptr_eq(&e.token, t)
+                || e.token.access_token.expose() == t.access_token.expose())
         {
             return Ok((e.body.clone(), e.fingerprint.clone()));
         }
@@ -74,10 +76,15 @@ impl TokenBodies {
             scope: t.scope.as_deref(),
             profile: &t.profile,
         })?);
-        let fingerprint: std::sync::Arc<str> = match self.entries.read() {
+        let fingerprint: Arc<str> = match self.entries.read() {
             // Same token, next second: keep its fingerprint.
             Ok(m) => match m.get(&t.profile) {
-                Some(e) if e.token.expose() == t.access_token.expose() => e.fingerprint.clone(),
+                Some(e)
+                    if Arc::ptr_eq(&e.token, t)
+                        || e.token.access_token.expose() == t.access_token.expose() =>
+                {
+                    e.fingerprint.clone()
+                }
                 _ => t.access_token.fingerprint().into(),
             },
             Err(_) => t.access_token.fingerprint().into(),
@@ -86,7 +93,7 @@ impl TokenBodies {
             m.insert(
                 t.profile.clone(),
                 Entry {
-                    token: t.access_token.clone(),
+                    token: t.clone(),
                     expires_in,
                     body: body.clone(),
                     fingerprint: fingerprint.clone(),
@@ -100,16 +107,17 @@ impl TokenBodies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use std::time::Duration;
 
-    fn token(value: &str, exp: SystemTime) -> IssuedToken {
-        IssuedToken {
+    fn token(value: &str, exp: SystemTime) -> Arc<IssuedToken> {
+        Arc::new(IssuedToken {
             access_token: Secret::new(value),
             token_type: "Bearer".into(),
             expires_at: Some(exp),
             scope: Some("read".into()),
             profile: "p".into(),
-        }
+        })
     }
 
     #[test]

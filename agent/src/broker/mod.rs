@@ -226,7 +226,7 @@ impl SubjectSource for Inner {
         &'a self,
         profile: &'a str,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>,
+        Box<dyn std::future::Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>,
     > {
         Box::pin(async move {
             let slot = self.slot(profile)?.clone();
@@ -391,7 +391,7 @@ impl Broker {
         &self,
         profile: &str,
         req: TokenRequest,
-    ) -> Result<IssuedToken, BrokerError> {
+    ) -> Result<Arc<IssuedToken>, BrokerError> {
         use tracing::Instrument;
         let slot = self.inner.slot(profile)?;
         // An env profile is read from the environment and never refreshed: nothing to

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 /// A token in the cache, with the instants that govern it.
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
-    pub(super) issued: IssuedToken,
+    pub(super) issued: Arc<IssuedToken>,
     pub(super) fingerprint: String,
     /// When it expires (monotonic), if known.
     pub(super) expires: Option<Instant>,
@@ -128,7 +128,7 @@ pub(super) trait SubjectSource: Send + Sync {
         &'a self,
         profile: &'a str,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<IssuedToken, BrokerError>> + Send + 'a>,
+        Box<dyn std::future::Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>,
     >;
 }
 
@@ -207,7 +207,7 @@ impl Slot {
     }
 
     /// The cached token if it serves a caller needing `min_valid`.
-    pub(super) fn cached(&self, min_valid: Option<Duration>) -> Option<IssuedToken> {
+    pub(super) fn cached(&self, min_valid: Option<Duration>) -> Option<Arc<IssuedToken>> {
         let st = self.lock();
         let c = st.token.as_ref()?;
         c.usable(Instant::now(), min_valid)
@@ -256,7 +256,7 @@ impl Slot {
         &self,
         subjects: &dyn SubjectSource,
         req: TokenRequest,
-    ) -> Result<IssuedToken, BrokerError> {
+    ) -> Result<Arc<IssuedToken>, BrokerError> {
         if self.cfg.grant == GrantKind::Env {
             return self.env_token();
         }
@@ -329,7 +329,7 @@ impl Slot {
     pub(super) async fn refresh_now(
         &self,
         subjects: &dyn SubjectSource,
-    ) -> Result<IssuedToken, BrokerError> {
+    ) -> Result<Arc<IssuedToken>, BrokerError> {
         let _flight = self.flight.lock().await;
         if let Some(err) = self.gate(Instant::now()) {
             return Err(err);
@@ -352,7 +352,7 @@ impl Slot {
     async fn refresh_locked(
         &self,
         subjects: &dyn SubjectSource,
-    ) -> Result<IssuedToken, BrokerError> {
+    ) -> Result<Arc<IssuedToken>, BrokerError> {
         self.enforce_grant_age()?;
         self.lock().refreshing = true;
         let started = Instant::now();
@@ -482,13 +482,13 @@ impl Slot {
             ),
             None => (None, None),
         };
-        let issued = IssuedToken {
+        let issued = Arc::new(IssuedToken {
             access_token: g.access_token.clone(),
             token_type: g.token_type.clone(),
             expires_at: lifetime.map(|l| SystemTime::now() + l),
             scope: g.scope.clone(),
             profile: self.name.clone(),
-        };
+        });
         Cached {
             fingerprint: g.access_token.fingerprint(),
             issued,
@@ -653,29 +653,24 @@ impl Slot {
         let idp = self.idp().map_err(Outcome::Broker)?.clone();
         let client = self.client().map_err(Outcome::Broker)?;
         let subject = match (&self.cfg.subject_profile, &self.cfg.token_env) {
-            (Some(p), _) => {
-                subjects
-                    .subject(p)
-                    .await
-                    .map_err(|e| {
-                        Outcome::Broker(match e {
-                            BrokerError::LoginRequired { reason, .. } => {
-                                BrokerError::LoginRequired {
-                                    profile: self.name.clone(),
-                                    reason: format!("subject profile {p}: {reason}"),
-                                }
-                            }
-                            BrokerError::IdpUnavailable { detail, .. } => {
-                                BrokerError::IdpUnavailable {
-                                    profile: self.name.clone(),
-                                    detail: format!("subject profile {p}: {detail}"),
-                                }
-                            }
-                            other => self.internal(format!("subject profile {p}: {other}")),
-                        })
-                    })?
-                    .access_token
-            }
+            (Some(p), _) => subjects
+                .subject(p)
+                .await
+                .map_err(|e| {
+                    Outcome::Broker(match e {
+                        BrokerError::LoginRequired { reason, .. } => BrokerError::LoginRequired {
+                            profile: self.name.clone(),
+                            reason: format!("subject profile {p}: {reason}"),
+                        },
+                        BrokerError::IdpUnavailable { detail, .. } => BrokerError::IdpUnavailable {
+                            profile: self.name.clone(),
+                            detail: format!("subject profile {p}: {detail}"),
+                        },
+                        other => self.internal(format!("subject profile {p}: {other}")),
+                    })
+                })?
+                .access_token
+                .clone(),
             (None, Some(var)) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Secret::new(v),
                 _ => {
@@ -699,7 +694,7 @@ impl Slot {
     }
 
     /// `env` profiles: the variable is re-read on every request; a JWT's `exp` is honoured.
-    pub(super) fn env_token(&self) -> Result<IssuedToken, BrokerError> {
+    pub(super) fn env_token(&self) -> Result<Arc<IssuedToken>, BrokerError> {
         let var = self.cfg.token_env.as_deref().unwrap_or("GITHUB_TOKEN");
         let value = match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
@@ -730,13 +725,13 @@ impl Slot {
                 });
             }
         }
-        Ok(IssuedToken {
+        Ok(Arc::new(IssuedToken {
             access_token: Secret::new(value),
             token_type: "Bearer".into(),
             expires_at: advertised,
             scope: None,
             profile: self.name.clone(),
-        })
+        }))
     }
 
     fn internal(&self, detail: String) -> BrokerError {

@@ -95,7 +95,7 @@ impl TokenSource for BrokerTokens {
             self.broker
                 .token(&self.profile, req)
                 .await
-                .map(|t| Some(t.access_token))
+                .map(|t| Some(t.access_token.clone()))
                 .map_err(|e| e.to_string())
         })
     }

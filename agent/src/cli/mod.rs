@@ -74,6 +74,12 @@ pub fn main() -> ExitCode {
     if name == "docker-credential-stagepass" {
         return adapters::docker_main();
     }
+    if let Some(args) = session::TokenArgs::from_plain_args(std::env::args_os().skip(1)) {
+        // `$(stagepass token NAME)` runs in prompts and scripts many times a minute; building
+        // the whole clap command tree costs more than the request itself. Anything but the
+        // plain forms (help, --config, typos) goes through clap below.
+        return session::token(None, args);
+    }
     let cli = Cli::parse();
     let extra = cli.config.clone();
     match cli.command {

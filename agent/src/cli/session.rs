@@ -59,6 +59,40 @@ pub struct TokenArgs {
     pub json: bool,
 }
 
+impl TokenArgs {
+    /// The arguments of `stagepass token NAME [--json] [--min-valid S]` read without clap,
+    /// or `None` for anything else (no profile, `--help`, `--config`, an unknown flag, a
+    /// bad number), which clap then parses and explains. With a profile named, the command
+    /// reads no config, so skipping clap changes nothing but the start-up time.
+    pub fn from_plain_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<Self> {
+        if args.next()?.to_str()? != "token" {
+            return None;
+        }
+        let mut out = TokenArgs {
+            profile: None,
+            min_valid: None,
+            json: false,
+        };
+        while let Some(arg) = args.next() {
+            let arg = arg.into_string().ok()?;
+            match arg.as_str() {
+                "--json" if !out.json => out.json = true,
+                "--min-valid" if out.min_valid.is_none() => {
+                    out.min_valid = Some(args.next()?.to_str()?.parse().ok()?);
+                }
+                a if a.starts_with("--min-valid=") && out.min_valid.is_none() => {
+                    out.min_valid = Some(a["--min-valid=".len()..].parse().ok()?);
+                }
+                a if out.profile.is_none() && !a.starts_with('-') && valid_name(a) => {
+                    out.profile = Some(arg);
+                }
+                _ => return None,
+            }
+        }
+        out.profile.is_some().then_some(out)
+    }
+}
+
 fn token_path(profile: &str, min_valid: Option<u64>) -> String {
     match min_valid {
         Some(s) => format!("/v1/token/{profile}?min_valid={s}"),
@@ -334,4 +368,64 @@ fn valid_name(s: &str) -> bool {
         && !s.starts_with('.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plain(args: &[&str]) -> Option<TokenArgs> {
+        TokenArgs::from_plain_args(args.iter().map(std::ffi::OsString::from))
+    }
+
+    /// The clap-free reading of `token` must agree with clap wherever it answers.
+    #[test]
+    fn plain_token_args_agree_with_clap() {
+        let forms: &[&[&str]] = &[
+            &["token", "dev"],
+            &["token", "dev", "--json"],
+            &["token", "--json", "dev"],
+            &["token", "dev", "--min-valid", "300"],
+            &["token", "--min-valid=60", "backstage.prod", "--json"],
+            &["token", "a_b-c"],
+        ];
+        for form in forms {
+            let fast = plain(form).unwrap_or_else(|| panic!("{form:?} should be read plainly"));
+            let mut argv = vec!["stagepass"];
+            argv.extend_from_slice(form);
+            let super::super::Command::Token(slow) = super::super::Cli::parse_from(argv).command
+            else {
+                panic!("clap did not read {form:?} as token");
+            };
+            assert_eq!(fast.profile, slow.profile, "{form:?}");
+            assert_eq!(fast.min_valid, slow.min_valid, "{form:?}");
+            assert_eq!(fast.json, slow.json, "{form:?}");
+        }
+    }
+
+    /// Everything else is left to clap (help, errors, config, the default profile).
+    #[test]
+    fn other_forms_go_to_clap() {
+        let forms: &[&[&str]] = &[
+            &[],
+            &["status"],
+            &["token"],
+            &["token", "--json"],
+            &["token", "--help"],
+            &["token", "-h"],
+            &["token", "dev", "other"],
+            &["token", "dev", "--json", "--json"],
+            &["token", "dev", "--min-valid"],
+            &["token", "dev", "--min-valid", "soon"],
+            &["token", "dev", "--min-valid=-1"],
+            &["token", "dev", "--config", "x.toml"],
+            &["token", ".hidden"],
+            &["token", "bad/name"],
+            &["--config", "x.toml", "token", "dev"],
+        ];
+        for form in forms {
+            assert!(plain(form).is_none(), "{form:?} must go through clap");
+        }
+    }
 }
