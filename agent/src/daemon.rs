@@ -79,7 +79,8 @@ pub async fn run_until(
 
     let catalog =
         crate::catalog::Service::start(&config.catalog, &paths, Some(broker.clone())).await;
-    let aws = AwsService::new(config.aws.clone(), broker.clone());
+    // Sessions no longer than the profile's policy.max_token_lifetime (issue 11).
+    let aws = AwsService::new(crate::policy::limits::aws_roles(&config), broker.clone());
     let (audit, audit_writer) = if config.audit.enabled {
         let (a, w) =
             crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(|| {

@@ -37,9 +37,30 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(run(quick))?;
+    // `--only attest`: just issue 11's on/off comparison (a few minutes less than everything).
+    let only_attest = args
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "attest");
+    let report = if only_attest {
+        rt.block_on(run_attest_only(quick))?
+    } else {
+        rt.block_on(run(quick))?
+    };
     report.write(&out)?;
     Ok(())
+}
+
+async fn run_attest_only(quick: bool) -> Result<Report> {
+    let mut r = Report::new(quick);
+    let bin = proc::stagepass_bin()?;
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    attest::run(&mut r, &bin, &idp, quick).await?;
+    Ok(r)
 }
 
 async fn run(quick: bool) -> Result<Report> {

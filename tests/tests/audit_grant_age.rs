@@ -1,6 +1,6 @@
 //! `max_grant_age` and `max_token_lifetime` with the real agent binary and real logins at the
 //! real IdP: a stored login older than the maximum age turns into `login_required` with that
-//! reason (token, status and the audit log all say so) while a fresh one keeps working and
+//! reason (token, status, doctor and the audit log all say so) while a fresh one keeps working and
 //! keeps its login time across rotation; tokens are advertised with at most the maximum
 //! lifetime (API answer and kubectl's ExecCredential). No access or refresh token ever
 //! reaches the audit log.
@@ -126,6 +126,17 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
             .contains("maximum grant age"),
         "{old}"
     );
+
+    // So does doctor, with the fix.
+    let doctor = home.run(&["doctor"], b"");
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        text.contains(
+            "[warn] login age of old: the login is older than the maximum grant age of 12h"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("fix: stagepass login old"), "{text}");
 
     // The fresh login works; its token is advertised with at most 10 minutes.
     let out = home.run(&["token", "fresh", "--json"], b"");

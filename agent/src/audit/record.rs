@@ -53,6 +53,11 @@ pub struct Record {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
+    /// Identical records of one connection within one writer batch: how many, and the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_time: Option<String>,
     profile: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     audience: Option<&'a str>,
@@ -88,10 +93,46 @@ pub fn timestamp(t: SystemTime) -> String {
 }
 
 impl Record {
+    /// Would this record say the same as `other`, apart from the time? (Same connection's
+    /// caller, profile, route, outcome, rule, code and token.) Shared names are compared by
+    /// pointer first, so this is cheap on the writer's side.
+    pub fn same_as(&self, other: &Record) -> bool {
+        fn same_arc<T: ?Sized + PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
+        }
+        let same_caller = match (&self.caller, &other.caller) {
+            (None, None) => true,
+            // Per connection: a different connection is a different record even when the
+            // process is the same.
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_caller
+            && self.outcome == other.outcome
+            && self.route == other.route
+            && (Arc::ptr_eq(&self.profile, &other.profile) || self.profile == other.profile)
+            && same_arc(&self.token_fingerprint, &other.token_fingerprint)
+            && same_arc(&self.rule, &other.rule)
+            && self.code == other.code
+            && self.reason == other.reason
+            && self.role == other.role
+    }
+
     /// The JSON line (with the trailing newline).
     pub fn to_line(&self) -> Vec<u8> {
+        self.to_counted_line(1, self.time)
+    }
+
+    /// The JSON line of `count` identical records, the last at `last`.
+    pub fn to_counted_line(&self, count: u64, last: SystemTime) -> Vec<u8> {
         let line = Line {
             time: timestamp(self.time),
+            count: (count > 1).then_some(count),
+            last_time: (count > 1).then(|| timestamp(last)),
             profile: &self.profile,
             audience: self.audience.as_deref(),
             route: self.route,
@@ -164,6 +205,24 @@ mod tests {
         assert_eq!(v["caller"]["pid"], 7);
         assert_eq!(v["token_fingerprint"], "0123456789ab");
         assert!(v.get("code").is_none());
+        let same = Record {
+            time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5),
+            ..r.clone()
+        };
+        assert!(r.same_as(&same));
+        let counted: serde_json::Value =
+            serde_json::from_slice(&r.to_counted_line(3, same.time)).unwrap();
+        assert_eq!(counted["count"], 3);
+        assert_eq!(counted["last_time"], "1970-01-01T00:00:05Z");
+        assert!(v.get("count").is_none());
+        let other_conn = Record {
+            caller: Some(Arc::new((*r.caller.clone().unwrap()).clone())),
+            ..r.clone()
+        };
+        assert!(
+            !r.same_as(&other_conn),
+            "another connection is another record"
+        );
         let off = Record { caller: None, ..r };
         let v: serde_json::Value = serde_json::from_slice(&off.to_line()).unwrap();
         assert_eq!(v["caller"]["unidentified"], "attestation is off");

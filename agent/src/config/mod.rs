@@ -14,7 +14,9 @@ mod layers;
 mod policy;
 mod profile;
 
-pub use adapters::{AwsRoleConfig, DockerConfig, DockerRegistry, GitConfig, GitHostConfig};
+pub use adapters::{
+    AWS_MIN_DURATION_SECONDS, AwsRoleConfig, DockerConfig, DockerRegistry, GitConfig, GitHostConfig,
+};
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
 pub use layers::{ENV_PREFIX, Override};

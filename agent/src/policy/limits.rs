@@ -8,7 +8,9 @@
 //!   by us. What we control is what we advertise and when we renew: the token is cached as
 //!   if it lived at most this long, so `expires_in`/`expires_at`, git's
 //!   `password_expiry_utc`, kubectl's `expirationTimestamp` and the AWS `Expiration` all say
-//!   at most this, and the agent renews it before then.
+//!   at most this, and the agent renews it before then. AWS sessions are really shortened:
+//!   the STS `DurationSeconds` asked for is capped ([`aws_roles`]), down to STS's usable
+//!   minimum of 20 minutes (SDKs refetch credentials with under 15 minutes left on every call).
 
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +51,28 @@ pub fn capped_expiry(
     }
 }
 
+/// The `[aws.NAME]` roles with each session duration capped by its profile's
+/// `max_token_lifetime` (never below [`crate::config::AWS_MIN_DURATION_SECONDS`]).
+pub fn aws_roles(
+    config: &crate::config::Config,
+) -> std::collections::BTreeMap<String, crate::config::AwsRoleConfig> {
+    let mut roles = config.aws.clone();
+    for role in roles.values_mut() {
+        let Some(max) = config
+            .profiles
+            .get(&role.profile)
+            .and_then(|p| p.policy.max_token_lifetime)
+        else {
+            continue;
+        };
+        let cap = u32::try_from(max.0.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(crate::config::AWS_MIN_DURATION_SECONDS);
+        role.duration_seconds = Some(role.duration().min(cap));
+    }
+    roles
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +111,26 @@ mod tests {
             Some(now + h)
         );
         assert_eq!(capped_expiry(None, now, None), None);
+    }
+
+    #[test]
+    fn aws_sessions_are_capped_but_stay_usable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[profiles.a]\ngrant = \"env\"\ntoken_env = \"T\"\n[profiles.a.policy]\nmax_token_lifetime = \"30m\"\n\
+             [profiles.b]\ngrant = \"env\"\ntoken_env = \"T\"\n[profiles.b.policy]\nmax_token_lifetime = \"5m\"\n\
+             [profiles.c]\ngrant = \"env\"\ntoken_env = \"T\"\n\
+             [aws.ra]\nprofile = \"a\"\nrole_arn = \"arn:aws:iam::1:role/r\"\n\
+             [aws.rb]\nprofile = \"b\"\nrole_arn = \"arn:aws:iam::1:role/r\"\n\
+             [aws.rc]\nprofile = \"c\"\nrole_arn = \"arn:aws:iam::1:role/r\"\n",
+        )
+        .unwrap();
+        let c = crate::config::Config::load_files(&[p]).unwrap();
+        let r = aws_roles(&c);
+        assert_eq!(r["ra"].duration(), 1800);
+        assert_eq!(r["rb"].duration(), crate::config::AWS_MIN_DURATION_SECONDS);
+        assert_eq!(r["rc"].duration(), c.aws["rc"].duration());
     }
 }
