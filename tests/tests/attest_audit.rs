@@ -208,6 +208,28 @@ async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_
         "{s}"
     );
     assert_private_and_token_free(&home, &[&curl_token, &sp_token]);
+    // The audit counters are in /metrics: records queued, none dropped.
+    let (port, secret) = endpoint(&home);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {secret}"),
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("stagepass_audit_records_total") >= 2, "{metrics}");
+    assert_eq!(value("stagepass_audit_dropped_total"), 0, "{metrics}");
 
     // `stagepass audit` shows both, as a table and as JSON.
     let table = home.run(&["audit", "--profile", "ci"], b"");

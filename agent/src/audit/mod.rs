@@ -3,7 +3,8 @@
 //! - [`record`]: what a line holds (time, profile, audience, route/adapter, caller
 //!   attestation, decision and rule, token fingerprint; never a token).
 //! - [`writer`]: the non-blocking handle the API uses and the writer thread behind it (size
-//!   rotation, drop accounting, optional syslog forwarding).
+//!   rotation, drop accounting, optional syslog forwarding, identical records of one
+//!   connection within a batch written once with `count` and `last_time`).
 //! - [`reader`]: reading the files back for `stagepass audit`.
 //!
 //! Format of a line (fields absent when they do not apply):
