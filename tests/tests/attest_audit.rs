@@ -241,6 +241,9 @@ async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_
     assert_eq!(String::from_utf8(json.stdout).unwrap().lines().count(), 2);
     let none = home.run(&["audit", "--profile", "other"], b"");
     assert_eq!(String::from_utf8(none.stdout).unwrap().lines().count(), 1);
+    let bad = home.run(&["audit", "--since", "yesterday"], b"");
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
 }
 
 /// Runs git in `cwd` with only our credential helper configured, no prompts, no user config.

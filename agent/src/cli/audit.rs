@@ -53,7 +53,7 @@ pub fn run(extra: Option<PathBuf>, args: AuditArgs) -> ExitCode {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
             eprintln!("stagepass audit: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(super::session::EXIT_USAGE);
         }
         None => None,
     };
