@@ -108,7 +108,13 @@ where
     let (parts, body) = req.into_parts();
     let matched = route(parts.uri.path());
     let label = matched.map_or("other", |r| r.label());
-    let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A shared counter bounces between cores on every request: count only when the id is
+    // going to be logged.
+    let id = if tracing::enabled!(tracing::Level::DEBUG) {
+        REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    } else {
+        0
+    };
     // The span names the route template and, for profile routes, the profile; never a header.
     let profile = match matched {
         Some(Route::Token(p) | Route::TokenInvalidate(p) | Route::Login(p) | Route::Aws(p))
@@ -297,6 +303,11 @@ async fn token(
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
+    let now = SystemTime::now();
+    if let Some(body) = state.token_bodies.local_hit(profile, min_valid, now) {
+        state.metrics.record_token(profile, "ok");
+        return Ok(bytes_response(StatusCode::OK, "application/json", body));
+    }
     match state
         .broker
         .token(profile, TokenRequest { min_valid })
@@ -304,16 +315,14 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
-            let body = state
-                .token_bodies
-                .body(&t, SystemTime::now())
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "could not encode the token",
-                    )
-                })?;
+            let body = state.token_bodies.body(&t, now).map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "could not encode the token",
+                )
+            })?;
+            state.token_bodies.remember(&state.broker, &t, &body, now);
             Ok(bytes_response(StatusCode::OK, "application/json", body))
         }
         Err(e) => {
