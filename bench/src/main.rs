@@ -10,6 +10,7 @@
 
 mod attest;
 mod catalog;
+mod catalog_live;
 mod fleet;
 mod proc;
 mod report;
@@ -80,11 +81,13 @@ async fn run(quick: bool) -> Result<Report> {
     // (6) and (5) first: no agent running, no noise from the others.
     fleet::run(&mut r);
     catalog::run(&mut r, quick)?;
-    r.note(
-        "catalog save -> diff latency: needs the Backstage peer; the e2e test \
-         catalog_check measures it, this bench does not yet"
-            .into(),
-    );
+    catalog_live::run(
+        &mut r,
+        if quick { 5 } else { 20 },
+        if quick { 3 } else { 6 },
+    )
+    .await
+    .context("catalog against a live Backstage")?;
 
     // (4) boot, then keep the last agent for (1) and (2).
     let mut agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;

@@ -211,3 +211,52 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// A login that ages out while the agent runs: served (also from the API's per-thread cache)
+/// while young, `login_required` once older than the limit, with no restart in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_ages_out_while_the_agent_runs_is_refused_from_then_on() {
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .unwrap();
+    let home = Home::new("");
+    home.write_config(&format!(
+        "[api]\nport = 0\n\n[store]\nbackend = \"file\"\n{}",
+        profile("dev", idp.issuer()).replace("max_grant_age = \"12h\"", "max_grant_age = \"3s\"")
+    ));
+    let config = Config::load_files(&[home.path().join("config/stagepass/config.toml")]).unwrap();
+    let store = GrantStore::open(&config.store, &home.path().join("state/stagepass"))
+        .await
+        .unwrap();
+    let t = idp
+        .device_login(Idp::PUBLIC_CLIENT, SCOPES, Some(AUD_BACKSTAGE), "dev")
+        .await
+        .unwrap();
+    store
+        .save(
+            "dev",
+            &StoredGrant::new(
+                idp.issuer(),
+                Idp::PUBLIC_CLIENT,
+                t.refresh_token.unwrap(),
+                None,
+            ),
+        )
+        .unwrap();
+    drop(store);
+    let _agent = Agent::start(&home);
+    // Young: served, several times (the later ones are cache hits).
+    for _ in 0..3 {
+        let out = home.run(&["token", "dev"], b"");
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Let the login age past 3 s (waiting for time to pass, not measuring it).
+    std::thread::sleep(Duration::from_secs(4));
+    let out = home.run(&["token", "dev"], b"");
+    assert!(!out.status.success(), "an aged-out login was served");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("maximum grant age of 3s"), "{err}");
+}

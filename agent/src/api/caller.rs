@@ -110,6 +110,12 @@ impl Admitted<'_> {
         });
     }
 
+    /// Whether the profile's login can age out (`policy.max_grant_age`), so every request
+    /// must go through the broker's check.
+    pub fn checks_grant_age(&self) -> bool {
+        self.policy.is_some_and(|p| p.max_grant_age)
+    }
+
     /// Whether an audit record will be written (so callers skip computing a fingerprint).
     pub fn audited(&self) -> bool {
         self.state.audit.is_some() && self.policy.is_some()

@@ -8,7 +8,7 @@
 use crate::broker::{ProfileStatus, RefreshStats};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -48,15 +48,35 @@ struct RouteCounters {
     nanos: AtomicU64,
 }
 
+/// Counter shards: each thread counts into its own, `render` sums them.
+const SHARDS: usize = 8;
+
+/// One thread's counters, on cache lines of their own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    routes: [RouteCounters; ROUTES.len()],
+    token_requests: RwLock<BTreeMap<String, Arc<[AtomicU64; OUTCOMES.len()]>>>,
+}
+
+/// The shard of the calling thread (threads take shards in turn).
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
 /// Counters shared by every connection.
 ///
 /// The hot path (a known route, a usual status, a known profile) is a few relaxed atomic
-/// adds with no lock and no allocation, so 64 busy connections do not queue on metrics.
+/// adds with no lock and no allocation, into the calling thread's shard: counters shared by
+/// every worker thread bounced their cache lines between cores on every cache hit.
 #[derive(Default)]
 pub struct Metrics {
-    routes: [RouteCounters; ROUTES.len()],
+    shards: [Shard; SHARDS],
     unusual: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    token_requests: RwLock<BTreeMap<String, Arc<[AtomicU64; OUTCOMES.len()]>>>,
 }
 
 impl Metrics {
@@ -64,9 +84,10 @@ impl Metrics {
     pub fn record_request(&self, route: &'static str, status: u16, took: Duration) {
         let r = ROUTES.iter().position(|x| *x == route);
         let s = STATUSES.iter().position(|x| *x == status);
+        let shard = &self.shards[shard_index()];
         match (r, s) {
             (Some(r), Some(s)) => {
-                let c = &self.routes[r];
+                let c = &shard.routes[r];
                 c.by_status[s].fetch_add(1, Ordering::Relaxed);
                 c.count.fetch_add(1, Ordering::Relaxed);
                 c.nanos.fetch_add(
@@ -79,7 +100,7 @@ impl Metrics {
                     *m.entry((route, status)).or_default() += 1;
                 }
                 if let Some(r) = r {
-                    let c = &self.routes[r];
+                    let c = &shard.routes[r];
                     c.count.fetch_add(1, Ordering::Relaxed);
                     c.nanos.fetch_add(
                         u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
@@ -96,13 +117,14 @@ impl Metrics {
             .iter()
             .position(|x| *x == outcome)
             .unwrap_or(OUTCOMES.len() - 1);
-        if let Ok(m) = self.token_requests.read()
+        let shard = &self.shards[shard_index()];
+        if let Ok(m) = shard.token_requests.read()
             && let Some(c) = m.get(profile)
         {
             c[o].fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let Ok(mut m) = self.token_requests.write() {
+        if let Ok(mut m) = shard.token_requests.write() {
             let c = m.entry(profile.to_string()).or_default();
             c[o].fetch_add(1, Ordering::Relaxed);
         }
@@ -131,11 +153,13 @@ impl Metrics {
              # TYPE stagepass_api_requests_total counter\n",
         );
         let mut by_status: BTreeMap<(&str, u16), u64> = BTreeMap::new();
-        for (route, c) in ROUTES.iter().zip(&self.routes) {
-            for (status, n) in STATUSES.iter().zip(&c.by_status) {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    by_status.insert((route, *status), n);
+        for shard in &self.shards {
+            for (route, c) in ROUTES.iter().zip(&shard.routes) {
+                for (status, n) in STATUSES.iter().zip(&c.by_status) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        *by_status.entry((route, *status)).or_default() += n;
+                    }
                 }
             }
         }
@@ -155,12 +179,18 @@ impl Metrics {
             "# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.\n\
              # TYPE stagepass_api_request_duration_seconds summary\n",
         );
-        for (route, c) in ROUTES.iter().zip(&self.routes) {
-            let count = c.count.load(Ordering::Relaxed);
+        for (i, route) in ROUTES.iter().enumerate() {
+            let (count, nanos) = self.shards.iter().fold((0u64, 0u64), |(n, t), s| {
+                let c = &s.routes[i];
+                (
+                    n.saturating_add(c.count.load(Ordering::Relaxed)),
+                    t.saturating_add(c.nanos.load(Ordering::Relaxed)),
+                )
+            });
             if count == 0 {
                 continue;
             }
-            let sum = Duration::from_nanos(c.nanos.load(Ordering::Relaxed)).as_secs_f64();
+            let sum = Duration::from_nanos(nanos).as_secs_f64();
             let r = escape(route);
             let _ = writeln!(
                 out,
@@ -172,17 +202,25 @@ impl Metrics {
             "# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.\n\
              # TYPE stagepass_token_requests_total counter\n",
         );
-        if let Ok(m) = self.token_requests.read() {
-            for (profile, counters) in m.iter() {
-                for (outcome, n) in OUTCOMES.iter().zip(counters.iter()) {
-                    let n = n.load(Ordering::Relaxed);
-                    if n > 0 {
-                        let _ = writeln!(
-                            out,
-                            "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
-                            escape(profile)
-                        );
+        let mut tokens: BTreeMap<String, [u64; OUTCOMES.len()]> = BTreeMap::new();
+        for shard in &self.shards {
+            if let Ok(m) = shard.token_requests.read() {
+                for (profile, counters) in m.iter() {
+                    let sum = tokens.entry(profile.clone()).or_default();
+                    for (s, n) in sum.iter_mut().zip(counters.iter()) {
+                        *s = s.saturating_add(n.load(Ordering::Relaxed));
                     }
+                }
+            }
+        }
+        for (profile, counters) in &tokens {
+            for (outcome, n) in OUTCOMES.iter().zip(counters.iter()) {
+                if *n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(profile)
+                    );
                 }
             }
         }

@@ -108,7 +108,13 @@ where
     let (parts, body) = req.into_parts();
     let matched = route(parts.uri.path());
     let label = matched.map_or("other", |r| r.label());
-    let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A shared counter bounces between cores on every request: count only when the id is
+    // going to be logged.
+    let id = if tracing::enabled!(tracing::Level::DEBUG) {
+        REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    } else {
+        0
+    };
     // The span names the route template and, for profile routes, the profile; never a header.
     let profile = match matched {
         Some(Route::Token(p) | Route::TokenInvalidate(p) | Route::Login(p) | Route::Aws(p))
@@ -298,6 +304,18 @@ async fn token(
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
     let gate = super::caller::admit(state, conn, profile, "/v1/token/{profile}", None)?;
+    let now = SystemTime::now();
+    // The lock-free hit skips the broker, so not for a profile whose login can age out
+    // (policy.max_grant_age is checked by the broker on every request).
+    if !gate.checks_grant_age()
+        && let Some((body, fingerprint)) = state
+            .token_bodies
+            .local_hit_with_fingerprint(profile, min_valid, now)
+    {
+        state.metrics.record_token(profile, "ok");
+        gate.done(Ok(fingerprint));
+        return Ok(bytes_response(StatusCode::OK, "application/json", body));
+    }
     match state
         .broker
         .token(profile, TokenRequest { min_valid })
@@ -305,16 +323,20 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
-            let (body, fingerprint) = state
+            let (body, fingerprint) =
+                state
+                    .token_bodies
+                    .body_and_fingerprint(&t, now)
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "could not encode the token",
+                        )
+                    })?;
+            state
                 .token_bodies
-                .body_and_fingerprint(&t, SystemTime::now())
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "could not encode the token",
-                    )
-                })?;
+                .remember(&state.broker, &t, &body, &fingerprint, now);
             gate.done(Ok(fingerprint));
             Ok(bytes_response(StatusCode::OK, "application/json", body))
         }

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -138,12 +138,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) {
-    let (notify_tx, notify_rx) = watch::channel(false);
+    let drainer = Arc::new(Drain::default());
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let shared = Shared {
         limit: Arc::new(Semaphore::new(state.limits.max_connections)),
         state,
-        shutdown: notify_rx,
+        drain: drainer.clone(),
         _done: done_tx,
     };
     let socket = bound.socket.clone();
@@ -165,7 +165,7 @@ pub async fn run(
         () = shutdown => {}
     }
     drop(shared);
-    let _ = notify_tx.send(true);
+    drainer.start();
     if let Some(p) = socket {
         let _ = std::fs::remove_file(p);
     }
@@ -182,7 +182,7 @@ pub async fn run(
 struct Shared {
     state: Arc<ApiState>,
     limit: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
+    drain: Arc<Drain>,
     /// Dropped by each connection task when it ends; `run` waits for the last one.
     _done: mpsc::Sender<()>,
 }
@@ -262,20 +262,63 @@ async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
         };
         let conn = shared.clone();
         tokio::spawn(async move {
-            serve_connection(io, info, conn.state.clone(), conn.shutdown.clone()).await;
+            let (id, notify) = conn.drain.register();
+            serve_connection(io, info, conn.state.clone(), notify).await;
+            conn.drain.deregister(id);
             drop(permit);
             drop(conn);
         });
     }
 }
 
-/// The `Handler`: one HTTP/1.1 connection, with its timeouts, until it ends or shutdown.
-pub async fn serve_connection<I>(
-    io: I,
-    info: ConnInfo,
-    state: Arc<ApiState>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+/// The connections to tell when the server drains, each with its own [`Notify`].
+///
+/// A connection task waits on its drain signal beside its IO; a signal shared by all
+/// connections (a watch channel) takes one lock common to every connection each time any
+/// of them wakes up, which showed as contention on keep-alive cache hits.
+#[derive(Default)]
+struct Drain {
+    draining: AtomicBool,
+    next: AtomicU64,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<Notify>>>,
+}
+
+impl Drain {
+    /// A new connection's id and signal; already signalled if the drain has begun.
+    fn register(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(id, notify.clone());
+        }
+        // After the insert: `start` either saw this connection or set the flag before it.
+        if self.draining.load(Ordering::SeqCst) {
+            notify.notify_one();
+        }
+        (id, notify)
+    }
+
+    fn deregister(&self, id: u64) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Tells every connection, now and later, to finish its request and close.
+    fn start(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        if let Ok(m) = self.conns.lock() {
+            for n in m.values() {
+                n.notify_one();
+            }
+        }
+    }
+}
+
+/// The `Handler`: one HTTP/1.1 connection, with its timeouts, until it ends or `drain` is
+/// notified (then it finishes the request in flight and closes).
+pub async fn serve_connection<I>(io: I, info: ConnInfo, state: Arc<ApiState>, drain: Arc<Notify>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new(
@@ -317,10 +360,7 @@ pub async fn serve_connection<I>(
     }
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
+    let mut draining = false;
     loop {
         tokio::select! {
             // The connection first: it is what nearly every wake-up is for.
@@ -331,9 +371,8 @@ pub async fn serve_connection<I>(
                 }
                 break;
             }
-            changed = shutdown.changed(), if !draining => {
+            () = drain.notified(), if !draining => {
                 draining = true;
-                let _ = changed;
                 conn.as_mut().graceful_shutdown();
             }
             why = activity.expired() => {

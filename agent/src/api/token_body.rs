@@ -11,10 +11,14 @@
 
 use super::routes::rfc3339;
 use crate::broker::IssuedToken;
+use crate::broker::{Broker, HotSlot};
 use bytes::Bytes;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use std::time::SystemTime;
 
 /// `GET /v1/token/{profile}` answer.
@@ -38,12 +42,128 @@ struct Entry {
 }
 
 /// Encoded token bodies by profile; one per [`super::ApiState`].
-#[derive(Default)]
 pub struct TokenBodies {
+    /// Tells this agent's entries in the per-thread copies from another's (tests run many).
+    id: u64,
     entries: RwLock<HashMap<String, Entry>>,
 }
 
+impl Default for TokenBodies {
+    fn default() -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            entries: RwLock::default(),
+        }
+    }
+}
+
+/// A worker thread's own copy of a body, valid while the broker's token version is the same.
+///
+/// The shared map above takes a lock and bumps a shared reference count on every hit; with
+/// several worker threads those cache lines bounce between cores on every request. Each
+/// thread keeps its own bytes instead and checks the version with plain atomic loads
+/// ([`HotSlot::usable_version`]).
+struct Local {
+    owner: u64,
+    profile: Box<str>,
+    slot: HotSlot,
+    version: u64,
+    expires_at: Option<SystemTime>,
+    expires_in: Option<u64>,
+    body: Bytes,
+    /// This thread's own copy of the fingerprint (for audit records; no shared count).
+    fingerprint: Arc<str>,
+}
+
+/// At most this many per-thread copies (profiles times agents in one process).
+const LOCAL_MAX: usize = 32;
+
+thread_local! {
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+fn expires_in(expires_at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
+    expires_at.map(|e| e.duration_since(now).map_or(0, |d| d.as_secs()))
+}
+
 impl TokenBodies {
+    /// The body for `profile` from this thread's copy, if the broker's cached token is still
+    /// the same version, usable for `min_valid`, and its whole-second `expires_in` unchanged.
+    /// No lock and no shared counter: the cache-hit path of `GET /v1/token`.
+    pub fn local_hit(
+        &self,
+        profile: &str,
+        min_valid: Option<Duration>,
+        now: SystemTime,
+    ) -> Option<Bytes> {
+        self.local_hit_with_fingerprint(profile, min_valid, now)
+            .map(|(b, _)| b)
+    }
+
+    /// [`TokenBodies::local_hit`] with the token's fingerprint (for the audit record).
+    pub fn local_hit_with_fingerprint(
+        &self,
+        profile: &str,
+        min_valid: Option<Duration>,
+        now: SystemTime,
+    ) -> Option<(Bytes, Arc<str>)> {
+        LOCAL.with(|l| {
+            let l = l.borrow();
+            let e = l
+                .iter()
+                .find(|e| e.owner == self.id && &*e.profile == profile)?;
+            let version = e.slot.usable_version(min_valid)?;
+            (version == e.version && expires_in(e.expires_at, now) == e.expires_in)
+                .then(|| (e.body.clone(), e.fingerprint.clone()))
+        })
+    }
+
+    /// Keeps this thread's copy of `body` (just answered for `t`) if `t` is still the
+    /// broker's cached token, under that token's version.
+    pub fn remember(
+        &self,
+        broker: &Broker,
+        t: &Arc<IssuedToken>,
+        body: &Bytes,
+        fingerprint: &str,
+        now: SystemTime,
+    ) {
+        let Some(slot) = broker.hot(&t.profile) else {
+            return;
+        };
+        let Some((version, cached)) = slot.snapshot() else {
+            return;
+        };
+        if !Arc::ptr_eq(&cached, t) {
+            return;
+        }
+        let local = Local {
+            owner: self.id,
+            profile: t.profile.as_str().into(),
+            slot,
+            version,
+            expires_at: t.expires_at,
+            expires_in: expires_in(t.expires_at, now),
+            body: Bytes::copy_from_slice(body),
+            fingerprint: fingerprint.into(),
+        };
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(e) = l
+                .iter_mut()
+                .find(|e| e.owner == self.id && *e.profile == *t.profile)
+            {
+                *e = local;
+            } else {
+                if l.len() >= LOCAL_MAX {
+                    l.clear();
+                }
+                l.push(local);
+            }
+        });
+    }
+
     /// The JSON body for `t` at `now`: the kept bytes when they still say the same, else a
     /// fresh encoding that replaces them.
     pub fn body(&self, t: &Arc<IssuedToken>, now: SystemTime) -> Result<Bytes, serde_json::Error> {
@@ -57,9 +177,7 @@ impl TokenBodies {
         t: &Arc<IssuedToken>,
         now: SystemTime,
     ) -> Result<(Bytes, Arc<str>), serde_json::Error> {
-        let expires_in = t
-            .expires_at
-            .map(|e| e.duration_since(now).map_or(0, |d| d.as_secs()));
+        let expires_in = expires_in(t.expires_at, now);
         if let Ok(m) = self.entries.read()
             && let Some(e) = m.get(&t.profile)
             && e.expires_in == expires_in

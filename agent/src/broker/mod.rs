@@ -39,6 +39,27 @@ pub struct IssuedToken {
     pub profile: String,
 }
 
+/// One profile's cached token as the API's cache-hit path sees it: usable or not, and which
+/// version, without a lock shared between threads. Obtained from [`Broker::hot`].
+#[derive(Clone)]
+pub struct HotSlot(Arc<slot::Slot>);
+
+impl HotSlot {
+    /// The version of the cached token if it can be handed to a caller needing `min_valid`
+    /// now, by the same rule as [`Broker::token`]'s cache; `None` means "ask the broker".
+    pub fn usable_version(&self, min_valid: Option<Duration>) -> Option<u64> {
+        self.0
+            .published
+            .usable_version(tokio::time::Instant::now(), min_valid)
+    }
+
+    /// The cached token and its version, consistent with each other (takes the slot lock;
+    /// for filling a cache after [`Broker::token`], not for the hot path itself).
+    pub fn snapshot(&self) -> Option<(u64, Arc<IssuedToken>)> {
+        self.0.snapshot()
+    }
+}
+
 /// Refresh counters of one profile (see [`Broker::refresh_stats`]); operators watch them to
 /// see an IdP failing or slowing down before users notice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -415,6 +436,14 @@ impl Broker {
                 profile: profile.to_string(),
                 detail: format!("token task failed: {e}"),
             })?
+    }
+
+    /// The hot-path view of a profile whose cached token may be served without calling
+    /// [`Broker::token`]; `None` for unknown profiles and for `env` profiles (they re-read
+    /// the environment on every request).
+    pub fn hot(&self, profile: &str) -> Option<HotSlot> {
+        let slot = self.inner.slots.get(profile)?;
+        (slot.cfg.grant != GrantKind::Env).then(|| HotSlot(slot.clone()))
     }
 
     /// Refresh counters of every profile, for `/metrics`: how often refreshing succeeded or

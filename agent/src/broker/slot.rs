@@ -94,6 +94,90 @@ pub(super) struct Slot {
     pub(super) login: Mutex<Option<super::device::LoginRecord>>,
     /// Refresh counters for `/metrics` (lock-free; read by [`super::Broker::refresh_stats`]).
     pub(super) stats: RefreshCounters,
+    /// The cached token's validity, readable without the mutex (see [`Published`]).
+    pub(super) published: Published,
+}
+
+/// The cached token's expiry and skew as a seqlock over atomics, for the API's cache-hit
+/// path: checking that the token is still usable takes no lock shared with other threads.
+///
+/// Writers hold the slot's mutex (one writer at a time) and make the sequence odd while they
+/// write; a reader that sees an odd or changed sequence falls back to the locked path. The
+/// even sequence a reader saw names the token version: it changes with every new, dropped
+/// or replaced token, so a copy kept for that version is never served after a change.
+#[derive(Debug)]
+pub(super) struct Published {
+    seq: AtomicU64,
+    /// Milliseconds from `base` to the expiry; 0 = no token, `u64::MAX` = no known expiry.
+    expires_ms: AtomicU64,
+    skew_ms: AtomicU64,
+    base: Instant,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            expires_ms: AtomicU64::new(0),
+            skew_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+}
+
+impl Published {
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Publishes the slot's current token; the caller holds the slot mutex.
+    fn set(&self, token: Option<&Cached>) {
+        let (expires, skew) = match token {
+            None => (0, 0),
+            Some(c) => (
+                // Rounded down: the published expiry is never later than the real one.
+                c.expires.map_or(u64::MAX, |e| {
+                    Self::ms(e.saturating_duration_since(self.base)).max(1)
+                }),
+                // Rounded up: the published margin is never smaller than the real one.
+                Self::ms(c.skew).saturating_add(u64::from(c.skew.subsec_nanos() % 1_000_000 != 0)),
+            ),
+        };
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.expires_ms.store(expires, Ordering::Relaxed);
+        self.skew_ms.store(skew, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The current sequence; under the slot mutex it is even and names the cached token.
+    fn version(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// The token version if a token is cached and usable at `now` for a caller needing
+    /// `min_valid` (the same rule as [`Cached::usable`]); `None` sends the caller to the
+    /// locked path.
+    pub(super) fn usable_version(&self, now: Instant, min_valid: Option<Duration>) -> Option<u64> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 % 2 == 1 {
+            return None;
+        }
+        let expires = self.expires_ms.load(Ordering::Relaxed);
+        let skew = self.skew_ms.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 || expires == 0 {
+            return None;
+        }
+        if expires == u64::MAX {
+            return Some(s1);
+        }
+        let need = skew.max(min_valid.map_or(0, Self::ms));
+        // Rounded up: the reader's clock is never behind the real one.
+        let now = Self::ms(now.saturating_duration_since(self.base)).saturating_add(1);
+        (expires.saturating_sub(now) > need).then_some(s1)
+    }
 }
 
 /// Per-profile refresh counters: outcomes and the time spent waiting for the IdP.
@@ -151,6 +235,7 @@ impl Slot {
             wake: tokio::sync::Notify::new(),
             login: Mutex::new(None),
             stats: RefreshCounters::default(),
+            published: Published::default(),
         }
     }
 
@@ -206,6 +291,13 @@ impl Slot {
         })
     }
 
+    /// Replaces the cached token and publishes the change for the lock-free readers.
+    /// Every change of `st.token` goes through here.
+    fn set_token(&self, st: &mut SlotState, token: Option<Cached>) {
+        self.published.set(token.as_ref());
+        st.token = token;
+    }
+
     /// The cached token if it serves a caller needing `min_valid`.
     pub(super) fn cached(&self, min_valid: Option<Duration>) -> Option<Arc<IssuedToken>> {
         let st = self.lock();
@@ -234,7 +326,7 @@ impl Slot {
         let Some(reason) = self.grant_too_old(&st) else {
             return Ok(());
         };
-        st.token = None;
+        self.set_token(&mut st, None);
         st.refresh_token = None;
         st.logged_in_at = None;
         st.failure = Some(Failure {
@@ -249,6 +341,13 @@ impl Slot {
             profile: self.name.clone(),
             reason,
         })
+    }
+
+    /// The cached token with its published version, read under the mutex so the two agree.
+    pub(super) fn snapshot(&self) -> Option<(u64, Arc<IssuedToken>)> {
+        let st = self.lock();
+        let c = st.token.as_ref()?;
+        Some((self.published.version(), c.issued.clone()))
     }
 
     /// A token for a caller: from cache, or after one (single-flight) refresh.
@@ -381,7 +480,7 @@ impl Slot {
                 if t.identity.is_some() {
                     st.identity = t.identity.clone();
                 }
-                st.token = Some(t);
+                self.set_token(&mut st, Some(t));
                 drop(st);
                 self.wake.notify_one();
                 Ok(issued)
@@ -416,7 +515,7 @@ impl Slot {
                 let reason = e.to_string();
                 if kind == FailKind::LoginRequired {
                     st.refresh_token = None;
-                    st.token = None;
+                    self.set_token(&mut st, None);
                 }
                 self.record_failure(&mut st, kind, reason.clone(), retry_after);
                 let f = st.failure.clone();
@@ -748,7 +847,7 @@ impl Slot {
         if entry.identity.is_some() {
             st.identity = entry.identity.clone();
         }
-        st.token = Some(entry);
+        self.set_token(&mut st, Some(entry));
         st.logged_in_at = Some(SystemTime::now());
         if let Some(rt) = &g.refresh_token {
             st.refresh_token = Some(rt.clone());
@@ -766,7 +865,7 @@ impl Slot {
             .as_ref()
             .is_some_and(|c| c.fingerprint == fingerprint);
         if hit {
-            st.token = None;
+            self.set_token(&mut st, None);
             drop(st);
             self.wake.notify_one();
         }
@@ -776,7 +875,7 @@ impl Slot {
     /// Drops the cached token and any failure state (the next request fetches anew).
     pub(super) fn drop_token(&self) {
         let mut st = self.lock();
-        st.token = None;
+        self.set_token(&mut st, None);
         st.failure = None;
     }
 
@@ -793,7 +892,7 @@ impl Slot {
     /// Forgets everything in memory, marking the profile as logged out.
     pub(super) fn forget(&self, reason: &str) -> Option<Secret> {
         let mut st = self.lock();
-        st.token = None;
+        self.set_token(&mut st, None);
         st.identity = None;
         let rt = st.refresh_token.take();
         st.failure = Some(Failure {
@@ -896,4 +995,66 @@ pub(super) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod published_tests {
+    use super::*;
+
+    fn cached(expires_in: Option<Duration>, skew: Duration) -> Cached {
+        Cached {
+            issued: Arc::new(IssuedToken {
+                access_token: Secret::new("t"),
+                token_type: "Bearer".into(),
+                expires_at: None,
+                scope: None,
+                profile: "p".into(),
+            }),
+            fingerprint: "f".into(),
+            expires: expires_in.map(|d| Instant::now() + d),
+            refresh_at: None,
+            skew,
+            identity: None,
+        }
+    }
+
+    /// The lock-free view agrees with `Cached::usable` and names each token change.
+    #[tokio::test(start_paused = true)]
+    async fn usable_version_follows_the_cached_token() {
+        let p = Published::default();
+        assert_eq!(p.usable_version(Instant::now(), None), None, "no token yet");
+
+        let c = cached(Some(Duration::from_secs(100)), Duration::from_secs(10));
+        p.set(Some(&c));
+        let v1 = p.usable_version(Instant::now(), None).unwrap();
+        assert_eq!(v1 % 2, 0);
+        assert!(c.usable(Instant::now(), None));
+        // min_valid beyond the remaining lifetime: not from the fast path, nor the cache.
+        let long = Some(Duration::from_secs(105));
+        assert_eq!(p.usable_version(Instant::now(), long), None);
+        assert!(!c.usable(Instant::now(), long));
+        let within = Some(Duration::from_secs(95));
+        assert_eq!(p.usable_version(Instant::now(), within), Some(v1));
+        assert!(c.usable(Instant::now(), within));
+
+        // Inside the skew margin: no longer handed out, exactly like the locked path.
+        tokio::time::advance(Duration::from_secs(91)).await;
+        assert_eq!(p.usable_version(Instant::now(), None), None);
+        assert!(!c.usable(Instant::now(), None));
+
+        // A new token is a new version; dropping it makes nothing usable.
+        let c2 = cached(Some(Duration::from_secs(100)), Duration::from_secs(10));
+        p.set(Some(&c2));
+        let v2 = p.usable_version(Instant::now(), None).unwrap();
+        assert_ne!(v1, v2);
+        p.set(None);
+        assert_eq!(p.usable_version(Instant::now(), None), None);
+
+        // A token without a known expiry is usable whatever min_valid asks.
+        p.set(Some(&cached(None, Duration::from_secs(10))));
+        assert!(
+            p.usable_version(Instant::now(), Some(Duration::from_secs(86_400)))
+                .is_some()
+        );
+    }
 }

@@ -106,6 +106,8 @@ pub struct ProfilePolicy {
     pub audience: Option<Arc<str>>,
     allow: Option<Vec<Rule>>,
     deny_rule: Arc<str>,
+    /// `policy.max_grant_age` is set (the API must not bypass the broker's check).
+    pub max_grant_age: bool,
 }
 
 /// Every profile's caller rules and audience, compiled once at start.
@@ -129,6 +131,7 @@ impl Policies {
                     ProfilePolicy {
                         name: name.as_str().into(),
                         deny_rule: format!("profiles.{name}.policy.allow").into(),
+                        max_grant_age: p.policy.max_grant_age.is_some(),
                         audience: p.audience.as_deref().map(Into::into),
                         allow: p.policy.allow.as_ref().map(|rules| {
                             rules

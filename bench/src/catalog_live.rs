@@ -1,0 +1,173 @@
+//! (5) Catalog against a live Backstage: save -> diff latency (an owner edit saved in the
+//! editor until the diff against what Backstage holds shows it), and commit + push -> the
+//! new owner visible in Backstage.
+//!
+//! It runs the agent's catalog service in-process (the same code `stagepass agent` runs)
+//! against the test bed's real peers on loopback: the IdP, the git host and the Backstage
+//! catalog backend, with a processing interval of 10 minutes so only our pushes explain a
+//! fast change. The save -> diff figure includes the watcher's 150 ms debounce on purpose:
+//! it is what a user waits for.
+
+use crate::report::Report;
+use anyhow::{Context, Result, bail};
+use stagepass::catalog::token::StaticToken;
+use stagepass::catalog::{CatalogHandle, CatalogStatus, Options, Service};
+use stagepass::config::CatalogConfig;
+use stagepass::paths::Paths;
+use stagepass::secret::Secret;
+use stagepass_e2e::idp::AUD_BACKSTAGE;
+use stagepass_e2e::peer::{Peer, PeerSpec};
+use stagepass_e2e::support::{free_port, private_tempdir, unique_name};
+use stagepass_e2e::{Backstage, Bed, RepoAuth, Worktree};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hang guard of every wait; not a performance bound.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+
+fn component(name: &str, owner: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  lifecycle: production\n  owner: {owner}\n"
+    )
+}
+
+/// Measures `rounds` save -> diff pairs and `pushes` push -> Backstage rounds.
+pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
+    let bed = Bed::start_private()
+        .await
+        .context("starting the test bed (IdP, git host, Backstage)")?;
+    let backstage_peer = backstage(&bed).await?;
+    let bs = &backstage_peer.1;
+    let name = unique_name("bench");
+    let url = bed.git.create_repo(&name, RepoAuth::None).await?;
+    let wt = Worktree::init()?;
+    wt.write("svc/catalog-info.yaml", &component(&name, "team-a"))?;
+    wt.commit_all("initial")?;
+    wt.git(&["remote", "add", "origin", &url])?;
+    wt.git(&["push", "--quiet", "-u", "origin", "main"])?;
+
+    let state = private_tempdir()?;
+    let paths = Paths {
+        config_files: Vec::new(),
+        state_dir: state.path().join("state"),
+        runtime_dir: state.path().join("run"),
+    };
+    let config = CatalogConfig {
+        root: Some(wt.path()),
+        backstage_url: Some(bs.url().to_string()),
+        profile: Some("backstage".into()),
+        url_template: Some(format!("{}/raw/{name}/{{branch}}/{{path}}", bed.git.url())),
+        retry_max_ms: 1000,
+        ..CatalogConfig::default()
+    };
+    let minted = bed.idp.mint("catalog-bench", AUD_BACKSTAGE, 3600).await?;
+    let tokens = Arc::new(StaticToken::new(
+        "backstage",
+        Secret::new(minted.access_token),
+    ));
+    let h = Service::start_with(
+        &config,
+        &paths,
+        Options {
+            tokens,
+            ..Options::default()
+        },
+    )
+    .await;
+    wait(&h, "catalog watching", |s| s.state == "watching").await?;
+    let sync = h.sync_now().await;
+    if sync.queued != 1 {
+        bail!("the first sync queued {} registrations, not 1", sync.queued);
+    }
+    wait_owner(bs, &name, "team-a").await?;
+
+    // Save -> diff: alternate the owner; each save shows (team-b) or clears (team-a) the diff.
+    let mut shown = Vec::new();
+    let mut cleared = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        wt.write("svc/catalog-info.yaml", &component(&name, "team-b"))?;
+        wait(&h, "owner diff shown", |s| {
+            s.diff.len() == 1 && s.diff[0].to_string().contains("group:team-b")
+        })
+        .await?;
+        shown.push(t.elapsed());
+        let t = Instant::now();
+        wt.write("svc/catalog-info.yaml", &component(&name, "team-a"))?;
+        wait(&h, "owner diff cleared", |s| s.diff.is_empty()).await?;
+        cleared.push(t.elapsed());
+    }
+
+    // Commit + push -> the new owner in Backstage (by name, through the catalog API).
+    let mut pushed = Vec::new();
+    for i in 0..pushes {
+        let owner = if i % 2 == 0 { "team-b" } else { "team-a" };
+        wt.write("svc/catalog-info.yaml", &component(&name, owner))?;
+        wt.commit_all(&format!("owner {owner}"))?;
+        let t = Instant::now();
+        wt.git(&["push", "--quiet", "origin", "main"])?;
+        wait_owner(bs, &name, owner).await?;
+        pushed.push(t.elapsed());
+    }
+    r.catalog_live(&shown, &cleared, &pushed);
+    drop(h);
+    Ok(())
+}
+
+/// A private Backstage with a long processing interval (only our pushes make it change).
+async fn backstage(bed: &Bed) -> Result<(Peer, Backstage)> {
+    let mut spec = PeerSpec::new("backstage", "backstage.mjs")
+        .arg_pair("--issuer", bed.idp.issuer())
+        .arg_pair("--git-host", bed.git.host_port().to_string())
+        .arg_pair("--processing-interval", "600")
+        .arg_pair("--port", free_port()?.to_string());
+    spec.ready_timeout = Duration::from_secs(180);
+    let peer = Peer::spawn(spec).await?;
+    let static_token = peer
+        .ready()
+        .extra
+        .get("static_token")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let bs = Backstage::connect(peer.url(), &static_token)?;
+    Ok((peer, bs))
+}
+
+async fn wait(
+    h: &CatalogHandle,
+    what: &str,
+    cond: impl Fn(&CatalogStatus) -> bool,
+) -> Result<CatalogStatus> {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let s = h.status();
+        if cond(&s) {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}; status: {}",
+                serde_json::to_string(&s)?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn wait_owner(bs: &Backstage, name: &str, want: &str) -> Result<()> {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let owner = bs
+            .entity("component", "default", name, bs.static_token())
+            .await?
+            .and_then(|e| e["spec"]["owner"].as_str().map(str::to_string));
+        if owner.as_deref() == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {name} owned by {want} in Backstage (now {owner:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
