@@ -79,7 +79,20 @@ pub async fn run_until(
 
     let catalog =
         crate::catalog::Service::start(&config.catalog, &paths, Some(broker.clone())).await;
-    let aws = AwsService::new(config.aws.clone(), broker.clone());
+    // Sessions no longer than the profile's policy.max_token_lifetime (issue 11).
+    let aws = AwsService::new(crate::policy::limits::aws_roles(&config), broker.clone());
+    let (audit, audit_writer) = if config.audit.enabled {
+        let (a, w) =
+            crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(|| {
+                format!(
+                    "opening the audit log in {}",
+                    crate::audit::writer::dir(&paths.state_dir).display()
+                )
+            })?;
+        (Some(a), Some(w))
+    } else {
+        (None, None)
+    };
     let state = ApiState::new(
         broker.clone(),
         secret,
@@ -88,7 +101,12 @@ pub async fn run_until(
         endpoint.socket.clone(),
     )
     .with_catalog(catalog.clone())
-    .with_aws(aws);
+    .with_aws(aws)
+    .with_guard_rails(
+        config.attestation.enabled,
+        crate::policy::Policies::from_config(&config),
+        audit,
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::run(
@@ -130,6 +148,16 @@ pub async fn run_until(
     let _ = stop_tx.send(());
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "the API task ended abnormally");
+    }
+    // The API state (and with it the last audit handle) is normally gone now: let the
+    // writer drain. A connection still open after the drain keeps a handle; do not wait
+    // for it forever.
+    if let Some(w) = audit_writer {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || w.finish()),
+        )
+        .await;
     }
     // Dropping the handle stops the catalog tasks (watcher, outbox) before we exit.
     #[allow(clippy::drop_non_drop)]

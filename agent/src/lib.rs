@@ -8,6 +8,9 @@
 //! - [`secret`]: the [`secret::Secret`] newtype every token and key travels in; never printed.
 //! - [`store`]: refresh tokens at rest (persistent keyring, else a locked-down file store).
 //! - [`broker`]: profiles, OAuth flows, the per-profile cache and single-flight refresher.
+//! - [`attest`]: which process is calling (SO_PEERCRED, /proc), once per connection.
+//! - [`policy`]: per-profile caller rules, maximum login age and token lifetime.
+//! - [`audit`]: the JSONL audit log of every credential handed out or refused.
 //! - [`api`]: the hardened local HTTP API on loopback TCP and a Unix socket.
 //! - [`adapters`]: tool protocols (git credential helper, AWS container credentials, kubectl, docker).
 //! - [`catalog`]: catalog file discovery, watch, validation, ownership diff, outbox, Backstage client.
@@ -17,6 +20,8 @@
 
 pub mod adapters;
 pub mod api;
+pub mod attest;
+pub mod audit;
 pub mod broker;
 pub mod catalog;
 pub mod cli;
@@ -26,6 +31,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod mcp;
 pub mod paths;
+pub mod policy;
 pub mod secret;
 pub mod store;
 

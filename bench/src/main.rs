@@ -8,6 +8,7 @@
 //! markdown table, writes it with a JSON twin and an SVG chart to the output directory.
 //! Nothing here is a test: no figure is asserted.
 
+mod attest;
 mod catalog;
 mod catalog_live;
 mod fleet;
@@ -37,9 +38,30 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(run(quick))?;
+    // `--only attest`: just issue 11's on/off comparison (a few minutes less than everything).
+    let only_attest = args
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "attest");
+    let report = if only_attest {
+        rt.block_on(run_attest_only(quick))?
+    } else {
+        rt.block_on(run(quick))?
+    };
     report.write(&out)?;
     Ok(())
+}
+
+async fn run_attest_only(quick: bool) -> Result<Report> {
+    let mut r = Report::new(quick);
+    let bin = proc::stagepass_bin()?;
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    attest::run(&mut r, &bin, &idp, quick).await?;
+    Ok(r)
 }
 
 async fn run(quick: bool) -> Result<Report> {
@@ -75,6 +97,9 @@ async fn run(quick: bool) -> Result<Report> {
 
     // (2) stagepass token vs oidc-token.
     cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
+
+    // Issue 11: attestation + audit on vs off, HTTP and CLI.
+    attest::run(&mut r, &bin, &idp, quick).await?;
 
     // Idle CPU of the agent (it watches a generated 10k-file repository).
     let idle = if quick { 10 } else { 60 };
@@ -182,7 +207,10 @@ impl Agent {
 /// Writes a config with one device profile `dev` and a stored grant for it.
 /// With `repo_files`, the catalog watches a generated repository of that many files;
 /// without, the catalog is off.
-async fn prepare_home(idp: &Idp, repo_files: Option<usize>) -> Result<tempfile::TempDir> {
+pub(crate) async fn prepare_home(
+    idp: &Idp,
+    repo_files: Option<usize>,
+) -> Result<tempfile::TempDir> {
     let home = stagepass_e2e::support::private_tempdir()?;
     let repo = home.path().join("repo");
     let catalog = match repo_files {

@@ -56,6 +56,11 @@ pub fn paths_of(home: &Path) -> stagepass::paths::Paths {
 
 /// Starts `stagepass agent` with its HOME, XDG dirs and config under `home`.
 pub fn spawn_agent(bin: &Path, home: &Path) -> Result<Child> {
+    spawn_agent_env(bin, home, &[])
+}
+
+/// [`spawn_agent`] with extra environment (e.g. `STAGEPASS_AUDIT__ENABLED=false`).
+pub fn spawn_agent_env(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<Child> {
     let log = std::fs::File::create(home.join("agent.log"))?;
     let child = Command::new(bin)
         .args([
@@ -69,6 +74,7 @@ pub fn spawn_agent(bin: &Path, home: &Path) -> Result<Child> {
         .env("XDG_CONFIG_HOME", home.join("cfg"))
         .env("XDG_STATE_HOME", home.join("state"))
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .current_dir(home)
         .stdout(Stdio::null())
         .stderr(log)

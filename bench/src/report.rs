@@ -81,6 +81,12 @@ impl Report {
         self.json["facts"][what] = json!(value);
     }
 
+    /// A whole section written by a bench module: markdown and its JSON under `key`.
+    pub fn section(&mut self, md: &str, key: &str, value: Value) {
+        self.md.push_str(md);
+        self.json[key] = value;
+    }
+
     /// Something the reader must know (a part not measured and why).
     pub fn note(&mut self, text: String) {
         self.notes.push(text);

@@ -136,6 +136,14 @@ impl AwsService {
         }
     }
 
+    /// The profile whose token role `name` exchanges (for the caller policy and audit).
+    pub fn profile_of(&self, name: &str) -> Option<&str> {
+        self.inner
+            .roles
+            .get(name)
+            .map(|r| r.config.profile.as_str())
+    }
+
     /// Names of the configured roles.
     pub fn roles(&self) -> Vec<String> {
         self.inner.roles.keys().cloned().collect()

@@ -111,6 +111,9 @@ pub fn explain(profile: &str, err: &ClientError) -> String {
                     "profile {profile}: login required ({message}); run `stagepass login {profile}`"
                 )
             }
+            "forbidden_caller" => {
+                format!("profile {profile}: refused by the profile's caller policy: {message}")
+            }
             "unknown_profile" => format!(
                 "profile {profile} is not configured in stagepass; run `stagepass status` to list profiles"
             ),
@@ -196,5 +199,15 @@ mod tests {
             message: "x".into(),
         };
         assert!(explain("p", &idp).contains("stagepass doctor"));
+        let forbidden = ClientError::Api {
+            status: 403,
+            code: "forbidden_caller".into(),
+            message: "/usr/bin/curl (pid 1, uid 0) matches none of the rules of profiles.p.policy.allow (git)".into(),
+        };
+        let line = explain("p", &forbidden);
+        assert!(
+            line.contains("caller policy") && line.contains("profiles.p.policy.allow"),
+            "{line}"
+        );
     }
 }

@@ -34,6 +34,7 @@
 //! - **Secrets at rest and in logs**: the secret is compared in constant time, lives in
 //!   [`crate::secret::Secret`], and never reaches a log line, error or metric label.
 
+pub mod caller;
 pub mod client;
 pub mod error;
 pub mod guard;
@@ -74,6 +75,12 @@ pub struct ApiState {
     pub metrics: metrics::Metrics,
     /// Encoded token answers kept per profile (the cache-hit fast path).
     pub token_bodies: token_body::TokenBodies,
+    /// Attest callers at all (`[attestation] enabled`); off = `ConnInfo::peer` is `None`.
+    pub attestation: bool,
+    /// Per-profile caller rules and audiences.
+    pub policies: crate::policy::Policies,
+    /// The audit log, when on.
+    pub audit: Option<crate::audit::Audit>,
     started: Instant,
     started_at: SystemTime,
 }
@@ -98,6 +105,9 @@ impl ApiState {
             limits,
             metrics: metrics::Metrics::default(),
             token_bodies: token_body::TokenBodies::default(),
+            attestation: false,
+            policies: crate::policy::Policies::default(),
+            audit: None,
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
@@ -106,6 +116,19 @@ impl ApiState {
     /// Adds the catalog service.
     pub fn with_catalog(mut self, catalog: CatalogHandle) -> Self {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Adds caller attestation, per-profile policies and the audit log (issue 11).
+    pub fn with_guard_rails(
+        mut self,
+        attestation: bool,
+        policies: crate::policy::Policies,
+        audit: Option<crate::audit::Audit>,
+    ) -> Self {
+        self.attestation = attestation;
+        self.policies = policies;
+        self.audit = audit;
         self
     }
 
@@ -128,11 +151,13 @@ pub enum Transport {
     },
 }
 
-/// Per-connection facts the guard needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Per-connection facts the guard and the caller gate need.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// TCP or Unix socket.
     pub transport: Transport,
+    /// The peer, attested on the first credential request (`None` with attestation off).
+    pub peer: Option<std::sync::Arc<crate::attest::ConnPeer>>,
 }
 
 #[cfg(test)]

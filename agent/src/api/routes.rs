@@ -203,7 +203,7 @@ where
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
-        Route::Token(p) => token(state, name(p)?, query).await,
+        Route::Token(p) => token(state, conn, name(p)?, query).await,
         Route::TokenInvalidate(p) => Box::pin(invalidate(state, name(p)?, &body)).await,
         Route::Login(p) => Box::pin(login(state, name(p)?, method)).await,
         Route::Catalog => {
@@ -222,8 +222,7 @@ where
             let Some(aws) = &state.aws else {
                 return Err(unavailable("AWS credentials are not served by this agent"));
             };
-            let (status, body) = Box::pin(aws.handle(name(n)?)).await;
-            Ok(json(status, &body))
+            Box::pin(aws_credentials(state, conn, aws, name(n)?)).await
         }
     }
 }
@@ -299,13 +298,22 @@ fn parse_min_valid(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
 
 async fn token(
     state: &ApiState,
+    conn: &ConnInfo,
     profile: &str,
     query: Option<&str>,
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
+    let gate = super::caller::admit(state, conn, profile, "/v1/token/{profile}", None)?;
     let now = SystemTime::now();
-    if let Some(body) = state.token_bodies.local_hit(profile, min_valid, now) {
+    // The lock-free hit skips the broker, so not for a profile whose login can age out
+    // (policy.max_grant_age is checked by the broker on every request).
+    if !gate.checks_grant_age()
+        && let Some((body, fingerprint)) = state
+            .token_bodies
+            .local_hit_with_fingerprint(profile, min_valid, now)
+    {
         state.metrics.record_token(profile, "ok");
+        gate.done(Ok(fingerprint));
         return Ok(bytes_response(StatusCode::OK, "application/json", body));
     }
     match state
@@ -315,23 +323,67 @@ async fn token(
     {
         Ok(t) => {
             state.metrics.record_token(profile, "ok");
-            let body = state.token_bodies.body(&t, now).map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "could not encode the token",
-                )
-            })?;
-            state.token_bodies.remember(&state.broker, &t, &body, now);
+            let (body, fingerprint) =
+                state
+                    .token_bodies
+                    .body_and_fingerprint(&t, now)
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "could not encode the token",
+                        )
+                    })?;
+            state
+                .token_bodies
+                .remember(&state.broker, &t, &body, &fingerprint, now);
+            gate.done(Ok(fingerprint));
             Ok(bytes_response(StatusCode::OK, "application/json", body))
         }
         Err(e) => {
             if !matches!(e, BrokerError::UnknownProfile(_)) {
                 state.metrics.record_token(profile, e.code());
+                gate.done(Err((e.code().to_string(), e.to_string())));
             }
             Err(e.into())
         }
     }
+}
+
+/// `GET /v1/aws/credentials/{name}`: the role's profile policy applies; answers keep the
+/// AWS container-credentials shape (`{"code","message"}` on failure), refusals included.
+async fn aws_credentials(
+    state: &ApiState,
+    conn: &ConnInfo,
+    aws: &crate::adapters::aws::AwsService,
+    role: &str,
+) -> Result<ApiResponse, ApiError> {
+    let Some(profile) = aws.profile_of(role) else {
+        let (status, body) = aws.handle(role).await;
+        return Ok(json(status, &body));
+    };
+    let route = "/v1/aws/credentials/{name}";
+    let gate = match super::caller::admit(state, conn, profile, route, Some(role)) {
+        Ok(g) => g,
+        Err(e) => {
+            return Ok(json(
+                e.status,
+                &serde_json::json!({"code": e.code, "message": e.message}),
+            ));
+        }
+    };
+    let (status, body) = aws.handle(role).await;
+    if gate.audited() {
+        let str_of = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        gate.done(if status.is_success() {
+            Ok(crate::secret::Secret::new(str_of("Token"))
+                .fingerprint()
+                .into())
+        } else {
+            Err((str_of("code").to_string(), str_of("message").to_string()))
+        });
+    }
+    Ok(json(status, &body))
 }
 
 /// `POST /v1/token/{profile}/invalidate` `{"fingerprint": F}`: a server refused the token with
@@ -406,12 +458,15 @@ pub fn status_body(state: &ApiState) -> serde_json::Value {
 }
 
 fn metrics(state: &ApiState) -> ApiResponse {
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         &state.broker.status(),
         &state.broker.refresh_stats(),
         state.started.elapsed(),
         SystemTime::now(),
     );
+    if let Some(a) = &state.audit {
+        crate::audit::writer::render_metrics(a.counters(), &mut text);
+    }
     bytes_response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -12,6 +12,7 @@
 
 use super::routes;
 use super::{ApiState, ConnInfo, Transport};
+use crate::attest::{ConnPeer, PeerKind};
 use crate::config::ApiConfig;
 use crate::paths::Paths;
 use hyper::server::conn::http1;
@@ -189,18 +190,27 @@ struct Shared {
 /// A listener we can accept connections from, with the facts the guard needs.
 trait Acceptor {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept_conn(&self) -> impl std::future::Future<Output = io::Result<(Self::Io, ConnInfo)>>;
+    fn accept_conn(
+        &self,
+        attest: bool,
+    ) -> impl std::future::Future<Output = io::Result<(Self::Io, ConnInfo)>>;
 }
 
 impl Acceptor for TcpListener {
     type Io = TcpStream;
-    async fn accept_conn(&self) -> io::Result<(TcpStream, ConnInfo)> {
-        let (s, _) = self.accept().await?;
+    async fn accept_conn(&self, attest: bool) -> io::Result<(TcpStream, ConnInfo)> {
+        let (s, peer) = self.accept().await?;
         let _ = s.set_nodelay(true);
+        // Only the addresses now; /proc is read at the first credential request.
+        let peer = match (attest, s.local_addr()) {
+            (true, Ok(ours)) => Some(Arc::new(ConnPeer::new(PeerKind::Tcp { peer, ours }))),
+            _ => None,
+        };
         Ok((
             s,
             ConnInfo {
                 transport: Transport::Tcp,
+                peer,
             },
         ))
     }
@@ -208,13 +218,23 @@ impl Acceptor for TcpListener {
 
 impl Acceptor for UnixListener {
     type Io = UnixStream;
-    async fn accept_conn(&self) -> io::Result<(UnixStream, ConnInfo)> {
+    async fn accept_conn(&self, attest: bool) -> io::Result<(UnixStream, ConnInfo)> {
         let (s, _) = self.accept().await?;
-        let peer_uid = s.peer_cred().ok().map(|c| c.uid());
+        let cred = s.peer_cred().ok();
+        let peer_uid = cred.map(|c| c.uid());
+        let peer = attest.then(|| {
+            Arc::new(ConnPeer::new(PeerKind::Unix {
+                pid: cred
+                    .and_then(|c| c.pid())
+                    .and_then(|p| u32::try_from(p).ok()),
+                uid: peer_uid,
+            }))
+        });
         Ok((
             s,
             ConnInfo {
                 transport: Transport::Unix { peer_uid },
+                peer,
             },
         ))
     }
@@ -224,7 +244,7 @@ impl Acceptor for UnixListener {
 async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (io, info) = match listener.accept_conn().await {
+        let (io, info) = match listener.accept_conn(shared.state.attestation).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
@@ -314,6 +334,8 @@ where
     let svc = service_fn(move |req| {
         let state = svc_state.clone();
         let activity = svc_activity.clone();
+        // One atomic increment when attestation is on (the peer is an `Arc`).
+        let info = info.clone();
         async move {
             let _busy = activity.busy();
             Ok::<_, Infallible>(routes::handle(&state, &info, req).await)

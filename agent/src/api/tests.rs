@@ -38,6 +38,7 @@ async fn state() -> (ApiState, tempfile::TempDir) {
 
 const TCP: ConnInfo = ConnInfo {
     transport: Transport::Tcp,
+    peer: None,
 };
 
 fn req(method: &str, path: &str) -> http::request::Builder {
@@ -219,14 +220,17 @@ async fn unix_peers_must_share_our_uid() {
         transport: Transport::Unix {
             peer_uid: Some(UID + 1),
         },
+        peer: None,
     };
     let mine = ConnInfo {
         transport: Transport::Unix {
             peer_uid: Some(UID),
         },
+        peer: None,
     };
     let unknown = ConnInfo {
         transport: Transport::Unix { peer_uid: None },
+        peer: None,
     };
     let b = || {
         Request::builder()
@@ -234,7 +238,7 @@ async fn unix_peers_must_share_our_uid() {
             .header("host", "localhost")
             .header("authorization", "Bearer s3cret-0123456789")
     };
-    let (st, v) = send(&s, other, b()).await;
+    let (st, v) = send(&s, other.clone(), b()).await;
     assert_eq!((st, code(&v)), (StatusCode::FORBIDDEN, "forbidden_peer"));
     assert_eq!(code(&send(&s, unknown, b()).await.1), "forbidden_peer");
     assert_eq!(send(&s, mine, b()).await.0, StatusCode::OK);

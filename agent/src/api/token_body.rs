@@ -37,6 +37,8 @@ struct Entry {
     token: Arc<IssuedToken>,
     expires_in: Option<u64>,
     body: Bytes,
+    /// The token's fingerprint, for audit records (hashed once per token version).
+    fingerprint: Arc<str>,
 }
 
 /// Encoded token bodies by profile; one per [`super::ApiState`].
@@ -70,6 +72,8 @@ struct Local {
     expires_at: Option<SystemTime>,
     expires_in: Option<u64>,
     body: Bytes,
+    /// This thread's own copy of the fingerprint (for audit records; no shared count).
+    fingerprint: Arc<str>,
 }
 
 /// At most this many per-thread copies (profiles times agents in one process).
@@ -93,6 +97,17 @@ impl TokenBodies {
         min_valid: Option<Duration>,
         now: SystemTime,
     ) -> Option<Bytes> {
+        self.local_hit_with_fingerprint(profile, min_valid, now)
+            .map(|(b, _)| b)
+    }
+
+    /// [`TokenBodies::local_hit`] with the token's fingerprint (for the audit record).
+    pub fn local_hit_with_fingerprint(
+        &self,
+        profile: &str,
+        min_valid: Option<Duration>,
+        now: SystemTime,
+    ) -> Option<(Bytes, Arc<str>)> {
         LOCAL.with(|l| {
             let l = l.borrow();
             let e = l
@@ -100,13 +115,20 @@ impl TokenBodies {
                 .find(|e| e.owner == self.id && &*e.profile == profile)?;
             let version = e.slot.usable_version(min_valid)?;
             (version == e.version && expires_in(e.expires_at, now) == e.expires_in)
-                .then(|| e.body.clone())
+                .then(|| (e.body.clone(), e.fingerprint.clone()))
         })
     }
 
     /// Keeps this thread's copy of `body` (just answered for `t`) if `t` is still the
     /// broker's cached token, under that token's version.
-    pub fn remember(&self, broker: &Broker, t: &Arc<IssuedToken>, body: &Bytes, now: SystemTime) {
+    pub fn remember(
+        &self,
+        broker: &Broker,
+        t: &Arc<IssuedToken>,
+        body: &Bytes,
+        fingerprint: &str,
+        now: SystemTime,
+    ) {
         let Some(slot) = broker.hot(&t.profile) else {
             return;
         };
@@ -124,6 +146,7 @@ impl TokenBodies {
             expires_at: t.expires_at,
             expires_in: expires_in(t.expires_at, now),
             body: Bytes::copy_from_slice(body),
+            fingerprint: fingerprint.into(),
         };
         LOCAL.with(|l| {
             let mut l = l.borrow_mut();
@@ -144,6 +167,16 @@ impl TokenBodies {
     /// The JSON body for `t` at `now`: the kept bytes when they still say the same, else a
     /// fresh encoding that replaces them.
     pub fn body(&self, t: &Arc<IssuedToken>, now: SystemTime) -> Result<Bytes, serde_json::Error> {
+        self.body_and_fingerprint(t, now).map(|(b, _)| b)
+    }
+
+    /// [`TokenBodies::body`] and the token's fingerprint (kept with the body, so the audit
+    /// record of a cache hit costs no hashing).
+    pub fn body_and_fingerprint(
+        &self,
+        t: &Arc<IssuedToken>,
+        now: SystemTime,
+    ) -> Result<(Bytes, Arc<str>), serde_json::Error> {
         let expires_in = expires_in(t.expires_at, now);
         if let Ok(m) = self.entries.read()
             && let Some(e) = m.get(&t.profile)
@@ -151,7 +184,7 @@ impl TokenBodies {
             && (Arc::ptr_eq(&e.token, t)
                 || e.token.access_token.expose() == t.access_token.expose())
         {
-            return Ok(e.body.clone());
+            return Ok((e.body.clone(), e.fingerprint.clone()));
         }
         let body = Bytes::from(serde_json::to_vec(&TokenBody {
             access_token: t.access_token.expose(),
@@ -161,6 +194,19 @@ impl TokenBodies {
             scope: t.scope.as_deref(),
             profile: &t.profile,
         })?);
+        let fingerprint: Arc<str> = match self.entries.read() {
+            // Same token, next second: keep its fingerprint.
+            Ok(m) => match m.get(&t.profile) {
+                Some(e)
+                    if Arc::ptr_eq(&e.token, t)
+                        || e.token.access_token.expose() == t.access_token.expose() =>
+                {
+                    e.fingerprint.clone()
+                }
+                _ => t.access_token.fingerprint().into(),
+            },
+            Err(_) => t.access_token.fingerprint().into(),
+        };
         if let Ok(mut m) = self.entries.write() {
             m.insert(
                 t.profile.clone(),
@@ -168,10 +214,11 @@ impl TokenBodies {
                     token: t.clone(),
                     expires_in,
                     body: body.clone(),
+                    fingerprint: fingerprint.clone(),
                 },
             );
         }
-        Ok(body)
+        Ok((body, fingerprint))
     }
 }
 

@@ -420,6 +420,7 @@ impl Broker {
         if slot.cfg.grant == GrantKind::Env {
             return slot.env_token();
         }
+        slot.enforce_grant_age()?;
         if let Some(t) = slot.cached(req.min_valid) {
             return Ok(t);
         }

@@ -71,6 +71,8 @@ pub(super) struct SlotState {
     pub(super) refreshing: bool,
     /// Claims of the last ID token (kept across refreshes that carry none).
     pub(super) identity: Option<super::idp::Identity>,
+    /// When the current device login happened (for `policy.max_grant_age`).
+    pub(super) logged_in_at: Option<SystemTime>,
 }
 
 /// Shared knobs of every slot.
@@ -304,6 +306,43 @@ impl Slot {
             .then(|| c.issued.clone())
     }
 
+    /// Why the login is too old to be used (`policy.max_grant_age`), if it is.
+    fn grant_too_old(&self, st: &SlotState) -> Option<String> {
+        let max = self.cfg.policy.max_grant_age?;
+        if self.cfg.grant != GrantKind::Device {
+            return None;
+        }
+        crate::policy::limits::grant_too_old(&self.name, st.logged_in_at?, max, SystemTime::now())
+    }
+
+    /// Ends a login older than `policy.max_grant_age`: the profile turns `login_required`
+    /// with that reason (the stored grant stays until a new login replaces it; it is refused
+    /// again after a restart, since its login time is stored with it).
+    pub(super) fn enforce_grant_age(&self) -> Result<(), BrokerError> {
+        if self.cfg.policy.max_grant_age.is_none() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        let Some(reason) = self.grant_too_old(&st) else {
+            return Ok(());
+        };
+        self.set_token(&mut st, None);
+        st.refresh_token = None;
+        st.logged_in_at = None;
+        st.failure = Some(Failure {
+            kind: FailKind::LoginRequired,
+            reason: reason.clone(),
+            attempts: 0,
+            retry_at: None,
+        });
+        drop(st);
+        tracing::warn!(profile = %self.name, "{reason}");
+        Err(BrokerError::LoginRequired {
+            profile: self.name.clone(),
+            reason,
+        })
+    }
+
     /// The cached token with its published version, read under the mutex so the two agree.
     pub(super) fn snapshot(&self) -> Option<(u64, Arc<IssuedToken>)> {
         let st = self.lock();
@@ -320,6 +359,7 @@ impl Slot {
         if self.cfg.grant == GrantKind::Env {
             return self.env_token();
         }
+        self.enforce_grant_age()?;
         if let Some(t) = self.cached(req.min_valid) {
             return Ok(t);
         }
@@ -412,6 +452,7 @@ impl Slot {
         &self,
         subjects: &dyn SubjectSource,
     ) -> Result<Arc<IssuedToken>, BrokerError> {
+        self.enforce_grant_age()?;
         self.lock().refreshing = true;
         let started = Instant::now();
         let res = match self.cfg.grant {
@@ -527,8 +568,13 @@ impl Slot {
     /// Turns an IdP answer into a cache entry (timing from now).
     pub(super) fn cache_entry(&self, g: &Grant) -> Cached {
         let now = Instant::now();
-        let skew = timing::skew_for(self.configured_skew(), g.expires_in);
-        let (expires, refresh_at) = match g.expires_in {
+        // policy.max_token_lifetime: cached, advertised and renewed as if it lived no longer.
+        let lifetime = crate::policy::limits::capped_lifetime(
+            g.expires_in,
+            self.cfg.policy.max_token_lifetime.map(|d| d.0),
+        );
+        let skew = timing::skew_for(self.configured_skew(), lifetime);
+        let (expires, refresh_at) = match lifetime {
             Some(l) => (
                 Some(now + l),
                 Some(now + timing::refresh_after(l, skew, timing::unit())),
@@ -538,7 +584,7 @@ impl Slot {
         let issued = Arc::new(IssuedToken {
             access_token: g.access_token.clone(),
             token_type: g.token_type.clone(),
-            expires_at: g.expires_in.map(|l| SystemTime::now() + l),
+            expires_at: lifetime.map(|l| SystemTime::now() + l),
             scope: g.scope.clone(),
             profile: self.name.clone(),
         });
@@ -574,9 +620,14 @@ impl Slot {
             if let Some(g) = &stored {
                 // Another process may have rotated it: the store is the truth.
                 st.refresh_token = Some(g.refresh_token.clone());
+                st.logged_in_at = Some(unix(g.login_time()));
             }
             st.refresh_token.clone()
         };
+        if let Err(e) = self.enforce_grant_age() {
+            drop(lock);
+            return Err(Outcome::Broker(e));
+        }
         let Some(rt) = rt else {
             drop(lock);
             return Err(Outcome::Broker(BrokerError::LoginRequired {
@@ -589,12 +640,25 @@ impl Slot {
             Ok(g) => {
                 let new_rt = g.refresh_token.clone().unwrap_or_else(|| rt.clone());
                 if g.refresh_token.is_some() {
-                    let grant = StoredGrant::new(
-                        idp.issuer(),
-                        &client.client_id,
-                        new_rt.expose().to_string(),
-                        g.scope.clone(),
-                    );
+                    let grant = match &stored {
+                        Some(old) => old.rotated(new_rt.expose().to_string(), g.scope.clone()),
+                        None => {
+                            let mut n = StoredGrant::new(
+                                idp.issuer(),
+                                &client.client_id,
+                                new_rt.expose().to_string(),
+                                g.scope.clone(),
+                            );
+                            // Keep the login time known in memory (store was unavailable).
+                            if let Some(t) = self.lock().logged_in_at {
+                                n.logged_in_at = t
+                                    .duration_since(SystemTime::UNIX_EPOCH)
+                                    .ok()
+                                    .map(|d| d.as_secs());
+                            }
+                            n
+                        }
+                    };
                     self.persist(grant, lock).await;
                 } else {
                     drop(lock);
@@ -742,6 +806,15 @@ impl Slot {
         };
         let expires_at =
             super::jwt::exp(&value).map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        // policy.max_token_lifetime: we cannot renew this token, only advertise less.
+        let now_secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let advertised = crate::policy::limits::capped_expiry(
+            expires_at,
+            unix(now_secs),
+            self.cfg.policy.max_token_lifetime.map(|d| d.0),
+        );
         if let Some(exp) = expires_at {
             // We cannot renew this token, so it is served until it actually expires.
             if exp <= SystemTime::now() {
@@ -754,7 +827,7 @@ impl Slot {
         Ok(Arc::new(IssuedToken {
             access_token: Secret::new(value),
             token_type: "Bearer".into(),
-            expires_at,
+            expires_at: advertised,
             scope: None,
             profile: self.name.clone(),
         }))
@@ -775,6 +848,7 @@ impl Slot {
             st.identity = entry.identity.clone();
         }
         self.set_token(&mut st, Some(entry));
+        st.logged_in_at = Some(SystemTime::now());
         if let Some(rt) = &g.refresh_token {
             st.refresh_token = Some(rt.clone());
         }
@@ -809,7 +883,9 @@ impl Slot {
     /// profile's issuer and client.
     pub(super) fn adopt_stored(&self, g: StoredGrant) {
         if self.grant_matches(&g) {
-            self.lock().refresh_token = Some(g.refresh_token);
+            let mut st = self.lock();
+            st.logged_in_at = Some(unix(g.login_time()));
+            st.refresh_token = Some(g.refresh_token);
         }
     }
 
@@ -860,6 +936,17 @@ impl Slot {
             };
         }
         let st = self.lock();
+        if let Some(reason) = self.grant_too_old(&st) {
+            return ProfileStatus {
+                profile: self.name.clone(),
+                grant,
+                state: ProfileState::LoginRequired,
+                reason: Some(reason),
+                expires_at: None,
+                token_fingerprint: None,
+                identity: st.identity.clone(),
+            };
+        }
         let now = Instant::now();
         let valid = st.token.as_ref().filter(|c| c.usable(now, None));
         let (state, reason) = match (&st.failure, valid) {
@@ -898,6 +985,10 @@ impl Slot {
 pub(super) enum Outcome {
     Idp(IdpError),
     Broker(BrokerError),
+}
+
+fn unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 pub(super) fn rfc3339(t: SystemTime) -> String {

@@ -1,9 +1,11 @@
 //! The `stagepass` command line: one binary, one subcommand per job.
 //!
 //! Each subcommand lives in the file of its concern: [`session`] (agent, login, token,
-//! status, logout, doctor), [`catalog`], [`mcp`], [`adapters`] (git, kubectl, docker, env, exec).
+//! status, logout, doctor), [`catalog`], [`mcp`], [`adapters`] (git, kubectl, docker, env, exec),
+//! [`audit`] (the audit log).
 
 pub mod adapters;
+pub mod audit;
 pub mod catalog;
 pub mod mcp;
 pub mod session;
@@ -58,6 +60,8 @@ pub enum Command {
     Exec(adapters::ExecArgs),
     /// MCP server over stdio: catalog and ownership for AI assistants (never a token).
     Mcp(mcp::McpArgs),
+    /// Show the audit log: which process got or was refused which credential, when.
+    Audit(audit::AuditArgs),
 }
 
 /// Entry point of the binary.
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Env(a) => adapters::env(extra, a),
         Command::Exec(a) => adapters::exec(extra, a),
         Command::Mcp(a) => mcp::run(extra, a),
+        Command::Audit(a) => audit::run(extra, a),
     }
 }
 

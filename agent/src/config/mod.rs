@@ -11,12 +11,16 @@ mod adapters;
 mod api;
 mod catalog;
 mod layers;
+mod policy;
 mod profile;
 
-pub use adapters::{AwsRoleConfig, DockerConfig, DockerRegistry, GitConfig, GitHostConfig};
+pub use adapters::{
+    AWS_MIN_DURATION_SECONDS, AwsRoleConfig, DockerConfig, DockerRegistry, GitConfig, GitHostConfig,
+};
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
 pub use layers::{ENV_PREFIX, Override};
+pub use policy::{AllowRule, AttestationConfig, AuditConfig, HumanDuration, PolicyConfig};
 pub use profile::{GrantKind, ProfileConfig, SecretSource};
 
 use serde::Deserialize;
@@ -153,6 +157,10 @@ pub struct Config {
     pub aws: BTreeMap<String, AwsRoleConfig>,
     /// `[docker]`.
     pub docker: DockerConfig,
+    /// `[attestation]`: identify the process behind each credential request.
+    pub attestation: AttestationConfig,
+    /// `[audit]`: the audit log of credentials handed out or refused.
+    pub audit: AuditConfig,
 }
 
 impl Config {
@@ -223,6 +231,19 @@ impl Config {
             }
         }
         self.api.validate()?;
+        self.audit.validate()?;
+        if !self.attestation.enabled
+            && let Some((name, _)) = self.profiles.iter().find(|(_, p)| p.policy.allow.is_some())
+        {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from("(config)"),
+                line: 0,
+                key: "attestation.enabled".into(),
+                message: format!(
+                    "profiles.{name}.policy.allow needs caller attestation; set attestation.enabled = true or remove the rules"
+                ),
+            });
+        }
         for (name, role) in &self.aws {
             role.validate(name)
                 .map_err(|(key, message)| ConfigError::Invalid {

@@ -54,6 +54,9 @@ pub struct ProfileConfig {
     pub token_env: Option<String>,
     /// Seconds of validity a handed-out token must still have (default 60, capped for short tokens).
     pub skew_seconds: Option<u64>,
+    /// `[profiles.NAME.policy]`: allowed callers, maximum login age and token lifetime.
+    #[serde(default)]
+    pub policy: super::PolicyConfig,
 }
 
 impl ProfileConfig {
@@ -71,6 +74,7 @@ impl ProfileConfig {
             subject_profile: None,
             token_env: Some(var.to_string()),
             skew_seconds: None,
+            policy: super::PolicyConfig::default(),
         }
     }
 
@@ -121,6 +125,7 @@ impl ProfileConfig {
                 }
             }
         }
+        self.policy.validate(name)?;
         if self.grant == GrantKind::ClientCredentials && self.secret_source().is_none() {
             return Err(invalid(
                 "client_secret_file",

@@ -179,6 +179,7 @@ async fn check(s: &ApiState, i: &Input) -> Result<(), TestCaseError> {
             None => Transport::Tcp,
             Some(peer_uid) => Transport::Unix { peer_uid },
         },
+        peer: None,
     };
     let resp = routes::handle(s, &conn, req).await;
     let status = resp.status();

@@ -21,6 +21,9 @@ pub struct StoredGrant {
     pub scope: Option<String>,
     /// Unix seconds of the last write (for status and debugging).
     pub updated_at: u64,
+    /// Unix seconds of the login (device flow) this grant descends from; kept across
+    /// rotations for `policy.max_grant_age`. `None` in grants stored by older versions.
+    pub logged_in_at: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -34,6 +37,8 @@ struct Wire {
     scope: Option<String>,
     #[serde(default)]
     updated_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logged_in_at: Option<u64>,
 }
 
 impl StoredGrant {
@@ -53,7 +58,21 @@ impl StoredGrant {
             refresh_token: Secret::new(refresh_token),
             scope,
             updated_at,
+            logged_in_at: Some(updated_at),
         }
+    }
+
+    /// The same grant rotated to `refresh_token`: the login time is carried over (for a
+    /// grant of an older version, its last write is the best known lower bound of its age).
+    pub fn rotated(&self, refresh_token: impl Into<String>, scope: Option<String>) -> Self {
+        let mut g = Self::new(&self.issuer, &self.client_id, refresh_token, scope);
+        g.logged_in_at = Some(self.login_time());
+        g
+    }
+
+    /// Unix seconds of the login, or of the last write for grants stored without it.
+    pub fn login_time(&self) -> u64 {
+        self.logged_in_at.unwrap_or(self.updated_at)
     }
 
     /// Serialises to JSON; the returned buffer is zeroed when dropped.
@@ -65,6 +84,7 @@ impl StoredGrant {
             refresh_token: self.refresh_token.expose().to_string(),
             scope: self.scope.clone(),
             updated_at: self.updated_at,
+            logged_in_at: self.logged_in_at,
         };
         let out = serde_json::to_vec(&wire).unwrap_or_default();
         // Dropping the wrapper zeroes the plain copy of the refresh token.
@@ -96,6 +116,7 @@ impl StoredGrant {
             refresh_token: Secret::new(wire.refresh_token),
             scope: wire.scope,
             updated_at: wire.updated_at,
+            logged_in_at: wire.logged_in_at,
         })
     }
 }
@@ -130,5 +151,22 @@ mod tests {
         let err = StoredGrant::from_json("f", broken).unwrap_err().to_string();
         assert!(!err.contains("rt-secret-value"), "{err}");
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn grants_without_a_login_time_still_load_and_rotation_keeps_it() {
+        // As written before the login time was recorded.
+        let old = br#"{"version":1,"issuer":"https://i","client_id":"c","refresh_token":"rt1","scope":null,"updated_at":1000}"#;
+        let g = StoredGrant::from_json("f", old).unwrap();
+        assert_eq!(g.logged_in_at, None);
+        assert_eq!(g.login_time(), 1000);
+        let r = g.rotated("rt2", None);
+        assert_eq!(r.logged_in_at, Some(1000));
+        assert!(r.updated_at > 1000);
+        let back = StoredGrant::from_json("f", &r.to_json()).unwrap();
+        assert_eq!(back.login_time(), 1000);
+        // A new login records its own time.
+        let n = StoredGrant::new("https://i", "c", "rt", None);
+        assert_eq!(n.logged_in_at, Some(n.updated_at));
     }
 }

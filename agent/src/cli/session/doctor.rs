@@ -56,6 +56,7 @@ pub async fn run(config: &Config, paths: &Paths) -> ExitCode {
     checks.push(port_check(paths).await);
     checks.push(secret_check(paths));
     checks.push(store_check(status.as_ref()));
+    checks.extend(grant_age_checks(status.as_ref()));
     let http = reqwest::Client::builder().timeout(NET_TIMEOUT).build().ok();
     checks.extend(idp_checks(config, http.as_ref()).await);
     checks.push(backstage_check(config, http.as_ref()).await);
@@ -230,6 +231,34 @@ fn store_check(status: Option<&serde_json::Value>) -> Check {
     let backend = store.get("backend").and_then(|b| b.as_str()).unwrap_or("?");
     let detail = store.get("detail").and_then(|b| b.as_str()).unwrap_or("");
     check(NAME, Level::Ok, format!("{backend} ({detail})"), None)
+}
+
+/// Profiles whose login ran past their `policy.max_grant_age` (issue 11): one warning each,
+/// with the agent's reason and the command that renews the login.
+fn grant_age_checks(status: Option<&serde_json::Value>) -> Vec<Check> {
+    let Some(profiles) = status
+        .and_then(|s| s.get("profiles"))
+        .and_then(|p| p.as_array())
+    else {
+        return Vec::new();
+    };
+    profiles
+        .iter()
+        .filter(|p| p.get("state").and_then(|s| s.as_str()) == Some("login_required"))
+        .filter_map(|p| {
+            let reason = p.get("reason")?.as_str()?;
+            if !reason.contains("max_grant_age") {
+                return None;
+            }
+            let name = p.get("profile")?.as_str()?;
+            Some(Check {
+                name: format!("login age of {name}"),
+                level: Level::Warn,
+                detail: reason.to_string(),
+                fix: Some(format!("stagepass login {name}")),
+            })
+        })
+        .collect()
 }
 
 async fn idp_checks(config: &Config, http: Option<&reqwest::Client>) -> Vec<Check> {
@@ -478,6 +507,21 @@ fn find_devcontainer(start: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_login_age_is_a_warning_with_the_fix() {
+        let status = serde_json::json!({"profiles": [
+            {"profile": "gh", "state": "login_required", "reason": "the login is older than the maximum grant age of 12h (profiles.gh.policy.max_grant_age); run `stagepass login gh`"},
+            {"profile": "other", "state": "login_required", "reason": "not logged in"},
+            {"profile": "ok", "state": "valid"},
+        ]});
+        let checks = grant_age_checks(Some(&status));
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].level, Level::Warn);
+        assert!(checks[0].detail.contains("maximum grant age of 12h"));
+        assert_eq!(checks[0].fix.as_deref(), Some("stagepass login gh"));
+        assert!(grant_age_checks(None).is_empty());
+    }
 
     #[test]
     fn http_dates_parse() {
