@@ -25,7 +25,9 @@ pub struct Admitted<'a> {
     route: &'static str,
     role: Option<&'a str>,
     caller: Option<Arc<Attestation>>,
-    rule: Arc<str>,
+    rule: &'a Arc<str>,
+    /// The connection, whose repeated requests count into one record.
+    peer: Option<Arc<crate::attest::ConnPeer>>,
 }
 
 /// Applies `profile`'s policy to the connection's caller.
@@ -53,6 +55,7 @@ pub fn admit<'a>(
             policy,
             route,
             role,
+            peer: caller.as_ref().and(conn.peer.clone()),
             caller,
             rule,
         }),
@@ -71,6 +74,8 @@ pub fn admit<'a>(
                     code: Some("forbidden_caller".into()),
                     reason: Some(message.clone()),
                     token_fingerprint: None,
+                    count: 1,
+                    last_time: None,
                 });
             }
             Err(forbidden(message))
@@ -91,23 +96,37 @@ impl Admitted<'_> {
         let (Some(a), Some(p)) = (&self.state.audit, self.policy) else {
             return;
         };
+        let now = SystemTime::now();
+        if let (Ok(fp), None, Some(peer)) = (&result, self.role, &self.peer)
+            && peer.audit_repeat(&p.name, self.route, self.rule, fp, now)
+        {
+            return;
+        }
         let (outcome, fp, code, reason) = match result {
             Ok(fp) => (Outcome::Allow, Some(fp), None, None),
             Err((code, reason)) => (Outcome::Error, None, Some(code), Some(reason)),
         };
-        a.record(Record {
-            time: SystemTime::now(),
+        let record = Record {
+            time: now,
             profile: p.name.clone(),
             audience: p.audience.clone(),
             route: self.route,
             role: self.role.map(str::to_string),
             caller: self.caller,
             outcome,
-            rule: Some(self.rule),
+            rule: Some(self.rule.clone()),
             code,
             reason,
             token_fingerprint: fp,
-        });
+            count: 1,
+            last_time: None,
+        };
+        // Credentials handed out on a connection wait there to count repeats; errors and
+        // AWS credentials go straight to the writer.
+        match (&self.peer, outcome, self.role) {
+            (Some(peer), Outcome::Allow, None) => peer.audit(a, record),
+            _ => a.record(record),
+        }
     }
 
     /// Whether the profile's login can age out (`policy.max_grant_age`), so every request

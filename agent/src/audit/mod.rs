@@ -4,7 +4,9 @@
 //!   attestation, decision and rule, token fingerprint; never a token).
 //! - [`writer`]: the non-blocking handle the API uses and the writer thread behind it (size
 //!   rotation, drop accounting, optional syslog forwarding, identical records of one
-//!   connection within a batch written once with `count` and `last_time`).
+//!   connection within a batch written once with `count` and `last_time`). Repeats on one
+//!   keep-alive connection are counted before they reach the writer
+//!   ([`crate::attest::ConnPeer::audit_repeat`]).
 //! - [`reader`]: reading the files back for `stagepass audit`.
 //!
 //! Format of a line (fields absent when they do not apply):

@@ -48,6 +48,11 @@ pub struct Record {
     pub reason: Option<String>,
     /// Short SHA-256 prefix of the credential handed out.
     pub token_fingerprint: Option<Arc<str>>,
+    /// How many identical requests this record stands for (1, or more when a connection
+    /// repeated the same request; see [`crate::attest::ConnPeer::audit`]).
+    pub count: u64,
+    /// The time of the last of them, when `count` > 1.
+    pub last_time: Option<SystemTime>,
 }
 
 #[derive(Serialize)]
@@ -176,6 +181,8 @@ mod tests {
     #[test]
     fn a_line_has_the_documented_fields() {
         let r = Record {
+            count: 1,
+            last_time: None,
             time: SystemTime::UNIX_EPOCH,
             profile: "gh".into(),
             audience: Some("urn:gh".into()),
@@ -206,6 +213,8 @@ mod tests {
         assert_eq!(v["token_fingerprint"], "0123456789ab");
         assert!(v.get("code").is_none());
         let same = Record {
+            count: 1,
+            last_time: None,
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5),
             ..r.clone()
         };
@@ -216,6 +225,8 @@ mod tests {
         assert_eq!(counted["last_time"], "1970-01-01T00:00:05Z");
         assert!(v.get("count").is_none());
         let other_conn = Record {
+            count: 1,
+            last_time: None,
             caller: Some(Arc::new((*r.caller.clone().unwrap()).clone())),
             ..r.clone()
         };

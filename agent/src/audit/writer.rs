@@ -145,17 +145,17 @@ fn run(
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(r) = next {
+            let (count, last_time) = (r.count.max(1), r.last_time.unwrap_or(r.time));
             match batch.iter_mut().find(|(b, _, _)| b.same_as(&r)) {
                 Some((_, n, last)) => {
-                    *n += 1;
-                    *last = r.time;
+                    *n = n.saturating_add(count);
+                    *last = (*last).max(last_time);
                 }
                 None => {
                     if batch.len() >= MAX_BATCH_KEYS {
                         write_batch(&mut batch, &mut file, &mut syslog, c, &mut reported_drops);
                     }
-                    let t = r.time;
-                    batch.push((r, 1, t));
+                    batch.push((r, count, last_time));
                 }
             }
             next = rx.try_recv().ok();
@@ -336,6 +336,8 @@ mod tests {
 
     fn record(n: usize) -> Record {
         Record {
+            count: 1,
+            last_time: None,
             time: SystemTime::now(),
             profile: format!("p{n}").into(),
             audience: None,
@@ -443,6 +445,8 @@ mod tests {
             audit.record(r.clone());
         }
         audit.record(Record {
+            count: 1,
+            last_time: None,
             caller: Some(conn_b),
             ..r.clone()
         });

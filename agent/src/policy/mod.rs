@@ -84,9 +84,10 @@ impl Rule {
 
 /// What the policy decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Served; the rule that allowed it (`default` without rules).
-    Allow(Arc<str>),
+pub enum Decision<'a> {
+    /// Served; the rule that allowed it (`default` without rules). A reference: cloning the
+    /// shared name on every request would bounce its count between cores.
+    Allow(&'a Arc<str>),
     /// Refused; the rule set that refused and a message for the caller.
     Deny {
         /// `profiles.NAME.policy.allow`.
@@ -164,7 +165,7 @@ impl Policies {
 
     /// Decides whether `caller` may get `profile`'s credentials (see [`ProfilePolicy::check`]);
     /// an unconfigured profile has no rules.
-    pub fn check(&self, profile: &str, caller: Option<&Attestation>) -> Decision {
+    pub fn check(&self, profile: &str, caller: Option<&Attestation>) -> Decision<'_> {
         match self.get(profile) {
             Some(p) => p.check(caller),
             None => Decision::Allow(default_rule()),
@@ -172,9 +173,9 @@ impl Policies {
     }
 }
 
-fn default_rule() -> Arc<str> {
+fn default_rule() -> &'static Arc<str> {
     static DEFAULT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(|| DEFAULT_RULE.into()).clone()
+    DEFAULT.get_or_init(|| DEFAULT_RULE.into())
 }
 
 impl ProfilePolicy {
@@ -185,21 +186,21 @@ impl ProfilePolicy {
 
     /// Decides whether `caller` may get this profile's credentials. `None` = not attested
     /// (attestation off); only valid for profiles without rules (the config enforces that).
-    pub fn check(&self, caller: Option<&Attestation>) -> Decision {
+    pub fn check(&self, caller: Option<&Attestation>) -> Decision<'_> {
         let Some(rules) = self.allow.as_ref() else {
             return Decision::Allow(default_rule());
         };
         let profile = &*self.name;
-        let rule = self.deny_rule.to_string();
         let Some(c) = caller else {
             return Decision::Deny {
-                rule,
+                rule: self.deny_rule.to_string(),
                 message: "the caller cannot be attested (attestation is off)".into(),
             };
         };
         if let Some(r) = rules.iter().find(|r| r.matches(c)) {
-            return Decision::Allow(r.name.clone());
+            return Decision::Allow(&r.name);
         }
+        let rule = self.deny_rule.to_string();
         let who = match (&c.unidentified, &c.exe) {
             (Some(why), _) => format!("an unidentified caller ({why})"),
             (None, Some(exe)) => format!(
@@ -270,7 +271,7 @@ mod tests {
                 "gh",
                 Some(&caller("/usr/lib/git-core/git-remote-http", 1000, &[]))
             ),
-            Decision::Allow("git".into())
+            Decision::Allow(&Arc::from("git"))
         );
         match p.check("gh", Some(&caller("/usr/bin/curl", 1000, &[]))) {
             Decision::Deny { rule, message } => {
@@ -283,7 +284,10 @@ mod tests {
             d => panic!("{d:?}"),
         }
         // No rules: everyone, even unattested.
-        assert_eq!(p.check("open", None), Decision::Allow(DEFAULT_RULE.into()));
+        assert_eq!(
+            p.check("open", None),
+            Decision::Allow(&Arc::from(DEFAULT_RULE))
+        );
     }
 
     #[test]
@@ -296,7 +300,10 @@ mod tests {
             1000,
             &["/usr/bin/bash", "/usr/bin/make"],
         );
-        assert_eq!(p.check("gh", Some(&ok)), Decision::Allow("allow[0]".into()));
+        assert_eq!(
+            p.check("gh", Some(&ok)),
+            Decision::Allow(&Arc::from("allow[0]"))
+        );
         let wrong_uid = caller("/usr/bin/python3.11", 1001, &["/usr/bin/make"]);
         assert!(matches!(
             p.check("gh", Some(&wrong_uid)),
@@ -319,7 +326,10 @@ mod tests {
     fn a_uid_rule_matches_an_unidentified_caller_with_a_known_uid() {
         let p = Policies::from_config(&config("allow = [{ uid = [7] }]"));
         let a = Attestation::unidentified("tcp", "x".into(), None, Some(7));
-        assert_eq!(p.check("gh", Some(&a)), Decision::Allow("allow[0]".into()));
+        assert_eq!(
+            p.check("gh", Some(&a)),
+            Decision::Allow(&Arc::from("allow[0]"))
+        );
         let p = Policies::from_config(&config("allow = []"));
         assert!(matches!(
             p.check("gh", Some(&caller("/x", 7, &[]))),
