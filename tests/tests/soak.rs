@@ -152,18 +152,24 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
     // Warm up (connections, first tokens, caches), then take the baseline.
     std::thread::sleep(Duration::from_secs(secs.min(30) / 2));
     let (rss0, fds0) = rss_and_fds(pid);
+    // The end figures are taken under the same load as the baseline (64 open connections):
+    // the last sample before the clients stop.
+    let (mut rss1, mut fds1) = (rss0, fds0);
     let mut n = 1;
     while Instant::now() < end {
         std::fs::write(&file, component(n)).unwrap();
         n += 1;
         std::thread::sleep(Duration::from_secs(1));
+        if Instant::now() < end {
+            (rss1, fds1) = rss_and_fds(pid);
+        }
     }
     rt.block_on(async {
         for t in tasks {
             t.await.unwrap();
         }
     });
-    let (rss1, fds1) = rss_and_fds(pid);
+    let (_, fds_idle) = rss_and_fds(pid);
     let ok = counters.ok.load(Ordering::Relaxed);
     let failed = counters.failed.load(Ordering::Relaxed);
     let expired = counters.expired.load(Ordering::Relaxed);
@@ -177,8 +183,21 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
     println!("| distinct access tokens (rotations + 1) | {tokens} |");
     println!("| catalog file edits | {n} |");
     println!("| RSS after warm-up -> end | {rss0} KiB -> {rss1} KiB ({growth:+.1} %) |");
-    println!("| open fds after warm-up -> end | {fds0} -> {fds1} |");
-    assert_eq!(failed, 0, "log:\n{}", agent.log());
+    println!("| open fds after warm-up -> end (under load) | {fds0} -> {fds1} |");
+    println!("| open fds once the clients closed | {fds_idle} |");
+    // The debug log of 10 minutes is hundreds of MB: show only its warnings and errors.
+    let log = agent.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(50)
+        .collect();
+    assert_eq!(
+        failed,
+        0,
+        "warnings and errors in the agent log (first 50):\n{}",
+        trouble.join("\n")
+    );
     assert_eq!(expired, 0);
     assert!(ok > 0);
     assert!(
