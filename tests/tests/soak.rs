@@ -150,10 +150,9 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
     }
 
     // Warm up (connections, first tokens, caches, allocator arenas), then take the
-    // baseline. Measured: RSS rises ~0.45 MiB in the first minute under this load and then
-    // stays within ~0.3 MiB (5-minute run: 14084 KiB at 15 s, then 14540, 14696, 14700,
-    // 14804 KiB a minute apart), so the baseline is taken after a minute (a tenth of a
-    // shorter run); the RSS at 15 s is printed too.
+    // baseline after a minute (a tenth of a shorter run); the RSS at 15 s is printed too.
+    // Measured (release agent): ~0.45 MiB in the first minute, then still ~80 KiB per
+    // minute over 10 minutes (+5.3 %): not explained yet, so this test fails on it.
     std::thread::sleep(Duration::from_secs(15.min(secs / 10)));
     let (rss_early, _) = rss_and_fds(pid);
     std::thread::sleep(Duration::from_secs((secs / 10).min(60).saturating_sub(15)));
