@@ -254,12 +254,52 @@ function grantStats(grantType) {
   return stats.token.by_grant[key];
 }
 
+// ---------------------------------------------------------------------------------------
+// The refresh log: every refresh_token grant the provider answered, in order, with the
+// fingerprints (first 12 hex chars of SHA-256, as stagepass's Secret::fingerprint) of the
+// refresh token presented and of the one issued. A test that SIGKILLs a client mid-refresh
+// compares it with what the client's store holds to tell an unavoidable re-login (the IdP
+// rotated the stored token while the client died before persisting the new one) from an
+// avoidable one. `in_flight` counts token requests that arrived and are not answered yet
+// (the provider keeps working after its client dies), so a test can wait for quiet.
+
+const REFRESH_LOG_MAX = 20_000;
+let refreshLog = [];
+let refreshSeq = 0;
+let tokenInFlight = 0;
+
+function fingerprint(value) {
+  return crypto.createHash('sha256').update(String(value)).digest('hex').slice(0, 12);
+}
+
+/** Marks a token request as answered (once), however its handling ended. */
+function tokenRequestDone(req) {
+  if (req.tokenInFlight) {
+    req.tokenInFlight = false;
+    tokenInFlight -= 1;
+  }
+}
+
 provider.use(async (ctx, next) => {
-  await next();
+  try {
+    await next();
+  } finally {
+    tokenRequestDone(ctx.req);
+  }
   if (ctx.path === '/token' && ctx.method === 'POST') {
     const g = grantStats(ctx.oidc?.params?.grant_type);
     stats.token.requests += 1;
     g.requests += 1;
+    if (ctx.oidc?.params?.grant_type === 'refresh_token' && ctx.oidc.params.refresh_token) {
+      refreshSeq += 1;
+      refreshLog.push({
+        seq: refreshSeq,
+        presented: fingerprint(ctx.oidc.params.refresh_token),
+        issued: ctx.status === 200 && ctx.body?.refresh_token ? fingerprint(ctx.body.refresh_token) : null,
+        error: ctx.status === 200 ? null : (ctx.body?.error ?? `http_${ctx.status}`),
+      });
+      if (refreshLog.length > REFRESH_LOG_MAX) refreshLog.shift();
+    }
     if (ctx.status === 200) {
       g.ok += 1;
     } else {
@@ -511,7 +551,8 @@ async function control(req, res, path, viaControlPort) {
     switch (`${req.method} ${path}`) {
       case 'GET /__test/health': result = [200, { ok: true }]; break;
       case 'GET /__test/stats': result = [200, stats]; break;
-      case 'POST /__test/stats/reset': stats = emptyStats(); result = [200, stats]; break;
+      case 'POST /__test/stats/reset': stats = emptyStats(); refreshLog = []; result = [200, stats]; break;
+      case 'GET /__test/refresh-log': result = [200, { in_flight: tokenInFlight, entries: refreshLog }]; break;
       case 'GET /__test/fault': result = [200, fault]; break;
       case 'POST /__test/fault': result = [200, await setFault(parseFault(body))]; break;
       case 'POST /__test/device/approve': result = await approve(body); break;
@@ -523,6 +564,16 @@ async function control(req, res, path, viaControlPort) {
         break;
       case 'POST /__test/revoke': result = await revokeSubject(body); break;
       case 'GET /__test/ttl': result = [200, { ...ttl }]; break;
+      case 'GET /__test/clock':
+      case 'POST /__test/clock':
+        // The skewable clock of lib/clock.cjs (only when the IdP was started with it).
+        if (!globalThis.stagepassPeerClock) {
+          result = [409, { error: 'no_clock', message: 'start the IdP with the lib/clock.cjs preload (IdpOptions::clock_offset_secs)' }];
+          break;
+        }
+        if (req.method === 'POST') globalThis.stagepassPeerClock.set(body.offset_s);
+        result = [200, { offset_s: globalThis.stagepassPeerClock.offsetSecs, now: Math.floor(Date.now() / 1000) }];
+        break;
       case 'POST /__test/mint': result = await mint(body); break;
       case 'POST /__test/ttl': result = await setTtl(body); break;
       case 'POST /__test/exchange/trust':
@@ -589,12 +640,20 @@ server.on('request', async (req, res) => {
       await control(req, res, path, false);
       return;
     }
+    if (req.method === 'POST' && path === '/token') {
+      req.tokenInFlight = true;
+      tokenInFlight += 1;
+    }
     if (req.method === 'POST' && (path === '/token' || path === '/device/auth')) {
       await normalizeTargets(req);
     }
-    if (await applyFault(req, res, path)) return;
+    if (await applyFault(req, res, path)) {
+      tokenRequestDone(req);
+      return;
+    }
     providerCallback(req, res);
   } catch (err) {
+    tokenRequestDone(req);
     log(NAME, 'request failed', err.stack ?? String(err));
     if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
   }

@@ -54,6 +54,10 @@ pub struct IdpOptions {
     pub device_ttl: u64,
     /// Secret of the confidential clients.
     pub client_secret: String,
+    /// Seconds the IdP's clock is off the real one (negative: behind); `iat`/`exp` of its
+    /// tokens and its `Date` header follow it. `None` (the default): the real clock, not
+    /// changeable; `Some(n)`: a skewable clock ([`Idp::set_clock_offset`]) starting at `n`.
+    pub clock_offset_secs: Option<i64>,
 }
 
 impl Default for IdpOptions {
@@ -63,6 +67,7 @@ impl Default for IdpOptions {
             refresh_ttl: 86_400,
             device_ttl: 600,
             client_secret: Idp::DEFAULT_CLIENT_SECRET.to_string(),
+            clock_offset_secs: None,
         }
     }
 }
@@ -150,6 +155,29 @@ impl IdpStats {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// One `refresh_token` grant the IdP answered. Tokens appear only as fingerprints (first
+/// 12 hex chars of SHA-256, the same as `stagepass::secret::Secret::fingerprint`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RefreshLogEntry {
+    /// Order of answering, from 1.
+    pub seq: u64,
+    /// The refresh token presented (now spent when `issued` is set: rotation is strict).
+    pub presented: String,
+    /// The refresh token issued in its place, when the grant succeeded.
+    pub issued: Option<String>,
+    /// The OAuth error code, when it failed.
+    pub error: Option<String>,
+}
+
+/// The IdP's refresh log, for telling apart why a client lost its login.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefreshLog {
+    /// Token-endpoint requests that arrived and are not answered yet.
+    pub in_flight: u64,
+    /// Answered refresh grants, oldest first.
+    pub entries: Vec<RefreshLogEntry>,
 }
 
 /// The answer of a device-authorization request (RFC 8628 section 3.2).
@@ -246,11 +274,14 @@ impl Idp {
 
     /// Starts a private IdP (about half a second); stopped when dropped.
     pub async fn start(opts: IdpOptions) -> Result<Idp> {
-        let spec = PeerSpec::new("idp", "idp.mjs")
+        let mut spec = PeerSpec::new("idp", "idp.mjs")
             .arg_pair("--access-ttl", opts.access_ttl.to_string())
             .arg_pair("--refresh-ttl", opts.refresh_ttl.to_string())
             .arg_pair("--device-ttl", opts.device_ttl.to_string())
             .arg_pair("--client-secret", opts.client_secret);
+        if let Some(offset) = opts.clock_offset_secs {
+            spec = spec.clock_offset(offset);
+        }
         let peer = Peer::spawn(spec).await?;
         let url = peer.url().to_string();
         let control_url = peer
@@ -377,7 +408,25 @@ impl Idp {
         http::get_json(&self.client, &self.control("stats")).await
     }
 
-    /// Zeroes the counters.
+    /// Moves the IdP's clock to `offset_secs` off the real one (needs
+    /// [`IdpOptions::clock_offset_secs`]); returns the IdP's "now" (epoch seconds).
+    pub async fn set_clock_offset(&self, offset_secs: i64) -> Result<i64> {
+        let v: serde_json::Value = http::post_json(
+            &self.client,
+            &self.control("clock"),
+            &json!({ "offset_s": offset_secs }),
+        )
+        .await?;
+        Ok(v["now"].as_i64().unwrap_or_default())
+    }
+
+    /// The refresh log (every `refresh_token` grant answered since start or the last
+    /// [`Idp::reset_stats`], oldest first) and the token requests still being handled.
+    pub async fn refresh_log(&self) -> Result<RefreshLog> {
+        http::get_json(&self.client, &self.control("refresh-log")).await
+    }
+
+    /// Zeroes the counters (and empties the refresh log).
     pub async fn reset_stats(&self) -> Result<()> {
         let _: serde_json::Value =
             http::post_json(&self.client, &self.control("stats/reset"), &json!({})).await?;

@@ -11,6 +11,8 @@
 //! - [`backstage`]: the Backstage catalog backend trusting the IdP's JWKS.
 //! - [`bed`]: the three together, either the shared bed started once per run by `tests/run`
 //!   (`STAGEPASS_TEST_BED_FILE`) or a private one owned by the test.
+//! - [`fault_proxy`]: a proxy in front of a peer (Backstage) that makes it look down, slow
+//!   or failing on demand and counts what passed.
 //! - [`jwt`]: verifying the IdP's JWTs against its JWKS.
 //! - [`http`]: the proxy-free HTTP client used for control routes.
 //! - [`support`]: free ports, private temp dirs, unique names, the `stagepass` binary, polling.
@@ -21,6 +23,7 @@
 pub mod backstage;
 pub mod bed;
 pub mod error;
+pub mod fault_proxy;
 pub mod git_host;
 pub mod http;
 pub mod idp;
@@ -34,6 +37,7 @@ pub use error::HarnessError;
 
 pub use backstage::{Backstage, BackstageOptions};
 pub use bed::Bed;
+pub use fault_proxy::{FaultProxy, ProxyFault, ProxyStats};
 pub use git_host::{GitHost, RepoAuth, Worktree};
 pub use idp::{Fault, FaultScope, Idp, IdpOptions, IdpStats, TokenResponse};
 pub use process::ManagedProcess;

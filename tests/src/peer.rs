@@ -51,6 +51,20 @@ impl PeerSpec {
         self.args.push(value.into());
         self
     }
+
+    /// Runs the peer on a clock `offset_secs` seconds off the real one (negative: behind),
+    /// through the `lib/clock.cjs` preload: the only way to skew one process here (no
+    /// libfaketime). The peer may change the offset later (the IdP's `/__test/clock`).
+    pub fn clock_offset(mut self, offset_secs: i64) -> Self {
+        let mut require = OsString::from("--require=");
+        require.push(peers_dir().join("lib").join("clock.cjs"));
+        self.env.push(("NODE_OPTIONS".into(), require));
+        self.env.push((
+            "STAGEPASS_PEER_CLOCK_OFFSET_S".into(),
+            offset_secs.to_string().into(),
+        ));
+        self
+    }
 }
 
 /// The JSON of a READY line: the peer's base URL plus peer-specific fields.

@@ -149,21 +149,37 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
         }));
     }
 
-    // Warm up (connections, first tokens, caches), then take the baseline.
-    std::thread::sleep(Duration::from_secs(secs.min(30) / 2));
+    // Warm up (connections, first tokens, caches, allocator arenas), then take the
+    // baseline after a minute (a tenth of a shorter run); the RSS at 15 s is printed too.
+    // Measured (release agent): ~0.45 MiB in the first minute, then still ~80 KiB per
+    // minute over 10 minutes (+5.3 %): not explained yet, so this test fails on it.
+    std::thread::sleep(Duration::from_secs(15.min(secs / 10)));
+    let (rss_early, _) = rss_and_fds(pid);
+    std::thread::sleep(Duration::from_secs((secs / 10).min(60).saturating_sub(15)));
     let (rss0, fds0) = rss_and_fds(pid);
+    // The end figures are taken under the same load as the baseline (64 open connections):
+    // the last sample before the clients stop.
+    let (mut rss1, mut fds1) = (rss0, fds0);
+    // RSS about once a minute, to tell a steady leak from a one-off step.
+    let mut minutes = Vec::new();
     let mut n = 1;
     while Instant::now() < end {
         std::fs::write(&file, component(n)).unwrap();
         n += 1;
         std::thread::sleep(Duration::from_secs(1));
+        if Instant::now() < end {
+            (rss1, fds1) = rss_and_fds(pid);
+            if n % 60 == 0 {
+                minutes.push(rss1);
+            }
+        }
     }
     rt.block_on(async {
         for t in tasks {
             t.await.unwrap();
         }
     });
-    let (rss1, fds1) = rss_and_fds(pid);
+    let (_, fds_idle) = rss_and_fds(pid);
     let ok = counters.ok.load(Ordering::Relaxed);
     let failed = counters.failed.load(Ordering::Relaxed);
     let expired = counters.expired.load(Ordering::Relaxed);
@@ -177,8 +193,23 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
     println!("| distinct access tokens (rotations + 1) | {tokens} |");
     println!("| catalog file edits | {n} |");
     println!("| RSS after warm-up -> end | {rss0} KiB -> {rss1} KiB ({growth:+.1} %) |");
-    println!("| open fds after warm-up -> end | {fds0} -> {fds1} |");
-    assert_eq!(failed, 0, "log:\n{}", agent.log());
+    println!("| RSS about every minute (KiB) | {minutes:?} |");
+    println!("| RSS 15 s into the run (before warm-up ends) | {rss_early} KiB |");
+    println!("| open fds after warm-up -> end (under load) | {fds0} -> {fds1} |");
+    println!("| open fds once the clients closed | {fds_idle} |");
+    // The debug log of 10 minutes is hundreds of MB: show only its warnings and errors.
+    let log = agent.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(50)
+        .collect();
+    assert_eq!(
+        failed,
+        0,
+        "warnings and errors in the agent log (first 50):\n{}",
+        trouble.join("\n")
+    );
     assert_eq!(expired, 0);
     assert!(ok > 0);
     assert!(

@@ -389,6 +389,13 @@ impl Idp {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // No pooled connections: a refresh comes every few minutes, by which time the
+            // IdP has usually closed an idle keep-alive connection, and reusing one it is
+            // closing that very moment fails the refresh with "connection reset" (the soak
+            // test saw it ~15 times in 10 minutes, each failing callers for a backoff
+            // delay). A token request is not idempotent (rotation), so it is not retried
+            // blindly either; a fresh connection per request avoids the race.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| IdpError::Unsupported(format!("cannot build HTTP client: {e}")))?;
         Ok(Self::with_transport(

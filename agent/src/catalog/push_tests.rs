@@ -278,6 +278,55 @@ async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
     }
 }
 
+/// Regression (found by `tests/tests/faults_outbox_kill.rs`): an agent stopped while the
+/// outbox held a job for an older version of an entity, with a newer version pushed while
+/// it was down, used to push the stale job at once on restart and then the newest version
+/// again. Pushes made meanwhile are now queued before the worker starts: one refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_job_left_by_a_stopped_agent_is_replaced_not_pushed_twice() {
+    let bed = bed(&[("a/catalog-info.yaml", component("a", "team-a"))]).await;
+    bed.known("component:default/a", "group:default/team-a");
+    bed.fake.with(|s| s.fail_with = Some(503));
+    let h = bed.start(token("tok")).await;
+    write(&bed.work, "a/catalog-info.yaml", &component("a", "team-b"));
+    commit_push(&bed.work, "a -> b");
+    wait_for(&h, "a queued and retried", |s| {
+        s.outbox.iter().any(|j| j.attempts >= 1)
+    })
+    .await;
+    drop(h);
+
+    // While the agent is down: a newer version, and Backstage recovers.
+    write(&bed.work, "a/catalog-info.yaml", &component("a", "team-c"));
+    commit_push(&bed.work, "a -> c");
+    let before = bed.fake.with(|s| {
+        s.fail_with = None;
+        s.seen.len()
+    });
+    // `start` returns once the engine watches, i.e. after the catch-up queued the newer
+    // version: once the outbox is empty, every push of this restart has happened.
+    let h = bed.start(token("tok")).await;
+    let s = wait_for(&h, "a pushed", |s| {
+        s.pushes.contains_key("component:default/a") && s.outbox.is_empty()
+    })
+    .await;
+    assert_eq!(
+        s.pushes.get("component:default/a"),
+        Some(&1),
+        "{:?}",
+        s.pushes
+    );
+    let refreshes = bed.fake.with(|s| {
+        s.seen[before..]
+            .iter()
+            .filter(|c| {
+                c.path == "/api/catalog/refresh" && c.body["entityRef"] == "component:default/a"
+            })
+            .count()
+    });
+    assert_eq!(refreshes, 1, "a refreshed once after the restart");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_pauses_pushes_until_it_changes() {
     let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;

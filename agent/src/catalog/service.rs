@@ -173,6 +173,7 @@ async fn run(
     }
     // Backstage, when configured.
     let mut _worker = None;
+    let mut pending_worker = None;
     if let Some(url) = &config.backstage_url {
         if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             fail(
@@ -208,7 +209,7 @@ async fn run(
                     recheck: commands_tx.clone(),
                     backoff_cap: Duration::from_millis(config.retry_max_ms.max(100)),
                 };
-                _worker = Some(AbortOnDrop(tokio::spawn(push::run(worker))));
+                pending_worker = Some(worker);
                 shared.update(|s| {
                     s.backstage = Some(BackstageStatus {
                         url: url.clone(),
@@ -225,11 +226,16 @@ async fn run(
         s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
     });
     engine.publish();
+    // Pushes that happened while the agent was not running, queued before the push worker
+    // starts: a job a killed agent left for an older version of an entity is replaced by
+    // the newest one instead of being pushed twice (stale, then fresh).
+    engine.on_ref_moved().await;
+    if let Some(worker) = pending_worker.take() {
+        _worker = Some(AbortOnDrop(tokio::spawn(push::run(worker))));
+    }
     let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
     engine.validate_remote(&all).await;
     engine.refresh_diff().await;
-    // Pushes that happened while the agent was not running.
-    engine.on_ref_moved().await;
     engine.publish();
     engine.shared.update(|s| s.state = "watching".into());
 

@@ -144,10 +144,21 @@ impl World {
         child_test: &str,
         stderr: std::process::Stdio,
     ) -> std::process::Child {
+        self.spawn_child_with(child_test, stderr, &[])
+    }
+
+    /// [`World::spawn_child`] with extra environment variables for the child.
+    pub fn spawn_child_with(
+        &self,
+        child_test: &str,
+        stderr: std::process::Stdio,
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", child_test, "--ignored", "--nocapture"])
             .env(CHILD_CONFIG, &self.paths.config_files[0])
             .env(CHILD_STATE, &self.paths.state_dir)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)
             .spawn()
