@@ -16,9 +16,8 @@ use stagepass::config::CatalogConfig;
 use stagepass::paths::Paths;
 use stagepass::secret::Secret;
 use stagepass_e2e::idp::AUD_BACKSTAGE;
-use stagepass_e2e::peer::{Peer, PeerSpec};
-use stagepass_e2e::support::{free_port, private_tempdir, unique_name};
-use stagepass_e2e::{Backstage, Bed, RepoAuth, Worktree};
+use stagepass_e2e::support::{private_tempdir, unique_name};
+use stagepass_e2e::{Backstage, BackstageOptions, GitHost, Idp, IdpOptions, RepoAuth, Worktree};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,13 +32,21 @@ fn component(name: &str, owner: &str) -> String {
 
 /// Measures `rounds` save -> diff pairs and `pushes` push -> Backstage rounds.
 pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
-    let bed = Bed::start_private()
+    let idp = Idp::start(IdpOptions::default())
         .await
-        .context("starting the test bed (IdP, git host, Backstage)")?;
-    let backstage_peer = backstage(&bed).await?;
-    let bs = &backstage_peer.1;
+        .context("starting the IdP")?;
+    let git = GitHost::start(Some(idp.issuer()))
+        .await
+        .context("starting the git host")?;
+    // A long processing interval: only the agent's pushes explain a fast change.
+    let bs = &Backstage::start(BackstageOptions {
+        processing_interval_secs: 600,
+        ..BackstageOptions::new(idp.issuer(), git.host_port())
+    })
+    .await
+    .context("starting Backstage")?;
     let name = unique_name("bench");
-    let url = bed.git.create_repo(&name, RepoAuth::None).await?;
+    let url = git.create_repo(&name, RepoAuth::None).await?;
     let wt = Worktree::init()?;
     wt.write("svc/catalog-info.yaml", &component(&name, "team-a"))?;
     wt.commit_all("initial")?;
@@ -56,11 +63,11 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
         root: Some(wt.path()),
         backstage_url: Some(bs.url().to_string()),
         profile: Some("backstage".into()),
-        url_template: Some(format!("{}/raw/{name}/{{branch}}/{{path}}", bed.git.url())),
+        url_template: Some(format!("{}/raw/{name}/{{branch}}/{{path}}", git.url())),
         retry_max_ms: 1000,
         ..CatalogConfig::default()
     };
-    let minted = bed.idp.mint("catalog-bench", AUD_BACKSTAGE, 3600).await?;
+    let minted = idp.mint("catalog-bench", AUD_BACKSTAGE, 3600).await?;
     let tokens = Arc::new(StaticToken::new(
         "backstage",
         Secret::new(minted.access_token),
@@ -112,26 +119,6 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     r.catalog_live(&shown, &cleared, &pushed);
     drop(h);
     Ok(())
-}
-
-/// A private Backstage with a long processing interval (only our pushes make it change).
-async fn backstage(bed: &Bed) -> Result<(Peer, Backstage)> {
-    let mut spec = PeerSpec::new("backstage", "backstage.mjs")
-        .arg_pair("--issuer", bed.idp.issuer())
-        .arg_pair("--git-host", bed.git.host_port().to_string())
-        .arg_pair("--processing-interval", "600")
-        .arg_pair("--port", free_port()?.to_string());
-    spec.ready_timeout = Duration::from_secs(180);
-    let peer = Peer::spawn(spec).await?;
-    let static_token = peer
-        .ready()
-        .extra
-        .get("static_token")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let bs = Backstage::connect(peer.url(), &static_token)?;
-    Ok((peer, bs))
 }
 
 async fn wait(
