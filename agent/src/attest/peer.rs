@@ -7,8 +7,11 @@
 //!   the one holding `socket:[INODE]` among `/proc/*/fd`. We can only read the fds of our
 //!   own uid's processes (unless root): a peer of another uid stays unidentified, with why.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The peer socket's inode and owner, from `/proc/net/tcp{,6}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,19 +96,74 @@ fn parse_addr(s: &str) -> Option<(IpAddr, u16)> {
 
 /// Pids holding `socket:[inode]`, among the processes of `uid` (others cannot be read
 /// unless we are root), newest pid first. `skip` is our own pid.
+///
+/// Finding a socket's holder means reading every fd of every process. A client that opens
+/// many connections at once (a connection pool, a load generator) would pay that scan once
+/// per connection, all at the same moment, so one scan indexes every socket it sees and
+/// lookups within [`INDEX_FRESH`] of it use the index. A socket missing from the index was
+/// opened after the scan: it triggers a new one, so a new connection is never attributed
+/// from an index that cannot know it.
 pub fn socket_holders(root: &Path, inode: u64, uid: u32, skip: u32) -> Vec<u32> {
+    static INDEX: Mutex<Option<SocketIndex>> = Mutex::new(None);
+    let Ok(mut index) = INDEX.lock() else {
+        return scan(root, uid, skip).holders(inode);
+    };
+    if let Some(ix) = index.as_ref()
+        && ix.serves(root, uid, skip)
+        && let Some(pids) = ix.map.get(&inode)
+    {
+        return pids.clone();
+    }
+    let ix = scan(root, uid, skip);
+    let pids = ix.holders(inode);
+    *index = Some(ix);
+    pids
+}
+
+/// How long one scan of `/proc/*/fd` answers lookups of the sockets it saw.
+const INDEX_FRESH: Duration = Duration::from_millis(250);
+
+/// Socket inodes to the pids holding them, from one scan of `/proc/*/fd`.
+struct SocketIndex {
+    root: PathBuf,
+    uid: u32,
+    skip: u32,
+    built: Instant,
+    map: HashMap<u64, Vec<u32>>,
+}
+
+impl SocketIndex {
+    fn serves(&self, root: &Path, uid: u32, skip: u32) -> bool {
+        self.root == root
+            && self.uid == uid
+            && self.skip == skip
+            && self.built.elapsed() < INDEX_FRESH
+    }
+
+    fn holders(&self, inode: u64) -> Vec<u32> {
+        self.map.get(&inode).cloned().unwrap_or_default()
+    }
+}
+
+/// Reads the fds of every process we may read (newest pid first) and indexes their sockets.
+fn scan(root: &Path, uid: u32, skip: u32) -> SocketIndex {
     use std::os::unix::fs::MetadataExt;
-    let want = format!("socket:[{inode}]");
+    let mut index = SocketIndex {
+        root: root.to_path_buf(),
+        uid,
+        skip,
+        built: Instant::now(),
+        map: HashMap::new(),
+    };
     let mut pids: Vec<u32> = match std::fs::read_dir(root) {
         Ok(rd) => rd
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .filter(|p| *p != skip)
             .collect(),
-        Err(_) => return Vec::new(),
+        Err(_) => return index,
     };
     pids.sort_unstable_by(|a, b| b.cmp(a));
     let root_user = rustix::process::geteuid().is_root();
-    let mut holders = Vec::new();
     for pid in pids {
         let dir = root.join(pid.to_string());
         if !root_user && std::fs::metadata(&dir).map(|m| m.uid()).ok() != Some(uid) {
@@ -115,15 +173,24 @@ pub fn socket_holders(root: &Path, inode: u64, uid: u32, skip: u32) -> Vec<u32> 
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && target.as_os_str().as_encoded_bytes() == want.as_bytes()
-            {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let holders = index.map.entry(inode).or_default();
+            if holders.last() != Some(&pid) {
                 holders.push(pid);
-                break;
             }
         }
     }
-    holders
+    index
 }
 
 #[cfg(test)]
