@@ -4,8 +4,8 @@
 //! defaults (attestation and audit on), one with `STAGEPASS_ATTESTATION__ENABLED=false` and
 //! `STAGEPASS_AUDIT__ENABLED=false`. Rounds alternate on / off / bare hyper so drift cancels:
 //! the HTTP cache hit at 16 and 64 keep-alive connections (attested once per connection,
-//! one audit record per request) and `stagepass token dev` (a new connection, so one
-//! attestation, per run). The targets: with both on, at least 0.7x bare hyper; the CLI
+//! repeats counted into one audit line per connection and second) and `stagepass token dev`
+//! (a new connection, so one attestation, per run). The targets: with both on, at least 0.7x bare hyper; the CLI
 //! median within 0.2 ms of the figure with both off. Nothing is asserted here.
 
 use crate::proc::{self, WrkResult};
@@ -87,7 +87,7 @@ pub async fn run(r: &mut Report, bin: &Path, idp: &Idp, quick: bool) -> Result<(
     let mut md = String::from(
         "\n## Attestation + audit log: on vs off (issue 11)\n\n\
          Same run, rounds alternate on / off / bare hyper. HTTP: wrk keep-alive cache hits \
-         (attested once per connection, one audit record per request). CLI: `stagepass token dev` \
+         (attested once per connection, repeats counted into one audit line per connection and second). CLI: `stagepass token dev` \
          spawn to exit (a new connection, so one attestation, per run).\n\n\
          | conns | on req/s | off req/s | bare req/s | on/bare | off/bare | on p99 | off p99 |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|\n",
