@@ -10,7 +10,7 @@
 
 use crate::proc::{self, WrkResult};
 use crate::report::Report;
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde_json::json;
 use stagepass_e2e::Idp;
 use std::fmt::Write as _;
@@ -34,22 +34,15 @@ async fn start(bin: &Path, idp: &Idp, env: &[(&str, &str)]) -> Result<Side> {
     let home = crate::prepare_home(idp, None).await?;
     let paths = proc::paths_of(home.path());
     let child = proc::spawn_agent_env(bin, home.path(), env)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some((200, _))) = stagepass::api::quick::get(&paths, "/v1/token/dev") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("no token within 30 s (hang guard)");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let endpoint =
-        stagepass::api::client::EndpointFile::read(&paths).context("no endpoint.json")?;
-    let secret = std::fs::read_to_string(paths.api_secret())?;
+    proc::wait_for_200(
+        &paths,
+        "/v1/token/dev",
+        Instant::now() + Duration::from_secs(30),
+    )?;
+    let (port, secret) = proc::endpoint(&paths)?;
     Ok(Side {
         _child: child,
-        port: endpoint.port.context("TCP is off")?,
+        port,
         secret,
         home,
     })

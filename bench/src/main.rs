@@ -16,7 +16,7 @@ mod proc;
 mod report;
 mod svg;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use report::{Report, Series};
 use stagepass_e2e::{Fault, Idp, IdpOptions};
 use std::path::{Path, PathBuf};
@@ -143,20 +143,12 @@ async fn serve() -> Result<()> {
     let home = prepare_home(&idp, None).await?;
     let paths = proc::paths_of(home.path());
     let child = proc::spawn_agent(&bin, home.path())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        stagepass::api::quick::get(&paths, "/v1/token/dev"),
-        Ok(Some((200, _)))
-    ) {
-        if Instant::now() > deadline {
-            bail!("no token within 30 s (hang guard)");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let endpoint =
-        stagepass::api::client::EndpointFile::read(&paths).context("no endpoint.json")?;
-    let port = endpoint.port.context("TCP is off")?;
-    let secret = std::fs::read_to_string(paths.api_secret())?;
+    proc::wait_for_200(
+        &paths,
+        "/v1/token/dev",
+        Instant::now() + Duration::from_secs(30),
+    )?;
+    let (port, secret) = proc::endpoint(&paths)?;
     let body = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/v1/token/dev"))
         .bearer_auth(&secret)
@@ -263,37 +255,18 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
         let t0 = Instant::now();
         let child = proc::spawn_agent(bin, home.path())?;
         let deadline = t0 + Duration::from_secs(30);
-        loop {
-            if let Ok(Some((200, _))) = stagepass::api::quick::get(&paths, "/healthz") {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the agent did not answer within 30 s (hang guard)");
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        proc::wait_for_200(&paths, "/healthz", deadline)?;
         answering.push(t0.elapsed());
-        loop {
-            if let Ok(Some((200, _))) = stagepass::api::quick::get(&paths, "/v1/token/dev") {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("no token within 30 s (hang guard)");
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        proc::wait_for_200(&paths, "/v1/token/dev", deadline)?;
         fresh.push(t0.elapsed());
         last = Some((child, home));
     }
     let (child, home) = last.context("no boot run")?;
     std::thread::sleep(Duration::from_secs(1));
-    let paths = proc::paths_of(home.path());
-    let endpoint =
-        stagepass::api::client::EndpointFile::read(&paths).context("no endpoint.json")?;
-    let secret = std::fs::read_to_string(paths.api_secret())?;
+    let (port, secret) = proc::endpoint(&proc::paths_of(home.path()))?;
     let agent = Agent {
         child,
-        port: endpoint.port.context("TCP is off")?,
+        port,
         secret,
         home,
         requests_served: 0,
