@@ -4,10 +4,13 @@
 #   feature/package.sh OUTDIR [ARCH=BINARY]...
 #
 # Copies feature/src/stagepass to OUTDIR/src/stagepass and puts each given binary at
-# bin/stagepass-ARCH-linux-gnu (ARCH: x86_64 or aarch64). A release passes both, built by CI
-# for x86_64-unknown-linux-gnu and aarch64-unknown-linux-gnu, so one feature tarball serves both
-# architectures and install.sh picks the right one. With no ARCH=BINARY, the host architecture is
-# built here (`cargo build --release -p stagepass`). If the devcontainer CLI is on PATH (or named
+# bin/stagepass-ARCH-linux-gnu (ARCH: x86_64 or aarch64), and the `stagepass-core` beside it at
+# bin/stagepass-core-ARCH-linux-gnu: `stagepass` is the small front (it answers `token` and
+# runs the core for everything else), so the two always travel together. A release passes
+# both architectures, built by CI for x86_64-unknown-linux-gnu and aarch64-unknown-linux-gnu, so
+# one feature tarball serves both and install.sh picks the right one. With no ARCH=BINARY, the
+# host architecture is built here (`cargo build --release -p stagepass`, then the front again as
+# a static PIE, as bench/run does). If the devcontainer CLI is on PATH (or named
 # by $DEVCONTAINER), OUTDIR/dist receives the publishable archive (`devcontainer features package`).
 # OUTDIR/test holds the feature's tests, so `devcontainer features test -p OUTDIR` works (Docker).
 set -eu
@@ -27,8 +30,9 @@ src="$root/feature/src/stagepass"
 if [ $# -eq 0 ]; then
     host=$(uname -m)
     case "$host" in x86_64 | aarch64) ;; *) err "cannot build for host architecture $host" ;; esac
-    (cd "$root" && cargo build --release --locked -p stagepass --bin stagepass)
-    set -- "$host=$root/target/release/stagepass"
+    (cd "$root" && cargo build --release --locked -p stagepass &&
+        cargo rustc --release --locked -p stagepass --bin stagepass -- -C target-feature=+crt-static)
+    set -- "$host=${CARGO_TARGET_DIR:-$root/target}/release/stagepass"
 fi
 
 stage="$out/src/stagepass"
@@ -39,10 +43,14 @@ for pair in "$@"; do
     arch=${pair%%=*}
     bin=${pair#*=}
     case "$arch" in x86_64 | aarch64) ;; *) err "unknown architecture '$arch' (x86_64 or aarch64)" ;; esac
+    core="$(dirname "$bin")/stagepass-core"
     [ -f "$bin" ] || err "no binary at $bin"
+    [ -f "$core" ] || err "no stagepass-core beside $bin (cargo build -p stagepass builds both)"
     cp "$bin" "$stage/bin/stagepass-$arch-linux-gnu"
-    chmod 0755 "$stage/bin/stagepass-$arch-linux-gnu"
+    cp "$core" "$stage/bin/stagepass-core-$arch-linux-gnu"
+    chmod 0755 "$stage/bin/stagepass-$arch-linux-gnu" "$stage/bin/stagepass-core-$arch-linux-gnu"
     printf 'package.sh: %s <- %s\n' "bin/stagepass-$arch-linux-gnu" "$bin"
+    printf 'package.sh: %s <- %s\n' "bin/stagepass-core-$arch-linux-gnu" "$core"
 done
 chmod 0755 "$stage"/*.sh
 # The devcontainers test layout beside it, so `devcontainer features test -p OUTDIR` runs there.

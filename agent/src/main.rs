@@ -1,5 +1,6 @@
-//! The `stagepass` binary: parse arguments and hand over to the library.
+//! The `stagepass` binary: the small front that answers `stagepass token NAME` and hands
+//! every other command to `stagepass-core` beside it (see `stagepass::cli::front`).
 
 fn main() -> std::process::ExitCode {
-    stagepass::cli::main()
+    stagepass::cli::front::main()
 }

@@ -68,8 +68,17 @@ async fn run(quick: bool) -> Result<Report> {
     let mut r = Report::new(quick);
     let bin = proc::stagepass_bin()?;
     r.fact(
-        "binary size",
-        format!("{} bytes", std::fs::metadata(&bin)?.len()),
+        "binary sizes",
+        format!(
+            "stagepass (front) {} bytes, {}; stagepass-core {} bytes",
+            std::fs::metadata(&bin)?.len(),
+            if proc::is_static(&bin)? {
+                "static PIE"
+            } else {
+                "dynamically linked (build it with bench/run for the static front)"
+            },
+            std::fs::metadata(bin.with_file_name("stagepass-core"))?.len()
+        ),
     );
     let idp = Idp::start(IdpOptions {
         access_ttl: 3600,
@@ -318,25 +327,31 @@ async fn cli(r: &mut Report, bin: &Path, agent: &Agent, idp: &Idp, runs: usize) 
         }
     };
     let mut ours = Vec::new();
+    let mut core = Vec::new();
     let mut theirs = Vec::new();
+    let core_bin = bin.with_file_name("stagepass-core");
     let runtime_parent = agent
         .runtime_dir()
         .parent()
         .map(Path::to_path_buf)
         .context("runtime dir")?;
+    let token = |program: &Path| {
+        let mut c = std::process::Command::new(program);
+        c.args(["token", "dev"])
+            .env_clear()
+            .env("HOME", agent.home.path())
+            .env("XDG_RUNTIME_DIR", &runtime_parent);
+        c
+    };
     for _ in 0..runs {
-        ours.push(proc::time_cmd(
-            std::process::Command::new(bin)
-                .args(["token", "dev"])
-                .env_clear()
-                .env("HOME", agent.home.path())
-                .env("XDG_RUNTIME_DIR", &runtime_parent),
-        )?);
+        ours.push(proc::time_cmd(&mut token(bin))?);
+        // The full binary doing the same request: what the front saves.
+        core.push(proc::time_cmd(&mut token(&core_bin))?);
         if let Some(o) = &oidc {
             theirs.push(proc::time_cmd(&mut o.command())?);
         }
     }
-    r.cli(&ours, &theirs);
+    r.cli(&ours, &core, &theirs);
     Ok(())
 }
 

@@ -45,6 +45,35 @@ pub fn stagepass_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Is `bin` statically linked (an ELF file with no `PT_INTERP` program header)? The report
+/// says so, since the front's start-up time depends on it and only `bench/run` links it so.
+pub fn is_static(bin: &Path) -> Result<bool> {
+    const PT_INTERP: u32 = 3;
+    let elf = std::fs::read(bin)?;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let field = |o: usize, n: usize| -> Option<u64> {
+        let b = elf.get(o..o + n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(v))
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02".as_slice()) {
+        bail!("{} is not a 64-bit ELF file", bin.display());
+    }
+    let (phoff, phentsize, phnum) = match (field(0x20, 8), u16_at(0x36), u16_at(0x38)) {
+        (Some(o), Some(s), Some(n)) => (o as usize, s as usize, n as usize),
+        _ => bail!("{} has a truncated ELF header", bin.display()),
+    };
+    for i in 0..phnum {
+        let p_type = field(phoff + i * phentsize, 4)
+            .with_context(|| format!("{} has a truncated program header", bin.display()))?;
+        if p_type as u32 == PT_INTERP {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The agent paths under a benchmark HOME (same layout as `spawn_agent` sets up).
 pub fn paths_of(home: &Path) -> stagepass::paths::Paths {
     stagepass::paths::Paths {

@@ -161,21 +161,30 @@ impl Report {
     }
 
     /// (2) the CLI comparison.
-    pub fn cli(&mut self, ours: &[Duration], theirs: &[Duration]) {
+    pub fn cli(&mut self, ours: &[Duration], core: &[Duration], theirs: &[Duration]) {
         let a = crate::series("stagepass token", ours.to_vec());
+        let c = crate::series("stagepass-core token", core.to_vec());
         let _ = writeln!(
             self.md,
             "\n## Token CLI, cached token, process spawn to exit (alternating runs)\n\n\
              | command | runs | median | p90 | p99 |\n|---|---:|---:|---:|---:|\n\
-             | `stagepass token dev` | {} | {:.0} us | {:.0} us | {:.0} us |",
+             | `stagepass token dev` | {} | {:.0} us | {:.0} us | {:.0} us |\n\
+             | `stagepass-core token dev` (the full binary doing the same request) | {} | {:.0} us | {:.0} us | {:.0} us |",
             a.n,
             us(a.p50),
             us(a.p90),
-            us(a.p99)
+            us(a.p99),
+            c.n,
+            us(c.p50),
+            us(c.p90),
+            us(c.p99)
         );
         self.json["cli"]["stagepass_token_us"] =
             json!(ours.iter().map(|d| us(*d)).collect::<Vec<_>>());
+        self.json["cli"]["stagepass_core_token_us"] =
+            json!(core.iter().map(|d| us(*d)).collect::<Vec<_>>());
         self.chart.push(a.clone());
+        self.chart.push(c);
         if !theirs.is_empty() {
             let b = crate::series("oidc-token", theirs.to_vec());
             let ratio = us(b.p50) / us(a.p50).max(1.0);

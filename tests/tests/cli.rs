@@ -82,6 +82,51 @@ fn token_prints_only_the_token_the_http_route_serves() {
     );
 }
 
+/// `stagepass` is the small front binary: it answers `token NAME` on its own, and every other
+/// command runs `stagepass-core` from the same directory. A front copied away from its core
+/// still serves tokens, and says plainly what is missing for the rest.
+#[test]
+fn the_front_serves_tokens_alone_and_names_the_missing_core_for_the_rest() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    let lonely = tempfile::tempdir().unwrap();
+    let front = lonely.path().join("stagepass");
+    std::fs::copy(support::bin(), &front).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = a.home.cmd_of(&front);
+        c.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        support::wait_output(c.spawn().unwrap())
+    };
+    let out = run(&["token", "ci"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    let http = a.get("/v1/token/ci").json();
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", http["access_token"].as_str().unwrap())
+    );
+    // The front's own error path: an unknown profile is the agent's refusal, printed as the
+    // core would print it, with no core to fall back on.
+    let out = run(&["token", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown_profile"), "{}", stderr(&out));
+    for args in [&["status"][..], &["token"], &["--version"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(127), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("{}/stagepass-core", lonely.path().display())),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("side by side"), "{args:?}: {text}");
+        assert!(stdout(&out).is_empty());
+    }
+    // Beside its core, the same commands work.
+    let out = a.home.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
     let idp = start_idp();

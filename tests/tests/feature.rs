@@ -227,9 +227,13 @@ fn install_writes_binary_config_state_dirs_and_git_helper() {
     let stdout = c.install(&opts(&o));
     assert!(stdout.contains("stagepass: done:"), "{stdout}");
 
-    let bin = std::fs::metadata(c.path("/usr/local/bin/stagepass")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(bin.mode() & 0o7777, 0o755);
+    // The front and the core it hands over to, side by side.
+    for path in ["/usr/local/bin/stagepass", "/usr/local/bin/stagepass-core"] {
+        let bin = std::fs::metadata(c.path(path)).unwrap();
+        assert_eq!(bin.mode() & 0o7777, 0o755, "{path}");
+        assert_eq!(bin.uid(), 0, "{path}");
+    }
     let config = std::fs::read_to_string(c.path("/etc/stagepass/config.toml")).unwrap();
     for line in [
         "log_level = \"debug\"",
@@ -364,6 +368,7 @@ fn musl_platform_is_refused_with_a_clear_message_and_exit_code_12() {
     assert!(stderr.contains("unsupported C library: musl"), "{stderr}");
     assert!(stderr.contains("glibc-based image"), "{stderr}");
     assert!(!c.path("/usr/local/bin/stagepass").exists());
+    assert!(!c.path("/usr/local/bin/stagepass-core").exists());
 }
 
 #[test]
@@ -422,6 +427,7 @@ fn version_must_match_the_bundled_binary_or_exit_15() {
         "{stderr}"
     );
     assert!(!c.path("/usr/local/bin/stagepass").exists());
+    assert!(!c.path("/usr/local/bin/stagepass-core").exists());
 
     o.pop();
     o.push(("version", bundled.to_string()));

@@ -41,9 +41,10 @@ pub fn ancestors(root: &Path, p: &ProcInfo, depth: usize, cmdline: bool) -> Vec<
     out
 }
 
-/// Is `p` our binary (same executable as the agent, or named `stagepass`)?
+/// Is `p` our binary (same executable as the agent, or named `stagepass` / `stagepass-core`:
+/// the front answers `token` itself and `exec`s the core for the adapters)?
 pub fn is_ours(p: &ProcInfo, own_exe: &str) -> bool {
-    p.exe == own_exe || p.exe_name() == "stagepass"
+    p.exe == own_exe || matches!(p.exe_name(), "stagepass" | "stagepass-core")
 }
 
 /// The adapter name if `p` is our binary acting for its parent.
@@ -131,6 +132,20 @@ mod tests {
         let (caller, rest, via) = attribute(direct, chain, OWN);
         assert_eq!(caller.pid, 8);
         assert_eq!(rest.len(), 1);
+        assert_eq!(via.as_deref(), Some("stagepass git-credential (pid 10)"));
+    }
+
+    #[test]
+    fn the_core_the_front_started_is_ours_from_any_install() {
+        // The front execs stagepass-core keeping its argv[0]; the agent may be another copy.
+        let direct = p(
+            10,
+            "/opt/sp/bin/stagepass-core",
+            "/opt/sp/bin/stagepass git-credential get",
+        );
+        let chain = vec![p(9, "/usr/bin/git", "git fetch")];
+        let (caller, _, via) = attribute(direct, chain, OWN);
+        assert_eq!(caller.pid, 9);
         assert_eq!(via.as_deref(), Some("stagepass git-credential (pid 10)"));
     }
 

@@ -2,11 +2,14 @@
 //!
 //! Each subcommand lives in the file of its concern: [`session`] (agent, login, token,
 //! status, logout, doctor), [`catalog`], [`mcp`], [`adapters`] (git, kubectl, docker, env, exec),
-//! [`audit`] (the audit log).
+//! [`audit`] (the audit log). [`front`] is the small `stagepass` binary that answers
+//! `token` itself and `exec`s the full one (`stagepass-core`, whose entry is [`main`]) for
+//! everything else.
 
 pub mod adapters;
 pub mod audit;
 pub mod catalog;
+pub mod front;
 pub mod mcp;
 pub mod session;
 
@@ -64,7 +67,7 @@ pub enum Command {
     Audit(audit::AuditArgs),
 }
 
-/// Entry point of the binary.
+/// Entry point of the full binary (`stagepass-core`), which the front `exec`s.
 pub fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let name = std::path::Path::new(&argv0)

@@ -195,6 +195,9 @@ pub fn login(extra: Option<PathBuf>, args: LoginArgs) -> ExitCode {
 /// With a profile named, the config is not read at all: the agent already has it, and this
 /// command is on the hot path of every `$(stagepass token NAME)`.
 pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
+    if let Some(code) = token_over_socket(&args) {
+        return code;
+    }
     let TokenArgs {
         profile,
         min_valid,
@@ -207,20 +210,9 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
     };
     match profile {
         Some(p) if valid_name(&p) => {
+            // No socket (a TCP-only agent, or none): the full client finds the TCP endpoint
+            // or says plainly that no agent runs.
             let paths = Paths::from_env();
-            let path = token_path(&p, min_valid);
-            // The fast path: blocking socket, no runtime. Only without a socket (TCP-only
-            // agent, or none) does the full client run, and it says what is wrong.
-            match crate::api::quick::get(&paths, &path) {
-                Ok(Some((status, body))) => {
-                    return match print_token(status, &body, json) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => report(&e),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => return report(&e),
-            }
             let rt = match super::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -239,6 +231,24 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
                 Err(code) => Ok(code),
             }
         }),
+    }
+}
+
+/// The fast path of `stagepass token NAME`: a blocking request on the Unix socket, no
+/// runtime, no config, no clap; the small front binary ([`super::front`]) runs only this.
+/// `None` when it cannot answer here (no profile named, or no socket), so the caller goes on
+/// with the full client; else the exit code, after printing the token or the error.
+pub fn token_over_socket(args: &TokenArgs) -> Option<ExitCode> {
+    let profile = args.profile.as_deref().filter(|p| valid_name(p))?;
+    let paths = Paths::from_env();
+    let path = token_path(profile, args.min_valid);
+    match crate::api::quick::get(&paths, &path) {
+        Ok(Some((status, body))) => Some(match print_token(status, &body, args.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e),
+        }),
+        Ok(None) => None,
+        Err(e) => Some(report(&e)),
     }
 }
 

@@ -29,6 +29,7 @@ AWSROLEARN="${AWSROLEARN:-}"
 
 # --- where things go ----------------------------------------------------------------------
 BIN_PATH=/usr/local/bin/stagepass
+CORE_PATH=/usr/local/bin/stagepass-core
 SHARE_DIR=/usr/local/share/stagepass
 CONFIG_DIR=/etc/stagepass
 CONFIG_FILE="$CONFIG_DIR/config.toml"
@@ -133,15 +134,22 @@ case "$AWSROLEARN" in
 esac
 
 # --- binary -------------------------------------------------------------------------------
-# A release carries one binary per architecture, side by side: bin/stagepass-x86_64-linux-gnu
-# and bin/stagepass-aarch64-linux-gnu (see feature/package.sh).
+# A release carries two binaries per architecture, side by side (see feature/package.sh):
+# bin/stagepass-ARCH-linux-gnu, the small front that answers `stagepass token` itself, and
+# bin/stagepass-core-ARCH-linux-gnu, the agent and every other command, which the front
+# runs from its own directory.
 src_bin="$FEATURE_DIR/bin/stagepass-$ARCH-linux-gnu"
-[ -f "$src_bin" ] || err 13 "no stagepass binary for $ARCH in this feature ($src_bin); the feature was packaged without it (see feature/package.sh)"
+src_core="$FEATURE_DIR/bin/stagepass-core-$ARCH-linux-gnu"
+for f in "$src_bin" "$src_core"; do
+    [ -f "$f" ] || err 13 "no stagepass binary for $ARCH in this feature ($f); the feature was packaged without it (see feature/package.sh)"
+done
 if [ "$VERSION" != bundled ] && [ "$VERSION" != latest ]; then
-    bundled=$("$src_bin" --version 2>/dev/null | awk '{print $2}') || bundled=""
+    bundled=$("$src_core" --version 2>/dev/null | awk '{print $2}') || bundled=""
     [ "$bundled" = "${VERSION#v}" ] || err 15 "version $VERSION was asked for, but this feature carries stagepass ${bundled:-of unknown version}; use the feature release of that version or version=bundled"
 fi
 mkdir -p "$SHARE_DIR" "$CONFIG_DIR"
+# The core first: the front is never there without the core it hands over to.
+put_file "$src_core" "$CORE_PATH" 0755
 put_file "$src_bin" "$BIN_PATH" 0755
 put_file "$FEATURE_DIR/entrypoint.sh" "$SHARE_DIR/entrypoint.sh" 0755
 put_file "$FEATURE_DIR/supervisor.sh" "$SHARE_DIR/supervisor.sh" 0755

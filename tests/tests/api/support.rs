@@ -108,7 +108,12 @@ impl Home {
 
     /// A `stagepass` command with this home's environment and nothing else of ours.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(&bin())
+    }
+
+    /// [`Home::cmd`] running `program` (another copy of a binary) instead of `stagepass`.
+    pub fn cmd_of(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())

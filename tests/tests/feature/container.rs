@@ -101,7 +101,7 @@ pub fn stagepass_binary() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--locked", "-p", "stagepass", "--bin", "stagepass"])
+            .args(["build", "--locked", "-p", "stagepass"])
             .status()
             .unwrap();
         assert!(status.success(), "cargo build -p stagepass failed");
