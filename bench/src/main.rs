@@ -34,24 +34,26 @@ fn main() -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()
-        .position(|a| a == "--out")
+        .rposition(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest`: just issue 11's on/off comparison (a few minutes less than everything).
-    let only_attest = args
+    // `--only attest|http|cli`: one section (minutes less than everything, for iterating);
+    // the report then holds that section only.
+    let only = args
         .windows(2)
-        .any(|w| w[0] == "--only" && w[1] == "attest");
-    let report = if only_attest {
-        rt.block_on(run_attest_only(quick))?
-    } else {
-        rt.block_on(run(quick))?
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
+    let report = match only.as_deref() {
+        None => rt.block_on(run(quick))?,
+        Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
+        Some(other) => anyhow::bail!("--only takes attest, http or cli, not {other:?}"),
     };
     report.write(&out)?;
     Ok(())
 }
 
-async fn run_attest_only(quick: bool) -> Result<Report> {
+async fn run_only(section: &str, quick: bool) -> Result<Report> {
     let mut r = Report::new(quick);
     let bin = proc::stagepass_bin()?;
     let idp = Idp::start(IdpOptions {
@@ -60,7 +62,16 @@ async fn run_attest_only(quick: bool) -> Result<Report> {
     })
     .await
     .context("starting the test bed IdP (run tests/install/node.sh first)")?;
-    attest::run(&mut r, &bin, &idp, quick).await?;
+    if section == "attest" {
+        attest::run(&mut r, &bin, &idp, quick).await?;
+        return Ok(r);
+    }
+    let mut agent = boot(&mut r, &bin, &idp, 1).await?;
+    if section == "http" {
+        http(&mut r, &mut agent, quick).await?;
+    } else {
+        cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
+    }
     Ok(r)
 }
 
