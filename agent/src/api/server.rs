@@ -329,16 +329,20 @@ where
         inner: io,
         activity: activity.clone(),
     });
-    let svc_state = state.clone();
-    let svc_activity = activity.clone();
+    // Each request's future owns one clone of this connection's context: one uncontended
+    // increment. Cloning the agent-wide `Arc<ApiState>` per request instead made both
+    // worker threads write the same cache line on every request (and the state's first
+    // fields, read by every request, shared that line).
+    let ctx = Arc::new(ConnCtx {
+        state: state.clone(),
+        info,
+        activity: activity.clone(),
+    });
     let svc = service_fn(move |req| {
-        let state = svc_state.clone();
-        let activity = svc_activity.clone();
-        // One atomic increment when attestation is on (the peer is an `Arc`).
-        let info = info.clone();
+        let ctx = ctx.clone();
         async move {
-            let _busy = activity.busy();
-            Ok::<_, Infallible>(routes::handle(&state, &info, req).await)
+            let _busy = ctx.activity.busy();
+            Ok::<_, Infallible>(routes::handle(&ctx.state, &ctx.info, req).await)
         }
     });
     let mut builder = http1::Builder::new();
@@ -381,6 +385,14 @@ where
             }
         }
     }
+}
+
+/// What a connection's requests share: the agent's state, who is on the other end, and the
+/// activity the connection's timer watches.
+struct ConnCtx {
+    state: Arc<ApiState>,
+    info: ConnInfo,
+    activity: Arc<Activity>,
 }
 
 /// What the connection's timer needs to tell idle and slow-head connections apart, kept
