@@ -23,6 +23,8 @@ pub struct BackstageOptions {
     pub reading_allow: Vec<String>,
     /// `catalog.processingInterval` in seconds.
     pub processing_interval_secs: u64,
+    /// A chosen port (to stop and start it again at the same URL); `None` picks a free one.
+    pub port: Option<u16>,
 }
 
 impl BackstageOptions {
@@ -32,6 +34,7 @@ impl BackstageOptions {
             issuer: issuer.to_string(),
             reading_allow: vec![git_host_port.to_string()],
             processing_interval_secs: 5,
+            port: None,
         }
     }
 }
@@ -73,6 +76,9 @@ impl Backstage {
                     "--processing-interval",
                     opts.processing_interval_secs.to_string(),
                 );
+            if let Some(port) = opts.port {
+                spec = spec.arg_pair("--port", port.to_string());
+            }
             spec.ready_timeout = Duration::from_secs(180);
             match Peer::spawn(spec).await {
                 Ok(peer) => {
@@ -127,6 +133,13 @@ impl Backstage {
     /// The process, when this handle owns it.
     pub fn peer(&self) -> Option<&Peer> {
         self.peer.as_ref()
+    }
+
+    /// Stops a private Backstage now (Backstage down); a shared one is left alone.
+    pub fn stop(&mut self) {
+        if let Some(p) = &mut self.peer {
+            p.stop();
+        }
     }
 
     /// Sends `req` with `token` as Bearer (none when `None`) and returns status and JSON.

@@ -7,18 +7,20 @@
 // Test helpers: a failing setup step must fail the test loudly.
 #![allow(clippy::unwrap_used)]
 
+mod catalog_support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use catalog_support::wait;
 use stagepass::catalog::token::StaticToken;
-use stagepass::catalog::{CatalogHandle, CatalogStatus, Options, Service};
+use stagepass::catalog::{CatalogHandle, Options, Service};
 use stagepass::config::CatalogConfig;
 use stagepass::paths::Paths;
 use stagepass::secret::Secret;
 use stagepass_e2e::idp::AUD_BACKSTAGE;
-use stagepass_e2e::peer::{Peer, PeerSpec};
 use stagepass_e2e::support::{free_port, private_tempdir, unique_name};
-use stagepass_e2e::{Backstage, Bed, RepoAuth, Worktree};
+use stagepass_e2e::{Backstage, BackstageOptions, Bed, RepoAuth, Worktree};
 
 /// Hang guard of every wait (not a performance bound).
 const HANG_GUARD: Duration = Duration::from_secs(90);
@@ -114,28 +116,11 @@ async fn start(config: &CatalogConfig, state: &State, tokens: Arc<StaticToken>) 
         },
     )
     .await;
-    wait(&h, "catalog watching", |s| s.state == "watching").await;
+    wait(&h, "catalog watching", HANG_GUARD, |s| {
+        s.state == "watching"
+    })
+    .await;
     h
-}
-
-async fn wait(
-    h: &CatalogHandle,
-    what: &str,
-    cond: impl Fn(&CatalogStatus) -> bool,
-) -> CatalogStatus {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let s = h.status();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; status: {}",
-            serde_json::to_string_pretty(&s).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `spec.owner` of `component:default/NAME` in Backstage, `None` when absent.
@@ -163,30 +148,20 @@ async fn wait_owner(bs: &Backstage, name: &str, want: &str) -> Duration {
 
 /// A private Backstage on a chosen port (so it can be stopped and started again at the same
 /// URL), with a long processing interval so only the agent's pushes explain fast changes.
-async fn private_backstage(bed: &Bed, port: u16) -> (Peer, Backstage) {
-    let git_host_port = bed.git.host_port().to_string();
-    let mut spec = PeerSpec::new("backstage", "backstage.mjs")
-        .arg_pair("--issuer", bed.idp.issuer())
-        .arg_pair("--git-host", git_host_port)
-        .arg_pair("--processing-interval", "600")
-        .arg_pair("--port", port.to_string());
-    spec.ready_timeout = Duration::from_secs(180);
-    let peer = Peer::spawn(spec).await.unwrap();
-    let static_token = peer
-        .ready()
-        .extra
-        .get("static_token")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let bs = Backstage::connect(peer.url(), &static_token).unwrap();
-    (peer, bs)
+async fn private_backstage(bed: &Bed, port: u16) -> Backstage {
+    Backstage::start(BackstageOptions {
+        processing_interval_secs: 600,
+        port: Some(port),
+        ..BackstageOptions::new(bed.idp.issuer(), bed.git.host_port())
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_stay_unwatched() {
     let bed = Bed::get().await.unwrap();
-    let (_peer, bs) = private_backstage(&bed, free_port().unwrap()).await;
+    let bs = private_backstage(&bed, free_port().unwrap()).await;
     let name = unique_name("payments");
     let repo = Repo::new(
         &bed,
@@ -228,7 +203,7 @@ async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_
     repo.wt
         .write("svc/catalog-info.yaml", &component(&name, "team-b"))
         .unwrap();
-    let s = wait(&h, "owner diff", |s| {
+    let s = wait(&h, "owner diff", HANG_GUARD, |s| {
         s.diff.len() == 1 && s.diff[0].to_string().contains(" -> ")
     })
     .await;
@@ -254,7 +229,7 @@ async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_
         total < Duration::from_secs(5),
         "owner change took {total:?} after the push (must be < 5 s)"
     );
-    let s = wait(&h, "diff cleared", |s| s.diff.is_empty()).await;
+    let s = wait(&h, "diff cleared", HANG_GUARD, |s| s.diff.is_empty()).await;
     assert_eq!(s.pushes.get(&format!("component:default/{name}")), Some(&2));
     // Nothing from node_modules was ever pushed or reported.
     assert!(
@@ -289,7 +264,7 @@ async fn new_file_is_registered_and_a_forbidden_kind_is_caught_by_the_dry_run() 
     );
     repo.push();
     wait_owner(&bed.backstage, &added, "team-c").await;
-    let s = wait(&h, "template refused", |s| {
+    let s = wait(&h, "template refused", HANG_GUARD, |s| {
         s.outbox.iter().any(|j| j.state == "failed")
     })
     .await;
@@ -344,7 +319,7 @@ async fn an_invalid_edit_is_reported_with_its_line_and_not_pushed() {
         ),
     ] {
         repo.wt.write("a/catalog-info.yaml", &broken).unwrap();
-        let s = wait(&h, line, |s| {
+        let s = wait(&h, line, HANG_GUARD, |s| {
             s.findings.iter().any(|f| f.to_string().starts_with(line))
         })
         .await;
@@ -379,7 +354,7 @@ async fn an_invalid_edit_is_reported_with_its_line_and_not_pushed() {
 async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
     let bed = Bed::get().await.unwrap();
     let port = free_port().unwrap();
-    let (mut peer, bs) = private_backstage(&bed, port).await;
+    let mut bs = private_backstage(&bed, port).await;
     let names: Vec<String> = (0..3).map(|i| unique_name(&format!("out{i}"))).collect();
     let files: Vec<(String, String)> = names
         .iter()
@@ -396,11 +371,11 @@ async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
         wait_owner(&bs, n, "team-a").await;
     }
 
-    peer.stop();
+    bs.stop();
     let path = |n: &String| format!("{n}/catalog-info.yaml");
     repo.change(&path(&names[0]), &component(&names[0], "team-b"), "0 -> b");
     repo.push();
-    wait(&h, "first change pending", |s| {
+    wait(&h, "first change pending", HANG_GUARD, |s| {
         s.outbox.iter().any(|j| j.attempts >= 1)
     })
     .await;
@@ -411,11 +386,14 @@ async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
     repo.change(&path(&names[2]), &component(&names[2], "team-b"), "2 -> b");
     repo.push();
     let h = start(&config, &state, tokens).await;
-    wait(&h, "three pending after restart", |s| s.outbox.len() == 3).await;
+    wait(&h, "three pending after restart", HANG_GUARD, |s| {
+        s.outbox.len() == 3
+    })
+    .await;
     // A further change of one entity while Backstage is still down is coalesced.
     repo.change(&path(&names[2]), &component(&names[2], "team-c"), "2 -> c");
     repo.push();
-    let s = wait(&h, "coalesced", |s| {
+    let s = wait(&h, "coalesced", HANG_GUARD, |s| {
         s.outbox.len() == 3 && s.outbox.iter().all(|j| j.attempts >= 1)
     })
     .await;
@@ -425,12 +403,12 @@ async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
         s.outbox
     );
 
-    let (_peer2, bs2) = private_backstage(&bed, port).await;
+    let bs2 = private_backstage(&bed, port).await;
     assert_eq!(bs2.url(), bs.url());
     wait_owner(&bs2, &names[0], "team-b").await;
     wait_owner(&bs2, &names[1], "team-b").await;
     wait_owner(&bs2, &names[2], "team-c").await;
-    let s = wait(&h, "outbox drained", |s| s.outbox.is_empty()).await;
+    let s = wait(&h, "outbox drained", HANG_GUARD, |s| s.outbox.is_empty()).await;
     for n in &names {
         assert_eq!(
             s.pushes.get(&format!("component:default/{n}")),

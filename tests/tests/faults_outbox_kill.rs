@@ -15,14 +15,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod catalog_support;
+
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use catalog_support::wait;
 use stagepass::catalog::token::StaticToken;
-use stagepass::catalog::{CatalogHandle, CatalogStatus, Options, Service};
+use stagepass::catalog::{Options, Service};
 use stagepass::config::CatalogConfig;
 use stagepass::paths::Paths;
 use stagepass::secret::Secret;
@@ -69,26 +72,6 @@ fn paths(state: PathBuf) -> Paths {
     }
 }
 
-async fn wait(
-    h: &CatalogHandle,
-    what: &str,
-    cond: impl Fn(&CatalogStatus) -> bool,
-) -> CatalogStatus {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let s = h.status();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hang guard: {what}; status: {}",
-            serde_json::to_string_pretty(&s).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Entry point of the child agent: the catalog service over the parent's repository and
 /// state dir; prints `watching` once it watches, then runs until killed.
 #[test]
@@ -112,7 +95,7 @@ fn outbox_kill_child() {
             },
         )
         .await;
-        wait(&h, "child watching", |s| s.state == "watching").await;
+        wait(&h, "child watching", HANG_GUARD, |s| s.state == "watching").await;
         println!("watching");
         std::future::pending::<()>().await;
     });
@@ -180,10 +163,10 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
             },
         )
         .await;
-        wait(&h, "watching", |s| s.state == "watching").await;
+        wait(&h, "watching", HANG_GUARD, |s| s.state == "watching").await;
         assert_eq!(h.sync_now().await.queued, ENTITIES);
         // (The status may lag the sync's answer: wait for the pushes themselves.)
-        wait(&h, "registered", |s| {
+        wait(&h, "registered", HANG_GUARD, |s| {
             s.outbox.is_empty() && s.pushes.len() == ENTITIES
         })
         .await;
@@ -303,8 +286,8 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
         },
     )
     .await;
-    wait(&h, "watching", |s| s.state == "watching").await;
-    let drained = wait(&h, "outbox drained", |s| s.outbox.is_empty()).await;
+    wait(&h, "watching", HANG_GUARD, |s| s.state == "watching").await;
+    let drained = wait(&h, "outbox drained", HANG_GUARD, |s| s.outbox.is_empty()).await;
     let stats = proxy.stats().await.unwrap();
     let mut lost = Vec::new();
     let mut duplicates = 0u64;

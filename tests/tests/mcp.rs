@@ -14,9 +14,8 @@
 mod support;
 
 use serde_json::{Value, json};
-use stagepass_e2e::peer::{Peer, PeerSpec};
-use stagepass_e2e::support::{free_port, unique_name};
-use stagepass_e2e::{Backstage, Bed, Idp, RepoAuth, Worktree};
+use stagepass_e2e::support::unique_name;
+use stagepass_e2e::{Backstage, BackstageOptions, Bed, Idp, RepoAuth, Worktree};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,23 +51,13 @@ fn python() -> PathBuf {
 
 /// A private Backstage with a long processing interval, so only the agent's pushes explain
 /// a change of owner there.
-async fn private_backstage(bed: &Bed) -> (Peer, Backstage) {
-    let mut spec = PeerSpec::new("backstage", "backstage.mjs")
-        .arg_pair("--issuer", bed.idp.issuer())
-        .arg_pair("--git-host", bed.git.host_port().to_string())
-        .arg_pair("--processing-interval", "600")
-        .arg_pair("--port", free_port().unwrap().to_string());
-    spec.ready_timeout = Duration::from_secs(180);
-    let peer = Peer::spawn(spec).await.unwrap();
-    let static_token = peer
-        .ready()
-        .extra
-        .get("static_token")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let bs = Backstage::connect(peer.url(), &static_token).unwrap();
-    (peer, bs)
+async fn private_backstage(bed: &Bed) -> Backstage {
+    Backstage::start(BackstageOptions {
+        processing_interval_secs: 600,
+        ..BackstageOptions::new(bed.idp.issuer(), bed.git.host_port())
+    })
+    .await
+    .unwrap()
 }
 
 async fn owner(bs: &Backstage, name: &str) -> Option<String> {
@@ -150,7 +139,7 @@ fn post(agent: &Agent, path: &str) -> support::Resp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secret() {
     let bed = Bed::get().await.unwrap();
-    let (_peer, bs) = private_backstage(&bed).await;
+    let bs = private_backstage(&bed).await;
     let name = unique_name("payments");
 
     // The repository, pushed with `main` tracking `origin/main`.
