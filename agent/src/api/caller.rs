@@ -93,10 +93,15 @@ impl Admitted<'_> {
     /// reason))` when none could be given. Unconfigured profiles are not audited (there is
     /// no credential to account for).
     pub fn done(self, result: Result<Arc<str>, (String, String)>) {
+        self.done_at(result, SystemTime::now());
+    }
+
+    /// [`Admitted::done`] at `now`, for a caller that has just read the clock (the cache hit:
+    /// a clock read is a visible share of it).
+    pub fn done_at(self, result: Result<Arc<str>, (String, String)>, now: SystemTime) {
         let (Some(a), Some(p)) = (&self.state.audit, self.policy) else {
             return;
         };
-        let now = SystemTime::now();
         if let (Ok(fp), None, Some(peer)) = (&result, self.role, &self.peer)
             && peer.audit_repeat(&p.name, self.route, self.rule, fp, now)
         {
