@@ -135,20 +135,14 @@ fn check_host(state: &ApiState, conn: &ConnInfo, seen: &Seen<'_>) -> Result<(), 
     let (1, Some(host)) = (seen.hosts, seen.host) else {
         return Err(bad_host("exactly one Host header is required"));
     };
-    let host = std::str::from_utf8(host).unwrap_or("");
     let unix = matches!(conn.transport, Transport::Unix { .. });
-    if unix && host.eq_ignore_ascii_case("localhost") {
+    if unix && host.eq_ignore_ascii_case(b"localhost") {
         return Ok(());
     }
-    if let Some(port) = state.tcp_port {
-        let ok = host.rsplit_once(':').is_some_and(|(name, p)| {
-            (name == "127.0.0.1" || name == "[::1]" || name.eq_ignore_ascii_case("localhost"))
-                && !p.starts_with('0')
-                && p.parse::<u16>() == Ok(port)
-        });
-        if ok {
-            return Ok(());
-        }
+    if let Some(port) = state.tcp_port
+        && names_us(host, port)
+    {
+        return Ok(());
     }
     Err(bad_host(match state.tcp_port {
         Some(port) => format!(
@@ -156,6 +150,29 @@ fn check_host(state: &ApiState, conn: &ConnInfo, seen: &Seen<'_>) -> Result<(), 
         ),
         None => "Host must be localhost (DNS rebinding guard)".to_string(),
     }))
+}
+
+/// Is `host` `127.0.0.1:PORT`, `[::1]:PORT` or `localhost:PORT` (any case), with `port` in
+/// plain decimal (no sign, no leading zero)? Read as bytes: this runs on every request.
+fn names_us(host: &[u8], port: u16) -> bool {
+    let Some(colon) = host.iter().rposition(|&b| b == b':') else {
+        return false;
+    };
+    let (name, digits) = (&host[..colon], &host[colon + 1..]);
+    (name == b"127.0.0.1" || name == b"[::1]" || name.eq_ignore_ascii_case(b"localhost"))
+        && decimal_port(digits) == Some(port)
+}
+
+fn decimal_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || digits[0] == b'0' {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+        .and_then(|n| u16::try_from(n).ok())
 }
 
 fn bad_host(message: impl Into<String>) -> ApiError {
@@ -186,5 +203,43 @@ fn check_secret(state: &ApiState, seen: &Seen<'_>) -> Result<(), ApiError> {
         Err(ApiError::unauthorized(
             "wrong API secret (the agent makes a new one at every start)",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_loopback_names_with_our_port_pass() {
+        for ok in [
+            "127.0.0.1:7391",
+            "localhost:7391",
+            "LocalHost:7391",
+            "[::1]:7391",
+        ] {
+            assert!(names_us(ok.as_bytes(), 7391), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:7392",
+            "127.0.0.1:07391",
+            "127.0.0.1:+7391",
+            "127.0.0.1:7391 ",
+            "127.0.0.1:73910",
+            "127.0.0.1:99999999999",
+            "127.0.0.2:7391",
+            "evil.example:7391",
+            "localhost.evil.example:7391",
+            "[::1]",
+            "::1:7391",
+            ":7391",
+            "",
+        ] {
+            assert!(!names_us(bad.as_bytes(), 7391), "{bad}");
+        }
+        assert!(names_us(b"localhost:65535", 65535));
+        assert!(!names_us(b"localhost:65536", 0));
     }
 }

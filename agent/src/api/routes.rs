@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// What every handler answers with.
 pub type ApiResponse = Response<Full<Bytes>>;
@@ -105,7 +105,8 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     use tracing::Instrument;
-    let started = Instant::now();
+    // One monotonic read serves the cache check and the request's duration.
+    let started = tokio::time::Instant::now();
     let (parts, body) = req.into_parts();
     let matched = route(parts.uri.path());
     let label = matched.map_or("other", |r| r.label());
@@ -126,7 +127,7 @@ where
         _ => "",
     };
     let span = tracing::debug_span!("request", id, route = label, profile, method = %parts.method);
-    let answering = answer(state, conn, matched, &parts, body);
+    let answering = answer(state, conn, matched, &parts, body, started);
     // Without a debug subscriber the span is empty: skip wrapping (and moving) the future.
     let answered = if span.is_disabled() {
         answering.await
@@ -160,6 +161,7 @@ async fn answer<B>(
     matched: Option<Route<'_>>,
     parts: &http::request::Parts,
     body: B,
+    started: tokio::time::Instant,
 ) -> Result<ApiResponse, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -208,7 +210,7 @@ where
         Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
-        Route::Token(p) => token(state, conn, name(p)?, query).await,
+        Route::Token(p) => token(state, conn, name(p)?, query, started).await,
         Route::TokenInvalidate(p) => Box::pin(invalidate(state, name(p)?, &body)).await,
         Route::Login(p) => Box::pin(login(state, name(p)?, method)).await,
         Route::Catalog => {
@@ -306,6 +308,7 @@ async fn token(
     conn: &ConnInfo,
     profile: &str,
     query: Option<&str>,
+    started: tokio::time::Instant,
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
     let gate = super::caller::admit(state, conn, profile, "/v1/token/{profile}", None)?;
@@ -315,7 +318,7 @@ async fn token(
     if !gate.checks_grant_age()
         && let Some((body, fingerprint)) = state
             .token_bodies
-            .local_hit_with_fingerprint(profile, min_valid, now)
+            .local_hit_with_fingerprint(profile, min_valid, now, started)
     {
         state.metrics.record_token(profile, "ok");
         gate.done_at(Ok(fingerprint), now);

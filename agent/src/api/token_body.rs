@@ -97,23 +97,25 @@ impl TokenBodies {
         min_valid: Option<Duration>,
         now: SystemTime,
     ) -> Option<Bytes> {
-        self.local_hit_with_fingerprint(profile, min_valid, now)
+        self.local_hit_with_fingerprint(profile, min_valid, now, tokio::time::Instant::now())
             .map(|(b, _)| b)
     }
 
-    /// [`TokenBodies::local_hit`] with the token's fingerprint (for the audit record).
+    /// [`TokenBodies::local_hit`] with the token's fingerprint (for the audit record), at the
+    /// request's own clock reads (`mono` for the token's expiry, `now` for `expires_in`).
     pub fn local_hit_with_fingerprint(
         &self,
         profile: &str,
         min_valid: Option<Duration>,
         now: SystemTime,
+        mono: tokio::time::Instant,
     ) -> Option<(Bytes, Arc<str>)> {
         LOCAL.with(|l| {
             let l = l.borrow();
             let e = l
                 .iter()
                 .find(|e| e.owner == self.id && &*e.profile == profile)?;
-            let version = e.slot.usable_version(min_valid)?;
+            let version = e.slot.usable_version_at(min_valid, mono)?;
             (version == e.version && expires_in(e.expires_at, now) == e.expires_in)
                 .then(|| (e.body.clone(), e.fingerprint.clone()))
         })

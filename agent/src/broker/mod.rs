@@ -48,9 +48,16 @@ impl HotSlot {
     /// The version of the cached token if it can be handed to a caller needing `min_valid`
     /// now, by the same rule as [`Broker::token`]'s cache; `None` means "ask the broker".
     pub fn usable_version(&self, min_valid: Option<Duration>) -> Option<u64> {
-        self.0
-            .published
-            .usable_version(tokio::time::Instant::now(), min_valid)
+        self.usable_version_at(min_valid, tokio::time::Instant::now())
+    }
+
+    /// [`HotSlot::usable_version`] at `now`, for a request that has already read the clock.
+    pub fn usable_version_at(
+        &self,
+        min_valid: Option<Duration>,
+        now: tokio::time::Instant,
+    ) -> Option<u64> {
+        self.0.published.usable_version(now, min_valid)
     }
 
     /// The cached token and its version, consistent with each other (takes the slot lock;
