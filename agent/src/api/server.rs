@@ -6,9 +6,11 @@
 //! connections over both listeners; accept errors (e.g. out of file descriptors) back off
 //! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
 //! started and not finished in time) and an idle timeout (no traffic and no request in
-//! flight), both watched by one ticking timer per connection instead of hyper's
-//! per-request timer: arming and cancelling a timer, or even reading the clock, on every
-//! keep-alive request was a measurable share of a cache hit.
+//! flight). One watchman thread per server checks every connection a few times per timeout
+//! and signals the ones out of time; a connection task itself holds no timer. Arming and
+//! cancelling hyper's per-request timer, then a ticking timer per connection, were each a
+//! measurable share of a cache hit: every runtime park walked the timer wheel and every
+//! wake-up polled the connection's sleep (callgrind: ~800 instructions of ~12,400).
 
 use super::routes;
 use super::{ApiState, ConnInfo, Transport};
@@ -138,7 +140,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) {
-    let drainer = Arc::new(Drain::default());
+    let drainer = Arc::new(Conns::default());
+    watchman::start(
+        Arc::downgrade(&drainer),
+        state.limits.header_read_timeout(),
+        state.limits.idle_timeout(),
+    );
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let shared = Shared {
         limit: Arc::new(Semaphore::new(state.limits.max_connections)),
@@ -182,7 +189,7 @@ pub async fn run(
 struct Shared {
     state: Arc<ApiState>,
     limit: Arc<Semaphore>,
-    drain: Arc<Drain>,
+    drain: Arc<Conns>,
     /// Dropped by each connection task when it ends; `run` waits for the last one.
     _done: mpsc::Sender<()>,
 }
@@ -262,8 +269,8 @@ async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
         };
         let conn = shared.clone();
         tokio::spawn(async move {
-            let (id, notify) = conn.drain.register();
-            serve_connection(io, info, conn.state.clone(), notify).await;
+            let (id, watch) = conn.drain.register();
+            serve_connection(io, info, conn.state.clone(), watch).await;
             conn.drain.deregister(id);
             drop(permit);
             drop(conn);
@@ -271,35 +278,46 @@ async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
     }
 }
 
-/// The connections to tell when the server drains, each with its own [`Notify`].
-///
-/// A connection task waits on its drain signal beside its IO; a signal shared by all
-/// connections (a watch channel) takes one lock common to every connection each time any
-/// of them wakes up, which showed as contention on keep-alive cache hits.
+/// The open connections: what `run` tells when the server drains and what the watchman
+/// checks for timeouts. Each connection has its own [`Watch`] (a signal shared by all
+/// connections, a watch channel, took one lock common to every connection each time any of
+/// them woke up, which showed as contention on keep-alive cache hits).
 #[derive(Default)]
-struct Drain {
+struct Conns {
     draining: AtomicBool,
     next: AtomicU64,
-    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<Notify>>>,
+    map: std::sync::Mutex<std::collections::HashMap<u64, Arc<Watch>>>,
 }
 
-impl Drain {
-    /// A new connection's id and signal; already signalled if the drain has begun.
-    fn register(&self) -> (u64, Arc<Notify>) {
+/// One connection as the server sees it: its activity, and the signal that makes it stop
+/// (a drain, or a timeout the watchman found, named in `expired`).
+struct Watch {
+    activity: Activity,
+    signal: Notify,
+    expired: std::sync::OnceLock<&'static str>,
+}
+
+impl Conns {
+    /// A new connection's id and watch; already signalled if the drain has begun.
+    fn register(&self) -> (u64, Arc<Watch>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
-        if let Ok(mut m) = self.conns.lock() {
-            m.insert(id, notify.clone());
+        let watch = Arc::new(Watch {
+            activity: Activity::default(),
+            signal: Notify::new(),
+            expired: std::sync::OnceLock::new(),
+        });
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(id, watch.clone());
         }
         // After the insert: `start` either saw this connection or set the flag before it.
         if self.draining.load(Ordering::SeqCst) {
-            notify.notify_one();
+            watch.signal.notify_one();
         }
-        (id, notify)
+        (id, watch)
     }
 
     fn deregister(&self, id: u64) {
-        if let Ok(mut m) = self.conns.lock() {
+        if let Ok(mut m) = self.map.lock() {
             m.remove(&id);
         }
     }
@@ -307,27 +325,31 @@ impl Drain {
     /// Tells every connection, now and later, to finish its request and close.
     fn start(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        if let Ok(m) = self.conns.lock() {
-            for n in m.values() {
-                n.notify_one();
+        if let Ok(m) = self.map.lock() {
+            for w in m.values() {
+                w.signal.notify_one();
             }
         }
     }
+
+    /// The open connections now (the watchman's round).
+    fn snapshot(&self) -> Vec<(u64, Arc<Watch>)> {
+        self.map
+            .lock()
+            .map(|m| m.iter().map(|(id, w)| (*id, w.clone())).collect())
+            .unwrap_or_default()
+    }
 }
 
-/// The `Handler`: one HTTP/1.1 connection, with its timeouts, until it ends or `drain` is
-/// notified (then it finishes the request in flight and closes).
-pub async fn serve_connection<I>(io: I, info: ConnInfo, state: Arc<ApiState>, drain: Arc<Notify>)
+/// The `Handler`: one HTTP/1.1 connection until it ends, the watchman finds it out of time
+/// (it closes at once), or the server drains (it finishes the request in flight and closes).
+async fn serve_connection<I>(io: I, info: ConnInfo, state: Arc<ApiState>, watch: Arc<Watch>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new(
-        state.limits.header_read_timeout(),
-        state.limits.idle_timeout(),
-    ));
     let io = TokioIo::new(Tracked {
         inner: io,
-        activity: activity.clone(),
+        watch: watch.clone(),
     });
     // Each request's future owns one clone of this connection's context: one uncontended
     // increment. Cloning the agent-wide `Arc<ApiState>` per request instead made both
@@ -336,12 +358,12 @@ where
     let ctx = Arc::new(ConnCtx {
         state: state.clone(),
         info,
-        activity: activity.clone(),
+        watch: watch.clone(),
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move {
-            let _busy = ctx.activity.busy();
+            let _busy = ctx.watch.activity.busy();
             Ok::<_, Infallible>(routes::handle(&ctx.state, &ctx.info, req).await)
         }
     });
@@ -375,13 +397,15 @@ where
                 }
                 break;
             }
-            () = drain.notified(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            why = activity.expired() => {
-                tracing::debug!(why, "closing the connection");
-                break;
+            () = watch.signal.notified() => {
+                if let Some(why) = watch.expired.get() {
+                    tracing::debug!(why, "closing the connection");
+                    break;
+                }
+                if !draining {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -392,14 +416,15 @@ where
 struct ConnCtx {
     state: Arc<ApiState>,
     info: ConnInfo,
-    activity: Arc<Activity>,
+    watch: Arc<Watch>,
 }
 
-/// What the connection's timer needs to tell idle and slow-head connections apart, kept
-/// without reading a clock on the IO path: the IO wrapper and the service only bump
-/// counters and flags, and the timer, which wakes a few times per timeout, turns them into
-/// times. A cache hit is a few microseconds, so a clock read on every read and write was a
+/// What the watchman needs to tell idle and slow-head connections apart, kept without
+/// reading a clock on the IO path: the IO wrapper and the service only bump counters and
+/// flags, and the watchman, which looks a few times per timeout, turns them into times. A
+/// cache hit is a few microseconds, so a clock read on every read and write was a
 /// measurable share of it.
+#[derive(Default)]
 struct Activity {
     /// Reads and writes that moved bytes (wrapping; only changes matter).
     moved: AtomicU64,
@@ -409,22 +434,9 @@ struct Activity {
     busy: AtomicUsize,
     /// Bytes of a request head arrived while no request was in flight.
     head_pending: AtomicBool,
-    header_timeout: Duration,
-    idle: Duration,
 }
 
 impl Activity {
-    fn new(header_timeout: Duration, idle: Duration) -> Self {
-        Self {
-            moved: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-            head_pending: AtomicBool::new(false),
-            header_timeout,
-            idle,
-        }
-    }
-
     fn touch(&self) {
         self.moved.fetch_add(1, Ordering::Relaxed);
     }
@@ -444,45 +456,121 @@ impl Activity {
         Busy(self)
     }
 
-    /// Resolves with the reason once a request head has taken longer than the header
-    /// timeout, or the connection has been quiet with no request in flight for the idle
-    /// timeout. The timer ticks every quarter timeout (the shorter of the two), and a state
-    /// is only dated at the tick that sees it, so a slow head or an idle connection is cut
-    /// within 1.5x its timeout; both are resource bounds, not deadlines anyone waits on.
-    async fn expired(&self) -> &'static str {
-        let tick = (self.header_timeout / 4)
-            .min(self.idle / 4)
-            .max(Duration::from_millis(10));
-        let mut moved = self.moved.load(Ordering::Relaxed);
-        let mut quiet_since = tokio::time::Instant::now();
-        // The request count when a pending head was first seen, and when.
-        let mut head: Option<(u64, tokio::time::Instant)> = None;
-        loop {
-            tokio::time::sleep(tick).await;
-            let now = tokio::time::Instant::now();
-            let m = self.moved.load(Ordering::Relaxed);
-            if m != moved {
-                moved = m;
-                quiet_since = now;
-            }
-            let busy = self.busy.load(Ordering::Relaxed) > 0;
-            let pending = !busy && self.head_pending.load(Ordering::Relaxed);
-            if pending {
-                let requests = self.requests.load(Ordering::Relaxed);
-                match head {
-                    // Still the same unfinished head as at an earlier tick.
-                    Some((r, since)) if r == requests => {
-                        if now.duration_since(since) >= self.header_timeout {
-                            return "request head not received within the header timeout";
-                        }
+    /// What the watchman reads at each look.
+    fn sample(&self) -> Sample {
+        let busy = self.busy.load(Ordering::Relaxed) > 0;
+        Sample {
+            moved: self.moved.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            busy,
+            head_pending: !busy && self.head_pending.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One look at a connection's [`Activity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sample {
+    moved: u64,
+    requests: u64,
+    busy: bool,
+    head_pending: bool,
+}
+
+/// What the watchman remembers of one connection between looks.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    moved: u64,
+    quiet_since: std::time::Instant,
+    /// The request count when a pending head was first seen, and when.
+    head: Option<(u64, std::time::Instant)>,
+}
+
+impl Seen {
+    fn new(first: Sample, now: std::time::Instant) -> Self {
+        Seen {
+            moved: first.moved,
+            quiet_since: now,
+            head: None,
+        }
+    }
+
+    /// Folds in a look at `now`; the reason to close the connection once a request head has
+    /// taken longer than `header_timeout`, or the connection has been quiet with no request
+    /// in flight for `idle`. A state is only dated at the look that sees it, so with looks
+    /// every quarter timeout a slow head or an idle connection is cut within 1.5x its
+    /// timeout after the watchman first saw it (at most a quarter timeout after it opened);
+    /// both are resource bounds, not deadlines anyone waits on.
+    fn look(
+        &mut self,
+        s: Sample,
+        now: std::time::Instant,
+        header_timeout: Duration,
+        idle: Duration,
+    ) -> Option<&'static str> {
+        if s.moved != self.moved {
+            self.moved = s.moved;
+            self.quiet_since = now;
+        }
+        if s.head_pending {
+            match self.head {
+                // Still the same unfinished head as at an earlier look.
+                Some((r, since)) if r == s.requests => {
+                    if now.duration_since(since) >= header_timeout {
+                        return Some("request head not received within the header timeout");
                     }
-                    _ => head = Some((requests, now)),
                 }
-            } else {
-                head = None;
+                _ => self.head = Some((s.requests, now)),
             }
-            if !busy && !pending && now.duration_since(quiet_since) >= self.idle {
-                return "idle";
+        } else {
+            self.head = None;
+        }
+        if !s.busy && !s.head_pending && now.duration_since(self.quiet_since) >= idle {
+            return Some("idle");
+        }
+        None
+    }
+}
+
+/// The thread that times connections out (see the module docs).
+mod watchman {
+    use super::{Conns, Seen};
+    use std::collections::HashMap;
+    use std::sync::Weak;
+    use std::time::{Duration, Instant};
+
+    /// Starts the watchman of one server's connections; it ends within one look of the
+    /// server dropping `conns`. Looks every quarter of the shorter timeout (at least 10 ms).
+    pub(super) fn start(conns: Weak<Conns>, header_timeout: Duration, idle: Duration) {
+        let every = (header_timeout / 4)
+            .min(idle / 4)
+            .max(Duration::from_millis(10));
+        let spawned = std::thread::Builder::new()
+            .name("stagepass-conns".into())
+            .spawn(move || run(&conns, every, header_timeout, idle));
+        if let Err(e) = spawned {
+            // Without it connections are not timed out, but everything else works.
+            tracing::error!(error = %e, "cannot start the connection watchman thread");
+        }
+    }
+
+    fn run(conns: &Weak<Conns>, every: Duration, header_timeout: Duration, idle: Duration) {
+        let mut seen: HashMap<u64, Seen> = HashMap::new();
+        loop {
+            std::thread::sleep(every);
+            let Some(open) = conns.upgrade().map(|c| c.snapshot()) else {
+                return;
+            };
+            let now = Instant::now();
+            seen.retain(|id, _| open.iter().any(|(open_id, _)| open_id == id));
+            for (id, watch) in open {
+                let sample = watch.activity.sample();
+                let state = seen.entry(id).or_insert_with(|| Seen::new(sample, now));
+                if let Some(why) = state.look(sample, now, header_timeout, idle)
+                    && watch.expired.set(why).is_ok()
+                {
+                    watch.signal.notify_one();
+                }
             }
         }
     }
@@ -501,7 +589,7 @@ impl Drop for Busy<'_> {
 /// An IO stream that records when bytes last moved.
 struct Tracked<I> {
     inner: I,
-    activity: Arc<Activity>,
+    watch: Arc<Watch>,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
@@ -513,7 +601,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read_bytes();
+            self.watch.activity.read_bytes();
         }
         r
     }
@@ -527,7 +615,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.watch.activity.touch();
         }
         r
     }
@@ -539,7 +627,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.watch.activity.touch();
         }
         r
     }
@@ -554,5 +642,86 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn sample(moved: u64, requests: u64, busy: bool, head_pending: bool) -> Sample {
+        Sample {
+            moved,
+            requests,
+            busy,
+            head_pending,
+        }
+    }
+
+    #[test]
+    fn a_head_that_does_not_finish_is_cut_after_the_header_timeout() {
+        let t0 = Instant::now();
+        let mut seen = Seen::new(sample(0, 0, false, false), t0);
+        // Bytes keep trickling in (moved changes), but the same head never completes.
+        assert_eq!(
+            seen.look(sample(1, 0, false, true), t0 + HEAD / 4, HEAD, IDLE),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(2, 0, false, true), t0 + HEAD, HEAD, IDLE),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(3, 0, false, true), t0 + HEAD / 4 + HEAD, HEAD, IDLE),
+            Some("request head not received within the header timeout")
+        );
+    }
+
+    #[test]
+    fn keep_alive_requests_and_busy_connections_are_not_cut() {
+        let t0 = Instant::now();
+        let mut seen = Seen::new(sample(0, 0, false, false), t0);
+        // A new head per look, each completed: never the same unfinished head twice.
+        for i in 1..20u64 {
+            let at = t0 + HEAD * u32::try_from(i).unwrap();
+            assert_eq!(seen.look(sample(i, i, false, true), at, HEAD, IDLE), None);
+        }
+        // A request in flight far beyond both timeouts (a slow IdP refresh) is not idle.
+        let later = t0 + IDLE * 10;
+        assert_eq!(
+            seen.look(sample(99, 20, true, false), later, HEAD, IDLE),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(99, 20, true, false), later + IDLE * 2, HEAD, IDLE),
+            None
+        );
+    }
+
+    #[test]
+    fn a_quiet_connection_is_cut_after_the_idle_timeout() {
+        let t0 = Instant::now();
+        let mut seen = Seen::new(sample(5, 1, false, false), t0);
+        assert_eq!(
+            seen.look(sample(5, 1, false, false), t0 + IDLE / 2, HEAD, IDLE),
+            None
+        );
+        // Traffic resets the quiet time.
+        assert_eq!(
+            seen.look(sample(6, 2, false, false), t0 + IDLE - HEAD, HEAD, IDLE),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(6, 2, false, false), t0 + IDLE, HEAD, IDLE),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(6, 2, false, false), t0 + IDLE * 2, HEAD, IDLE),
+            Some("idle")
+        );
     }
 }
