@@ -166,10 +166,10 @@ impl Report {
         let c = crate::series("stagepass-core token", core.to_vec());
         let _ = writeln!(
             self.md,
-            "\n## Token CLI, cached token, process spawn to exit (alternating runs)\n\n\
+            "\n## Token CLI, cached token, process spawn to exit (stagepass and oidc-token alternating)\n\n\
              | command | runs | median | p90 | p99 |\n|---|---:|---:|---:|---:|\n\
              | `stagepass token dev` | {} | {:.0} us | {:.0} us | {:.0} us |\n\
-             | `stagepass-core token dev` (the full binary doing the same request) | {} | {:.0} us | {:.0} us | {:.0} us |",
+             | `stagepass-core token dev` (the full binary doing the same request; its own loop after the pair) | {} | {:.0} us | {:.0} us | {:.0} us |",
             a.n,
             us(a.p50),
             us(a.p90),
