@@ -89,20 +89,9 @@ fn expires_in(expires_at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
 
 impl TokenBodies {
     /// The body for `profile` from this thread's copy, if the broker's cached token is still
-    /// the same version, usable for `min_valid`, and its whole-second `expires_in` unchanged.
-    /// No lock and no shared counter: the cache-hit path of `GET /v1/token`.
-    pub fn local_hit(
-        &self,
-        profile: &str,
-        min_valid: Option<Duration>,
-        now: SystemTime,
-    ) -> Option<Bytes> {
-        self.local_hit_with_fingerprint(profile, min_valid, now, tokio::time::Instant::now())
-            .map(|(b, _)| b)
-    }
-
-    /// [`TokenBodies::local_hit`] with the token's fingerprint (for the audit record), at the
-    /// request's own clock reads (`mono` for the token's expiry, `now` for `expires_in`).
+    /// the same version, usable for `min_valid`, and its whole-second `expires_in` unchanged;
+    /// with the token's fingerprint (for the audit record). `now` and `mono` are the request's
+    /// own clock reads. No lock and no shared counter: the cache-hit path of `GET /v1/token`.
     pub fn local_hit_with_fingerprint(
         &self,
         profile: &str,
@@ -115,7 +104,7 @@ impl TokenBodies {
             let e = l
                 .iter()
                 .find(|e| e.owner == self.id && &*e.profile == profile)?;
-            let version = e.slot.usable_version_at(min_valid, mono)?;
+            let version = e.slot.usable_version(min_valid, mono)?;
             (version == e.version && expires_in(e.expires_at, now) == e.expires_in)
                 .then(|| (e.body.clone(), e.fingerprint.clone()))
         })

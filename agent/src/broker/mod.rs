@@ -46,13 +46,9 @@ pub struct HotSlot(Arc<slot::Slot>);
 
 impl HotSlot {
     /// The version of the cached token if it can be handed to a caller needing `min_valid`
-    /// now, by the same rule as [`Broker::token`]'s cache; `None` means "ask the broker".
-    pub fn usable_version(&self, min_valid: Option<Duration>) -> Option<u64> {
-        self.usable_version_at(min_valid, tokio::time::Instant::now())
-    }
-
-    /// [`HotSlot::usable_version`] at `now`, for a request that has already read the clock.
-    pub fn usable_version_at(
+    /// at `now` (the request's own clock read), by the same rule as [`Broker::token`]'s
+    /// cache; `None` means "ask the broker".
+    pub fn usable_version(
         &self,
         min_valid: Option<Duration>,
         now: tokio::time::Instant,
