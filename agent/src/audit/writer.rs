@@ -334,6 +334,27 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
+    /// Runs the writer over everything queued on `rx` into a fresh log under `state_dir`;
+    /// the file's text and its lines as JSON.
+    fn write_all(
+        rx: mpsc::Receiver<Record>,
+        counters: &Counters,
+        state_dir: &std::path::Path,
+        max_bytes: u64,
+        keep: u32,
+    ) -> (String, Vec<serde_json::Value>) {
+        let d = dir(state_dir);
+        crate::paths::ensure_private_dir(&d).unwrap();
+        let file = LogFile::open(&d, max_bytes, keep).unwrap();
+        run(rx, file, None, counters);
+        let text = std::fs::read_to_string(d.join(FILE)).unwrap();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (text, lines)
+    }
+
     fn record(n: usize) -> Record {
         Record {
             count: 1,
@@ -407,16 +428,8 @@ mod tests {
         audit.record(record(1));
         audit.record(record(2));
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 2);
-        let d = dir(tmp.path());
-        crate::paths::ensure_private_dir(&d).unwrap();
-        let file = LogFile::open(&d, c.max_bytes, c.keep).unwrap();
         drop(audit);
-        run(rx, file, None, &counters);
-        let text = std::fs::read_to_string(d.join(FILE)).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (text, lines) = write_all(rx, &counters, tmp.path(), c.max_bytes, c.keep);
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0]["event"], "dropped");
         assert_eq!(lines[0]["dropped"], 2);
@@ -451,16 +464,8 @@ mod tests {
             ..r.clone()
         });
         audit.record(r.clone());
-        let d = dir(tmp.path());
-        crate::paths::ensure_private_dir(&d).unwrap();
-        let file = LogFile::open(&d, 1 << 20, 1).unwrap();
         drop(audit);
-        run(rx, file, None, &counters);
-        let text = std::fs::read_to_string(d.join(FILE)).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (text, lines) = write_all(rx, &counters, tmp.path(), 1 << 20, 1);
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(lines[0]["count"], 6);
         assert!(lines[0]["last_time"].is_string());
