@@ -66,14 +66,7 @@ pub async fn run(r: &mut Report, bin: &Path, idp: &Idp, quick: bool) -> Result<(
     let on = start(bin, idp, &[]).await?;
     let off = start(bin, idp, OFF).await?;
     let url = |s: &Side| format!("http://127.0.0.1:{}/v1/token/dev", s.port);
-    let body = reqwest::Client::new()
-        .get(url(&on))
-        .bearer_auth(&on.secret)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
+    let body = proc::token_answer(on.port, &on.secret).await?;
     let bare = proc::spawn_bare_hyper(&body)?;
     let bare_url = format!("http://127.0.0.1:{}/v1/token/dev", bare.port);
     let (secs, rounds) = if quick { (2, 1) } else { (5, 3) };

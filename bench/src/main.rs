@@ -18,7 +18,7 @@ mod svg;
 
 use anyhow::{Context, Result};
 use report::{Report, Series};
-use stagepass_e2e::{Fault, Idp, IdpOptions};
+use stagepass_e2e::{Fault, Idp};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,12 +56,7 @@ fn main() -> Result<()> {
 async fn run_only(section: &str, quick: bool) -> Result<Report> {
     let mut r = Report::new(quick);
     let bin = proc::stagepass_bin()?;
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 3600,
-        ..IdpOptions::default()
-    })
-    .await
-    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    let idp = proc::bench_idp().await?;
     if section == "attest" {
         attest::run(&mut r, &bin, &idp, quick).await?;
         return Ok(r);
@@ -91,12 +86,7 @@ async fn run(quick: bool) -> Result<Report> {
             std::fs::metadata(bin.with_file_name("stagepass-core"))?.len()
         ),
     );
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 3600,
-        ..IdpOptions::default()
-    })
-    .await
-    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    let idp = proc::bench_idp().await?;
 
     // (6) and (5) first: no agent running, no noise from the others.
     fleet::run(&mut r);
@@ -154,12 +144,7 @@ async fn run(quick: bool) -> Result<Report> {
 /// (`perf record -p PID` while wrk runs against each port), until stdin closes.
 async fn serve() -> Result<()> {
     let bin = proc::stagepass_bin()?;
-    let idp = Idp::start(IdpOptions {
-        access_ttl: 3600,
-        ..IdpOptions::default()
-    })
-    .await
-    .context("starting the test bed IdP (run tests/install/node.sh first)")?;
+    let idp = proc::bench_idp().await?;
     let home = prepare_home(&idp, None).await?;
     let paths = proc::paths_of(home.path());
     let child = proc::spawn_agent(&bin, home.path())?;
@@ -169,14 +154,7 @@ async fn serve() -> Result<()> {
         Instant::now() + Duration::from_secs(30),
     )?;
     let (port, secret) = proc::endpoint(&paths)?;
-    let body = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/v1/token/dev"))
-        .bearer_auth(&secret)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
+    let body = proc::token_answer(port, &secret).await?;
     let bare = proc::spawn_bare_hyper(&body)?;
     println!(
         "agent pid {} port {port}\nbare hyper port {}\nsecret file {}\n\
@@ -298,16 +276,8 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
 
 /// (1) HTTP cache hits through the whole guard vs a bare hyper server sending the same bytes.
 async fn http(r: &mut Report, agent: &mut Agent, quick: bool) -> Result<()> {
-    // The exact answer of the agent, for the baseline to serve.
     let url = format!("http://127.0.0.1:{}/v1/token/dev", agent.port);
-    let body = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&agent.secret)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
+    let body = proc::token_answer(agent.port, &agent.secret).await?;
     let bare = proc::spawn_bare_hyper(&body)?;
     let base_url = format!("http://127.0.0.1:{}/v1/token/dev", bare.port);
     let secs = if quick { 2 } else { 5 };

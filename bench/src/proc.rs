@@ -237,6 +237,29 @@ pub fn bare_hyper_main(args: &[String]) -> Result<()> {
     })
 }
 
+/// The test bed IdP every benchmark uses: 1 h access tokens, so none expires mid-run.
+pub async fn bench_idp() -> Result<stagepass_e2e::Idp> {
+    stagepass_e2e::Idp::start(stagepass_e2e::IdpOptions {
+        access_ttl: 3600,
+        ..stagepass_e2e::IdpOptions::default()
+    })
+    .await
+    .context("starting the test bed IdP (run tests/install/node.sh first)")
+}
+
+/// The agent's exact answer to `GET /v1/token/dev` on `port`, for the bare hyper baseline
+/// to serve byte for byte.
+pub async fn token_answer(port: u16, secret: &str) -> Result<bytes::Bytes> {
+    Ok(reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/token/dev"))
+        .bearer_auth(secret)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?)
+}
+
 /// One wrk run: requests/s and latency percentiles (wrk's HdrHistogram).
 #[derive(Debug, Clone, Copy)]
 pub struct WrkResult {
