@@ -17,9 +17,12 @@ pub fn filter(default_filter: &str) -> EnvFilter {
 }
 
 /// Installs the global subscriber writing to stderr. `default_filter` applies when
-/// `RUST_LOG` is unset. A second call is a no-op.
+/// `RUST_LOG` is unset. A second call is a no-op. Colours only on a terminal (and not with
+/// `NO_COLOR`): a log file or the journal gets plain text that grep and log shippers read.
 pub fn init(default_filter: &str, format: LogFormat) {
-    install(filter(default_filter), format, std::io::stderr);
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    install(filter(default_filter), format, std::io::stderr, ansi);
 }
 
 /// Installs the global subscriber with explicit filter directives (`RUST_LOG` syntax; `RUST_LOG`
@@ -30,17 +33,18 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     match EnvFilter::try_new(directives) {
-        Ok(f) => install(f, format, writer),
+        Ok(f) => install(f, format, writer, false),
         Err(_) => false,
     }
 }
 
-fn install<W>(filter: EnvFilter, format: LogFormat, writer: W) -> bool
+fn install<W>(filter: EnvFilter, format: LogFormat, writer: W, ansi: bool) -> bool
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.try_init().is_ok(),
