@@ -291,6 +291,97 @@ fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
     );
 }
 
+/// The cache hit is answered on a fast path that hands everything else to the full handler:
+/// on one keep-alive connection, hits and refusals interleaved each get their own answer,
+/// every request is counted once (a refusal is not counted by both paths), and each hit
+/// logs its `answered` line like any other request.
+#[test]
+fn cache_hits_and_refusals_on_one_connection_are_answered_and_counted_once() {
+    use std::io::{Read, Write};
+    let idp = start_idp();
+    let a = agent(&idp, "");
+    // The first request fills the cache (a miss, from the broker).
+    assert_eq!(a.get("/v1/token/ci").status, 200, "{}", a.log());
+    let hit = a.head("GET", "/v1/token/ci", &[]);
+    let mut wire = String::new();
+    let mut want = Vec::new();
+    for i in 0..30 {
+        wire.push_str(&hit);
+        want.push(200);
+        let refused = match i % 6 {
+            1 => Some((
+                format!(
+                    "GET /v1/token/ci HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer wrong\r\n\r\n",
+                    a.port
+                ),
+                401,
+            )),
+            2 => Some((
+                a.head("GET", "/v1/token/ci", &["Origin: https://evil.example"]),
+                403,
+            )),
+            3 => Some((a.head("POST", "/v1/token/ci", &["Content-Length: 0"]), 405)),
+            4 => Some((a.head("GET", "/v1/token/ci?min_valid=soon", &[]), 400)),
+            5 => Some((
+                a.head("GET", "/v1/token/ci", &["X-Forwarded-For: 10.0.0.1"]),
+                403,
+            )),
+            _ => None,
+        };
+        if let Some((raw, status)) = refused {
+            wire.push_str(&raw);
+            want.push(status);
+        }
+    }
+    wire.push_str(&a.head("GET", "/v1/token/ci", &["Connection: close"]));
+    want.push(200);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let statuses: Vec<u16> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, m)| text[i + m.len()..i + m.len() + 3].parse().unwrap())
+        .collect();
+    assert_eq!(statuses, want, "{text}");
+    let hits = want.iter().filter(|s| **s == 200).count() + 1;
+    let count = |status: u16| want.iter().filter(|s| **s == status).count();
+    let m = a.get("/metrics");
+    let metrics = String::from_utf8_lossy(&m.body);
+    for (status, n) in [
+        (200, hits),
+        (401, count(401)),
+        (403, count(403)),
+        (405, count(405)),
+        (400, count(400)),
+    ] {
+        let line = format!(
+            "stagepass_api_requests_total{{route=\"/v1/token/{{profile}}\",status=\"{status}\"}} {n}\n"
+        );
+        assert!(metrics.contains(&line), "want {line}in\n{metrics}");
+    }
+    let ok = format!("stagepass_token_requests_total{{profile=\"ci\",outcome=\"ok\"}} {hits}\n");
+    assert!(metrics.contains(&ok), "want {ok}in\n{metrics}");
+    // Every hit logged its answer in its request span (the log is written as it goes).
+    let answered = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("answered") && l.contains("status=200") && l.contains("profile=\"ci\"")
+            })
+            .count()
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while answered(&a.log()) < hits && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(answered(&a.log()), hits, "{}", a.log());
+    // Written to a file, the log is plain text (no terminal colour codes).
+    assert!(!a.log().contains('\u{1b}'), "{}", a.log());
+}
+
 #[test]
 fn openapi_matches_every_route() {
     let idp = start_idp();

@@ -24,30 +24,94 @@ pub struct Admitted<'a> {
     policy: Option<&'a ProfilePolicy>,
     route: &'static str,
     role: Option<&'a str>,
-    caller: Option<Arc<Attestation>>,
+    /// Borrowed from the connection: a repeated request clones nothing.
+    caller: Option<&'a Arc<Attestation>>,
     rule: &'a Arc<str>,
     /// The connection, whose repeated requests count into one record.
-    peer: Option<Arc<crate::attest::ConnPeer>>,
+    peer: Option<&'a crate::attest::ConnPeer>,
 }
 
-/// Applies `profile`'s policy to the connection's caller.
+/// Applies `profile`'s policy to the connection's caller; a refusal is counted, audited
+/// and answered 403 `forbidden_caller` naming the rule.
 pub fn admit<'a>(
     state: &'a ApiState,
-    conn: &ConnInfo,
+    conn: &'a ConnInfo,
     profile: &'a str,
     route: &'static str,
     role: Option<&'a str>,
 ) -> Result<Admitted<'a>, ApiError> {
+    decide(state, conn, profile, route, role).map_err(|d| d.refuse())
+}
+
+/// A refusal not yet counted or audited (see [`decide`]).
+pub struct Denied<'a> {
+    state: &'a ApiState,
+    profile: &'a str,
+    policy: Option<&'a ProfilePolicy>,
+    route: &'static str,
+    role: Option<&'a str>,
+    caller: Option<&'a Arc<Attestation>>,
+    rule: String,
+    message: String,
+}
+
+impl Denied<'_> {
+    /// Counts and audits the refusal; the 403 to answer.
+    pub fn refuse(self) -> ApiError {
+        let Denied {
+            state,
+            profile,
+            policy,
+            route,
+            role,
+            caller,
+            rule,
+            message,
+        } = self;
+        state.metrics.record_token(profile, "forbidden_caller");
+        if let (Some(a), Some(p)) = (&state.audit, policy) {
+            a.record(Record {
+                time: SystemTime::now(),
+                profile: p.name.clone(),
+                audience: p.audience.clone(),
+                route,
+                role: role.map(str::to_string),
+                caller: caller.cloned(),
+                outcome: Outcome::Deny,
+                rule: Some(rule.into()),
+                code: Some("forbidden_caller".into()),
+                reason: Some(message.clone()),
+                token_fingerprint: None,
+                count: 1,
+                last_time: None,
+            });
+        }
+        forbidden(message)
+    }
+}
+
+/// [`admit`] without its side effects: a refusal comes back uncounted and unaudited, for
+/// the cache-hit fast path, which hands every request it does not answer itself to the full
+/// handler (which then admits it again, and counts and audits the refusal once).
+pub fn decide<'a>(
+    state: &'a ApiState,
+    conn: &'a ConnInfo,
+    profile: &'a str,
+    route: &'static str,
+    role: Option<&'a str>,
+) -> Result<Admitted<'a>, Denied<'a>> {
     let policy = state.policies.get(profile);
     let restricts = policy.is_some_and(ProfilePolicy::restricts);
     let caller = if restricts || state.audit.is_some() {
-        conn.peer.as_ref().map(|p| p.attestation())
+        conn.peer
+            .as_deref()
+            .map(crate::attest::ConnPeer::attestation_ref)
     } else {
         None
     };
     let decision = match policy {
-        Some(p) => p.check(caller.as_deref()),
-        None => state.policies.check(profile, caller.as_deref()),
+        Some(p) => p.check(caller.map(|c| &**c)),
+        None => state.policies.check(profile, caller.map(|c| &**c)),
     };
     match decision {
         Decision::Allow(rule) => Ok(Admitted {
@@ -55,31 +119,20 @@ pub fn admit<'a>(
             policy,
             route,
             role,
-            peer: caller.as_ref().and(conn.peer.clone()),
+            peer: caller.and(conn.peer.as_deref()),
             caller,
             rule,
         }),
-        Decision::Deny { rule, message } => {
-            state.metrics.record_token(profile, "forbidden_caller");
-            if let (Some(a), Some(p)) = (&state.audit, policy) {
-                a.record(Record {
-                    time: SystemTime::now(),
-                    profile: p.name.clone(),
-                    audience: p.audience.clone(),
-                    route,
-                    role: role.map(str::to_string),
-                    caller,
-                    outcome: Outcome::Deny,
-                    rule: Some(rule.into()),
-                    code: Some("forbidden_caller".into()),
-                    reason: Some(message.clone()),
-                    token_fingerprint: None,
-                    count: 1,
-                    last_time: None,
-                });
-            }
-            Err(forbidden(message))
-        }
+        Decision::Deny { rule, message } => Err(Denied {
+            state,
+            profile,
+            policy,
+            route,
+            role,
+            caller,
+            rule,
+            message,
+        }),
     }
 }
 
@@ -117,7 +170,7 @@ impl Admitted<'_> {
             audience: p.audience.clone(),
             route: self.route,
             role: self.role.map(str::to_string),
-            caller: self.caller,
+            caller: self.caller.cloned(),
             outcome,
             rule: Some(self.rule.clone()),
             code,
@@ -128,7 +181,7 @@ impl Admitted<'_> {
         };
         // Credentials handed out on a connection wait there to count repeats; errors and
         // AWS credentials go straight to the writer.
-        match (&self.peer, outcome, self.role) {
+        match (self.peer, outcome, self.role) {
             (Some(peer), Outcome::Allow, None) => peer.audit(a, record),
             _ => a.record(record),
         }

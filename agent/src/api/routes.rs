@@ -41,7 +41,7 @@ impl Route<'_> {
             Route::Healthz => "/healthz",
             Route::Metrics => "/metrics",
             Route::Status => "/v1/status",
-            Route::Token(_) => "/v1/token/{profile}",
+            Route::Token(_) => TOKEN_ROUTE,
             Route::TokenInvalidate(_) => "/v1/token/{profile}/invalidate",
             Route::Login(_) => "/v1/login/{profile}",
             Route::Catalog => "/v1/catalog",
@@ -311,19 +311,12 @@ async fn token(
     started: tokio::time::Instant,
 ) -> Result<ApiResponse, ApiError> {
     let min_valid = parse_min_valid(query)?;
-    let gate = super::caller::admit(state, conn, profile, "/v1/token/{profile}", None)?;
+    let gate = super::caller::admit(state, conn, profile, TOKEN_ROUTE, None)?;
+    let gate = match answer_hit(state, gate, profile, min_valid, started) {
+        Ok(resp) => return Ok(resp),
+        Err(gate) => gate,
+    };
     let now = SystemTime::now();
-    // The lock-free hit skips the broker, so not for a profile whose login can age out
-    // (policy.max_grant_age is checked by the broker on every request).
-    if !gate.checks_grant_age()
-        && let Some((body, fingerprint)) = state
-            .token_bodies
-            .local_hit_with_fingerprint(profile, min_valid, now, started)
-    {
-        state.metrics.record_token(profile, "ok");
-        gate.done_at(Ok(fingerprint), now);
-        return Ok(bytes_response(StatusCode::OK, &JSON_HEADERS, body));
-    }
     match state
         .broker
         .token(profile, TokenRequest { min_valid })
@@ -342,9 +335,14 @@ async fn token(
                             "could not encode the token",
                         )
                     })?;
-            state
-                .token_bodies
-                .remember(&state.broker, &t, &body, &fingerprint, now);
+            state.token_bodies.remember(
+                &state.broker,
+                &state.metrics,
+                &t,
+                &body,
+                &fingerprint,
+                now,
+            );
             gate.done(Ok(fingerprint));
             Ok(bytes_response(StatusCode::OK, &JSON_HEADERS, body))
         }
@@ -356,6 +354,76 @@ async fn token(
             Err(e.into())
         }
     }
+}
+
+/// The metrics label and audit route of `GET /v1/token/{profile}`.
+const TOKEN_ROUTE: &str = "/v1/token/{profile}";
+
+/// Answers an admitted token request from this thread's copy of the broker's cached token,
+/// counting and auditing it; the gate comes back when there is no usable copy (or the
+/// profile's login can age out: `policy.max_grant_age` is checked by the broker on every
+/// request) and the broker must answer.
+fn answer_hit<'a>(
+    state: &ApiState,
+    gate: super::caller::Admitted<'a>,
+    profile: &str,
+    min_valid: Option<Duration>,
+    started: tokio::time::Instant,
+) -> Result<ApiResponse, super::caller::Admitted<'a>> {
+    if gate.checks_grant_age() {
+        return Err(gate);
+    }
+    let now = SystemTime::now();
+    let Some((body, fingerprint)) = state
+        .token_bodies
+        .local_hit_with_fingerprint(profile, min_valid, now, started)
+    else {
+        return Err(gate);
+    };
+    gate.done_at(Ok(fingerprint), now);
+    Ok(bytes_response(StatusCode::OK, &JSON_HEADERS, body))
+}
+
+/// The cache hit of `GET /v1/token/{profile}`, answered without a future: `None` hands the
+/// request to [`handle`], which answers everything, this case included.
+///
+/// Nearly every request the API gets is this one, and the full handler's state machine
+/// (every route's locals, moved into hyper's dispatcher and polled) cost a tenth of a hit
+/// (callgrind). Nothing here has a side effect until the answer is certain: a refused,
+/// malformed or missed request goes to [`handle`] untouched, which checks it again and
+/// answers, counts and audits it there, once. At debug level a hit logs the same
+/// `answered` line in the same `request` span as [`handle`] does.
+pub fn cache_hit<B>(state: &ApiState, conn: &ConnInfo, req: &Request<B>) -> Option<ApiResponse>
+where
+    B: hyper::body::Body,
+{
+    if req.method() != Method::GET || !req.body().is_end_stream() {
+        return None;
+    }
+    let started = tokio::time::Instant::now();
+    let profile = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/token/")
+        .filter(|p| valid_name(p))?;
+    guard::check(state, conn, req.headers()).ok()?;
+    let min_valid = parse_min_valid(req.uri().query()).ok()?;
+    let gate = super::caller::decide(state, conn, profile, TOKEN_ROUTE, None).ok()?;
+    let resp = answer_hit(state, gate, profile, min_valid, started).ok()?;
+    let took = started.elapsed();
+    state.metrics.record_token_route_ok(took);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = tracing::debug_span!("request", id, route = TOKEN_ROUTE, profile, method = %Method::GET);
+        span.in_scope(|| {
+            tracing::debug!(
+                status = StatusCode::OK.as_u16(),
+                micros = took.as_micros() as u64,
+                "answered"
+            );
+        });
+    }
+    Some(resp)
 }
 
 /// `GET /v1/aws/credentials/{name}`: the role's profile policy applies; answers keep the

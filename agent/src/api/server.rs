@@ -360,12 +360,16 @@ where
         info,
         watch: watch.clone(),
     });
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move {
-            let _busy = ctx.watch.activity.busy();
-            Ok::<_, Infallible>(routes::handle(&ctx.state, &ctx.info, req).await)
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(resp) = routes::cache_hit(&ctx.state, &ctx.info, &req) {
+            ctx.watch.activity.answered();
+            return Answer::Ready(std::future::ready(resp));
         }
+        let ctx = ctx.clone();
+        Answer::Pending(Box::pin(async move {
+            let _busy = ctx.watch.activity.busy();
+            routes::handle(&ctx.state, &ctx.info, req).await
+        }))
     });
     let mut builder = http1::Builder::new();
     builder
@@ -411,6 +415,24 @@ where
     }
 }
 
+/// A request's answer: ready at once (the cache hit, [`routes::cache_hit`]) or the full
+/// handler's future, boxed so the hit does not carry (and move) its state machine.
+enum Answer {
+    Ready(std::future::Ready<routes::ApiResponse>),
+    Pending(Pin<Box<dyn Future<Output = routes::ApiResponse> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<routes::ApiResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(r) => Pin::new(r).poll(cx).map(Ok),
+            Answer::Pending(f) => f.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
 /// What a connection's requests share: the agent's state, who is on the other end, and the
 /// activity the connection's timer watches.
 struct ConnCtx {
@@ -447,6 +469,12 @@ impl Activity {
         if self.busy.load(Ordering::Relaxed) == 0 && !self.head_pending.load(Ordering::Relaxed) {
             self.head_pending.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// A request answered without waiting (the cache hit): it arrived and is done.
+    fn answered(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head_pending.store(false, Ordering::Relaxed);
     }
 
     fn busy(&self) -> Busy<'_> {

@@ -9,6 +9,7 @@
 //! [`crate::secret::Secret`] is zeroized when the last holder drops it); the body bytes are
 //! shared with responses the same way every answer's bytes are.
 
+use super::metrics::{Metrics, TokenCounters};
 use super::routes::rfc3339;
 use crate::broker::IssuedToken;
 use crate::broker::{Broker, HotSlot};
@@ -63,17 +64,38 @@ impl Default for TokenBodies {
 /// The shared map above takes a lock and bumps a shared reference count on every hit; with
 /// several worker threads those cache lines bounce between cores on every request. Each
 /// thread keeps its own bytes instead and checks the version with plain atomic loads
-/// ([`HotSlot::usable_version`]).
+/// ([`HotSlot::usable_version`]), and counts the hit into its own metrics shard.
 struct Local {
     owner: u64,
     profile: Box<str>,
     slot: HotSlot,
     version: u64,
-    expires_at: Option<SystemTime>,
-    expires_in: Option<u64>,
+    /// The body's whole-second `expires_in` holds from `said_at` until `same_until`
+    /// (inclusive; `None`: for ever): comparing times is cheaper than recomputing it on
+    /// every hit.
+    said_at: SystemTime,
+    same_until: Option<SystemTime>,
     body: Bytes,
     /// This thread's own copy of the fingerprint (for audit records; no shared count).
     fingerprint: Arc<str>,
+    /// This thread's counters of the profile's token requests.
+    counters: TokenCounters,
+}
+
+impl Local {
+    /// Does the body's `expires_in` still say the truth at `now`?
+    fn same_at(&self, now: SystemTime) -> bool {
+        self.said_at <= now && self.same_until.is_none_or(|u| now <= u)
+    }
+}
+
+/// Until when `expires_in(expires_at, now)` stays what it is at `now` (for [`Local`]); `None`
+/// for ever (no expiry, or less than a second left: it says 0 from then on).
+fn same_until(expires_at: Option<SystemTime>, now: SystemTime) -> Option<SystemTime> {
+    let e = expires_at?;
+    let whole = e.duration_since(now).ok()?.as_secs();
+    // It drops a second a nanosecond after `e - whole`.
+    (whole > 0).then(|| e.checked_sub(Duration::from_secs(whole)))?
 }
 
 /// At most this many per-thread copies (profiles times agents in one process).
@@ -90,8 +112,9 @@ fn expires_in(expires_at: Option<SystemTime>, now: SystemTime) -> Option<u64> {
 impl TokenBodies {
     /// The body for `profile` from this thread's copy, if the broker's cached token is still
     /// the same version, usable for `min_valid`, and its whole-second `expires_in` unchanged;
-    /// with the token's fingerprint (for the audit record). `now` and `mono` are the request's
-    /// own clock reads. No lock and no shared counter: the cache-hit path of `GET /v1/token`.
+    /// with the token's fingerprint (for the audit record). The hit is counted as a token
+    /// request answered `ok`. `now` and `mono` are the request's own clock reads. No lock and
+    /// no shared counter: the cache-hit path of `GET /v1/token`.
     pub fn local_hit_with_fingerprint(
         &self,
         profile: &str,
@@ -105,8 +128,10 @@ impl TokenBodies {
                 .iter()
                 .find(|e| e.owner == self.id && &*e.profile == profile)?;
             let version = e.slot.usable_version(min_valid, mono)?;
-            (version == e.version && expires_in(e.expires_at, now) == e.expires_in)
-                .then(|| (e.body.clone(), e.fingerprint.clone()))
+            (version == e.version && e.same_at(now)).then(|| {
+                e.counters.count_ok();
+                (e.body.clone(), e.fingerprint.clone())
+            })
         })
     }
 
@@ -115,6 +140,7 @@ impl TokenBodies {
     pub fn remember(
         &self,
         broker: &Broker,
+        metrics: &Metrics,
         t: &Arc<IssuedToken>,
         body: &Bytes,
         fingerprint: &str,
@@ -134,10 +160,11 @@ impl TokenBodies {
             profile: t.profile.as_str().into(),
             slot,
             version,
-            expires_at: t.expires_at,
-            expires_in: expires_in(t.expires_at, now),
+            said_at: now,
+            same_until: same_until(t.expires_at, now),
             body: Bytes::copy_from_slice(body),
             fingerprint: fingerprint.into(),
+            counters: metrics.token_counters(&t.profile),
         };
         LOCAL.with(|l| {
             let mut l = l.borrow_mut();
@@ -227,6 +254,38 @@ mod tests {
             scope: Some("read".into()),
             profile: "p".into(),
         })
+    }
+
+    /// `same_until` marks exactly the last instant `expires_in` says what it said.
+    #[test]
+    fn the_second_holds_until_same_until_and_not_a_nanosecond_after() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let exp = base + Duration::from_millis(100_500);
+        for now in [
+            base,
+            base + Duration::from_millis(499),
+            base + Duration::from_millis(500),
+            base + Duration::from_millis(501),
+            exp - Duration::from_millis(1_500),
+        ] {
+            let said = expires_in(Some(exp), now);
+            let until = same_until(Some(exp), now).unwrap();
+            assert!(until >= now);
+            assert_eq!(expires_in(Some(exp), until), said, "{now:?}");
+            assert_ne!(
+                expires_in(Some(exp), until + Duration::from_nanos(1)),
+                said,
+                "{now:?}"
+            );
+        }
+        // Under a second left or expired (0 for ever after), and no expiry: no end.
+        assert_eq!(
+            same_until(Some(exp), exp - Duration::from_millis(999)),
+            None
+        );
+        assert_eq!(same_until(Some(exp), exp), None);
+        assert_eq!(same_until(Some(exp), exp + Duration::from_secs(3)), None);
+        assert_eq!(same_until(None, base), None);
     }
 
     #[test]

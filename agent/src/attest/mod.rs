@@ -238,6 +238,8 @@ pub struct ConnPeer {
 struct Tail {
     record: Record,
     sink: Audit,
+    /// When repeats stop counting into it (`record.time` + [`TAIL_WINDOW`]).
+    until: SystemTime,
 }
 
 /// How long a connection's repeats of one request count into one record.
@@ -288,7 +290,8 @@ impl ConnPeer {
         let repeat = r.outcome == Outcome::Allow
             && r.role.is_none()
             && r.route == route
-            && now.duration_since(r.time).is_ok_and(|d| d < TAIL_WINDOW)
+            && r.time <= now
+            && now < t.until
             && (Arc::ptr_eq(&r.profile, profile) || r.profile == *profile)
             && r.rule
                 .as_ref()
@@ -307,6 +310,7 @@ impl ConnPeer {
     pub fn audit(&self, sink: &Audit, record: Record) {
         let old = match self.tail.lock() {
             Ok(mut tail) => tail.replace(Tail {
+                until: record.time.checked_add(TAIL_WINDOW).unwrap_or(record.time),
                 record,
                 sink: sink.clone(),
             }),
@@ -327,15 +331,19 @@ impl ConnPeer {
 
     /// The attestation, computed on the first call.
     pub fn attestation(&self) -> Arc<Attestation> {
-        self.cell
-            .get_or_init(|| {
-                Arc::new(attest(
-                    Path::new("/proc"),
-                    self.kind,
-                    self.accepted.elapsed(),
-                ))
-            })
-            .clone()
+        self.attestation_ref().clone()
+    }
+
+    /// [`ConnPeer::attestation`] borrowed: a request that only checks a policy against it
+    /// and counts a repeat into the held record takes no reference count.
+    pub fn attestation_ref(&self) -> &Arc<Attestation> {
+        self.cell.get_or_init(|| {
+            Arc::new(attest(
+                Path::new("/proc"),
+                self.kind,
+                self.accepted.elapsed(),
+            ))
+        })
     }
 }
 
