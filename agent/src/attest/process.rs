@@ -1,12 +1,19 @@
 //! One process as /proc describes it: pid, parent, uid, executable, command line, start time.
 //!
-//! PID reuse guard: the start time (field 22 of `/proc/PID/stat`, clock ticks since boot) is
-//! read before and after everything else; if it changed, the pid now names another process
-//! and the reading is thrown away. A reading is also refused when the process started after
-//! the connection it is supposed to have made (see [`read_started_before`]): a caller that
-//! exited and whose pid went to a newer process is never mistaken for that process.
+//! PID reuse guard: every file is read through one open `/proc/PID` directory. The kernel
+//! ties that directory to the process it named when it was opened: once that process is
+//! gone, reads through it fail, even if the pid number has gone to a new process meanwhile.
+//! So one reading is one process. Which process: a reading is refused when the process
+//! started after the connection it is supposed to have made (see [`read_started_before`]),
+//! so a caller that exited and whose pid went to a newer process before we opened the
+//! directory is never mistaken for that process.
+//!
+//! This runs for every new connection that asks for a credential (`stagepass token` is one
+//! connection per call), for the caller and a few ancestors: each file is one `openat` and
+//! one `read` into a stack buffer relative to that directory, not a path walk from `/`.
 
-use std::io::Read;
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
 use std::path::Path;
 
 /// Longest command line kept (bytes, cut at a character boundary).
@@ -69,25 +76,97 @@ pub enum ProcError {
     },
 }
 
-fn io_err(pid: u32, e: &std::io::Error) -> ProcError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => ProcError::Gone(pid),
-        _ if e.raw_os_error() == Some(3) => ProcError::Gone(pid), // ESRCH
+fn io_err(pid: u32, e: rustix::io::Errno) -> ProcError {
+    match e {
+        rustix::io::Errno::NOENT | rustix::io::Errno::SRCH => ProcError::Gone(pid),
         _ => ProcError::Unreadable {
             pid,
-            why: e.to_string(),
+            why: std::io::Error::from(e).to_string(),
         },
     }
 }
 
-/// `(ppid, start_ticks)` from `/proc/PID/stat`.
-pub fn stat(root: &Path, pid: u32) -> Result<(u32, u64), ProcError> {
-    let text = std::fs::read_to_string(root.join(pid.to_string()).join("stat"))
-        .map_err(|e| io_err(pid, &e))?;
-    parse_stat(&text).ok_or_else(|| ProcError::Malformed {
-        pid,
-        why: "unexpected format".into(),
-    })
+/// `/proc/PID`, open: the files read through it are this process's or none (see the
+/// module docs).
+struct ProcDir {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl ProcDir {
+    fn open(root: &Path, pid: u32) -> Result<Self, ProcError> {
+        let fd = rustix::fs::open(
+            root.join(pid.to_string()),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(pid, e))?;
+        Ok(Self { pid, fd })
+    }
+
+    /// Reads `name` into `buf`, up to its size; the bytes read.
+    fn read<'b>(&self, name: &str, buf: &'b mut [u8]) -> Result<&'b [u8], ProcError> {
+        let file = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(self.pid, e))?;
+        let mut n = 0;
+        // procfs answers these files whole in one read when the buffer is large enough;
+        // loop only while it keeps filling the buffer.
+        while n < buf.len() {
+            match rustix::io::read(&file, &mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(io_err(self.pid, e)),
+            }
+        }
+        Ok(&buf[..n])
+    }
+
+    /// `(ppid, start_ticks)` from `stat`.
+    fn stat(&self) -> Result<(u32, u64), ProcError> {
+        // Fields up to the start time take well under 512 bytes (comm is at most 64).
+        let mut buf = [0u8; 1024];
+        let text = self.read("stat", &mut buf)?;
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(parse_stat)
+            .ok_or_else(|| ProcError::Malformed {
+                pid: self.pid,
+                why: "unexpected format".into(),
+            })
+    }
+
+    fn exe(&self) -> Result<String, ProcError> {
+        let link = rustix::fs::readlinkat(&self.fd, "exe", Vec::with_capacity(256))
+            .map_err(|e| io_err(self.pid, e))?;
+        Ok(link.to_string_lossy().into_owned())
+    }
+
+    fn cmdline(&self) -> Result<String, ProcError> {
+        let mut buf = [0u8; CMDLINE_MAX + 1];
+        let raw = self.read("cmdline", &mut buf)?;
+        Ok(cmdline_text(raw))
+    }
+
+    fn real_uid(&self) -> Result<u32, ProcError> {
+        // `Uid:` is in the first lines of status; 4 KiB holds it with room to spare.
+        let mut buf = [0u8; 4096];
+        let text = self.read("status", &mut buf)?;
+        real_uid(&String::from_utf8_lossy(text)).ok_or_else(|| ProcError::Malformed {
+            pid: self.pid,
+            why: "no Uid line in status".into(),
+        })
+    }
 }
 
 /// Parses `pid (comm) state ppid ... starttime ...`; `comm` may hold spaces and parentheses.
@@ -108,11 +187,10 @@ fn real_uid(status: &str) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
-fn read_cmdline(path: &Path) -> std::io::Result<String> {
-    let mut buf = Vec::with_capacity(CMDLINE_MAX);
-    std::fs::File::open(path)?
-        .take(CMDLINE_MAX as u64 + 1)
-        .read_to_end(&mut buf)?;
+/// The command line as text: NULs and control characters as spaces, at most
+/// [`CMDLINE_MAX`] bytes (cut at a character boundary, marked with `…`).
+fn cmdline_text(raw: &[u8]) -> String {
+    let mut buf = raw.to_vec();
     while buf.last() == Some(&0) {
         buf.pop();
     }
@@ -130,7 +208,7 @@ fn read_cmdline(path: &Path) -> std::io::Result<String> {
         s.truncate(cut);
         s.push('…');
     }
-    Ok(s)
+    s
 }
 
 /// What to read besides the start time, parent and executable (each costs a file read;
@@ -156,36 +234,25 @@ pub fn read(root: &Path, pid: u32) -> Result<ProcInfo, ProcError> {
 
 /// [`read`], reading only what `want` asks for.
 pub fn read_with(root: &Path, pid: u32, want: Want) -> Result<ProcInfo, ProcError> {
-    let dir = root.join(pid.to_string());
-    let (_, before) = stat(root, pid)?;
-    let exe = std::fs::read_link(dir.join("exe")).map_err(|e| io_err(pid, &e))?;
+    let dir = ProcDir::open(root, pid)?;
+    let (ppid, start_ticks) = dir.stat()?;
+    let exe = dir.exe()?;
     let cmdline = if want.cmdline {
-        read_cmdline(&dir.join("cmdline")).map_err(|e| io_err(pid, &e))?
+        dir.cmdline()?
     } else {
         String::new()
     };
     let uid = match want.uid {
         Some(u) => u,
-        None => {
-            let status =
-                std::fs::read_to_string(dir.join("status")).map_err(|e| io_err(pid, &e))?;
-            real_uid(&status).ok_or_else(|| ProcError::Malformed {
-                pid,
-                why: "no Uid line in status".into(),
-            })?
-        }
+        None => dir.real_uid()?,
     };
-    let (ppid, after) = stat(root, pid)?;
-    if before != after {
-        return Err(ProcError::Reused(pid));
-    }
     Ok(ProcInfo {
         pid,
         ppid,
         uid,
-        exe: exe.to_string_lossy().into_owned(),
+        exe,
         cmdline,
-        start_ticks: after,
+        start_ticks,
     })
 }
 
@@ -281,11 +348,32 @@ mod tests {
     #[test]
     fn cmdline_is_cut_and_joined() {
         let tmp = tempfile::tempdir().unwrap();
-        let f = tmp.path().join("cmdline");
-        std::fs::write(&f, b"git\0credential\0fill\0").unwrap();
-        assert_eq!(read_cmdline(&f).unwrap(), "git credential fill");
-        std::fs::write(&f, vec![b'a'; 1000]).unwrap();
-        let s = read_cmdline(&f).unwrap();
+        let d = tmp.path().join("9");
+        std::fs::create_dir(&d).unwrap();
+        let dir = ProcDir::open(tmp.path(), 9).unwrap();
+        std::fs::write(d.join("cmdline"), b"git\0credential\0fill\0").unwrap();
+        assert_eq!(dir.cmdline().unwrap(), "git credential fill");
+        std::fs::write(d.join("cmdline"), vec![b'a'; 1000]).unwrap();
+        let s = dir.cmdline().unwrap();
         assert!(s.len() <= CMDLINE_MAX + 3 && s.ends_with('…'));
+        assert_eq!(cmdline_text("é\0\x07x".as_bytes()), "é  x");
+    }
+
+    /// The directory pins the process: once it has exited, reads through it fail even
+    /// though the path `/proc/PID` may name another process by then.
+    #[test]
+    fn reads_through_an_open_dir_fail_once_the_process_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let dir = ProcDir::open(Path::new("/proc"), pid).unwrap();
+        assert!(dir.stat().is_ok());
+        assert!(dir.exe().unwrap().ends_with("sleep"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(dir.stat(), Err(ProcError::Gone(pid)));
+        assert_eq!(dir.exe(), Err(ProcError::Gone(pid)));
     }
 }
