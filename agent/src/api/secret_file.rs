@@ -7,7 +7,7 @@
 use crate::secret::Secret;
 use rand::RngCore;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Length of the hex secret: 32 random bytes.
@@ -29,36 +29,70 @@ pub fn create(path: &Path) -> io::Result<Secret> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Reads the secret of the running agent, checking that the file is ours and 0600.
+/// Reads the secret of the running agent, checking that the file is a regular 0600 file.
+///
+/// The checks are made on the opened file itself (`fstat`), not on the path before opening
+/// it: nothing can swap the file between the check and the read. A symlink is refused
+/// (`O_NOFOLLOW`) and a FIFO does not block the open (`O_NONBLOCK`). `stagepass token`
+/// reads this on every call: open, fstat, one read, close.
 pub fn read(path: &Path) -> io::Result<Secret> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
+    use rustix::fs::{FileType, Mode, OFlags};
+    let not_regular = || {
+        io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{} is not a regular file", path.display()),
-        ));
+        )
+    };
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(not_regular()),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(not_regular());
     }
-    if meta.mode() & 0o077 != 0 {
+    if st.st_mode & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
                 "{} has mode {:o}; it must be 0600",
                 path.display(),
-                meta.mode() & 0o777
+                st.st_mode & 0o777
             ),
         ));
     }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
-    if text.len() != SECRET_HEX_LEN || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(io::Error::new(
+    let malformed = || {
+        io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
                 "{} does not hold a {SECRET_HEX_LEN}-character hex secret",
                 path.display()
             ),
-        ));
+        )
+    };
+    if usize::try_from(st.st_size).ok() != Some(SECRET_HEX_LEN) {
+        return Err(malformed());
     }
-    Ok(Secret::new(text.as_str()))
+    let mut buf = zeroize::Zeroizing::new([0u8; SECRET_HEX_LEN]);
+    let mut n = 0;
+    while n < SECRET_HEX_LEN {
+        match rustix::io::read(&fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let text = std::str::from_utf8(&buf[..n])
+        .ok()
+        .filter(|t| t.len() == SECRET_HEX_LEN && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(malformed)?;
+    Ok(Secret::new(text))
 }
 
 /// Writes `bytes` to `path` as a 0600 file, atomically.
@@ -84,6 +118,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn secret_is_64_hex_0600_without_newline_and_new_each_time() {
@@ -107,6 +142,43 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("must be 0600"));
         write_private(&p, b"short\n").unwrap();
-        assert!(read(&p).is_err());
+        assert!(read(&p).unwrap_err().to_string().contains("hex secret"));
+        write_private(&p, &[b'g'; SECRET_HEX_LEN]).unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("hex secret"));
+        // A symlink to a good secret, a directory and a FIFO are refused, without blocking.
+        let good = tmp.path().join("good");
+        create(&good).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(
+            read(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert!(
+            read(tmp.path())
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        let fifo = tmp.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            read(&fifo)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert_eq!(
+            read(&tmp.path().join("none")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }
