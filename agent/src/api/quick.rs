@@ -3,10 +3,10 @@
 //! `$(stagepass token NAME)` runs in scripts and prompts, often many times a minute, so the
 //! process must be done in well under a millisecond: no tokio runtime, no config file, no
 //! HTTP library. This module opens the socket with std, writes one HTTP/1.1 request with
-//! `Connection: close`, reads to EOF and parses the one answer our own server sends
-//! (status line, headers, a `Content-Length` body). Anything it does not expect is a
-//! protocol error; when the socket is absent the caller falls back to [`super::client`],
-//! which also knows the TCP endpoint.
+//! `Connection: close`, reads the one answer our own server sends (status line, headers, a
+//! `Content-Length` body) and stops as soon as it has all of it, without waiting for the
+//! server to close. Anything it does not expect is a protocol error; when the socket is
+//! absent the caller falls back to [`super::client`], which also knows the TCP endpoint.
 
 use super::client::{ClientError, REQUEST_TIMEOUT};
 use crate::paths::Paths;
@@ -71,6 +71,13 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
                         "the agent's answer is too large".into(),
                     ));
                 }
+                // The whole answer is here: waiting for the agent's close would only add
+                // its next wake-up to every call.
+                if let Ok(Some(done)) = head(&answer)
+                    && done.complete(answer.len())
+                {
+                    break;
+                }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -85,13 +92,29 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
     parse(&answer).map(Some)
 }
 
-/// Splits one HTTP/1.1 answer into status and body.
-fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+/// What the head of an answer says.
+struct Head {
+    status: u16,
+    /// Where the body starts.
+    body_at: usize,
+    /// `Content-Length`, when given.
+    length: Option<usize>,
+}
+
+impl Head {
+    /// Has an answer of `len` bytes all of its body? (Without a length, only EOF says so.)
+    fn complete(&self, len: usize) -> bool {
+        self.length
+            .is_some_and(|n| len >= self.body_at.saturating_add(n))
+    }
+}
+
+/// Reads the head of `answer`; `Ok(None)` until all of it has arrived.
+fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
     let bad = |what: &str| ClientError::Protocol(format!("the agent's answer {what}"));
-    let head_end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("has no complete head"))?;
+    let Some(head_end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
     let head = std::str::from_utf8(&answer[..head_end]).map_err(|_| bad("head is not text"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
@@ -116,12 +139,23 @@ fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
             return Err(bad("uses a transfer encoding this client does not read"));
         }
     }
-    let body = &answer[head_end + 4..];
-    let body = match length {
+    Ok(Some(Head {
+        status,
+        body_at: head_end + 4,
+        length,
+    }))
+}
+
+/// Splits one complete HTTP/1.1 answer into status and body.
+fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+    let bad = |what: &str| ClientError::Protocol(format!("the agent's answer {what}"));
+    let h = head(answer)?.ok_or_else(|| bad("has no complete head"))?;
+    let body = &answer[h.body_at..];
+    let body = match h.length {
         Some(n) => body.get(..n).ok_or_else(|| bad("ended early"))?,
         None => body,
     };
-    Ok((status, body.to_vec()))
+    Ok((h.status, body.to_vec()))
 }
 
 #[cfg(test)]
@@ -138,6 +172,19 @@ mod tests {
         let (s, b) =
             parse(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 3\r\n\r\nabcdef").unwrap();
         assert_eq!((s, b.as_slice()), (401, b"abc".as_slice()));
+    }
+
+    #[test]
+    fn an_answer_is_complete_once_its_content_length_is_in() {
+        let full = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        for cut in 0..full.len() {
+            let done = head(&full[..cut]).unwrap().is_some_and(|h| h.complete(cut));
+            assert!(!done, "complete at {cut} bytes");
+        }
+        assert!(head(full).unwrap().unwrap().complete(full.len()));
+        // Without a length only EOF ends the answer.
+        let open = b"HTTP/1.1 200 OK\r\n\r\n{}";
+        assert!(!head(open).unwrap().unwrap().complete(open.len()));
     }
 
     #[test]
