@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 /// File name of the full binary, installed in the same directory as `stagepass`.
 pub const CORE_NAME: &str = "stagepass-core";
@@ -26,8 +26,14 @@ pub const CORE_NAME: &str = "stagepass-core";
 /// "command not found", since that is what it amounts to.
 pub const EXIT_NO_CORE: u8 = 127;
 
-/// Entry point of the front binary.
-pub fn main() -> ExitCode {
+/// Entry point of the front binary: the process's exit code.
+///
+/// The binary's C `main` calls this without std's start-up (see `src/main.rs`), so nothing
+/// here may count on it: stdout is flushed before returning, and SIGPIPE keeps its default
+/// (a closed pipe ends the process quietly, as it does any small Unix tool; the core that
+/// gets `exec`ed sets up std as usual).
+pub fn main() -> u8 {
+    use std::io::Write;
     let mut argv = std::env::args_os();
     let arg0 = argv.next().unwrap_or_else(|| OsString::from("stagepass"));
     let rest: Vec<OsString> = argv.collect();
@@ -36,7 +42,10 @@ pub fn main() -> ExitCode {
         .flatten()
         .and_then(|args| session::token_over_socket(&args));
     if let Some(code) = code {
-        return code;
+        return match std::io::stdout().flush() {
+            Ok(()) => code,
+            Err(_) => 1,
+        };
     }
     exec_core(arg0, rest)
 }
@@ -50,13 +59,13 @@ fn invoked_as_docker_helper(arg0: &OsString) -> bool {
 }
 
 /// Replaces this process with the full binary; returns only when that fails.
-fn exec_core(arg0: OsString, rest: Vec<OsString>) -> ExitCode {
+fn exec_core(arg0: OsString, rest: Vec<OsString>) -> u8 {
     let Some(core) = core_path(&arg0) else {
         eprintln!(
             "stagepass: cannot find {CORE_NAME}: neither /proc/self/exe nor argv[0] ({}) names              this program's file",
             arg0.to_string_lossy()
         );
-        return ExitCode::from(EXIT_NO_CORE);
+        return EXIT_NO_CORE;
     };
     let err = Command::new(&core).arg0(arg0).args(rest).exec();
     eprintln!(
@@ -64,7 +73,7 @@ fn exec_core(arg0: OsString, rest: Vec<OsString>) -> ExitCode {
          (reinstall both, or rerun the Dev Container feature)",
         core.display()
     );
-    ExitCode::from(EXIT_NO_CORE)
+    EXIT_NO_CORE
 }
 
 /// The full binary beside this one. `/proc/self/exe` follows symlinks, so a

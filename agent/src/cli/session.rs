@@ -196,7 +196,7 @@ pub fn login(extra: Option<PathBuf>, args: LoginArgs) -> ExitCode {
 /// command is on the hot path of every `$(stagepass token NAME)`.
 pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
     if let Some(code) = token_over_socket(&args) {
-        return code;
+        return ExitCode::from(code);
     }
     let TokenArgs {
         profile,
@@ -238,17 +238,19 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
 /// runtime, no config, no clap; the small front binary ([`super::front`]) runs only this.
 /// `None` when it cannot answer here (no profile named, or no socket), so the caller goes on
 /// with the full client; else the exit code, after printing the token or the error.
-pub fn token_over_socket(args: &TokenArgs) -> Option<ExitCode> {
+///
+/// The code is a plain `u8`: the front binary returns it from its C `main`.
+pub fn token_over_socket(args: &TokenArgs) -> Option<u8> {
     let profile = args.profile.as_deref().filter(|p| valid_name(p))?;
     let paths = Paths::from_env();
     let path = token_path(profile, args.min_valid);
     match crate::api::quick::get(&paths, &path) {
         Ok(Some((status, body))) => Some(match print_token(status, &body, args.json) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => report(&e),
+            Ok(()) => 0,
+            Err(e) => report_code(&e),
         }),
         Ok(None) => None,
-        Err(e) => Some(report(&e)),
+        Err(e) => Some(report_code(&e)),
     }
 }
 
@@ -323,14 +325,19 @@ where
 
 /// Prints a client error and returns its exit code.
 fn report(e: &ClientError) -> ExitCode {
+    ExitCode::from(report_code(e))
+}
+
+/// [`report`] as the plain exit code.
+fn report_code(e: &ClientError) -> u8 {
     eprintln!("stagepass: {e}");
     match e {
-        ClientError::NotRunning(_) => ExitCode::from(super::EXIT_AGENT_DOWN),
+        ClientError::NotRunning(_) => super::EXIT_AGENT_DOWN,
         ClientError::Api { code, .. } if code == "login_required" => {
             eprintln!("stagepass: run `stagepass login` for this profile");
-            ExitCode::FAILURE
+            1
         }
-        _ => ExitCode::FAILURE,
+        _ => 1,
     }
 }
 
