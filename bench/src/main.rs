@@ -324,11 +324,18 @@ async fn cli(r: &mut Report, bin: &Path, agent: &Agent, idp: &Idp, runs: usize) 
             .env("XDG_RUNTIME_DIR", &runtime_parent);
         c
     };
+    // The floor: what starting any process costs here, spawned and read the same way in the
+    // same loop (`echo` printing a token-sized line). A token command cannot be faster than
+    // this, and on a slow or busy VM this alone can approach a millisecond.
+    let mut floor = Vec::new();
+    let mut nothing = std::process::Command::new("echo");
+    nothing.arg("x".repeat(450));
     for _ in 0..runs {
         ours.push(proc::time_cmd(&mut token(bin))?);
         if let Some(o) = &oidc {
             theirs.push(proc::time_cmd(&mut o.command())?);
         }
+        floor.push(proc::time_cmd(&mut nothing)?);
     }
     // The full binary doing the same request, for what the front saves: a loop of its own
     // after the pair, since a 15 MB binary run between two front runs evicts what the
@@ -336,7 +343,7 @@ async fn cli(r: &mut Report, bin: &Path, agent: &Agent, idp: &Idp, runs: usize) 
     for _ in 0..runs {
         core.push(proc::time_cmd(&mut token(&core_bin))?);
     }
-    r.cli(&ours, &core, &theirs);
+    r.cli(&ours, &core, &theirs, &floor);
     Ok(())
 }
 
