@@ -7,9 +7,9 @@
 //!   accept); on loopback TCP the peer socket's inode from `/proc/net/tcp{,6}` and the
 //!   process holding it in `/proc/*/fd`.
 //! - **What it is** ([`process`]): pid, uid, `/proc/PID/exe`, the command line (truncated)
-//!   and the start time, read between two reads of the start time; a change means the pid
-//!   was reused mid-read. A process that started after the connection was accepted cannot
-//!   have made it: its pid was reused after the real caller exited, and the record says so.
+//!   and the start time, all read through one open `/proc/PID` directory, so all of one
+//!   process. A process that started after the connection was accepted cannot have made it:
+//!   its pid was reused after the real caller exited, and the record says so.
 //! - **Where it comes from** ([`chain`]): a few ancestors' executables; and when the peer is
 //!   our own binary acting as git's/docker's/kubectl's helper, the tool above it is the
 //!   caller (`via` names the helper).
