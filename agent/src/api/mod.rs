@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus text.
 //! - [`secret_file`]: the per-boot secret on disk.
 //! - [`token_body`]: encoded token answers kept per token version (cache-hit fast path).
+//! - `signal`: a connection's stop signal (drain, timeout), cheap to poll on every wake-up.
 //! - [`client`]: what the CLI uses to talk to a running agent.
 //! - [`quick`]: a blocking, runtime-free GET over the socket for `stagepass token`.
 //!
@@ -43,6 +44,7 @@ pub mod quick;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
+mod signal;
 pub mod token_body;
 
 use crate::adapters::aws::AwsService;

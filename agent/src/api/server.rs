@@ -13,6 +13,7 @@
 //! wake-up polled the connection's sleep (callgrind: ~800 instructions of ~12,400).
 
 use super::routes;
+use super::signal::Signal;
 use super::{ApiState, ConnInfo, Transport};
 use crate::attest::{ConnPeer, PeerKind};
 use crate::config::ApiConfig;
@@ -32,7 +33,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +294,7 @@ struct Conns {
 /// (a drain, or a timeout the watchman found, named in `expired`).
 struct Watch {
     activity: Activity,
-    signal: Notify,
+    signal: Signal,
     expired: std::sync::OnceLock<&'static str>,
 }
 
@@ -303,7 +304,7 @@ impl Conns {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let watch = Arc::new(Watch {
             activity: Activity::default(),
-            signal: Notify::new(),
+            signal: Signal::default(),
             expired: std::sync::OnceLock::new(),
         });
         if let Ok(mut m) = self.map.lock() {
@@ -311,7 +312,7 @@ impl Conns {
         }
         // After the insert: `start` either saw this connection or set the flag before it.
         if self.draining.load(Ordering::SeqCst) {
-            watch.signal.notify_one();
+            watch.signal.raise();
         }
         (id, watch)
     }
@@ -327,7 +328,7 @@ impl Conns {
         self.draining.store(true, Ordering::SeqCst);
         if let Ok(m) = self.map.lock() {
             for w in m.values() {
-                w.signal.notify_one();
+                w.signal.raise();
             }
         }
     }
@@ -391,28 +392,30 @@ where
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = false;
-    loop {
-        tokio::select! {
+    let mut registered = None;
+    std::future::poll_fn(|cx| {
+        loop {
             // The connection first: it is what nearly every wake-up is for.
-            biased;
-            res = conn.as_mut() => {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                break;
+                return Poll::Ready(());
             }
-            () = watch.signal.notified() => {
-                if let Some(why) = watch.expired.get() {
-                    tracing::debug!(why, "closing the connection");
-                    break;
-                }
-                if !draining {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+            if watch.signal.poll_raised(cx, &mut registered).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(why) = watch.expired.get() {
+                tracing::debug!(why, "closing the connection");
+                return Poll::Ready(());
+            }
+            if !draining {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
-    }
+    })
+    .await;
 }
 
 /// A request's answer: ready at once (the cache hit, [`routes::cache_hit`]) or the full
@@ -597,7 +600,7 @@ mod watchman {
                 if let Some(why) = state.look(sample, now, header_timeout, idle)
                     && watch.expired.set(why).is_ok()
                 {
-                    watch.signal.notify_one();
+                    watch.signal.raise();
                 }
             }
         }
