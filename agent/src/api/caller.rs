@@ -58,35 +58,27 @@ pub struct Denied<'a> {
 impl Denied<'_> {
     /// Counts and audits the refusal; the 403 to answer.
     pub fn refuse(self) -> ApiError {
-        let Denied {
-            state,
-            profile,
-            policy,
-            route,
-            role,
-            caller,
-            rule,
-            message,
-        } = self;
-        state.metrics.record_token(profile, "forbidden_caller");
-        if let (Some(a), Some(p)) = (&state.audit, policy) {
+        self.state
+            .metrics
+            .record_token(self.profile, "forbidden_caller");
+        if let (Some(a), Some(p)) = (&self.state.audit, self.policy) {
             a.record(Record {
                 time: SystemTime::now(),
                 profile: p.name.clone(),
                 audience: p.audience.clone(),
-                route,
-                role: role.map(str::to_string),
-                caller: caller.cloned(),
+                route: self.route,
+                role: self.role.map(str::to_string),
+                caller: self.caller.cloned(),
                 outcome: Outcome::Deny,
-                rule: Some(rule.into()),
+                rule: Some(self.rule.into()),
                 code: Some("forbidden_caller".into()),
-                reason: Some(message.clone()),
+                reason: Some(self.message.clone()),
                 token_fingerprint: None,
                 count: 1,
                 last_time: None,
             });
         }
-        forbidden(message)
+        forbidden(self.message)
     }
 }
 
