@@ -4,7 +4,8 @@
 //!   limits, timeouts and shutdown.
 //! - [`guard`]: the fixed-order checks every request but `/healthz` passes.
 //! - [`routes`]: [`routes::handle`], the whole service as one function that tests call
-//!   without a socket.
+//!   without a socket, and [`routes::cache_hit`], its synchronous fast path for the token
+//!   cache hit.
 //! - [`error`]: `{"error": CODE, "message": TEXT}` with stable codes.
 //! - [`metrics`]: Prometheus text.
 //! - [`secret_file`]: the per-boot secret on disk.

@@ -1,4 +1,6 @@
-//! Routing and handlers: [`handle`] is the whole API as one async function.
+//! Routing and handlers: [`handle`] is the whole API as one async function; the server
+//! first offers each request to [`cache_hit`], which answers the token cache hit (nearly
+//! every request) synchronously and hands anything else to [`handle`] untouched.
 //!
 //! The server calls it for every request; tests call it directly with a built request,
 //! no socket needed. Each route allows only the methods it needs (405 with `Allow`
