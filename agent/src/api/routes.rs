@@ -2,9 +2,9 @@
 //! first offers each request to [`cache_hit`], which answers the token cache hit (nearly
 //! every request) synchronously and hands anything else to [`handle`] untouched.
 //!
-//! The server calls it for every request; tests call it directly with a built request,
-//! no socket needed. Each route allows only the methods it needs (405 with `Allow`
-//! otherwise). Handlers delegate to the broker, the catalog handle and the AWS service;
+//! The server calls it for every request the fast path declines; tests call it directly
+//! with a built request, no socket needed. Each route allows only the methods it needs (405
+//! with `Allow` otherwise). Handlers delegate to the broker, the catalog handle and the AWS service;
 //! they hold no state of their own beyond metrics.
 
 use super::error::ApiError;
