@@ -564,7 +564,7 @@ fn stale_lock_and_pid_files_from_a_previous_boot_do_not_block_the_start() {
     c.boot(None, &[]);
     let (_, uid) = c.wait_agent();
     assert_eq!(uid, REMOTE_UID);
-    assert_eq!(c.supervisors().len(), 1);
+    assert_eq!(c.supervisors().len(), 1, "{}", c.diagnostics());
     // And it serves: the stale socket, secret and lock of the last boot did not get in the way.
     wait_for(&c, Duration::from_secs(10), "`stagepass status`", || {
         c.exec(REMOTE_UID, &["stagepass", "status"])

@@ -457,11 +457,21 @@ impl Container {
     }
 
     /// Host pids of running supervisors.
+    ///
+    /// Only the scripts themselves: a subshell the script forks for a moment (each
+    /// `$(date ...)` of a log line) carries the same command line, and its parent is the
+    /// script.
     pub fn supervisors(&self) -> Vec<u32> {
-        self.processes()
+        let scripts: Vec<u32> = self
+            .processes()
             .into_iter()
             .filter(|(_, _, argv)| argv.iter().any(|a| a.ends_with("/supervisor.sh")))
             .map(|(pid, _, _)| pid)
+            .collect();
+        scripts
+            .iter()
+            .copied()
+            .filter(|pid| !parent_of(*pid).is_some_and(|parent| scripts.contains(&parent)))
             .collect()
     }
 
@@ -658,4 +668,11 @@ pub fn option_env_name(option: &str) -> String {
         ""
     };
     format!("{prefix}{trimmed}").to_uppercase()
+}
+
+/// The parent pid of a host process (field 4 of `/proc/PID/stat`), if it still runs.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
 }
