@@ -445,15 +445,19 @@ impl Container {
         out
     }
 
-    /// Host pids (and uids) of running `stagepass agent` processes in the container.
+    /// Host pids (and uids) of running `stagepass agent` processes in the container: the
+    /// agents themselves, not a child an agent is starting (`git`, between fork and exec it
+    /// still carries the agent's command line).
     pub fn agents(&self) -> Vec<(u32, u32)> {
-        self.processes()
+        let agents: Vec<(u32, u32)> = self
+            .processes()
             .into_iter()
             .filter(|(_, _, argv)| {
                 argv.len() >= 2 && argv[0].ends_with("stagepass") && argv[1] == "agent"
             })
             .map(|(pid, uid, _)| (pid, uid))
-            .collect()
+            .collect();
+        not_forked_from(agents, |(pid, _)| *pid)
     }
 
     /// Host pids of running supervisors.
@@ -468,11 +472,7 @@ impl Container {
             .filter(|(_, _, argv)| argv.iter().any(|a| a.ends_with("/supervisor.sh")))
             .map(|(pid, _, _)| pid)
             .collect();
-        scripts
-            .iter()
-            .copied()
-            .filter(|pid| !parent_of(*pid).is_some_and(|parent| scripts.contains(&parent)))
-            .collect()
+        not_forked_from(scripts, |pid| *pid)
     }
 
     /// Waits (hang guard 10 s) until exactly one agent runs and returns its (pid, uid).
@@ -668,6 +668,16 @@ pub fn option_env_name(option: &str) -> String {
         ""
     };
     format!("{prefix}{trimmed}").to_uppercase()
+}
+
+/// `found` without the processes whose parent is also in `found`: a fork that has not yet
+/// `exec`ed (or a subshell) shows its parent's command line for a moment.
+fn not_forked_from<T>(found: Vec<T>, pid: impl Fn(&T) -> u32) -> Vec<T> {
+    let pids: Vec<u32> = found.iter().map(&pid).collect();
+    found
+        .into_iter()
+        .filter(|p| !parent_of(pid(p)).is_some_and(|parent| pids.contains(&parent)))
+        .collect()
 }
 
 /// The parent pid of a host process (field 4 of `/proc/PID/stat`), if it still runs.
