@@ -104,7 +104,8 @@ impl ProcDir {
         Ok(Self { pid, fd })
     }
 
-    /// Reads `name` into `buf`, up to its size; the bytes read.
+    /// Reads `name` into `buf`: the file's first `buf.len()` bytes, which procfs hands over
+    /// in one read. Callers size `buf` so what they need fits (the rest is cut).
     fn read<'b>(&self, name: &str, buf: &'b mut [u8]) -> Result<&'b [u8], ProcError> {
         let file = rustix::fs::openat(
             &self.fd,
@@ -113,23 +114,13 @@ impl ProcDir {
             Mode::empty(),
         )
         .map_err(|e| io_err(self.pid, e))?;
-        let mut n = 0;
-        // procfs answers these files whole in one read when the buffer is large enough;
-        // loop only while it keeps filling the buffer.
-        while n < buf.len() {
-            match rustix::io::read(&file, &mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => {
-                    n += k;
-                    if n < buf.len() {
-                        break;
-                    }
-                }
+        loop {
+            match rustix::io::read(&file, &mut *buf) {
+                Ok(n) => return Ok(&buf[..n]),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(io_err(self.pid, e)),
             }
         }
-        Ok(&buf[..n])
     }
 
     /// `(ppid, start_ticks)` from `stat`.
