@@ -378,7 +378,7 @@ fn answer_hit<'a>(
     let now = SystemTime::now();
     let Some((body, fingerprint)) = state
         .token_bodies
-        .local_hit_with_fingerprint(profile, min_valid, now, started)
+        .local_hit(profile, min_valid, now, started)
     else {
         return Err(gate);
     };

@@ -20,7 +20,7 @@ use crate::config::ApiConfig;
 use crate::paths::Paths;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -352,10 +352,9 @@ where
         inner: io,
         watch: watch.clone(),
     });
-    // Each request's future owns one clone of this connection's context: one uncontended
-    // increment. Cloning the agent-wide `Arc<ApiState>` per request instead made both
-    // worker threads write the same cache line on every request (and the state's first
-    // fields, read by every request, shared that line).
+    // A request the fast path declines owns one clone of this connection's context: one
+    // uncontended increment. Cloning the agent-wide `Arc<ApiState>` per request instead
+    // made both worker threads write the same cache line on every request.
     let ctx = Arc::new(ConnCtx {
         state: state.clone(),
         info,
@@ -374,8 +373,7 @@ where
     });
     let mut builder = http1::Builder::new();
     builder
-        // hyper's header timer is off (see the module docs); `Activity` watches heads.
-        .timer(TokioTimer::new())
+        // No hyper timer: the watchman times heads and idle connections (module docs).
         .header_read_timeout(None)
         // Hard caps hyper enforces itself (bare 431); the guard answers in JSON below them.
         .max_header_size(
@@ -437,7 +435,7 @@ impl Future for Answer {
 }
 
 /// What a connection's requests share: the agent's state, who is on the other end, and the
-/// activity the connection's timer watches.
+/// connection's watch (its activity and stop signal).
 struct ConnCtx {
     state: Arc<ApiState>,
     info: ConnInfo,

@@ -115,7 +115,7 @@ impl TokenBodies {
     /// with the token's fingerprint (for the audit record). The hit is counted as a token
     /// request answered `ok`. `now` and `mono` are the request's own clock reads. No lock and
     /// no shared counter: the cache-hit path of `GET /v1/token`.
-    pub fn local_hit_with_fingerprint(
+    pub fn local_hit(
         &self,
         profile: &str,
         min_valid: Option<Duration>,
@@ -182,14 +182,9 @@ impl TokenBodies {
         });
     }
 
-    /// The JSON body for `t` at `now`: the kept bytes when they still say the same, else a
-    /// fresh encoding that replaces them.
-    pub fn body(&self, t: &Arc<IssuedToken>, now: SystemTime) -> Result<Bytes, serde_json::Error> {
-        self.body_and_fingerprint(t, now).map(|(b, _)| b)
-    }
-
-    /// [`TokenBodies::body`] and the token's fingerprint (kept with the body, so the audit
-    /// record of a cache hit costs no hashing).
+    /// The JSON body for `t` at `now` (the kept bytes when they still say the same, else a
+    /// fresh encoding that replaces them) and the token's fingerprint (kept with the body,
+    /// so the audit record of a cache hit costs no hashing).
     pub fn body_and_fingerprint(
         &self,
         t: &Arc<IssuedToken>,
@@ -293,26 +288,32 @@ mod tests {
         let bodies = TokenBodies::default();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let exp = now + Duration::from_millis(100_500);
-        let a = bodies.body(&token("t1", exp), now).unwrap();
+        let a = bodies
+            .body_and_fingerprint(&token("t1", exp), now)
+            .unwrap()
+            .0;
         let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(v["access_token"], "t1");
         assert_eq!(v["expires_in"], 100);
         assert_eq!(v["expires_at"], "2023-11-14T22:15:00.5Z");
         // Same token, same second: the very same bytes.
         let b = bodies
-            .body(&token("t1", exp), now + Duration::from_millis(400))
-            .unwrap();
+            .body_and_fingerprint(&token("t1", exp), now + Duration::from_millis(400))
+            .unwrap()
+            .0;
         assert_eq!(a.as_ptr(), b.as_ptr());
         // The next second re-encodes.
         let c = bodies
-            .body(&token("t1", exp), now + Duration::from_secs(1))
-            .unwrap();
+            .body_and_fingerprint(&token("t1", exp), now + Duration::from_secs(1))
+            .unwrap()
+            .0;
         let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
         assert_eq!(v["expires_in"], 99);
         // A new token re-encodes at once.
         let d = bodies
-            .body(&token("t2", exp), now + Duration::from_secs(1))
-            .unwrap();
+            .body_and_fingerprint(&token("t2", exp), now + Duration::from_secs(1))
+            .unwrap()
+            .0;
         let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
         assert_eq!(v["access_token"], "t2");
     }

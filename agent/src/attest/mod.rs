@@ -329,14 +329,9 @@ impl ConnPeer {
         self.kind
     }
 
-    /// The attestation, computed on the first call.
-    pub fn attestation(&self) -> Arc<Attestation> {
-        self.attestation_ref().clone()
-    }
-
-    /// [`ConnPeer::attestation`] borrowed: a request that only checks a policy against it
-    /// and counts a repeat into the held record takes no reference count.
-    pub fn attestation_ref(&self) -> &Arc<Attestation> {
+    /// The attestation, computed on the first call. Borrowed: a request that only checks a
+    /// policy against it and counts a repeat into the held record takes no reference count.
+    pub fn attestation(&self) -> &Arc<Attestation> {
         self.cell.get_or_init(|| {
             Arc::new(attest(
                 Path::new("/proc"),
