@@ -61,6 +61,8 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
     stream.write_all(&req).map_err(io)?;
     let mut answer = Zeroizing::new(Vec::with_capacity(4096));
     let mut chunk = Zeroizing::new([0u8; 4096]);
+    // The head, read once as soon as all of it is in.
+    let mut seen: Option<Head> = None;
     loop {
         match stream.read(chunk.as_mut()) {
             Ok(0) => break,
@@ -71,11 +73,12 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
                         "the agent's answer is too large".into(),
                     ));
                 }
+                if seen.is_none() {
+                    seen = head(&answer)?;
+                }
                 // The whole answer is here: waiting for the agent's close would only add
                 // its next wake-up to every call.
-                if let Ok(Some(done)) = head(&answer)
-                    && done.complete(answer.len())
-                {
+                if seen.as_ref().is_some_and(|h| h.complete(answer.len())) {
                     break;
                 }
             }
@@ -89,7 +92,12 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
             Err(e) => return Err(io(e)),
         }
     }
-    parse(&answer).map(Some)
+    let h = seen.ok_or_else(|| bad_answer("has no complete head"))?;
+    body_of(&answer, &h).map(Some)
+}
+
+fn bad_answer(what: &str) -> ClientError {
+    ClientError::Protocol(format!("the agent's answer {what}"))
 }
 
 /// What the head of an answer says.
@@ -111,32 +119,34 @@ impl Head {
 
 /// Reads the head of `answer`; `Ok(None)` until all of it has arrived.
 fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
-    let bad = |what: &str| ClientError::Protocol(format!("the agent's answer {what}"));
     let Some(head_end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
-    let head = std::str::from_utf8(&answer[..head_end]).map_err(|_| bad("head is not text"))?;
+    let head =
+        std::str::from_utf8(&answer[..head_end]).map_err(|_| bad_answer("head is not text"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status = status_line
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
         .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| bad("has no HTTP/1.1 status line"))?;
+        .ok_or_else(|| bad_answer("has no HTTP/1.1 status line"))?;
     let mut length = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
-            return Err(bad("has a malformed header"));
+            return Err(bad_answer("has a malformed header"));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             length = Some(
                 value
                     .parse::<usize>()
-                    .map_err(|_| bad("has a bad Content-Length"))?,
+                    .map_err(|_| bad_answer("has a bad Content-Length"))?,
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(bad("uses a transfer encoding this client does not read"));
+            return Err(bad_answer(
+                "uses a transfer encoding this client does not read",
+            ));
         }
     }
     Ok(Some(Head {
@@ -146,16 +156,21 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
     }))
 }
 
-/// Splits one complete HTTP/1.1 answer into status and body.
-fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
-    let bad = |what: &str| ClientError::Protocol(format!("the agent's answer {what}"));
-    let h = head(answer)?.ok_or_else(|| bad("has no complete head"))?;
+/// The status and body of a complete answer whose head is `h`.
+fn body_of(answer: &[u8], h: &Head) -> Result<(u16, Vec<u8>), ClientError> {
     let body = &answer[h.body_at..];
     let body = match h.length {
-        Some(n) => body.get(..n).ok_or_else(|| bad("ended early"))?,
+        Some(n) => body.get(..n).ok_or_else(|| bad_answer("ended early"))?,
         None => body,
     };
     Ok((h.status, body.to_vec()))
+}
+
+/// Splits one complete HTTP/1.1 answer into status and body.
+#[cfg(test)]
+fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+    let h = head(answer)?.ok_or_else(|| bad_answer("has no complete head"))?;
+    body_of(answer, &h)
 }
 
 #[cfg(test)]
