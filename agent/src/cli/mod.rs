@@ -113,6 +113,9 @@ pub fn load(
     }
     let mut config = crate::config::Config::load_from_process(&paths.config_files, &[])?;
     config.default_profiles_from_env();
+    if let Some(dir) = &config.agent.state_dir {
+        paths.state_dir.clone_from(dir);
+    }
     Ok((config, paths))
 }
 

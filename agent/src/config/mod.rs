@@ -83,6 +83,9 @@ pub struct AgentConfig {
     pub log_level: String,
     /// `text` for people, `json` for log shippers.
     pub log_format: LogFormat,
+    /// Where the persistent state lives instead of `$XDG_STATE_HOME/stagepass`: the Feature
+    /// points it at its state volume so that a container rebuild keeps the login.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +93,7 @@ impl Default for AgentConfig {
         Self {
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            state_dir: None,
         }
     }
 }
@@ -229,6 +233,16 @@ impl Config {
                     message: format!("{sub:?} is not a configured profile"),
                 });
             }
+        }
+        if let Some(dir) = &self.agent.state_dir
+            && !dir.is_absolute()
+        {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from("(config)"),
+                line: 0,
+                key: "agent.state_dir".into(),
+                message: format!("{} is not an absolute path", dir.display()),
+            });
         }
         self.api.validate()?;
         self.audit.validate()?;
