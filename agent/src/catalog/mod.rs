@@ -15,6 +15,7 @@ pub mod git;
 pub mod outbox;
 mod push;
 pub mod refs;
+pub mod root;
 mod service;
 pub mod token;
 pub mod validate;
@@ -48,6 +49,10 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Working directory used to find the repository when `root` is not configured.
     pub cwd: Option<PathBuf>,
+    /// `CODESPACE_VSCODE_FOLDER` (read from the environment by default).
+    pub env_folder: Option<PathBuf>,
+    /// Where dev containers mount repositories (`/workspaces` by default).
+    pub workspaces_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -57,6 +62,10 @@ impl Default for Options {
             inotify_limit: None,
             poll_interval: Duration::from_secs(2),
             cwd: None,
+            env_folder: std::env::var_os("CODESPACE_VSCODE_FOLDER")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            workspaces_dir: Some(PathBuf::from("/workspaces")),
         }
     }
 }
@@ -64,12 +73,15 @@ impl Default for Options {
 /// The catalog part of `/v1/status` and `/v1/catalog`.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CatalogStatus {
-    /// `disabled`, `starting`, `watching` or `error`.
+    /// `disabled`, `starting`, `waiting` (no folder to watch yet), `watching` or `error`.
     pub state: String,
     /// Why, when not watching.
     pub reason: Option<String>,
     /// The repository watched.
     pub root: Option<PathBuf>,
+    /// Where the watched folder came from (`catalog.root`, the dev container's workspace
+    /// folder, ...).
+    pub root_source: Option<String>,
     /// Catalog files found.
     pub files: usize,
     /// Valid entities in them.

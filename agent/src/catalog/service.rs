@@ -7,10 +7,11 @@ use super::check::duplicate_findings;
 use super::diff::{self, Change};
 use super::discover::{self, Matcher};
 use super::finding::Finding;
-use super::git::{self, Repo, UrlMap};
+use super::git::{Repo, UrlMap};
 use super::outbox::{Action, Job, Outbox};
 use super::push::{self, Worker};
 use super::refs::EntityRef;
+use super::root;
 use super::token::TokenSource;
 use super::validate::{self, FileReport};
 use super::watch::{self, DirWatcher, WatchEvent};
@@ -97,22 +98,14 @@ async fn run(
     commands_tx: mpsc::UnboundedSender<Command>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let root = match &config.root {
-        Some(r) => Some(r.clone()),
-        None => {
-            let cwd = options.cwd.clone().or_else(|| std::env::current_dir().ok());
-            match cwd {
-                Some(c) => git::toplevel(&c).await,
-                None => None,
-            }
-        }
+    let inputs = root::Inputs {
+        config_root: config.root.clone(),
+        hint_file: Some(paths.state_dir.join(root::HINT_FILE)),
+        env_folder: options.env_folder.clone(),
+        cwd: options.cwd.clone().or_else(|| std::env::current_dir().ok()),
+        workspaces_dir: options.workspaces_dir.clone(),
     };
-    let Some(root) = root.and_then(|r| std::fs::canonicalize(&r).ok()) else {
-        fail(
-            &shared,
-            "disabled",
-            "not started inside a git repository and no catalog.root configured".into(),
-        );
+    let Some((root, source)) = wait_for_root(&inputs, &shared, &mut commands).await else {
         return;
     };
     let matcher = match Matcher::new(&config.globs) {
@@ -223,6 +216,7 @@ async fn run(
     }
     engine.shared.update(|s| {
         s.root = Some(root.clone());
+        s.root_source = Some(source.describe().into());
         s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
     });
     engine.publish();
@@ -279,6 +273,62 @@ async fn run(
             }
         }
         engine.publish();
+    }
+}
+
+/// How often a waiting engine looks again for a folder to watch (a stat and a directory
+/// listing; git runs only when they changed).
+const ROOT_POLL: Duration = Duration::from_secs(2);
+
+/// Finds the folder to watch, waiting (state `waiting`, with the reason) until there is one:
+/// in a dev container the start hook writes the workspace hint a moment after the agent
+/// started. Diff and sync requests meanwhile get the reason as their error. `None` when the
+/// service is being stopped.
+async fn wait_for_root(
+    inputs: &root::Inputs,
+    shared: &Shared,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<(PathBuf, root::Source)> {
+    let mut seen = inputs.fingerprint();
+    let mut reason = match root::resolve(inputs).await {
+        root::Resolution::Found { root, source } => return Some((root, source)),
+        root::Resolution::NotYet(reason) => reason,
+    };
+    loop {
+        fail(shared, "waiting", reason.clone());
+        let mut tick = tokio::time::interval(ROOT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let error = Some(format!("the catalog is not watching: {reason}"));
+                    match cmd? {
+                        Command::Diff(tx) => {
+                            let _ = tx.send(DiffReport { changes: Vec::new(), error });
+                        }
+                        Command::Sync(tx) => {
+                            let _ = tx.send(SyncReport { error, ..SyncReport::default() });
+                        }
+                        Command::Recheck => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = inputs.fingerprint();
+                    if now != seen {
+                        seen = now;
+                        break;
+                    }
+                }
+            }
+        }
+        match root::resolve(inputs).await {
+            root::Resolution::Found { root, source } => {
+                tracing::info!(root = %root.display(), source = source.describe(), "catalog folder found");
+                return Some((root, source));
+            }
+            root::Resolution::NotYet(r) => reason = r,
+        }
     }
 }
 

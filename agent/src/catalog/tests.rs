@@ -256,15 +256,49 @@ async fn disabled_and_outside_a_repository() {
         &paths(tmp.path()),
         Options {
             cwd: Some(tmp.path().to_path_buf()),
+            env_folder: None,
+            workspaces_dir: None,
             ..Options::default()
         },
     )
     .await;
-    let s = wait_for(&h, "disabled", |s| s.state != "starting").await;
-    assert_eq!(s.state, "disabled");
-    assert!(s.reason.unwrap().contains("git repository"));
+    let s = wait_for(&h, "waiting", |s| s.state != "starting").await;
+    assert_eq!(s.state, "waiting");
+    assert!(
+        s.reason.unwrap().contains("no workspace folder known yet"),
+        "{:?}",
+        h.status()
+    );
     let d = h.diff().await;
-    assert!(d.error.is_some());
+    assert!(
+        d.error.as_deref().unwrap().contains("not watching"),
+        "{d:?}"
+    );
+
+    // The dev container's start hook names the workspace folder: the waiting engine takes it.
+    let repo = repo();
+    std::fs::create_dir_all(tmp.path().join("state")).unwrap();
+    std::fs::write(
+        tmp.path()
+            .join("state")
+            .join(crate::catalog::root::HINT_FILE),
+        format!("{}\n", repo.path().join("repo/svc").display()),
+    )
+    .unwrap();
+    let s = wait_for(&h, "watching the hinted folder", |s| s.state == "watching").await;
+    assert_eq!(
+        s.root.as_deref(),
+        Some(
+            std::fs::canonicalize(repo.path().join("repo"))
+                .unwrap()
+                .as_path()
+        )
+    );
+    assert_eq!(
+        s.root_source.as_deref(),
+        Some("the dev container's workspace folder")
+    );
+    assert_eq!(s.files, 1, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

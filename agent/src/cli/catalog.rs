@@ -201,8 +201,13 @@ pub fn status_text(catalog: &serde_json::Value) -> String {
         out.push_str(&format!(" ({reason})"));
     }
     if let Some(root) = catalog.get("root").and_then(|r| r.as_str()) {
+        let source = catalog
+            .get("root_source")
+            .and_then(|s| s.as_str())
+            .map(|s| format!(" (from {s})"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            ", {root}: {} file(s), {} entit(ies)",
+            ", {root}{source}: {} file(s), {} entit(ies)",
             num("files"),
             num("entities")
         ));
