@@ -64,6 +64,7 @@ pub async fn run(config: &Config, paths: &Paths) -> ExitCode {
     checks.push(forward_check(
         config,
         &std::env::current_dir().unwrap_or_default(),
+        Path::new(FEATURE_METADATA),
     ));
     let mut out = String::new();
     for c in &checks {
@@ -449,45 +450,90 @@ fn codespaces_check() -> Check {
     }
 }
 
-/// Looks for a devcontainer.json that asks VS Code not to auto-forward the agent's port.
-pub fn forward_check(config: &Config, start: &Path) -> Check {
+/// Where install.sh keeps a copy of the Feature's metadata: its `remote.portsAttributes` are
+/// part of every container built with it, although no workspace file shows them.
+pub const FEATURE_METADATA: &str = "/usr/local/share/stagepass/devcontainer-feature.json";
+
+/// Judges whether VS Code would auto-forward the agent's port, from what is really configured:
+/// the Feature's own metadata (`feature_json`) and the workspace's devcontainer.json, both read
+/// as JSONC the way VS Code reads them.
+pub fn forward_check(config: &Config, start: &Path, feature_json: &Path) -> Check {
     const NAME: &str = "port auto-forward protection";
     if !config.api.tcp {
         return check(NAME, Level::Skip, "TCP is turned off", None);
     }
     let port = config.api.port;
-    let Some(file) = find_devcontainer(start) else {
+    let mut looked = Vec::new();
+    for file in [Some(feature_json.to_path_buf()), find_devcontainer(start)]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        match ignores_port(&text, port) {
+            Ok(true) => {
+                return check(
+                    NAME,
+                    Level::Ok,
+                    format!(
+                        "{} keeps VS Code from forwarding port {port}",
+                        file.display()
+                    ),
+                    None,
+                );
+            }
+            Ok(false) => looked.push(file.display().to_string()),
+            Err(e) => looked.push(format!("{} (unreadable: {e})", file.display())),
+        }
+    }
+    if looked.is_empty() {
         return check(
             NAME,
             Level::Skip,
-            "no devcontainer.json found from the current directory up",
+            "no devcontainer.json found from the current directory up, and no stagepass Feature",
             None,
         );
-    };
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
-    let protected = text.contains("portsAttributes")
-        && text.contains(&format!("\"{port}\""))
-        && text.contains("\"ignore\"");
-    if protected {
-        check(
-            NAME,
-            Level::Ok,
-            format!("{} ignores port {port}", file.display()),
-            None,
-        )
-    } else {
-        check(
-            NAME,
-            Level::Warn,
-            format!(
-                "{} does not stop VS Code from forwarding port {port}",
-                file.display()
-            ),
-            Some(&format!(
-                "add to devcontainer.json: \"customizations\": {{\"vscode\": {{\"settings\": {{\"remote.portsAttributes\": {{\"{port}\": {{\"onAutoForward\": \"ignore\"}}}}}}}}}} (the Host guard refuses forwarded requests anyway)"
-            )),
-        )
     }
+    check(
+        NAME,
+        Level::Warn,
+        format!(
+            "nothing stops VS Code from forwarding port {port} (looked at {})",
+            looked.join(", ")
+        ),
+        Some(&format!(
+            "add to devcontainer.json: \"customizations\": {{\"vscode\": {{\"settings\": {{\"remote.portsAttributes\": {{\"{port}\": {{\"onAutoForward\": \"ignore\"}}}}}}}}}} (the Host guard refuses forwarded requests anyway)"
+        )),
+    )
+}
+
+/// Whether a devcontainer.json or devcontainer-feature.json (JSONC) asks VS Code to ignore
+/// `port`: a `portsAttributes` entry for it (top level, or the `remote.portsAttributes` setting
+/// under `customizations.vscode.settings`) or `otherPortsAttributes`, with `onAutoForward`
+/// set to `ignore`.
+fn ignores_port(text: &str, port: u16) -> Result<bool, String> {
+    let doc: serde_json::Value =
+        jsonc_parser::parse_to_serde_value(text, &jsonc_parser::ParseOptions::default())
+            .map_err(|e| e.to_string())?;
+    let ignore = |attrs: Option<&serde_json::Value>| {
+        attrs
+            .and_then(|a| a.get("onAutoForward"))
+            .and_then(|v| v.as_str())
+            == Some("ignore")
+    };
+    let key = port.to_string();
+    let settings = doc.pointer("/customizations/vscode/settings");
+    let tables = [
+        doc.get("portsAttributes"),
+        settings.and_then(|s| s.get("remote.portsAttributes")),
+    ];
+    let others = [
+        doc.get("otherPortsAttributes"),
+        settings.and_then(|s| s.get("remote.otherPortsAttributes")),
+    ];
+    Ok(tables.iter().any(|t| ignore(t.and_then(|t| t.get(&key))))
+        || others.iter().any(|o| ignore(*o)))
 }
 
 fn find_devcontainer(start: &Path) -> Option<PathBuf> {
@@ -547,17 +593,61 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let config = Config::default();
         let sub = tmp.path().join("src/deep");
+        let no_feature = tmp.path().join("no-feature.json");
         std::fs::create_dir_all(&sub).unwrap();
-        assert_eq!(forward_check(&config, &sub).level, Level::Skip);
+        assert_eq!(forward_check(&config, &sub, &no_feature).level, Level::Skip);
         std::fs::create_dir_all(tmp.path().join(".devcontainer")).unwrap();
         let f = tmp.path().join(".devcontainer/devcontainer.json");
         std::fs::write(&f, "{\"name\": \"x\"}").unwrap();
-        assert_eq!(forward_check(&config, &sub).level, Level::Warn);
+        assert_eq!(forward_check(&config, &sub, &no_feature).level, Level::Warn);
+        // JSONC as VS Code reads it: comments and trailing commas.
         std::fs::write(
             &f,
-            "{\"customizations\": {\"vscode\": {\"settings\": {\"remote.portsAttributes\": {\"7391\": {\"onAutoForward\": \"ignore\"}}}}}}",
+            "// team config\n{\"customizations\": {\"vscode\": {\"settings\": {\"remote.portsAttributes\": {\"7391\": {\"onAutoForward\": \"ignore\",},}}}}, /* end */}",
         )
         .unwrap();
-        assert_eq!(forward_check(&config, &sub).level, Level::Ok);
+        assert_eq!(forward_check(&config, &sub, &no_feature).level, Level::Ok);
+        // The top-level property of the spec counts too; "notify" does not protect.
+        std::fs::write(
+            &f,
+            "{\"portsAttributes\": {\"7391\": {\"onAutoForward\": \"ignore\"}}}",
+        )
+        .unwrap();
+        assert_eq!(forward_check(&config, &sub, &no_feature).level, Level::Ok);
+        std::fs::write(
+            &f,
+            "{\"portsAttributes\": {\"7391\": {\"onAutoForward\": \"notify\"}}}",
+        )
+        .unwrap();
+        assert_eq!(forward_check(&config, &sub, &no_feature).level, Level::Warn);
+    }
+
+    /// The false warning of a real container: the workspace's devcontainer.json says nothing
+    /// about the port, but the Feature itself (its installed metadata) protects it.
+    #[test]
+    fn the_features_own_ports_attributes_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".devcontainer")).unwrap();
+        std::fs::write(
+            tmp.path().join(".devcontainer/devcontainer.json"),
+            "{\"features\": {\"./stagepass\": {}}}",
+        )
+        .unwrap();
+        let feature = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../feature/src/stagepass/devcontainer-feature.json");
+        let config = Config::default();
+        let c = forward_check(&config, tmp.path(), &feature);
+        assert_eq!(c.level, Level::Ok, "{}", c.detail);
+        assert!(
+            c.detail.contains("devcontainer-feature.json"),
+            "{}",
+            c.detail
+        );
+        // Another port is not covered by the Feature's attributes.
+        let mut other = Config::default();
+        other.api.port = 8123;
+        let c = forward_check(&other, tmp.path(), &feature);
+        assert_eq!(c.level, Level::Warn, "{}", c.detail);
+        assert!(c.detail.contains("8123"), "{}", c.detail);
     }
 }
