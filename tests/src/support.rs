@@ -21,6 +21,16 @@ pub fn peers_dir() -> PathBuf {
     repo_root().join("tests").join("peers")
 }
 
+/// The cache `tests/run` installs into (`STAGEPASS_TEST_CACHE`, default
+/// `~/.cache/stagepass-test`): the devcontainer CLI, the Debian rootfs, the build.
+pub fn test_cache() -> PathBuf {
+    match std::env::var_os("STAGEPASS_TEST_CACHE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/stagepass-test"),
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (bind to 0, read, close).
 ///
 /// Another process may take it before the caller binds it; prefer letting a server bind

@@ -147,12 +147,23 @@ fn feature_json_declares_what_the_issue_asks_for() {
         json["entrypoint"],
         "/usr/local/share/stagepass/entrypoint.sh"
     );
-    assert!(
-        json["installsAfter"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v.as_str().unwrap().ends_with("/common-utils"))
+    // No registry lookups for a local build: the devcontainer CLI resolves every installsAfter
+    // and dependsOn id on its registry, even for a local Feature.
+    assert!(json.get("installsAfter").is_none(), "{json}");
+    assert!(json.get("dependsOn").is_none(), "{json}");
+    // State on a volume per dev container, so a rebuild keeps the login.
+    assert_eq!(
+        json["mounts"],
+        serde_json::json!([{
+            "source": "stagepass-state-${devcontainerId}",
+            "target": "/var/lib/stagepass",
+            "type": "volume"
+        }])
+    );
+    // The start hook that tells the agent the workspace folder.
+    assert_eq!(
+        json["postStartCommand"],
+        "/usr/local/share/stagepass/workspace-hook.sh"
     );
     assert!(
         json["containerEnv"]["STAGEPASS_API_URL"]
@@ -183,6 +194,7 @@ fn devcontainer_cli_packages_the_feature() {
         "install.sh",
         "entrypoint.sh",
         "supervisor.sh",
+        "workspace-hook.sh",
     ] {
         assert!(
             list.lines().any(|l| l.trim_start_matches("./") == f),
@@ -271,9 +283,24 @@ fn install_writes_binary_config_state_dirs_and_git_helper() {
     assert_eq!(backstage.scopes, ["openid", "offline_access"]);
     assert_eq!(parsed.catalog.profile.as_deref(), Some("backstage"));
     assert_eq!(parsed.aws["default"].profile, "backstage");
+    // State lives on the Feature's volume, so a rebuild keeps the login.
+    assert_eq!(
+        parsed.agent.state_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/stagepass"))
+    );
+    for (path, mode) in [
+        ("/usr/local/share/stagepass/workspace-hook.sh", 0o755),
+        (
+            "/usr/local/share/stagepass/devcontainer-feature.json",
+            0o644,
+        ),
+    ] {
+        let meta = std::fs::metadata(c.path(path)).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, mode), "{path}");
+    }
 
     // The state dir belongs to the remote user and is closed to others.
-    let state = std::fs::metadata(c.path("/home/vscode/.local/state/stagepass")).unwrap();
+    let state = std::fs::metadata(c.path("/var/lib/stagepass")).unwrap();
     assert_eq!((state.uid(), state.mode() & 0o777), (REMOTE_UID, 0o700));
 
     // git asks stagepass, system-wide.
@@ -502,7 +529,7 @@ fn agent_starts_as_the_remote_user_and_the_entrypoint_returns_at_once() {
     );
     // The log is the user's own file, closed to others.
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(c.path("/home/vscode/.local/state/stagepass/agent.log")).unwrap();
+    let meta = std::fs::metadata(c.path("/var/lib/stagepass/agent.log")).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (REMOTE_UID, 0o600));
     assert_eq!(c.agents(), vec![(pid, uid)]);
 
@@ -554,7 +581,7 @@ fn stale_lock_and_pid_files_from_a_previous_boot_do_not_block_the_start() {
     assert!(c.agents().is_empty());
     // /tmp is NOT emptied here: the lock files of the previous boot stay, plus a pid file
     // naming a pid that no longer exists.
-    let state = c.path("/home/vscode/.local/state/stagepass");
+    let state = c.path("/var/lib/stagepass");
     assert!(state.join("supervisor.lock").exists());
     std::fs::write(state.join("agent.pid"), "4242\n").unwrap();
     let runtime = c.path("/tmp/stagepass-1000");
@@ -771,6 +798,8 @@ fn device_login_in_the_container_then_a_fresh_token_after_every_restart_with_one
     let options = devcontainer_options(&[
         ("STAGEPASS_TEST_ISSUER", idp.issuer()),
         ("STAGEPASS_TEST_PORT", &port),
+        ("STAGEPASS_TEST_BACKSTAGE_URL", ""),
+        ("STAGEPASS_TEST_URL_TEMPLATE", ""),
     ]);
     let options: Vec<(&str, &str)> = options
         .iter()

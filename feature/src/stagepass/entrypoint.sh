@@ -21,9 +21,13 @@ note() { printf 'stagepass entrypoint: %s\n' "$*" >&2; }
 
 # The remote user recorded by install.sh (KEY=value lines, read without evaluating them).
 remote_user=""
+state_dir=""
 if [ -r "$SHARE_DIR/feature.env" ]; then
     while IFS='=' read -r key value; do
-        case "$key" in REMOTE_USER) remote_user=$value ;; esac
+        case "$key" in
+        REMOTE_USER) remote_user=$value ;;
+        STATE_DIR) state_dir=$value ;;
+        esac
     done <"$SHARE_DIR/feature.env"
 fi
 
@@ -49,6 +53,19 @@ case "$uid" in
     exit 0
     ;;
 esac
+
+# The state dir (on the Feature's volume) belongs to the remote user, 0700. The devcontainer CLI
+# may give that user another uid after install.sh ran (updateRemoteUserUID), and a new volume
+# starts as a copy of the image's directory: hand it over again when the owner differs. -h: a
+# symlink inside is changed itself, never what it points at.
+if [ -n "$state_dir" ] && [ ! -L "$state_dir" ]; then
+    [ -d "$state_dir" ] || mkdir -p "$state_dir" 2>/dev/null
+    if [ -d "$state_dir" ] && [ "$(stat -c %u "$state_dir" 2>/dev/null)" != "$uid" ]; then
+        chown -R -h "$uid:$gid" "$state_dir" 2>/dev/null &&
+            note "handed $state_dir to $remote_user (uid $uid)"
+    fi
+    chmod 0700 "$state_dir" 2>/dev/null
+fi
 
 # A clean identity for the user's process: its own HOME and no root XDG dirs; Codespaces and
 # proxy variables pass through. setpriv (util-linux) switches without a PAM session.

@@ -21,6 +21,7 @@ PROFILES="${PROFILES:-backstage=backstage-catalog}"
 SCOPES="${SCOPES:-openid offline_access}"
 BACKSTAGEURL="${BACKSTAGEURL:-}"
 CATALOGSYNC="${CATALOGSYNC:-true}"
+CATALOGURLTEMPLATE="${CATALOGURLTEMPLATE:-}"
 PORT="${PORT:-7391}"
 LOGLEVEL="${LOGLEVEL:-info}"
 GITCREDENTIALHELPER="${GITCREDENTIALHELPER:-true}"
@@ -33,6 +34,9 @@ CORE_PATH=/usr/local/bin/stagepass-core
 SHARE_DIR=/usr/local/share/stagepass
 CONFIG_DIR=/etc/stagepass
 CONFIG_FILE="$CONFIG_DIR/config.toml"
+# The agent's persistent state (logins, outbox, audit log, workspace hint). The Feature mounts
+# a named volume here (devcontainer-feature.json "mounts"), so a rebuild keeps the login.
+STATE_DIR=/var/lib/stagepass
 PROFILE_D=/etc/profile.d/stagepass.sh
 DEFAULT_PORT=7391
 FEATURE_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -112,6 +116,7 @@ check_bool() {
 }
 check_url issuer "$ISSUER"
 check_url backstageUrl "$BACKSTAGEURL"
+check_url catalogUrlTemplate "$CATALOGURLTEMPLATE"
 check_plain clientId "$CLIENTID"
 check_plain scopes "$SCOPES"
 check_plain awsRoleArn "$AWSROLEARN"
@@ -153,6 +158,10 @@ put_file "$src_core" "$CORE_PATH" 0755
 put_file "$src_bin" "$BIN_PATH" 0755
 put_file "$FEATURE_DIR/entrypoint.sh" "$SHARE_DIR/entrypoint.sh" 0755
 put_file "$FEATURE_DIR/supervisor.sh" "$SHARE_DIR/supervisor.sh" 0755
+put_file "$FEATURE_DIR/workspace-hook.sh" "$SHARE_DIR/workspace-hook.sh" 0755
+# `stagepass doctor` reads the Feature's own port attributes from this copy: they apply to
+# every container built with the Feature, though no workspace file shows them.
+put_file "$FEATURE_DIR/devcontainer-feature.json" "$SHARE_DIR/devcontainer-feature.json" 0644
 # The MCP launcher VS Code runs (customizations.vscode.mcp in devcontainer-feature.json): a
 # feature cannot make its customizations depend on an option, so the registration is always
 # there and the launcher serves only when mcpServer=true.
@@ -188,36 +197,50 @@ trap 'rm -f "$tmp_env" "$tmp_conf" "$tmp_profile"' EXIT
 {
     echo "# Written by the stagepass feature's install.sh; read by entrypoint.sh (KEY=value, no shell)."
     echo "REMOTE_USER=$user"
+    echo "STATE_DIR=$STATE_DIR"
 } >"$tmp_env"
 put_file "$tmp_env" "$SHARE_DIR/feature.env" 0644
 
-# State dir (survives restarts): owned by the remote user, 0700. The agent also creates it
-# itself, so a user that does not exist yet at build time is only a warning.
+# State dir (survives restarts and, on its volume, rebuilds): owned by the remote user, 0700.
+# A new volume starts as a copy of this directory, owner and mode included. The entrypoint
+# checks the owner again at every start (the devcontainer CLI may change the remote user's uid
+# after this runs), so a user that does not exist yet is only a warning.
+if [ -L "$STATE_DIR" ]; then
+    warn "$STATE_DIR is a symlink; leaving it alone (the agent will refuse it)"
+elif [ "$user" != root ] && id "$user" >/dev/null 2>&1; then
+    uid=$(id -u "$user")
+    gid=$(id -g "$user")
+    if [ "$(stat -c '%a %u' "$STATE_DIR" 2>/dev/null)" != "700 $uid" ]; then
+        install -d -m 0700 -o "$uid" -g "$gid" "$STATE_DIR"
+        say "prepared: $STATE_DIR (0700, owner $user)"
+    else
+        say "unchanged: $STATE_DIR"
+    fi
+elif [ "$(stat -c %a "$STATE_DIR" 2>/dev/null)" != 700 ]; then
+    install -d -m 0700 "$STATE_DIR"
+fi
 if [ "$user" = root ]; then
     warn "the remote user is root; the agent never runs as root, so the entrypoint will not start it. Set remoteUser to a normal user."
 elif ! id "$user" >/dev/null 2>&1; then
-    warn "remote user '$user' does not exist yet; its state dir is created at first start"
+    warn "remote user '$user' does not exist yet; the entrypoint hands $STATE_DIR to it at first start"
 elif [ -z "$home" ] || [ ! -d "$home" ]; then
-    warn "home of '$user' ('$home') does not exist; its state dir is created at first start"
+    warn "home of '$user' ('$home') does not exist; its config dir is created at first start"
 else
     uid=$(id -u "$user")
     gid=$(id -g "$user")
-    for d in "$home/.local" "$home/.local/state" "$home/.config"; do
-        if [ ! -d "$d" ]; then
-            install -d -m 0755 -o "$uid" -g "$gid" "$d"
-            say "created: $d"
-        fi
-    done
-    for d in "$home/.local/state/stagepass" "$home/.config/stagepass"; do
-        if [ -L "$d" ]; then
-            warn "$d is a symlink; leaving it alone"
-        elif [ "$(stat -c '%a %u' "$d" 2>/dev/null)" != "700 $uid" ]; then
-            install -d -m 0700 -o "$uid" -g "$gid" "$d"
-            say "prepared: $d (0700, owner $user)"
-        else
-            say "unchanged: $d"
-        fi
-    done
+    if [ ! -d "$home/.config" ]; then
+        install -d -m 0755 -o "$uid" -g "$gid" "$home/.config"
+        say "created: $home/.config"
+    fi
+    d="$home/.config/stagepass"
+    if [ -L "$d" ]; then
+        warn "$d is a symlink; leaving it alone"
+    elif [ "$(stat -c '%a %u' "$d" 2>/dev/null)" != "700 $uid" ]; then
+        install -d -m 0700 -o "$uid" -g "$gid" "$d"
+        say "prepared: $d (0700, owner $user)"
+    else
+        say "unchanged: $d"
+    fi
 fi
 
 # --- config -------------------------------------------------------------------------------
@@ -234,6 +257,7 @@ catalog_profile=""
     echo
     echo "[agent]"
     echo "log_level = \"$LOGLEVEL\""
+    echo "state_dir = \"$STATE_DIR\""
     echo
     echo "[api]"
     echo "port = $PORT"
@@ -268,6 +292,7 @@ catalog_profile=""
     echo "[catalog]"
     echo "enabled = $CATALOGSYNC"
     [ -z "$BACKSTAGEURL" ] || echo "backstage_url = \"$BACKSTAGEURL\""
+    [ -z "$CATALOGURLTEMPLATE" ] || echo "url_template = \"$CATALOGURLTEMPLATE\""
     [ -z "$catalog_profile" ] || echo "profile = \"$catalog_profile\""
     if [ -n "$AWSROLEARN" ] && [ -n "$first_profile" ]; then
         echo
@@ -313,7 +338,10 @@ elif [ -e "$PROFILE_D" ]; then
     say "removed: $PROFILE_D (no longer needed)"
 fi
 
-# --- git credential helper ----------------------------------------------------------------
+# --- git credential helper ---------------------------------------------------------------
+# Registered in /etc/gitconfig. Without git in the image yet (a Feature that installs it may
+# run after this one: the Feature declares no installsAfter, so that a local build never asks
+# a registry), the same two lines are written by hand; git reads them once it is installed.
 helper="!$BIN_PATH git-credential"
 if command -v git >/dev/null 2>&1; then
     present=false
@@ -330,7 +358,12 @@ if command -v git >/dev/null 2>&1; then
         say "git: removed credential.helper '$helper' (gitCredentialHelper=false)"
     fi
 elif [ "$GITCREDENTIALHELPER" = true ]; then
-    warn "git is not installed; credential helper not registered (install git before this feature, e.g. common-utils)"
+    if grep -qxF "	helper = $helper" /etc/gitconfig 2>/dev/null; then
+        say "unchanged: git credential.helper (git is not installed yet)"
+    else
+        printf '[credential]\n\thelper = %s\n' "$helper" >>/etc/gitconfig
+        say "git: wrote credential.helper '$helper' to /etc/gitconfig (git is not installed yet; it reads it once installed)"
+    fi
 fi
 
 say "done: stagepass $("$BIN_PATH" --version 2>/dev/null | awk '{print $2}') for $ARCH/glibc, agent user '$user', port $PORT, config $CONFIG_FILE"

@@ -6,14 +6,23 @@
 # state dir: a kernel lock dies with its holder, so nothing left over from a previous boot (a
 # lock file, a pid file) can ever block the start. If the agent exits it is restarted with
 # exponential backoff (1 s doubling to 60 s, reset after a minute of healthy running).
-# Everything goes to $STATE/agent.log, readable by the user, rotated at 1 MiB.
+# Everything goes to $STATE/agent.log (STATE: the state dir install.sh recorded, on the Feature's
+# volume), readable by the user, rotated at 1 MiB.
 #
 # Codespaces: processes started from the entrypoint may lack GITHUB_TOKEN & co. Before each
 # agent start, missing ones are read from /workspaces/.codespaces/shared/.env-secrets
 # (KEY=base64 lines) into the agent's environment only; see feature/README.md for why here.
 set -u
 
-STATE="${XDG_STATE_HOME:-${HOME:-/nonexistent}/.local/state}/stagepass"
+SHARE_DIR=/usr/local/share/stagepass
+# The state dir install.sh chose (the Feature's volume), else the XDG default.
+STATE=""
+if [ -r "$SHARE_DIR/feature.env" ]; then
+    while IFS='=' read -r key value; do
+        case "$key" in STATE_DIR) STATE=$value ;; esac
+    done <"$SHARE_DIR/feature.env"
+fi
+[ -n "$STATE" ] || STATE="${XDG_STATE_HOME:-${HOME:-/nonexistent}/.local/state}/stagepass"
 LOG="$STATE/agent.log"
 LOG_MAX_BYTES=1048576
 BACKOFF_MAX=60

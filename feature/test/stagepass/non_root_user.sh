@@ -24,9 +24,9 @@ wait_agent_uid() {
 }
 
 check "agent runs as vscode" test "$(wait_agent_uid)" = "$(id -u vscode)"
-check "state dir is private" test "$(stat -c '%a %U' "$HOME/.local/state/stagepass")" = "700 vscode"
+check "state dir is private" test "$(stat -c '%a %U' /var/lib/stagepass)" = "700 vscode"
 check "issuer from options" grep -qx 'issuer = "https://idp.example.com/oidc"' /etc/stagepass/config.toml
 check "backstage profile" grep -qx 'audience = "backstage-catalog"' /etc/stagepass/config.toml
-check "log readable by the user" test -r "$HOME/.local/state/stagepass/agent.log"
+check "log readable by the user" test -r /var/lib/stagepass/agent.log
 
 reportResults

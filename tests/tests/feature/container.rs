@@ -59,10 +59,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The test cache filled by `tests/install/feature.sh`.
 pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("STAGEPASS_TEST_CACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/stagepass-test"),
-    }
+    stagepass_e2e::support::test_cache()
 }
 
 /// The cached rootfs tarball; panics with the fix when the install script has not run.
@@ -532,8 +529,7 @@ impl Container {
 
     /// The supervisor + agent log of the remote user.
     pub fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.path("/home/vscode/.local/state/stagepass/agent.log"))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.path("/var/lib/stagepass/agent.log")).unwrap_or_default()
     }
 
     /// What PID 1 printed (entrypoint notes end up here).
