@@ -12,11 +12,12 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 CACHE="${STAGEPASS_TEST_CACHE:-$HOME/.cache/stagepass-test}"
-# What the simulated container holds besides minbase: git (credential helper registration) and
-# ca-certificates (what a real image has). Changing this list changes the cache key.
+# What the simulated container and the real containers' base image (tests/peers/engine.sh)
+# hold besides minbase: git (credential helper registration, pushes), ca-certificates, curl
+# and procps (what a dev container image has). Changing this list changes the cache key.
 ROOTFS_SUITE=bookworm
 ROOTFS_VARIANT=minbase
-ROOTFS_INCLUDE=git,ca-certificates
+ROOTFS_INCLUDE=git,ca-certificates,curl,procps
 
 say() { printf 'feature.sh: %s\n' "$*"; }
 err() { printf 'feature.sh: error: %s\n' "$*" >&2; exit 1; }

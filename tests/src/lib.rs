@@ -9,6 +9,8 @@
 //! - [`idp`]: the OpenID provider (device flow, refresh rotation, token exchange, faults).
 //! - [`git_host`]: bare repositories over HTTP with optional token auth and raw file URLs.
 //! - [`backstage`]: the Backstage catalog backend trusting the IdP's JWKS.
+//! - [`devcontainer`]: real dev containers: the devcontainer CLI and the packaged Feature on
+//!   the run's own `dockerd` (`tests/peers/engine.sh`).
 //! - [`bed`]: the three together, either the shared bed started once per run by `tests/run`
 //!   (`STAGEPASS_TEST_BED_FILE`) or a private one owned by the test.
 //! - [`fault_proxy`]: a proxy in front of a peer (Backstage) that makes it look down, slow
@@ -22,6 +24,7 @@
 
 pub mod backstage;
 pub mod bed;
+pub mod devcontainer;
 pub mod error;
 pub mod fault_proxy;
 pub mod git_host;

@@ -19,6 +19,8 @@
 
 #[path = "feature/container.rs"]
 mod container;
+#[path = "feature/real.rs"]
+mod real;
 
 use container::{
     Container, REMOTE_UID, check, cli_node_modules, devcontainer_options, run, wait_for,

@@ -1,0 +1,412 @@
+//! The Feature in real dev containers: the official devcontainer CLI builds and starts them on
+//! Debian's `docker.io` (the run's own `dockerd`, see `tests/peers/engine.sh`) from
+//! `devcontainer/test/devcontainer.json` and the packaged Feature, in a workspace that is a
+//! git checkout with a remote on the test git host, exactly as a user's machine does.
+//!
+//! The containers use the host's network, so the peers on this machine's loopback (IdP, git
+//! host, Backstage) have the same URLs inside and out; nothing is pulled from a registry.
+//! `./tests/run` leaves these tests out, loudly, where no engine can run (not root).
+
+use stagepass_e2e::devcontainer::{self, DevContainer, Engine, REMOTE_UID};
+use stagepass_e2e::git_host::RepoAuth;
+use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use stagepass_e2e::support::{free_port, run, unique_name};
+use stagepass_e2e::{Backstage, BackstageOptions, GitHost, Idp, IdpOptions, jwt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A hang guard for each wait below, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+fn engine() -> Engine {
+    Engine::from_env().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The Feature packaged once per test binary from this build's binaries.
+fn feature_pkg() -> PathBuf {
+    static PKG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = devcontainer::package_feature(dir.path()).unwrap();
+        (dir, pkg)
+    })
+    .1
+    .clone()
+}
+
+/// The repository's own test configuration, as a user's workspace holds it.
+fn devcontainer_json() -> String {
+    std::fs::read_to_string(
+        stagepass_e2e::support::repo_root().join("devcontainer/test/devcontainer.json"),
+    )
+    .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `f` every 200 ms until it gives `Some`; panics with the container's diagnostics
+/// after [`HANG_GUARD`].
+fn wait<T>(dc: &DevContainer, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > HANG_GUARD {
+            panic!("timed out waiting for {what}\n{}", dc.diagnostics());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args))
+    .unwrap()
+}
+
+fn component(name: &str, owner: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  lifecycle: production\n  owner: {owner}\n"
+    )
+}
+
+/// Makes the workspace a checkout of a new repository on the git host holding `files`,
+/// `main` pushed and tracking `origin/main`; `.devcontainer/` stays untracked (excluded).
+fn checkout(dc: &DevContainer, remote: &str, files: &[(&str, String)]) {
+    let ws = dc.workspace();
+    git(&ws, &["init", "-q", "-b", "main"]);
+    std::fs::write(ws.join(".git/info/exclude"), ".devcontainer/\n").unwrap();
+    for (path, body) in files {
+        std::fs::write(ws.join(path), body).unwrap();
+    }
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-q", "-m", "initial"]);
+    git(&ws, &["remote", "add", "origin", remote]);
+    git(&ws, &["push", "-q", "-u", "origin", "main"]);
+    dc.chown_workspace().unwrap();
+}
+
+/// `stagepass login backstage` in the container (a terminal in VS Code); the IdP approves
+/// the user code as alice on its own (`auto_approve`), as a browser would.
+fn login(dc: &DevContainer) {
+    let out = dc.exec(&["stagepass", "login", "backstage"]).unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success(),
+        "login failed: {t}\n{}",
+        dc.diagnostics()
+    );
+    assert!(t.contains("enter the code"), "{t}");
+    assert!(t.contains("backstage: logged in"), "{t}");
+}
+
+fn token(dc: &DevContainer) -> Result<String, String> {
+    let out = dc
+        .docker_exec("vscode", &["stagepass", "token", "backstage"])
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(text(&out))
+    }
+}
+
+fn status(dc: &DevContainer) -> Option<String> {
+    let out = dc.exec(&["stagepass", "status"]).ok()?;
+    out.status.success().then(|| text(&out))
+}
+
+#[test]
+fn catalog_watches_the_workspace_and_a_push_from_the_container_reaches_backstage() {
+    let engine = engine();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let git_host = rt.block_on(GitHost::start(None)).unwrap();
+    let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
+    rt.block_on(idp.auto_approve(Some("alice"))).unwrap();
+    // A Backstage of its own that processes every 10 minutes: only the agent's push can make
+    // the new owner show within the test.
+    let bs = rt
+        .block_on(Backstage::start(BackstageOptions {
+            processing_interval_secs: 600,
+            ..BackstageOptions::new(idp.issuer(), git_host.host_port())
+        }))
+        .unwrap();
+    let repo = unique_name("real-dc");
+    let name = repo.replace('_', "-");
+    let remote = rt
+        .block_on(git_host.create_repo(&repo, RepoAuth::None))
+        .unwrap();
+    let template = format!("{}/raw/{repo}/{{branch}}/{{path}}", git_host.url());
+    let port = free_port().unwrap().to_string();
+    let mut dc = DevContainer::new(
+        &engine,
+        &feature_pkg(),
+        &devcontainer_json(),
+        &[
+            ("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image),
+            ("STAGEPASS_TEST_ISSUER", idp.issuer()),
+            ("STAGEPASS_TEST_PORT", &port),
+            ("STAGEPASS_TEST_BACKSTAGE_URL", bs.url()),
+            ("STAGEPASS_TEST_URL_TEMPLATE", &template),
+        ],
+    )
+    .unwrap();
+    checkout(
+        &dc,
+        &remote,
+        &[("catalog-info.yaml", component(&name, "team-a"))],
+    );
+    // Backstage already knows the repository (registered as a url location), owned by team-a.
+    let target = git_host.raw_url(&repo, "main", "catalog-info.yaml");
+    let reg = rt
+        .block_on(bs.register_location(&target, bs.static_token()))
+        .unwrap();
+    assert_eq!(reg.status, 201, "{:?}", reg.body);
+    rt.block_on(bs.wait_for_entity("component", "default", &name, bs.static_token(), HANG_GUARD))
+        .unwrap();
+
+    let (up, took) = dc.up(&[]).unwrap();
+    println!("devcontainer up (build + start): {took:?}");
+    let folder = up.remote_workspace_folder.clone().unwrap();
+    // The agent runs as the remote user, never root.
+    let agents = wait(&dc, "the agent", || {
+        dc.agents().ok().filter(|a| !a.is_empty())
+    });
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0].1, REMOTE_UID, "{agents:?}");
+
+    // With no catalog configuration, the agent watches the workspace folder and found its
+    // catalog file and entity.
+    let s = wait(&dc, "the catalog watching the workspace", || {
+        status(&dc).filter(|s| s.contains("catalog: watching"))
+    });
+    assert!(
+        s.contains(&format!("catalog: watching, {folder} (from "))
+            && s.contains("1 file(s), 1 entit(ies)"),
+        "{s}"
+    );
+
+    login(&dc);
+
+    // An owner edit saved in the workspace shows in `stagepass catalog diff`.
+    let edit = dc
+        .exec(&[
+            "sed",
+            "-i",
+            "s/owner: team-a/owner: team-b/",
+            "catalog-info.yaml",
+        ])
+        .unwrap();
+    assert!(edit.status.success(), "{}", text(&edit));
+    let diff = wait(&dc, "the owner change in `catalog diff`", || {
+        let out = dc.exec(&["stagepass", "catalog", "diff"]).ok()?;
+        let t = text(&out);
+        (t.contains(&name) && t.contains("team-a") && t.contains("team-b")).then_some(t)
+    });
+    println!("catalog diff:\n{diff}");
+
+    // `git push` from inside the container: Backstage shows the new owner.
+    for cmd in [
+        &[
+            "git",
+            "-c",
+            "user.name=Alice",
+            "-c",
+            "user.email=alice@example.com",
+            "commit",
+            "-qam",
+            "team-b owns it",
+        ][..],
+        &["git", "push", "-q", "origin", "main"][..],
+    ] {
+        let out = dc.exec(cmd).unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}\n{}",
+            text(&out),
+            dc.diagnostics()
+        );
+    }
+    let pushed = Instant::now();
+    wait(&dc, "Backstage to show owner team-b", || {
+        let e = rt
+            .block_on(bs.entity("component", "default", &name, bs.static_token()))
+            .ok()??;
+        (e["spec"]["owner"] == "team-b").then_some(())
+    });
+    println!(
+        "git push in the container -> new owner in Backstage: {:?}",
+        pushed.elapsed()
+    );
+    // And nothing is left to push.
+    let clean = wait(&dc, "an empty diff", || {
+        let out = dc.exec(&["stagepass", "catalog", "diff"]).ok()?;
+        let t = text(&out);
+        (!t.contains("team-a")).then_some(t)
+    });
+    println!("catalog diff after the push:\n{clean}");
+}
+
+#[test]
+fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
+    let engine = engine();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let git_host = rt.block_on(GitHost::start(None)).unwrap();
+    let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
+    rt.block_on(idp.auto_approve(Some("alice"))).unwrap();
+    let repo = unique_name("real-dc-login");
+    let remote = rt
+        .block_on(git_host.create_repo(&repo, RepoAuth::None))
+        .unwrap();
+    let port = free_port().unwrap().to_string();
+    let mut dc = DevContainer::new(
+        &engine,
+        &feature_pkg(),
+        &devcontainer_json(),
+        &[
+            ("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image),
+            ("STAGEPASS_TEST_ISSUER", idp.issuer()),
+            ("STAGEPASS_TEST_PORT", &port),
+            ("STAGEPASS_TEST_BACKSTAGE_URL", ""),
+            ("STAGEPASS_TEST_URL_TEMPLATE", ""),
+        ],
+    )
+    .unwrap();
+    checkout(&dc, &remote, &[("README", "login test\n".into())]);
+    dc.up(&[]).unwrap();
+    wait(&dc, "`stagepass status`", || status(&dc));
+    login(&dc);
+    let jwks = rt.block_on(idp.jwks()).unwrap();
+    let first = token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    assert_eq!(
+        jwt::verify(&first, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
+        "alice"
+    );
+
+    // Stop and start (closing the window, stopping a Codespace): a fresh token, no prompt;
+    // the IdP saw one refresh and no login.
+    let no_login_one_refresh = |what: &str| {
+        let stats = rt.block_on(idp.stats()).unwrap();
+        assert_eq!(stats.device_authorization.requests, 0, "{what}: {stats:?}");
+        assert_eq!(
+            stats.grant(GRANT_DEVICE_CODE).requests,
+            0,
+            "{what}: {stats:?}"
+        );
+        let refresh = stats.grant(GRANT_REFRESH_TOKEN);
+        assert_eq!((refresh.requests, refresh.ok), (1, 1), "{what}: {stats:?}");
+    };
+    rt.block_on(idp.reset_stats()).unwrap();
+    dc.stop().unwrap();
+    let t0 = Instant::now();
+    dc.start().unwrap();
+    let second = wait(&dc, "a token after start", || token(&dc).ok());
+    println!("docker start -> first fresh token: {:?}", t0.elapsed());
+    assert_ne!(first, second, "a fresh token, not the old one");
+    no_login_one_refresh("after stop/start");
+    // The hooks of the next `up` find the container running and change nothing.
+    dc.up(&[]).unwrap();
+
+    // Rebuild: a new container from a new image, the state volume kept.
+    let old_id = dc.id().unwrap().to_string();
+    let volumes = dc.volumes().to_vec();
+    assert!(
+        volumes.iter().any(|v| v.starts_with("stagepass-state-")),
+        "{volumes:?}"
+    );
+    rt.block_on(idp.reset_stats()).unwrap();
+    dc.up(&["--remove-existing-container"]).unwrap();
+    assert_ne!(dc.id().unwrap(), old_id, "the rebuild made a new container");
+    assert_eq!(dc.volumes(), &volumes[..], "the same state volume");
+    let third = wait(&dc, "a token after the rebuild", || token(&dc).ok());
+    assert_ne!(second, third);
+    assert_eq!(
+        jwt::verify(&third, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
+        "alice"
+    );
+    no_login_one_refresh("after the rebuild");
+    let st = dc
+        .docker_exec(
+            "vscode",
+            &[
+                "stat",
+                "-c",
+                "%a %U",
+                "/var/lib/stagepass",
+                "/var/lib/stagepass/grants",
+            ],
+        )
+        .unwrap();
+    assert_eq!(text(&st).trim(), "700 vscode\n700 vscode", "{}", text(&st));
+
+    // The agent killed: the supervisor brings it back.
+    let agents = wait(&dc, "the agent", || {
+        dc.agents().ok().filter(|a| a.len() == 1)
+    });
+    let (pid, _) = agents[0];
+    let kill = dc
+        .docker_exec("vscode", &["sh", "-c", &format!("kill -9 {pid}")])
+        .unwrap();
+    assert!(kill.status.success(), "{}", text(&kill));
+    let back = wait(&dc, "a new agent", || {
+        dc.agents().ok().filter(|a| a.len() == 1 && a[0].0 != pid)
+    });
+    assert_eq!(back[0].1, REMOTE_UID);
+    wait(&dc, "a token from the new agent", || token(&dc).ok());
+}
+
+#[test]
+fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
+    let engine = engine();
+    let pkg = feature_pkg();
+    let out = engine
+        .cli()
+        .args([
+            "features",
+            "test",
+            "--skip-autogenerated",
+            "--log-level",
+            "info",
+            "-p",
+        ])
+        .arg(&pkg)
+        .env("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success(),
+        "devcontainer features test failed:\n{t}"
+    );
+    // Every scenario ran and passed (the CLI prints one line per scenario).
+    let scenarios: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(pkg.join("test/stagepass/scenarios.json")).unwrap(),
+    )
+    .unwrap();
+    for name in scenarios.as_object().unwrap().keys() {
+        assert!(
+            t.contains(&format!("✅ Passed:      '{name}'"))
+                || t.contains(&format!("Passed:      '{name}'")),
+            "{name} did not pass:\n{t}"
+        );
+    }
+}
