@@ -11,6 +11,7 @@
 mod attest;
 mod catalog;
 mod catalog_live;
+mod devcontainer;
 mod fleet;
 mod proc;
 mod report;
@@ -38,7 +39,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|devcontainer`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -46,8 +47,15 @@ fn main() -> Result<()> {
         .map(|w| w[1].clone());
     let report = match only.as_deref() {
         None => rt.block_on(run(quick))?,
+        Some("devcontainer") => {
+            let mut r = Report::new(quick);
+            rt.block_on(devcontainer::run(&mut r, quick))?;
+            r
+        }
         Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
-        Some(other) => anyhow::bail!("--only takes attest, http or cli, not {other:?}"),
+        Some(other) => {
+            anyhow::bail!("--only takes attest, http, cli or devcontainer, not {other:?}")
+        }
     };
     report.write(&out)?;
     Ok(())
@@ -98,6 +106,10 @@ async fn run(quick: bool) -> Result<Report> {
     )
     .await
     .context("catalog against a live Backstage")?;
+    // (7) real dev containers, before any agent runs on the host.
+    devcontainer::run(&mut r, quick)
+        .await
+        .context("real dev containers")?;
 
     // (4) boot, then keep the last agent for (1) and (2).
     let mut agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
