@@ -165,11 +165,6 @@ impl DevContainer {
             .arg("-R")
             .arg(feature_pkg.join("src/stagepass"))
             .arg(dc.join("stagepass")))?;
-        // The temp dir is 0700 root: the container user must reach the workspace inside it
-        // (the bind mount is of `workspace` itself, but keep the parent traversable too).
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
-            .map_err(|e| HarnessError::io("chmod 0711 the workspace parent", e))?;
         Ok(DevContainer {
             engine: engine.clone(),
             dir,
@@ -292,14 +287,6 @@ impl DevContainer {
             .map_err(|e| HarnessError::io("running devcontainer exec", e))?;
         self.note(&format!("devcontainer exec {}", cmd.join(" ")), &out);
         Ok(out)
-    }
-
-    /// Like [`DevContainer::exec`], but spawned with piped stdout (a login that prints a code).
-    pub fn spawn(&self, cmd: &[&str]) -> Result<std::process::Child> {
-        let mut c = self.cli(&["exec"]);
-        c.args(cmd).stdout(Stdio::piped()).stderr(Stdio::piped());
-        c.spawn()
-            .map_err(|e| HarnessError::io("spawning devcontainer exec", e))
     }
 
     /// `docker exec` as `user` (the quick way, for polling): no CLI start-up, no env probe.

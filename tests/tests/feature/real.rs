@@ -14,7 +14,6 @@ use stagepass_e2e::support::{free_port, run, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, GitHost, Idp, IdpOptions, jwt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A hang guard for each wait below, not a performance threshold.
@@ -24,16 +23,12 @@ fn engine() -> Engine {
     Engine::from_env().unwrap_or_else(|why| panic!("{why}"))
 }
 
-/// The Feature packaged once per test binary from this build's binaries.
-fn feature_pkg() -> PathBuf {
-    static PKG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    PKG.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let pkg = devcontainer::package_feature(dir.path()).unwrap();
-        (dir, pkg)
-    })
-    .1
-    .clone()
+/// The Feature packaged from this build's binaries into a temp dir the caller owns (nextest
+/// runs each test in its own process, so there is nothing to share).
+fn feature_pkg() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = devcontainer::package_feature(dir.path()).unwrap();
+    (dir, pkg)
 }
 
 /// The repository's own test configuration, as a user's workspace holds it.
@@ -128,16 +123,59 @@ fn status(dc: &DevContainer) -> Option<String> {
     out.status.success().then(|| text(&out))
 }
 
+/// What each test starts: the engine, a runtime for the peers' clients, a git host and an IdP
+/// of its own (its call counts are the test's alone) that approves device logins as alice.
+struct World {
+    engine: Engine,
+    pkg: (tempfile::TempDir, PathBuf),
+    rt: tokio::runtime::Runtime,
+    git_host: GitHost,
+    idp: Idp,
+}
+
+impl World {
+    fn new() -> World {
+        let engine = engine();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let git_host = rt.block_on(GitHost::start(None)).unwrap();
+        let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
+        rt.block_on(idp.auto_approve(Some("alice"))).unwrap();
+        World {
+            engine,
+            pkg: feature_pkg(),
+            rt,
+            git_host,
+            idp,
+        }
+    }
+
+    /// A workspace for `devcontainer/test/devcontainer.json` with its variables set: the IdP,
+    /// a free port, and Backstage and the catalog URL template where given.
+    fn container(&self, backstage_url: &str, url_template: &str) -> DevContainer {
+        let port = free_port().unwrap().to_string();
+        DevContainer::new(
+            &self.engine,
+            &self.pkg.1,
+            &devcontainer_json(),
+            &[
+                ("STAGEPASS_TEST_BASE_IMAGE", &self.engine.base_image),
+                ("STAGEPASS_TEST_ISSUER", self.idp.issuer()),
+                ("STAGEPASS_TEST_PORT", &port),
+                ("STAGEPASS_TEST_BACKSTAGE_URL", backstage_url),
+                ("STAGEPASS_TEST_URL_TEMPLATE", url_template),
+            ],
+        )
+        .unwrap()
+    }
+}
+
 #[test]
 fn catalog_watches_the_workspace_and_a_push_from_the_container_reaches_backstage() {
-    let engine = engine();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let git_host = rt.block_on(GitHost::start(None)).unwrap();
-    let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
-    rt.block_on(idp.auto_approve(Some("alice"))).unwrap();
+    let w = World::new();
+    let (rt, git_host, idp) = (&w.rt, &w.git_host, &w.idp);
     // A Backstage of its own that processes every 10 minutes: only the agent's push can make
     // the new owner show within the test.
     let bs = rt
@@ -152,20 +190,7 @@ fn catalog_watches_the_workspace_and_a_push_from_the_container_reaches_backstage
         .block_on(git_host.create_repo(&repo, RepoAuth::None))
         .unwrap();
     let template = format!("{}/raw/{repo}/{{branch}}/{{path}}", git_host.url());
-    let port = free_port().unwrap().to_string();
-    let mut dc = DevContainer::new(
-        &engine,
-        &feature_pkg(),
-        &devcontainer_json(),
-        &[
-            ("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image),
-            ("STAGEPASS_TEST_ISSUER", idp.issuer()),
-            ("STAGEPASS_TEST_PORT", &port),
-            ("STAGEPASS_TEST_BACKSTAGE_URL", bs.url()),
-            ("STAGEPASS_TEST_URL_TEMPLATE", &template),
-        ],
-    )
-    .unwrap();
+    let mut dc = w.container(bs.url(), &template);
     checkout(
         &dc,
         &remote,
@@ -264,32 +289,15 @@ fn catalog_watches_the_workspace_and_a_push_from_the_container_reaches_backstage
 
 #[test]
 fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
-    let engine = engine();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let git_host = rt.block_on(GitHost::start(None)).unwrap();
-    let idp = rt.block_on(Idp::start(IdpOptions::default())).unwrap();
-    rt.block_on(idp.auto_approve(Some("alice"))).unwrap();
-    let repo = unique_name("real-dc-login");
+    let w = World::new();
+    let (rt, idp) = (&w.rt, &w.idp);
     let remote = rt
-        .block_on(git_host.create_repo(&repo, RepoAuth::None))
+        .block_on(
+            w.git_host
+                .create_repo(&unique_name("real-dc-login"), RepoAuth::None),
+        )
         .unwrap();
-    let port = free_port().unwrap().to_string();
-    let mut dc = DevContainer::new(
-        &engine,
-        &feature_pkg(),
-        &devcontainer_json(),
-        &[
-            ("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image),
-            ("STAGEPASS_TEST_ISSUER", idp.issuer()),
-            ("STAGEPASS_TEST_PORT", &port),
-            ("STAGEPASS_TEST_BACKSTAGE_URL", ""),
-            ("STAGEPASS_TEST_URL_TEMPLATE", ""),
-        ],
-    )
-    .unwrap();
+    let mut dc = w.container("", "");
     checkout(&dc, &remote, &[("README", "login test\n".into())]);
     dc.up(&[]).unwrap();
     wait(&dc, "`stagepass status`", || status(&dc));
@@ -376,7 +384,7 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
 #[test]
 fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
     let engine = engine();
-    let pkg = feature_pkg();
+    let (_dir, pkg) = feature_pkg();
     let out = engine
         .cli()
         .args([
