@@ -14,7 +14,7 @@
 
 use crate::report::Report;
 use anyhow::{Context, Result, anyhow};
-use stagepass_e2e::devcontainer::{DevContainer, Engine, package_feature};
+use stagepass_e2e::devcontainer::{DevContainer, Engine, package_feature_from};
 use stagepass_e2e::support::{free_port, repo_root};
 use stagepass_e2e::{Idp, IdpOptions};
 use std::process::Command;
@@ -81,7 +81,8 @@ pub async fn run(r: &mut Report, quick: bool) -> Result<()> {
     let idp = Idp::start(IdpOptions::default()).await?;
     idp.auto_approve(Some("alice")).await?;
     let pkg_dir = tempfile::tempdir()?;
-    let pkg = package_feature(pkg_dir.path()).context("packaging the Feature")?;
+    let pkg = package_feature_from(pkg_dir.path(), &crate::proc::stagepass_bin()?)
+        .context("packaging the Feature")?;
     let with_feature =
         std::fs::read_to_string(repo_root().join("devcontainer/test/devcontainer.json"))?;
     // The same image and run arguments, no Feature: what `up` costs anyway.

@@ -94,12 +94,17 @@ impl Engine {
 /// `feature/package.sh` output for the `stagepass` binaries of this build, stripped of debug
 /// info (the debug build is ~400 MB, most of it symbols the image does not need).
 pub fn package_feature(out: &Path) -> Result<PathBuf> {
-    let front = crate::support::stagepass_bin()?;
+    package_feature_from(out, &crate::support::stagepass_bin()?)
+}
+
+/// [`package_feature`] for a given `stagepass` front binary (the `stagepass-core` beside it
+/// goes too): the benchmark packages its release build.
+pub fn package_feature_from(out: &Path, front: &Path) -> Result<PathBuf> {
     let core = front.with_file_name("stagepass-core");
     let bins = out.join("bin");
     std::fs::create_dir_all(&bins)
         .map_err(|e| HarnessError::io(format!("creating {}", bins.display()), e))?;
-    for (src, name) in [(&front, "stagepass"), (&core, "stagepass-core")] {
+    for (src, name) in [(front, "stagepass"), (core.as_path(), "stagepass-core")] {
         let dst = bins.join(name);
         run(Command::new("strip")
             .arg("--strip-debug")
