@@ -96,6 +96,9 @@ pub(super) struct Slot {
     pub(super) stats: RefreshCounters,
     /// The cached token's validity, readable without the mutex (see [`Published`]).
     pub(super) published: Published,
+    /// Set at start and by a login: the next token's refresh is spread widely
+    /// ([`timing::first_refresh_after`]) so agents that start together drift apart.
+    spread_next: std::sync::atomic::AtomicBool,
 }
 
 /// The cached token's expiry and skew as a seqlock over atomics, for the API's cache-hit
@@ -236,6 +239,7 @@ impl Slot {
             login: Mutex::new(None),
             stats: RefreshCounters::default(),
             published: Published::default(),
+            spread_next: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -575,10 +579,17 @@ impl Slot {
         );
         let skew = timing::skew_for(self.configured_skew(), lifetime);
         let (expires, refresh_at) = match lifetime {
-            Some(l) => (
-                Some(now + l),
-                Some(now + timing::refresh_after(l, skew, timing::unit())),
-            ),
+            Some(l) => {
+                let first = self
+                    .spread_next
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
+                let after = if first {
+                    timing::first_refresh_after(l, skew, timing::unit())
+                } else {
+                    timing::refresh_after(l, skew, timing::unit())
+                };
+                (Some(now + l), Some(now + after))
+            }
             None => (None, None),
         };
         let issued = Arc::new(IssuedToken {
@@ -842,6 +853,9 @@ impl Slot {
 
     /// Installs a token obtained by a device login, with its (already persisted) refresh token.
     pub(super) fn install_login(&self, g: &Grant) {
+        // A login starts a new schedule: spread its first refresh like a start's.
+        self.spread_next
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let entry = self.cache_entry(g);
         let mut st = self.lock();
         if entry.identity.is_some() {

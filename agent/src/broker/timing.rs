@@ -5,6 +5,11 @@
 //!   lifetime, so a 2 s token is still usable for 1.5 s.
 //! - The refresher wakes at about 3/4 of the lifetime (uniformly jittered between 70 % and
 //!   80 %), and never later than the moment the token stops being handed out.
+//! - The first refresh after an agent start or a login is spread much wider, uniformly between
+//!   10 % and 80 % of the lifetime ([`first_refresh_after`]): agents that start together (a
+//!   fleet after an incident, a team at 9:00) would otherwise keep refreshing together for
+//!   hours, since 70-80 % jitter widens their phases by only minutes per hour. It costs at most
+//!   one early refresh per start and never refreshes later than 80 %.
 //! - After a failure it waits a capped exponential delay with full jitter
 //!   (uniform in `[0, min(cap, base * 2^attempt)]`), and at least the IdP's `Retry-After`.
 
@@ -66,6 +71,13 @@ pub fn refresh_after(lifetime: Duration, skew: Duration, unit: f64) -> Duration 
     lifetime.mul_f64(ratio).min(lifetime.saturating_sub(skew))
 }
 
+/// Offset from issuance of the first refresh after a start or a login: 10-80 % of `lifetime`
+/// (by `unit` in `[0, 1)`), but no later than `lifetime - skew`. See the module docs for why.
+pub fn first_refresh_after(lifetime: Duration, skew: Duration, unit: f64) -> Duration {
+    let ratio = 0.10 + 0.70 * unit.clamp(0.0, 1.0);
+    lifetime.mul_f64(ratio).min(lifetime.saturating_sub(skew))
+}
+
 /// A uniform number in `[0, 1)` for jitter.
 pub fn unit() -> f64 {
     rand::random::<f64>()
@@ -99,6 +111,19 @@ mod tests {
         let l = Duration::from_secs(100);
         let s = skew_for(DEFAULT_SKEW, Some(l));
         assert_eq!(refresh_after(l, s, 0.99), Duration::from_secs(75));
+    }
+
+    #[test]
+    fn the_first_refresh_spreads_over_ten_to_eighty_percent() {
+        let l = Duration::from_secs(3600);
+        let s = skew_for(DEFAULT_SKEW, Some(l));
+        assert_eq!(first_refresh_after(l, s, 0.0), Duration::from_secs(360));
+        assert_eq!(first_refresh_after(l, s, 0.5), Duration::from_secs(1620));
+        // Never later than the steady schedule's latest point (80 %).
+        assert!(first_refresh_after(l, s, 0.999_999) <= Duration::from_secs(2880));
+        let l = Duration::from_secs(100);
+        let s = skew_for(DEFAULT_SKEW, Some(l));
+        assert_eq!(first_refresh_after(l, s, 0.99), Duration::from_secs(75));
     }
 
     #[test]
