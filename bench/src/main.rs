@@ -39,7 +39,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli|devcontainer`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|fleet|devcontainer`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -47,6 +47,11 @@ fn main() -> Result<()> {
         .map(|w| w[1].clone());
     let report = match only.as_deref() {
         None => rt.block_on(run(quick))?,
+        Some("fleet") => {
+            let mut r = Report::new(quick);
+            fleet::run(&mut r);
+            r
+        }
         Some("devcontainer") => {
             let mut r = Report::new(quick);
             rt.block_on(devcontainer::run(&mut r, quick))?;
@@ -54,7 +59,7 @@ fn main() -> Result<()> {
         }
         Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
         Some(other) => {
-            anyhow::bail!("--only takes attest, http, cli or devcontainer, not {other:?}")
+            anyhow::bail!("--only takes attest, http, cli, fleet or devcontainer, not {other:?}")
         }
     };
     report.write(&out)?;

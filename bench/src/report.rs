@@ -302,30 +302,48 @@ impl Report {
             json!({"save_to_diff": ja, "save_to_diff_cleared": jb, "push_to_backstage": jc});
     }
 
-    /// (6) one fleet schedule.
-    pub fn fleet(&mut self, jitter: bool, peak_boot: u32, peak_steady: u32, mean: f64) {
-        if jitter {
-            let _ = writeln!(
-                self.md,
-                "\n## Fleet: 10,000 agents booting within 5 min, 1 h tokens, 8 h\n\n\
-                 Simulated on a virtual clock with the agent's real scheduler code \
-                 (`broker::timing::refresh_after`, `skew_for`, `unit`); the IdP answers at once.\n\n\
-                 | schedule | peak IdP req/s (first 10 min) | peak IdP req/s (8th hour) | mean IdP req/s |\n|---|---:|---:|---:|"
-            );
-        }
-        let name = if jitter {
-            "stagepass (70-80 % of lifetime, jittered)"
-        } else {
-            "no jitter (exactly 75 %)"
-        };
+    /// (6) the fleet simulation: per schedule and hour, mean and peaks (peak / mean).
+    pub fn fleet(
+        &mut self,
+        agents: usize,
+        rows: &[(crate::fleet::Schedule, Vec<crate::fleet::Hour>)],
+    ) {
+        let hours = rows.first().map_or(0, |(_, h)| h.len());
         let _ = writeln!(
             self.md,
-            "| {name} | {peak_boot} | {peak_steady} | {mean:.2} |"
+            "\n## Fleet: {agents} agents booting within 5 min, 1 h tokens, {hours} h\n\n\
+             Simulated on a virtual clock with the agent's real scheduler code \
+             (`broker::timing::first_refresh_after`, `refresh_after`, `skew_for`, `unit`); the IdP \
+             answers at once. Each cell: peak one-minute rate / mean of that hour (req/s), then \
+             the peak single second. One-minute windows show phases marching together; single \
+             seconds at ~4 req/s are mostly Poisson noise (~3x even when perfectly spread).\n"
         );
-        self.json["fleet"][if jitter { "jitter" } else { "no_jitter" }] = json!({
-            "peak_rps_boot": peak_boot, "peak_rps_8th_hour": peak_steady, "mean_rps": mean,
-            "simulated": "virtual clock, real broker::timing code"
-        });
+        let mut head = String::from("| schedule |");
+        let mut rule = String::from("|---|");
+        for h in 1..=hours {
+            head.push_str(&format!(" hour {h} |"));
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(self.md, "{head}\n{rule}");
+        let mut json_rows = serde_json::Map::new();
+        for (schedule, hs) in rows {
+            let mut line = format!("| {} |", schedule.name());
+            for h in hs {
+                line.push_str(&format!(
+                    " {:.1}/{:.1} = **{:.2}x**, {} |",
+                    h.peak_minute,
+                    h.mean,
+                    h.peak_minute / h.mean.max(f64::MIN_POSITIVE),
+                    h.peak_second
+                ));
+            }
+            let _ = writeln!(self.md, "{line}");
+            json_rows.insert(
+                schedule.name().to_string(),
+                json!(hs.iter().map(|h| json!({"mean_rps": h.mean, "peak_minute_rps": h.peak_minute, "peak_second": h.peak_second})).collect::<Vec<_>>()),
+            );
+        }
+        self.json["fleet"] = json!({"agents": agents, "simulated": "virtual clock, real broker::timing code", "hours": json_rows});
     }
 
     /// Prints the table and writes results.md, results.json and latency.svg under `dir`.
