@@ -14,6 +14,7 @@
 use super::backstage::{Backstage, BackstageError, RemoteEntity};
 use super::refs::EntityRef;
 use crate::secret::Secret;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The Location entity that owns a file, and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,48 @@ pub(crate) async fn owner(
                 found: "registered location".into(),
             })
         }))
+}
+
+/// Takes out of `remote` the entities pushed from here (`known`), gone from the files
+/// (`local`), that Backstage holds as orphans: marked [`ORPHAN`](super::backstage::ORPHAN),
+/// or with no parent left in `/ancestry` (Backstage marks them only when it re-stitches
+/// them, and by default deletes them at its next orphan cleanup, every 30 s). They are
+/// not "removed" changes (nothing is left to push) but reported as orphans. A failed
+/// lookup leaves the entity in `remote`, shown as removed.
+pub(crate) async fn take_orphans<L>(
+    bs: &Backstage,
+    remote: &mut BTreeMap<String, RemoteEntity>,
+    local: &BTreeMap<String, L>,
+    known: &BTreeSet<String>,
+    token: Option<&Secret>,
+) -> Vec<EntityRef> {
+    let mut orphans = Vec::new();
+    for key in known.iter().filter(|k| !local.contains_key(*k)) {
+        let Some(e) = remote.get(key) else { continue };
+        let orphan = e.orphan
+            || match bs.parents(&e.entity_ref, token).await {
+                Ok(parents) => parents.is_some_and(|p| p.is_empty()),
+                Err(err) => {
+                    tracing::debug!(entity = %e.entity_ref, error = %err, "cannot ask Backstage for the parents");
+                    false
+                }
+            };
+        if orphan && let Some(e) = remote.remove(key) {
+            orphans.push(e.entity_ref);
+        }
+    }
+    orphans
+}
+
+/// Replaces the status' orphan list, logging each orphan once when it first shows.
+pub(crate) fn record_orphans(list: &mut Vec<String>, now: Vec<EntityRef>) {
+    let now: Vec<String> = now.iter().map(ToString::to_string).collect();
+    for o in now.iter().filter(|o| !list.contains(o)) {
+        tracing::warn!(
+            "catalog: {o} is gone from the files; Backstage holds it as an orphan (no location reads it any more) and deletes it or keeps it marked backstage.io/orphan, as its catalog.orphanStrategy says"
+        );
+    }
+    *list = now;
 }
 
 #[cfg(test)]

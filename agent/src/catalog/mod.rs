@@ -97,6 +97,10 @@ pub struct CatalogStatus {
     /// What recent pushes did that the user should know (a moved file's old location,
     /// an entity Backstage reads from another file), newest last.
     pub notes: Vec<String>,
+    /// Entities pushed from here, gone from the files, that Backstage holds as orphans
+    /// (no location emits them any more): it deletes them, or keeps them marked
+    /// `backstage.io/orphan`, as its `catalog.orphanStrategy` says.
+    pub orphans: Vec<String>,
 }
 
 /// Backstage as seen by the sync.

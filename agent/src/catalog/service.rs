@@ -9,6 +9,7 @@ use super::diff::{self, Change};
 use super::discover::{self, Matcher};
 use super::finding::Finding;
 use super::git::{self, Repo, UrlMap};
+use super::location;
 use super::outbox::{Action, Job, Outbox};
 use super::push::{self, Worker};
 use super::refs::EntityRef;
@@ -604,18 +605,24 @@ impl Engine {
             }
         };
         self.note_backstage(Ok(()));
-        let remote: BTreeMap<String, RemoteEntity> = remote
+        let mut remote: BTreeMap<String, RemoteEntity> = remote
             .into_iter()
             .flatten()
             .map(|r| (r.entity_ref.key(), r))
             .collect();
+        let orphans =
+            location::take_orphans(&ctx.backstage, &mut remote, &local, &known, token.as_ref())
+                .await;
         let changes = diff::owner_diff(&local, &remote, &known);
         let now: BTreeSet<Change> = changes.iter().cloned().collect();
         for c in now.difference(&self.logged_diff) {
             tracing::info!("catalog diff: {c}");
         }
         self.logged_diff = now;
-        self.shared.update(|s| s.diff = changes.clone());
+        self.shared.update(|s| {
+            s.diff = changes.clone();
+            location::record_orphans(&mut s.orphans, orphans);
+        });
         DiffReport {
             changes,
             error: None,
