@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|catalog`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -47,10 +47,25 @@ fn main() -> Result<()> {
     let report = match only.as_deref() {
         None => rt.block_on(run(quick))?,
         Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
-        Some(other) => anyhow::bail!("--only takes attest, http or cli, not {other:?}"),
+        Some("catalog") => rt.block_on(catalog_only(quick))?,
+        Some(other) => anyhow::bail!("--only takes attest, http, cli or catalog, not {other:?}"),
     };
     report.write(&out)?;
     Ok(())
+}
+
+/// The catalog against a live Backstage (save -> diff, push -> Backstage).
+async fn catalog_live(r: &mut Report, quick: bool) -> Result<()> {
+    catalog_live::run(r, if quick { 5 } else { 20 }, if quick { 3 } else { 6 })
+        .await
+        .context("catalog against a live Backstage")
+}
+
+/// `--only catalog`.
+async fn catalog_only(quick: bool) -> Result<Report> {
+    let mut r = Report::new(quick);
+    catalog_live(&mut r, quick).await?;
+    Ok(r)
 }
 
 async fn run_only(section: &str, quick: bool) -> Result<Report> {
@@ -91,13 +106,7 @@ async fn run(quick: bool) -> Result<Report> {
     // (6) and (5) first: no agent running, no noise from the others.
     fleet::run(&mut r);
     catalog::run(&mut r, quick)?;
-    catalog_live::run(
-        &mut r,
-        if quick { 5 } else { 20 },
-        if quick { 3 } else { 6 },
-    )
-    .await
-    .context("catalog against a live Backstage")?;
+    catalog_live(&mut r, quick).await?;
 
     // (4) boot, then keep the last agent for (1) and (2).
     let mut agent = boot(&mut r, &bin, &idp, if quick { 2 } else { 5 }).await?;
