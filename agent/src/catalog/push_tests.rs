@@ -553,3 +553,103 @@ async fn pushes_from_a_linked_worktree_are_detected() {
     .await;
     assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_refreshes_the_location_the_old_name_came_from() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
+    let h = bed.start(token("tok")).await;
+    write(
+        &bed.work,
+        "svc/catalog-info.yaml",
+        &component("billing", "team-a"),
+    );
+    commit_push(&bed.work, "rename");
+    wait_for(&h, "renamed pushed", |s| {
+        s.pushes.contains_key("component:default/billing") && s.outbox.is_empty()
+    })
+    .await;
+    assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
+    assert!(
+        bed.fake.with(|s| s
+            .seen
+            .iter()
+            .all(|c| !c.path.starts_with("/api/catalog/locations"))),
+        "the file's location is known: nothing is registered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_file_unregisters_its_old_location_first_when_configured() {
+    for unregister_deleted in [true, false] {
+        let bed = bed(&[("a/catalog-info.yaml", component("a", "team-a"))]).await;
+        bed.known(
+            "component:default/a",
+            "group:default/team-a",
+            "a/catalog-info.yaml",
+        );
+        bed.fake.with(|s| {
+            s.locations.insert(
+                format!("{URL}b/catalog-info.yaml"),
+                vec!["component:default/a".into()],
+            );
+        });
+        let config = CatalogConfig {
+            unregister_deleted,
+            ..bed.config()
+        };
+        let h = Service::start_with(
+            &config,
+            &bed.paths,
+            Options {
+                tokens: token("tok"),
+                ..Options::default()
+            },
+        )
+        .await;
+        wait_for(&h, "watching", |s| s.state == "watching").await;
+        std::fs::create_dir_all(bed.work.join("b")).unwrap();
+        git(
+            &bed.work,
+            &["mv", "a/catalog-info.yaml", "b/catalog-info.yaml"],
+        );
+        commit_push(&bed.work, "move");
+        let s = wait_for(&h, "moved", |s| {
+            s.pushes.contains_key("component:default/a") && s.outbox.is_empty()
+        })
+        .await;
+        let mutations: Vec<String> = bed.fake.with(|s| {
+            s.seen
+                .iter()
+                .filter(|c| {
+                    c.method == "DELETE"
+                        || (c.method == "POST" && c.path == "/api/catalog/locations")
+                })
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect()
+        });
+        let note = s.notes.join("\n");
+        assert!(
+            note.contains(&format!("moved from {URL}a/catalog-info.yaml")),
+            "{note}"
+        );
+        if unregister_deleted {
+            assert_eq!(
+                mutations,
+                [
+                    "DELETE /api/catalog/locations/1",
+                    "POST /api/catalog/locations"
+                ],
+                "the old location goes before the new one is read"
+            );
+            assert!(note.contains("unregistered that location"), "{note}");
+        } else {
+            assert_eq!(mutations, ["POST /api/catalog/locations"]);
+            assert!(note.contains("catalog.unregister_deleted is off"), "{note}");
+        }
+    }
+}
