@@ -92,6 +92,19 @@ impl World {
         t
     }
 
+    /// `git mv FROM TO`, commit, push; returns when the push started.
+    fn move_file(&self, from: &str, to: &str) -> Instant {
+        if let Some(dir) = std::path::Path::new(to).parent() {
+            std::fs::create_dir_all(self.repo.wt.path().join(dir)).unwrap();
+        }
+        self.repo.wt.git(&["mv", from, to]).unwrap();
+        self.repo
+            .wt
+            .commit_all(&format!("move {from} to {to}"))
+            .unwrap();
+        self.push()
+    }
+
     /// Waits until Backstage holds `r`; asserts it took less than [`PROMISE`] after `since`.
     async fn appears(&self, r: &str, what: &str, since: Instant) {
         let took = wait_entity(&self.bs, r, "to appear", since, |e| e.is_some()).await;
@@ -279,13 +292,7 @@ async fn a_moved_file_is_registered_and_its_old_location_unregistered_when_confi
     let w = World::new(&[("old/catalog-info.yaml", component(&name, "team-a"))]).await;
     let h = w.start(true, &[cref(&name)]).await;
 
-    std::fs::create_dir_all(w.repo.wt.path().join("new")).unwrap();
-    w.repo
-        .wt
-        .git(&["mv", "old/catalog-info.yaml", "new/catalog-info.yaml"])
-        .unwrap();
-    w.repo.wt.commit_all("move the file").unwrap();
-    let t = w.push();
+    let t = w.move_file("old/catalog-info.yaml", "new/catalog-info.yaml");
     let new_url = format!("url:{}", w.url("new/catalog-info.yaml"));
     let took = wait_entity(&w.bs, &cref(&name), "read from the new path", t, |e| {
         e.and_then(managed_by) == Some(new_url.as_str())
@@ -314,13 +321,7 @@ async fn a_moved_file_keeps_its_old_location_by_default_and_the_agent_says_so() 
     let w = World::new(&[("old/catalog-info.yaml", component(&name, "team-a"))]).await;
     let h = w.start(false, &[cref(&name)]).await;
 
-    std::fs::create_dir_all(w.repo.wt.path().join("new")).unwrap();
-    w.repo
-        .wt
-        .git(&["mv", "old/catalog-info.yaml", "new/catalog-info.yaml"])
-        .unwrap();
-    w.repo.wt.commit_all("move the file").unwrap();
-    let t = w.push();
+    let t = w.move_file("old/catalog-info.yaml", "new/catalog-info.yaml");
     let new_url = w.url("new/catalog-info.yaml");
     while !location_targets(&w.bs).await.contains(&new_url) {
         assert!(

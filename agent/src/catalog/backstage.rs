@@ -315,6 +315,23 @@ impl Backstage {
         }
     }
 
+    /// `GET {path}`: the JSON answer; `None` on Backstage's own 404 (`NotFoundError`).
+    async fn get_json(
+        &self,
+        path: &str,
+        what: &str,
+        token: Option<&Secret>,
+    ) -> Result<Option<serde_json::Value>, BackstageError> {
+        let (status, bytes) = self.send(reqwest::Method::GET, path, token, None).await?;
+        match status {
+            200..=299 => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| BackstageError::BadAnswer(format!("{what}: {e}"))),
+            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
+            _ => Err(Self::error(status, &bytes)),
+        }
+    }
+
     /// The registered location an entity came from (its origin: the location someone
     /// registered, which may be a parent of the file's own Location entity).
     pub async fn location_of(
@@ -326,16 +343,10 @@ impl Backstage {
             "/locations/by-entity/{}/{}/{}",
             entity.kind, entity.namespace, entity.name
         );
-        let (status, bytes) = self.send(reqwest::Method::GET, &path, token, None).await?;
-        match status {
-            200..=299 => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| BackstageError::BadAnswer(format!("location: {e}")))?;
-                Ok(parse_location(&v))
-            }
-            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
-            _ => Err(Self::error(status, &bytes)),
-        }
+        Ok(self
+            .get_json(&path, "location", token)
+            .await?
+            .and_then(|v| parse_location(&v)))
     }
 
     /// `GET /locations`: every registered location.
@@ -343,16 +354,10 @@ impl Backstage {
         &self,
         token: Option<&Secret>,
     ) -> Result<Vec<RegisteredLocation>, BackstageError> {
-        let (status, bytes) = self
-            .send(reqwest::Method::GET, "/locations", token, None)
-            .await?;
-        if !(200..300).contains(&status) {
-            return Err(Self::error(status, &bytes));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| BackstageError::BadAnswer(format!("locations: {e}")))?;
+        let v = self.get_json("/locations", "locations", token).await?;
         let items = v
-            .as_array()
+            .as_ref()
+            .and_then(|v| v.as_array())
             .ok_or_else(|| BackstageError::BadAnswer("locations: not an array".into()))?;
         Ok(items
             .iter()
@@ -373,15 +378,9 @@ impl Backstage {
             "/entities/by-name/{}/{}/{}/ancestry",
             entity.kind, entity.namespace, entity.name
         );
-        let (status, bytes) = self.send(reqwest::Method::GET, &path, token, None).await?;
-        match status {
-            200..=299 => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| BackstageError::BadAnswer(format!("ancestry: {e}")))?;
-                parse_parents(entity, &v).map(Some)
-            }
-            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
-            _ => Err(Self::error(status, &bytes)),
+        match self.get_json(&path, "ancestry", token).await? {
+            Some(v) => parse_parents(entity, &v).map(Some),
+            None => Ok(None),
         }
     }
 

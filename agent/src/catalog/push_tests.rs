@@ -62,8 +62,14 @@ impl Bed {
     }
 
     async fn start(&self, token: Arc<StaticToken>) -> CatalogHandle {
+        self.start_with(&self.config(), token).await
+    }
+
+    /// Starts the service with `config` (a variant of [`Bed::config`]) and waits until it
+    /// watches.
+    async fn start_with(&self, config: &CatalogConfig, token: Arc<StaticToken>) -> CatalogHandle {
         let h = Service::start_with(
-            &self.config(),
+            config,
             &self.paths,
             Options {
                 tokens: token,
@@ -446,16 +452,7 @@ async fn deleted_files_are_unregistered_only_when_configured() {
         unregister_deleted: true,
         ..bed.config()
     };
-    let h = Service::start_with(
-        &config,
-        &bed.paths,
-        Options {
-            tokens: token("tok"),
-            ..Options::default()
-        },
-    )
-    .await;
-    wait_for(&h, "watching", |s| s.state == "watching").await;
+    let h = bed.start_with(&config, token("tok")).await;
     std::fs::remove_dir_all(bed.work.join("a")).unwrap();
     wait_for(&h, "file gone", |s| s.files == 1).await;
     commit_push(&bed.work, "remove a");
@@ -525,16 +522,8 @@ async fn pushes_from_a_linked_worktree_are_detected() {
         root: Some(linked.clone()),
         ..bed.config()
     };
-    let h = Service::start_with(
-        &config,
-        &bed.paths,
-        Options {
-            tokens: token("tok"),
-            ..Options::default()
-        },
-    )
-    .await;
-    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    let h = bed.start_with(&config, token("tok")).await;
+    let s = h.status();
     assert_eq!(
         s.tracked_ref.as_deref(),
         Some("refs/remotes/origin/feature")
@@ -602,16 +591,7 @@ async fn a_moved_file_unregisters_its_old_location_first_when_configured() {
             unregister_deleted,
             ..bed.config()
         };
-        let h = Service::start_with(
-            &config,
-            &bed.paths,
-            Options {
-                tokens: token("tok"),
-                ..Options::default()
-            },
-        )
-        .await;
-        wait_for(&h, "watching", |s| s.state == "watching").await;
+        let h = bed.start_with(&config, token("tok")).await;
         std::fs::create_dir_all(bed.work.join("b")).unwrap();
         git(
             &bed.work,
