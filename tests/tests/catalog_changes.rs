@@ -384,3 +384,42 @@ async fn a_file_registered_by_someone_else_under_another_url_is_reused_not_dupli
         w.url(FILE)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backstage_found_through_a_location_file_is_refreshed_there_not_registered() {
+    let (old, new) = (unique_name("found"), unique_name("found-new"));
+    // A Location file (not a catalog file of the agent's) points Backstage at the catalog
+    // file, as a discovery provider or an operator would.
+    let locations = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: all\nspec:\n  targets:\n    - ./svc/catalog-info.yaml\n";
+    let w = World::new(&[
+        (FILE, component(&old, "team-a")),
+        ("locations.yaml", locations.to_string()),
+    ])
+    .await;
+    let theirs = w.url("locations.yaml");
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let found = wait_entity(&w.bs, &cref(&old), "found", Instant::now(), |e| e.is_some()).await;
+    eprintln!("Backstage found {old} through locations.yaml in {found:?}");
+    let h = w.start(false, &[cref(&old)]).await;
+
+    w.repo
+        .change(FILE, &component(&new, "team-a"), "rename the component");
+    let t = w.push();
+    w.appears(
+        &cref(&new),
+        "rename in a file found through a Location file",
+        t,
+    )
+    .await;
+    w.orphaned(&cref(&old), t).await;
+    settled(&h, "the rename").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed the Location entity Backstage reads the file with"
+    );
+}
