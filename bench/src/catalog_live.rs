@@ -1,6 +1,7 @@
 //! (5) Catalog against a live Backstage: save -> diff latency (an owner edit saved in the
 //! editor until the diff against what Backstage holds shows it), and commit + push -> the
-//! new owner visible in Backstage.
+//! change visible in Backstage, for an owner edit, a rename and an entity added to a
+//! multi-document file (each in its own file, registered at the start).
 //!
 //! It runs the agent's catalog service in-process (the same code `stagepass agent` runs)
 //! against the test bed's real peers on loopback: the IdP, the git host and the Backstage
@@ -30,7 +31,27 @@ fn component(name: &str, owner: &str) -> String {
     )
 }
 
-/// Measures `rounds` save -> diff pairs and `pushes` push -> Backstage rounds.
+/// Entity `component:default/NAME` exists in Backstage.
+async fn exists(bs: &Backstage, name: &str) -> Result<bool> {
+    Ok(bs
+        .entity("component", "default", name, bs.static_token())
+        .await?
+        .is_some())
+}
+
+/// Polls until `name` is in Backstage.
+async fn wait_exists(bs: &Backstage, name: &str) -> Result<()> {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !exists(bs, name).await? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {name} in Backstage");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Measures `rounds` save -> diff pairs and `pushes` push -> Backstage rounds of each kind.
 pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     let idp = Idp::start(IdpOptions::default())
         .await
@@ -49,6 +70,11 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     let url = git.create_repo(&name, RepoAuth::None).await?;
     let wt = Worktree::init()?;
     wt.write("svc/catalog-info.yaml", &component(&name, "team-a"))?;
+    let renamed = |i: usize| format!("{name}-r{i}");
+    wt.write("ren/catalog-info.yaml", &component(&renamed(0), "team-a"))?;
+    let added = |i: usize| format!("{name}-a{i}");
+    let mut multi = vec![component(&added(0), "team-a")];
+    wt.write("multi/catalog-info.yaml", &multi.join("---\n"))?;
     wt.commit_all("initial")?;
     wt.git(&["remote", "add", "origin", &url])?;
     wt.git(&["push", "--quiet", "-u", "origin", "main"])?;
@@ -83,10 +109,12 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     .await;
     wait(&h, "catalog watching", |s| s.state == "watching").await?;
     let sync = h.sync_now().await;
-    if sync.queued != 1 {
-        bail!("the first sync queued {} registrations, not 1", sync.queued);
+    if sync.queued != 3 {
+        bail!("the first sync queued {} registrations, not 3", sync.queued);
     }
     wait_owner(bs, &name, "team-a").await?;
+    wait_exists(bs, &renamed(0)).await?;
+    wait_exists(bs, &added(0)).await?;
 
     // Save -> diff: alternate the owner; each save shows (team-b) or clears (team-a) the diff.
     let mut shown = Vec::new();
@@ -116,7 +144,27 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
         wait_owner(bs, &name, owner).await?;
         pushed.push(t.elapsed());
     }
-    r.catalog_live(&shown, &cleared, &pushed);
+    // Commit + push -> a renamed entity, then an added one, in Backstage.
+    let mut renames = Vec::new();
+    for i in 1..=pushes {
+        wt.write("ren/catalog-info.yaml", &component(&renamed(i), "team-a"))?;
+        wt.commit_all(&format!("rename {i}"))?;
+        let t = Instant::now();
+        wt.git(&["push", "--quiet", "origin", "main"])?;
+        wait_exists(bs, &renamed(i)).await?;
+        renames.push(t.elapsed());
+    }
+    let mut additions = Vec::new();
+    for i in 1..=pushes {
+        multi.push(component(&added(i), "team-a"));
+        wt.write("multi/catalog-info.yaml", &multi.join("---\n"))?;
+        wt.commit_all(&format!("add {i}"))?;
+        let t = Instant::now();
+        wt.git(&["push", "--quiet", "origin", "main"])?;
+        wait_exists(bs, &added(i)).await?;
+        additions.push(t.elapsed());
+    }
+    r.catalog_live(&shown, &cleared, &pushed, &renames, &additions);
     drop(h);
     Ok(())
 }

@@ -39,7 +39,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli|fleet|devcontainer`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|catalog|fleet|devcontainer`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -58,12 +58,27 @@ fn main() -> Result<()> {
             r
         }
         Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
-        Some(other) => {
-            anyhow::bail!("--only takes attest, http, cli, fleet or devcontainer, not {other:?}")
-        }
+        Some("catalog") => rt.block_on(catalog_only(quick))?,
+        Some(other) => anyhow::bail!(
+            "--only takes attest, http, cli, catalog, fleet or devcontainer, not {other:?}"
+        ),
     };
     report.write(&out)?;
     Ok(())
+}
+
+/// The catalog against a live Backstage (save -> diff, push -> Backstage).
+async fn catalog_live(r: &mut Report, quick: bool) -> Result<()> {
+    catalog_live::run(r, if quick { 5 } else { 20 }, if quick { 3 } else { 6 })
+        .await
+        .context("catalog against a live Backstage")
+}
+
+/// `--only catalog`.
+async fn catalog_only(quick: bool) -> Result<Report> {
+    let mut r = Report::new(quick);
+    catalog_live(&mut r, quick).await?;
+    Ok(r)
 }
 
 async fn run_only(section: &str, quick: bool) -> Result<Report> {
@@ -104,13 +119,7 @@ async fn run(quick: bool) -> Result<Report> {
     // (6) and (5) first: no agent running, no noise from the others.
     fleet::run(&mut r);
     catalog::run(&mut r, quick)?;
-    catalog_live::run(
-        &mut r,
-        if quick { 5 } else { 20 },
-        if quick { 3 } else { 6 },
-    )
-    .await
-    .context("catalog against a live Backstage")?;
+    catalog_live(&mut r, quick).await?;
     // (7) real dev containers, before any agent runs on the host.
     devcontainer::run(&mut r, quick)
         .await

@@ -9,8 +9,8 @@
 //! - **lost**: an entity changed during the campaign that Backstage was never asked to
 //!   refresh/register while draining, or whose final owner in Backstage is not the last one
 //!   committed (goal 0);
-//! - **duplicates**: refreshes of one entity beyond the first while draining (the outbox
-//!   coalesces per entity, so goal 0);
+//! - **duplicates**: refreshes of one entity's file (its Location entity) beyond the first
+//!   while draining (the outbox coalesces per entity, one file each, so goal 0);
 //! - kills that left a half-written outbox temp file (proof that kills land mid-write).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -178,6 +178,20 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // A push refreshes the Location entity that reads the entity's file.
+    let mut location_of = BTreeMap::new();
+    for n in &names {
+        let l = bed
+            .backstage
+            .get(
+                &format!("/locations/by-entity/component/default/{n}"),
+                Some(bed.backstage.static_token()),
+            )
+            .await
+            .unwrap();
+        let entity_ref = l.body["entityRef"].as_str().unwrap().to_ascii_lowercase();
+        location_of.insert(n.clone(), entity_ref);
+    }
 
     // The campaign: Backstage unreachable, edits pushed, the agent killed at random.
     proxy.set_fault(ProxyFault::Down, None).await.unwrap();
@@ -292,8 +306,7 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
     let mut lost = Vec::new();
     let mut duplicates = 0u64;
     for (n, want) in &expected {
-        let key = format!("component:default/{n}").to_ascii_lowercase();
-        let refreshed = stats.refreshes.get(&key).copied().unwrap_or(0);
+        let refreshed = stats.refreshes.get(&location_of[n]).copied().unwrap_or(0);
         duplicates += refreshed.saturating_sub(1);
         if refreshed == 0 {
             lost.push(format!("{n}: never pushed after the campaign"));

@@ -53,13 +53,35 @@ impl BackstageError {
     }
 }
 
-/// What Backstage holds for an entity (the fields the diff needs).
+/// The annotation naming the location an entity was read from (`url:https://...`).
+pub const MANAGED_BY_LOCATION: &str = "backstage.io/managed-by-location";
+/// The annotation Backstage's stitcher puts on an entity no location emits any more.
+pub const ORPHAN: &str = "backstage.io/orphan";
+
+/// What Backstage holds for an entity (the fields the diff and the push need).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteEntity {
     /// Its reference.
     pub entity_ref: EntityRef,
     /// `spec.owner` resolved the way Backstage resolved it (`ownedBy` relation), if any.
     pub owner: Option<EntityRef>,
+    /// The location it was read from ([`MANAGED_BY_LOCATION`]), e.g. `url:https://...`.
+    pub location: Option<String>,
+    /// Marked [`ORPHAN`] by Backstage.
+    pub orphan: bool,
+}
+
+/// A registered location, as `GET /locations` and `GET /locations/by-entity` list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredLocation {
+    /// Backstage's id (for `DELETE /locations/{id}`).
+    pub id: String,
+    /// `url`, `file`, ...
+    pub kind: String,
+    /// What it points at.
+    pub target: String,
+    /// The Location entity Backstage made for it (`location:default/generated-...`).
+    pub entity_ref: Option<EntityRef>,
 }
 
 /// Outcome of registering a location.
@@ -164,7 +186,7 @@ impl Backstage {
         for chunk in refs.chunks(200) {
             let body = serde_json::json!({
                 "entityRefs": chunk.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                "fields": ["kind", "metadata.name", "metadata.namespace", "spec.owner", "relations"],
+                "fields": ["kind", "metadata.name", "metadata.namespace", "metadata.annotations", "spec.owner", "relations"],
             });
             let (status, bytes) = self
                 .send(
@@ -293,27 +315,72 @@ impl Backstage {
         }
     }
 
-    /// The location an entity came from: `(id, target)`.
+    /// `GET {path}`: the JSON answer; `None` on Backstage's own 404 (`NotFoundError`).
+    async fn get_json(
+        &self,
+        path: &str,
+        what: &str,
+        token: Option<&Secret>,
+    ) -> Result<Option<serde_json::Value>, BackstageError> {
+        let (status, bytes) = self.send(reqwest::Method::GET, path, token, None).await?;
+        match status {
+            200..=299 => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| BackstageError::BadAnswer(format!("{what}: {e}"))),
+            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
+            _ => Err(Self::error(status, &bytes)),
+        }
+    }
+
+    /// The registered location an entity came from (its origin: the location someone
+    /// registered, which may be a parent of the file's own Location entity).
     pub async fn location_of(
         &self,
         entity: &EntityRef,
         token: Option<&Secret>,
-    ) -> Result<Option<(String, String)>, BackstageError> {
+    ) -> Result<Option<RegisteredLocation>, BackstageError> {
         let path = format!(
             "/locations/by-entity/{}/{}/{}",
             entity.kind, entity.namespace, entity.name
         );
-        let (status, bytes) = self.send(reqwest::Method::GET, &path, token, None).await?;
-        match status {
-            200..=299 => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| BackstageError::BadAnswer(format!("location: {e}")))?;
-                let id = v.get("id").and_then(|i| i.as_str());
-                let target = v.get("target").and_then(|i| i.as_str());
-                Ok(id.zip(target).map(|(i, t)| (i.to_string(), t.to_string())))
-            }
-            404 if !Self::is_not_ready_404(status, &bytes) => Ok(None),
-            _ => Err(Self::error(status, &bytes)),
+        Ok(self
+            .get_json(&path, "location", token)
+            .await?
+            .and_then(|v| parse_location(&v)))
+    }
+
+    /// `GET /locations`: every registered location.
+    pub async fn locations(
+        &self,
+        token: Option<&Secret>,
+    ) -> Result<Vec<RegisteredLocation>, BackstageError> {
+        let v = self.get_json("/locations", "locations", token).await?;
+        let items = v
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| BackstageError::BadAnswer("locations: not an array".into()))?;
+        Ok(items
+            .iter()
+            .filter_map(|i| parse_location(i.get("data").unwrap_or(i)))
+            .collect())
+    }
+
+    /// The entities an entity was emitted by (`GET /entities/by-name/.../ancestry`: the
+    /// root item's `parentEntityRefs`). For an entity read from a file that is the file's
+    /// Location entity; empty for an orphan (and for an entity a provider emits directly).
+    /// `None` when Backstage does not know the entity.
+    pub async fn parents(
+        &self,
+        entity: &EntityRef,
+        token: Option<&Secret>,
+    ) -> Result<Option<Vec<EntityRef>>, BackstageError> {
+        let path = format!(
+            "/entities/by-name/{}/{}/{}/ancestry",
+            entity.kind, entity.namespace, entity.name
+        );
+        match self.get_json(&path, "ancestry", token).await? {
+            Some(v) => parse_parents(entity, &v).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -402,10 +469,69 @@ fn parse_remote(r: &EntityRef, item: &serde_json::Value) -> Option<RemoteEntity>
         let o = item.get("spec")?.get("owner")?.as_str()?;
         super::refs::parse_ref(o, Some("group"), &r.namespace).ok()
     });
+    let annotation = |k: &str| {
+        item.get("metadata")?
+            .get("annotations")?
+            .get(k)?
+            .as_str()
+            .map(str::to_string)
+    };
     Some(RemoteEntity {
         entity_ref: r.clone(),
         owner,
+        location: annotation(MANAGED_BY_LOCATION),
+        orphan: annotation(ORPHAN).as_deref() == Some("true"),
     })
+}
+
+/// `{id, type, target, entityRef}` of a location; `None` when id or target is missing.
+fn parse_location(v: &serde_json::Value) -> Option<RegisteredLocation> {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Some(RegisteredLocation {
+        id: s("id")?,
+        kind: s("type").unwrap_or_else(|| "url".into()),
+        target: s("target")?,
+        entity_ref: s("entityRef").and_then(|r| super::refs::parse_ref(&r, None, "default").ok()),
+    })
+}
+
+/// The parents of `entity` in an ancestry answer: the item whose entity is `entity`.
+fn parse_parents(
+    entity: &EntityRef,
+    v: &serde_json::Value,
+) -> Result<Vec<EntityRef>, BackstageError> {
+    let bad = |why: &str| BackstageError::BadAnswer(format!("ancestry of {entity}: {why}"));
+    let items = v
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| bad("no items array"))?;
+    let item_ref = |item: &serde_json::Value| -> Option<EntityRef> {
+        let e = item.get("entity")?;
+        let md = e.get("metadata")?;
+        Some(EntityRef::new(
+            e.get("kind")?.as_str()?,
+            md.get("namespace")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default"),
+            md.get("name")?.as_str()?,
+        ))
+    };
+    let item = items
+        .iter()
+        .find(|i| item_ref(i).is_some_and(|r| r.key() == entity.key()))
+        .ok_or_else(|| bad("the entity itself is not among the items"))?;
+    let parents = item
+        .get("parentEntityRefs")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| bad("no parentEntityRefs"))?;
+    parents
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .and_then(|p| super::refs::parse_ref(p, None, "default").ok())
+                .ok_or_else(|| bad(&format!("parent {p} is not an entity reference")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

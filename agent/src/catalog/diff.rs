@@ -129,6 +129,8 @@ mod tests {
             RemoteEntity {
                 entity_ref: pay.clone(),
                 owner: Some(r("team-a")),
+                location: None,
+                orphan: false,
             },
         );
         remote.insert(
@@ -136,6 +138,8 @@ mod tests {
             RemoteEntity {
                 entity_ref: same.clone(),
                 owner: Some(r("team-c")),
+                location: None,
+                orphan: false,
             },
         );
         remote.insert(
@@ -143,6 +147,8 @@ mod tests {
             RemoteEntity {
                 entity_ref: gone.clone(),
                 owner: Some(r("user:ops/jane")),
+                location: None,
+                orphan: false,
             },
         );
         let known: BTreeSet<String> = [gone.key(), pay.key()].into_iter().collect();
@@ -165,6 +171,8 @@ mod tests {
             RemoteEntity {
                 entity_ref: r("component:x"),
                 owner: None,
+                location: None,
+                orphan: false,
             },
         )]
         .into_iter()

@@ -129,7 +129,7 @@ async fn handle(
             serde_json::json!({"error": {"name": "AuthenticationError", "message": "Illegal token"}}),
         ));
     }
-    let entity = |key: &str, owner: &Option<String>| {
+    let entity = |key: &str, owner: &Option<String>, origin: Option<&String>| {
         let (kind, rest) = key.split_once(':').unwrap();
         let (ns, name) = rest.split_once('/').unwrap();
         let mut e = serde_json::json!({"kind": kind, "metadata": {"name": name, "namespace": ns}});
@@ -137,8 +137,16 @@ async fn handle(
             e["spec"] = serde_json::json!({"owner": o});
             e["relations"] = serde_json::json!([{"type": "ownedBy", "targetRef": o}]);
         }
+        if let Some(u) = origin {
+            e["metadata"]["annotations"] =
+                serde_json::json!({"backstage.io/managed-by-location": format!("url:{u}")});
+        }
         e
     };
+    // The Location entity of registered location `id` (1-based), as Backstage names it.
+    let location_ref = |id: usize| format!("location:default/generated-{id}");
+    let registered_id =
+        |s: &State, url: &str| s.registered.iter().position(|r| r == url).map(|i| i + 1);
     let resp = match (method.as_str(), path.as_str()) {
         ("POST", "/api/catalog/entities/by-refs") => {
             let items: Vec<serde_json::Value> = body["entityRefs"]
@@ -149,14 +157,16 @@ async fn handle(
                     let k = r.as_str().unwrap().to_ascii_lowercase();
                     s.entities
                         .get(&k)
-                        .map_or(serde_json::Value::Null, |o| entity(&k, o))
+                        .map_or(serde_json::Value::Null, |o| entity(&k, o, s.origin.get(&k)))
                 })
                 .collect();
             json(200, serde_json::json!({"items": items}))
         }
         ("POST", "/api/catalog/refresh") => {
             let k = body["entityRef"].as_str().unwrap().to_ascii_lowercase();
-            if s.entities.contains_key(&k) {
+            let is_location = (1..=s.registered.len())
+                .any(|id| location_ref(id) == k && !s.registered[id - 1].is_empty());
+            if is_location || s.entities.contains_key(&k) {
                 json(200, serde_json::json!({}))
             } else {
                 json(
@@ -193,6 +203,44 @@ async fn handle(
                 ),
             }
         }
+        ("GET", p)
+            if p.starts_with("/api/catalog/entities/by-name/") && p.ends_with("/ancestry") =>
+        {
+            let key = p["/api/catalog/entities/by-name/".len()..p.len() - "/ancestry".len()]
+                .replacen('/', ":", 1)
+                .to_ascii_lowercase();
+            if s.entities.contains_key(&key) {
+                let parents: Vec<String> = s
+                    .origin
+                    .get(&key)
+                    .and_then(|u| registered_id(&s, u))
+                    .map(location_ref)
+                    .into_iter()
+                    .collect();
+                json(
+                    200,
+                    serde_json::json!({"rootEntityRef": key, "items": [
+                        {"entity": entity(&key, &None, None), "parentEntityRefs": parents}]}),
+                )
+            } else {
+                json(
+                    404,
+                    serde_json::json!({"error": {"name": "NotFoundError", "message": "no entity"}}),
+                )
+            }
+        }
+        ("GET", "/api/catalog/locations") => {
+            let items: Vec<serde_json::Value> = s
+                .registered
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(i, t)| {
+                    serde_json::json!({"data": {"id": (i + 1).to_string(), "type": "url", "target": t, "entityRef": location_ref(i + 1)}})
+                })
+                .collect();
+            json(200, serde_json::json!(items))
+        }
         ("DELETE", p) if p.starts_with("/api/catalog/locations/") => {
             let id: usize = p["/api/catalog/locations/".len()..].parse().unwrap_or(0);
             match s.registered.get_mut(id.wrapping_sub(1)) {
@@ -223,11 +271,12 @@ async fn handle(
                     ),
                     Some(refs) => {
                         let entities: Vec<serde_json::Value> =
-                            refs.iter().map(|r| entity(r, &None)).collect();
+                            refs.iter().map(|r| entity(r, &None, None)).collect();
                         if !dry {
                             s.registered.push(target.clone());
                             for r in &refs {
                                 s.entities.insert(r.clone(), None);
+                                s.origin.insert(r.clone(), target.clone());
                             }
                         }
                         json(

@@ -7,11 +7,13 @@
 //! agent-less path of `stagepass catalog check`.
 
 pub mod backstage;
+mod changes;
 pub mod check;
 pub mod diff;
 pub mod discover;
 pub mod finding;
 pub mod git;
+mod location;
 pub mod outbox;
 mod push;
 pub mod refs;
@@ -104,6 +106,13 @@ pub struct CatalogStatus {
     pub pushes: BTreeMap<String, u32>,
     /// Things the user should know (no URL mapping, bad globs, ...).
     pub warnings: Vec<String>,
+    /// What recent pushes did that the user should know (a moved file's old location,
+    /// an entity Backstage reads from another file), newest last.
+    pub notes: Vec<String>,
+    /// Entities pushed from here, gone from the files, that Backstage holds as orphans
+    /// (no location emits them any more): it deletes them, or keeps them marked
+    /// `backstage.io/orphan`, as its `catalog.orphanStrategy` says.
+    pub orphans: Vec<String>,
 }
 
 /// Backstage as seen by the sync.

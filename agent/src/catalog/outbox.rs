@@ -44,6 +44,37 @@ pub struct Job {
     pub error: Option<String>,
     /// A permanent failure (4xx): kept for status, not retried until a new version comes.
     pub failed: bool,
+    /// The entities the file held before this version (what Backstage may still hold of it:
+    /// after a rename none of the new ones), to find the file's location by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub was: Vec<EntityRef>,
+    /// The URL of the file this one was moved from in the same push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
+}
+
+impl Job {
+    /// A new job, not tried yet.
+    pub fn new(
+        entity: EntityRef,
+        file: PathBuf,
+        url: String,
+        hash: String,
+        action: Action,
+    ) -> Self {
+        Self {
+            entity,
+            file,
+            url,
+            hash,
+            action,
+            attempts: 0,
+            error: None,
+            failed: false,
+            was: Vec::new(),
+            moved_from: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -318,16 +349,13 @@ mod tests {
     use super::*;
 
     fn job(name: &str, hash: &str) -> Job {
-        Job {
-            entity: EntityRef::new("component", "default", name),
-            file: PathBuf::from("catalog-info.yaml"),
-            url: "http://h/catalog-info.yaml".into(),
-            hash: hash.into(),
-            action: Action::Sync,
-            attempts: 0,
-            error: None,
-            failed: false,
-        }
+        Job::new(
+            EntityRef::new("component", "default", name),
+            PathBuf::from("catalog-info.yaml"),
+            "http://h/catalog-info.yaml".into(),
+            hash.into(),
+            Action::Sync,
+        )
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! The push worker: drains the outbox into Backstage.
 //!
-//! For each due entity: refresh it when Backstage knows it, else register its file as a `url`
-//! location (dry run first, so a `catalog.rules` violation is reported instead of silently
-//! dropped). Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the
-//! profile and pause every push until the token changes. Other 4xx: the job fails visibly.
+//! Due jobs are pushed per file: Backstage reads a file whole, so a rename, an added or a
+//! removed entity only shows once the file is read again, which refreshing the Location
+//! entity that reads it does ([`super::location`] finds it from Backstage). A file no
+//! location reads is registered as a `url` location (dry run first, so a `catalog.rules`
+//! violation is reported instead of silently dropped). A moved file's old location is
+//! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
+//! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
+//! and pause every push until the token changes. Other 4xx: the file's jobs fail visibly.
 
-use super::backstage::{Backstage, BackstageError, Registration};
+use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
+use super::location;
 use super::outbox::{Action, Job};
+use super::refs::EntityRef;
 use super::service::SyncCtx;
 use super::{Command, Shared};
 use crate::secret::Secret;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -24,6 +29,8 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) recheck: UnboundedSender<Command>,
     pub(crate) backoff_cap: Duration,
+    /// `catalog.unregister_deleted`: a moved file's old location is unregistered.
+    pub(crate) unregister_moved: bool,
 }
 
 enum Next {
@@ -76,6 +83,7 @@ impl Worker {
         &self,
         err: BackstageError,
         rest: &[(String, Job)],
+        this: usize,
         fingerprint: &str,
         paused: &mut Option<String>,
     ) -> Next {
@@ -112,7 +120,7 @@ impl Worker {
             self.postpone_all(rest, &why);
             return Next::StopRound;
         }
-        if let Some((k, j)) = rest.first() {
+        for (k, j) in rest.iter().take(this) {
             tracing::error!(entity = %j.entity, file = %j.file.display(), "catalog push failed: {msg}");
             self.with_outbox(|o| o.fail(k, &j.hash, msg.clone()));
         }
@@ -161,41 +169,27 @@ pub(crate) async fn run(w: Worker) {
                 }
             });
         }
-        let refs: Vec<_> = due.iter().map(|(_, j)| j.entity.clone()).collect();
-        let exists: HashMap<String, bool> =
-            match w.ctx.backstage.by_refs(&refs, token.as_ref()).await {
-                Ok(items) => refs
-                    .iter()
-                    .zip(items)
-                    .map(|(r, i)| (r.key(), i.is_some()))
-                    .collect(),
-                Err(e) => {
-                    let _ = w.failed(e, &due, &fingerprint, &mut paused).await;
-                    continue;
-                }
-            };
+        let units = units(due);
         let mut pushed = false;
-        for (i, (key, job)) in due.iter().enumerate() {
-            let known = exists.get(key).copied().unwrap_or(false);
-            let result = match job.action {
-                Action::Sync => sync_one(&w.ctx.backstage, job, known, token.as_ref()).await,
-                Action::Unregister => unregister_one(&w.ctx.backstage, job, token.as_ref()).await,
+        for (i, unit) in units.iter().enumerate() {
+            let result = match unit[0].1.action {
+                Action::Sync => {
+                    sync_file(&w.ctx.backstage, unit, token.as_ref(), w.unregister_moved).await
+                }
+                Action::Unregister => unregister_one(&w.ctx.backstage, &unit[0].1, token.as_ref())
+                    .await
+                    .map(Outcome::done),
             };
             match result {
-                Ok(what) => {
-                    tracing::info!(entity = %job.entity, file = %job.file.display(), "catalog push: {what}");
-                    w.with_outbox(|o| o.complete(key, &job.hash));
-                    w.shared.update(|s| {
-                        *s.pushes.entry(job.entity.to_string()).or_insert(0) += 1;
-                        if let Some(b) = s.backstage.as_mut() {
-                            b.reachable = Some(true);
-                            b.error = None;
-                        }
-                    });
+                Ok(outcome) => {
+                    w.settle(unit, outcome);
                     pushed = true;
                 }
                 Err(e) => {
-                    if let Next::StopRound = w.failed(e, &due[i..], &fingerprint, &mut paused).await
+                    let rest: Vec<(String, Job)> = units[i..].concat();
+                    if let Next::StopRound = w
+                        .failed(e, &rest, unit.len(), &fingerprint, &mut paused)
+                        .await
                     {
                         break;
                     }
@@ -208,40 +202,234 @@ pub(crate) async fn run(w: Worker) {
     }
 }
 
-/// Refresh, or register the file when Backstage does not know the entity.
-async fn sync_one(
-    bs: &Backstage,
-    job: &Job,
-    known: bool,
-    token: Option<&Secret>,
-) -> Result<&'static str, BackstageError> {
-    if known && bs.refresh(&job.entity, token).await? {
-        return Ok("refreshed");
-    }
-    match bs.add_location(&job.url, true, token).await? {
-        Registration::AlreadyExists => {
-            return Ok(if bs.refresh(&job.entity, token).await? {
-                "location already registered; refreshed"
-            } else {
-                "location already registered; Backstage has not produced the entity yet"
-            });
+/// The jobs of one round as units of work: each unregistration alone (first, so a moved
+/// entity is free before its new file is read), then the sync jobs of each file together
+/// (a file is read whole: one refresh or registration serves all its entities).
+fn units(due: Vec<(String, Job)>) -> Vec<Vec<(String, Job)>> {
+    let (unregister, sync): (Vec<_>, Vec<_>) = due
+        .into_iter()
+        .partition(|(_, j)| j.action == Action::Unregister);
+    let mut units: Vec<Vec<(String, Job)>> = unregister.into_iter().map(|j| vec![j]).collect();
+    let mut files: Vec<Vec<(String, Job)>> = Vec::new();
+    for job in sync {
+        match files.iter_mut().find(|f| f[0].1.url == job.1.url) {
+            Some(f) => f.push(job),
+            None => files.push(vec![job]),
         }
-        Registration::Created(refs) => {
-            if !refs.iter().any(|r| r.key() == job.entity.key()) {
-                let got: Vec<String> = refs.iter().map(ToString::to_string).collect();
-                return Err(BackstageError::DryRun(format!(
-                    "dry run of {} yields [{}] but not {}: Backstage's catalog.rules forbid it (or the pushed file differs); not registered",
-                    job.url,
-                    got.join(", "),
-                    job.entity
-                )));
+    }
+    units.extend(files);
+    units
+}
+
+/// What pushing one unit did.
+struct Outcome {
+    /// For the log.
+    what: String,
+    /// Jobs Backstage refused for good (entity key, why); the others are done.
+    refused: Vec<(String, String)>,
+    /// What the user should know (moves, entities Backstage reads from elsewhere).
+    notes: Vec<String>,
+}
+
+impl Outcome {
+    fn done(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            refused: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// How many notes status keeps (the newest).
+const NOTES_KEPT: usize = 20;
+
+impl Worker {
+    /// Records a unit's outcome: jobs done or refused, notes logged and shown.
+    fn settle(&self, unit: &[(String, Job)], outcome: Outcome) {
+        for (key, job) in unit {
+            match outcome.refused.iter().find(|(k, _)| k == key) {
+                Some((_, why)) => {
+                    tracing::error!(entity = %job.entity, file = %job.file.display(), "catalog push failed: {why}");
+                    self.with_outbox(|o| o.fail(key, &job.hash, why.clone()));
+                }
+                None => {
+                    tracing::info!(entity = %job.entity, file = %job.file.display(), "catalog push: {}", outcome.what);
+                    self.with_outbox(|o| o.complete(key, &job.hash));
+                    self.shared.update(|s| {
+                        *s.pushes.entry(job.entity.to_string()).or_insert(0) += 1;
+                    });
+                }
             }
         }
+        for n in &outcome.notes {
+            tracing::warn!("catalog: {n}");
+        }
+        self.shared.update(|s| {
+            if let Some(b) = s.backstage.as_mut() {
+                b.reachable = Some(true);
+                b.error = None;
+            }
+            for n in outcome.notes {
+                s.notes.retain(|old| *old != n);
+                s.notes.push(n);
+            }
+            let extra = s.notes.len().saturating_sub(NOTES_KEPT);
+            s.notes.drain(..extra);
+        });
     }
-    Ok(match bs.add_location(&job.url, false, token).await? {
+}
+
+/// Pushes one file: refresh the Location entity that reads it, or register it.
+async fn sync_file(
+    bs: &Backstage,
+    unit: &[(String, Job)],
+    token: Option<&Secret>,
+    unregister_moved: bool,
+) -> Result<Outcome, BackstageError> {
+    let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
+    let mut candidates: Vec<EntityRef> = Vec::new();
+    for r in unit
+        .iter()
+        .flat_map(|(_, j)| std::iter::once(&j.entity).chain(&j.was))
+    {
+        if !candidates.iter().any(|c| c.key() == r.key()) {
+            candidates.push(r.clone());
+        }
+    }
+    let known: Vec<RemoteEntity> = bs
+        .by_refs(&candidates, token)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut notes = Vec::new();
+    let moved_from = unit.iter().find_map(|(_, j)| j.moved_from.as_deref());
+    if let Some(from) = moved_from {
+        notes.extend(moved(bs, from, &unit[0].1, &known, token, unregister_moved).await?);
+    }
+    for e in &known {
+        let elsewhere = e.location.as_deref().and_then(location::url_target);
+        if let Some(other) = elsewhere.filter(|o| {
+            !location::same_file(o, url) && !moved_from.is_some_and(|m| location::same_file(o, m))
+        }) && unit
+            .iter()
+            .any(|(_, j)| j.entity.key() == e.entity_ref.key())
+        {
+            notes.push(format!(
+                "{} ({file}): Backstage reads it from {other}, not from this file; it keeps that one until it is removed there",
+                e.entity_ref
+            ));
+        }
+    }
+    if let Some(owner) = location::owner(bs, url, &known, token).await?
+        && bs.refresh(&owner.location, token).await?
+    {
+        return Ok(Outcome {
+            what: format!(
+                "refreshed {} ({}; reads {})",
+                owner.location, owner.found, owner.target
+            ),
+            refused: Vec::new(),
+            notes,
+        });
+    }
+    let mut outcome = register(bs, unit, token).await?;
+    outcome.notes.splice(0..0, notes);
+    Ok(outcome)
+}
+
+/// Registers the file as a `url` location, after a dry run that must yield each entity
+/// (a `catalog.rules` violation is refused visibly instead of dropped silently).
+async fn register(
+    bs: &Backstage,
+    unit: &[(String, Job)],
+    token: Option<&Secret>,
+) -> Result<Outcome, BackstageError> {
+    let url = &unit[0].1.url;
+    let yielded = match bs.add_location(url, true, token).await? {
+        Registration::AlreadyExists => {
+            return Ok(Outcome::done(
+                "location already registered; Backstage has not produced its Location entity yet",
+            ));
+        }
+        Registration::Created(refs) => refs,
+    };
+    let got: Vec<String> = yielded.iter().map(ToString::to_string).collect();
+    let refused: Vec<(String, String)> = unit
+        .iter()
+        .filter(|(_, j)| !yielded.iter().any(|r| r.key() == j.entity.key()))
+        .map(|(k, j)| {
+            (
+                k.clone(),
+                format!(
+                    "dry run of {url} yields [{}] but not {}: Backstage's catalog.rules forbid it (or the pushed file differs); not registered",
+                    got.join(", "),
+                    j.entity
+                ),
+            )
+        })
+        .collect();
+    if refused.len() == unit.len() {
+        return Ok(Outcome {
+            what: "not registered".into(),
+            refused,
+            notes: Vec::new(),
+        });
+    }
+    let what = match bs.add_location(url, false, token).await? {
         Registration::Created(_) => "registered",
         Registration::AlreadyExists => "already registered",
+    };
+    Ok(Outcome {
+        what: what.into(),
+        refused,
+        notes: Vec::new(),
     })
+}
+
+/// The file of `job` was moved from `from` in this push. Backstage reads the entities it
+/// holds from `from` until that location goes: unregister it (`catalog.unregister_deleted`)
+/// or say that it stays.
+async fn moved(
+    bs: &Backstage,
+    from: &str,
+    job: &Job,
+    known: &[RemoteEntity],
+    token: Option<&Secret>,
+    unregister: bool,
+) -> Result<Option<String>, BackstageError> {
+    let held: Vec<&RemoteEntity> = known
+        .iter()
+        .filter(|e| location::read_from(e, from))
+        .collect();
+    let Some(first) = held.first() else {
+        return Ok(None);
+    };
+    let names: Vec<String> = held.iter().map(|e| e.entity_ref.to_string()).collect();
+    let file = job.file.display();
+    if !unregister {
+        return Ok(Some(format!(
+            "{file} was moved from {from}: that location stays registered (catalog.unregister_deleted is off), so Backstage keeps reading {} from there and not from {file} until it is unregistered",
+            names.join(", ")
+        )));
+    }
+    Ok(Some(
+        match bs.location_of(&first.entity_ref, token).await? {
+            Some(l) if location::same_file(&l.target, from) => {
+                bs.delete_location(&l.id, token).await?;
+                format!(
+                    "{file} was moved from {from}: unregistered that location ({})",
+                    names.join(", ")
+                )
+            }
+            Some(l) => format!(
+                "{file} was moved from {from}, which Backstage reads through location {} (registered for more than that file): left alone",
+                l.target
+            ),
+            None => format!("{file} was moved from {from}, which is not a registered location"),
+        },
+    ))
 }
 
 /// Unregisters the location the entity came from, if it is this file's URL.
@@ -251,8 +439,8 @@ async fn unregister_one(
     token: Option<&Secret>,
 ) -> Result<&'static str, BackstageError> {
     match bs.location_of(&job.entity, token).await? {
-        Some((id, target)) if target == job.url => {
-            bs.delete_location(&id, token).await?;
+        Some(l) if location::same_file(&l.target, &job.url) => {
+            bs.delete_location(&l.id, token).await?;
             Ok("location unregistered")
         }
         Some(_) => Ok("entity comes from another location; left alone"),

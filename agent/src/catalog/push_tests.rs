@@ -62,8 +62,14 @@ impl Bed {
     }
 
     async fn start(&self, token: Arc<StaticToken>) -> CatalogHandle {
+        self.start_with(&self.config(), token).await
+    }
+
+    /// Starts the service with `config` (a variant of [`Bed::config`]) and waits until it
+    /// watches.
+    async fn start_with(&self, config: &CatalogConfig, token: Arc<StaticToken>) -> CatalogHandle {
         let h = Service::start_with(
-            &self.config(),
+            config,
             &self.paths,
             Options {
                 tokens: token,
@@ -75,17 +81,34 @@ impl Bed {
         h
     }
 
-    fn known(&self, entity: &str, owner: &str) {
+    /// Backstage holds `entity` (owned by `owner`), read from `file`'s registered location.
+    fn known(&self, entity: &str, owner: &str, file: &str) {
+        let url = format!("{URL}{file}");
         self.fake.with(|s| {
             s.entities.insert(entity.into(), Some(owner.into()));
+            if !s.registered.contains(&url) {
+                s.registered.push(url.clone());
+            }
+            s.origin.insert(entity.into(), url);
         });
     }
 
-    fn refreshes(&self, entity: &str) -> usize {
+    /// The Location entity the fake made for `file`'s registered location.
+    fn location_of(&self, file: &str) -> String {
+        let url = format!("{URL}{file}");
+        self.fake.with(|s| {
+            let id = s.registered.iter().position(|r| *r == url).unwrap() + 1;
+            format!("location:default/generated-{id}")
+        })
+    }
+
+    /// Refreshes of `file`'s Location entity.
+    fn refreshes(&self, file: &str) -> usize {
+        let location = self.location_of(file);
         self.fake
             .calls("POST", "/api/catalog/refresh")
             .iter()
-            .filter(|c| c.body["entityRef"] == entity)
+            .filter(|c| c.body["entityRef"] == location.as_str())
             .count()
     }
 }
@@ -97,7 +120,11 @@ fn token(t: &str) -> Arc<StaticToken> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_change_is_diffed_on_save_and_refreshed_after_push() {
     let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
-    bed.known("component:default/payments", "group:default/team-a");
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
     let h = bed.start(token("tok-1")).await;
     let s = h.status();
     assert!(s.diff.is_empty(), "{:?}", s.diff);
@@ -115,7 +142,7 @@ async fn owner_change_is_diffed_on_save_and_refreshed_after_push() {
     );
     assert_eq!(h.diff().await.changes, s.diff);
     assert_eq!(
-        bed.refreshes("component:default/payments"),
+        bed.refreshes("svc/catalog-info.yaml"),
         0,
         "saving is not pushing"
     );
@@ -140,7 +167,11 @@ async fn owner_change_is_diffed_on_save_and_refreshed_after_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_files_are_registered_after_a_dry_run_and_rule_violations_are_reported() {
     let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
-    bed.known("component:default/payments", "group:default/team-a");
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
     bed.fake.with(|s| {
         s.locations.insert(
             format!("{URL}new/catalog-info.yaml"),
@@ -194,8 +225,16 @@ async fn an_invalid_file_is_not_pushed() {
         ("b/catalog-info.yaml", component("b", "team-a")),
     ])
     .await;
-    bed.known("component:default/a", "group:default/team-a");
-    bed.known("component:default/b", "group:default/team-a");
+    bed.known(
+        "component:default/a",
+        "group:default/team-a",
+        "a/catalog-info.yaml",
+    );
+    bed.known(
+        "component:default/b",
+        "group:default/team-a",
+        "b/catalog-info.yaml",
+    );
     let h = bed.start(token("tok")).await;
     write(
         &bed.work,
@@ -214,7 +253,7 @@ async fn an_invalid_file_is_not_pushed() {
         s.pushes.contains_key("component:default/b")
     })
     .await;
-    assert_eq!(bed.refreshes("component:default/a"), 0);
+    assert_eq!(bed.refreshes("a/catalog-info.yaml"), 0);
     assert!(h.status().outbox.is_empty());
 }
 
@@ -227,7 +266,11 @@ async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
     let refs: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
     let bed = bed(&refs).await;
     for n in ["a", "b", "c"] {
-        bed.known(&format!("component:default/{n}"), "group:default/team-a");
+        bed.known(
+            &format!("component:default/{n}"),
+            "group:default/team-a",
+            &format!("{n}/catalog-info.yaml"),
+        );
     }
     bed.fake.with(|s| s.fail_with = Some(503));
     let h = bed.start(token("tok")).await;
@@ -267,11 +310,11 @@ async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
     .await;
     let after: Vec<_> = bed.fake.with(|s| s.seen[before..].to_vec());
     for n in ["a", "b", "c"] {
+        let location = bed.location_of(&format!("{n}/catalog-info.yaml"));
         let n_refresh = after
             .iter()
             .filter(|c| {
-                c.path == "/api/catalog/refresh"
-                    && c.body["entityRef"] == format!("component:default/{n}")
+                c.path == "/api/catalog/refresh" && c.body["entityRef"] == location.as_str()
             })
             .count();
         assert_eq!(n_refresh, 1, "{n} refreshed once");
@@ -285,7 +328,11 @@ async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_job_left_by_a_stopped_agent_is_replaced_not_pushed_twice() {
     let bed = bed(&[("a/catalog-info.yaml", component("a", "team-a"))]).await;
-    bed.known("component:default/a", "group:default/team-a");
+    bed.known(
+        "component:default/a",
+        "group:default/team-a",
+        "a/catalog-info.yaml",
+    );
     bed.fake.with(|s| s.fail_with = Some(503));
     let h = bed.start(token("tok")).await;
     write(&bed.work, "a/catalog-info.yaml", &component("a", "team-b"));
@@ -316,11 +363,12 @@ async fn a_stale_job_left_by_a_stopped_agent_is_replaced_not_pushed_twice() {
         "{:?}",
         s.pushes
     );
+    let location = bed.location_of("a/catalog-info.yaml");
     let refreshes = bed.fake.with(|s| {
         s.seen[before..]
             .iter()
             .filter(|c| {
-                c.path == "/api/catalog/refresh" && c.body["entityRef"] == "component:default/a"
+                c.path == "/api/catalog/refresh" && c.body["entityRef"] == location.as_str()
             })
             .count()
     });
@@ -330,7 +378,11 @@ async fn a_stale_job_left_by_a_stopped_agent_is_replaced_not_pushed_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_pauses_pushes_until_it_changes() {
     let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
-    bed.known("component:default/payments", "group:default/team-a");
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
     bed.fake.with(|s| s.accept_token = Some("good".into()));
     let tok = token("wrong-audience");
     let h = bed.start(tok.clone()).await;
@@ -400,16 +452,7 @@ async fn deleted_files_are_unregistered_only_when_configured() {
         unregister_deleted: true,
         ..bed.config()
     };
-    let h = Service::start_with(
-        &config,
-        &bed.paths,
-        Options {
-            tokens: token("tok"),
-            ..Options::default()
-        },
-    )
-    .await;
-    wait_for(&h, "watching", |s| s.state == "watching").await;
+    let h = bed.start_with(&config, token("tok")).await;
     std::fs::remove_dir_all(bed.work.join("a")).unwrap();
     wait_for(&h, "file gone", |s| s.files == 1).await;
     commit_push(&bed.work, "remove a");
@@ -421,7 +464,7 @@ async fn deleted_files_are_unregistered_only_when_configured() {
         bed.fake.calls("DELETE", "/api/catalog/locations/1").len(),
         1
     );
-    assert_eq!(bed.refreshes("component:default/a"), 0);
+    assert!(bed.fake.calls("POST", "/api/catalog/refresh").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +474,11 @@ async fn deleted_files_stay_registered_by_default() {
         ("b/catalog-info.yaml", component("b", "team-a")),
     ])
     .await;
-    bed.known("component:default/b", "group:default/team-a");
+    bed.known(
+        "component:default/b",
+        "group:default/team-a",
+        "b/catalog-info.yaml",
+    );
     let h = bed.start(token("tok")).await;
     std::fs::remove_dir_all(bed.work.join("a")).unwrap();
     write(&bed.work, "b/catalog-info.yaml", &component("b", "team-b"));
@@ -452,7 +499,11 @@ async fn pushes_from_a_linked_worktree_are_detected() {
     // A linked worktree has a `.git` *file* (`gitdir: ...`); its remote-tracking refs live
     // in the main repository's common dir, which is what must be watched.
     let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
-    bed.known("component:default/payments", "group:default/team-a");
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
     let linked = bed.work.parent().unwrap().join("linked");
     git(
         &bed.work,
@@ -471,16 +522,8 @@ async fn pushes_from_a_linked_worktree_are_detected() {
         root: Some(linked.clone()),
         ..bed.config()
     };
-    let h = Service::start_with(
-        &config,
-        &bed.paths,
-        Options {
-            tokens: token("tok"),
-            ..Options::default()
-        },
-    )
-    .await;
-    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    let h = bed.start_with(&config, token("tok")).await;
+    let s = h.status();
     assert_eq!(
         s.tracked_ref.as_deref(),
         Some("refs/remotes/origin/feature")
@@ -497,5 +540,96 @@ async fn pushes_from_a_linked_worktree_are_detected() {
         s.pushes.contains_key("component:default/payments")
     })
     .await;
-    assert_eq!(bed.refreshes("component:default/payments"), 1);
+    assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_refreshes_the_location_the_old_name_came_from() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
+    let h = bed.start(token("tok")).await;
+    write(
+        &bed.work,
+        "svc/catalog-info.yaml",
+        &component("billing", "team-a"),
+    );
+    commit_push(&bed.work, "rename");
+    wait_for(&h, "renamed pushed", |s| {
+        s.pushes.contains_key("component:default/billing") && s.outbox.is_empty()
+    })
+    .await;
+    assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
+    assert!(
+        bed.fake.with(|s| s
+            .seen
+            .iter()
+            .all(|c| !c.path.starts_with("/api/catalog/locations"))),
+        "the file's location is known: nothing is registered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_file_unregisters_its_old_location_first_when_configured() {
+    for unregister_deleted in [true, false] {
+        let bed = bed(&[("a/catalog-info.yaml", component("a", "team-a"))]).await;
+        bed.known(
+            "component:default/a",
+            "group:default/team-a",
+            "a/catalog-info.yaml",
+        );
+        bed.fake.with(|s| {
+            s.locations.insert(
+                format!("{URL}b/catalog-info.yaml"),
+                vec!["component:default/a".into()],
+            );
+        });
+        let config = CatalogConfig {
+            unregister_deleted,
+            ..bed.config()
+        };
+        let h = bed.start_with(&config, token("tok")).await;
+        std::fs::create_dir_all(bed.work.join("b")).unwrap();
+        git(
+            &bed.work,
+            &["mv", "a/catalog-info.yaml", "b/catalog-info.yaml"],
+        );
+        commit_push(&bed.work, "move");
+        let s = wait_for(&h, "moved", |s| {
+            s.pushes.contains_key("component:default/a") && s.outbox.is_empty()
+        })
+        .await;
+        let mutations: Vec<String> = bed.fake.with(|s| {
+            s.seen
+                .iter()
+                .filter(|c| {
+                    c.method == "DELETE"
+                        || (c.method == "POST" && c.path == "/api/catalog/locations")
+                })
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect()
+        });
+        let note = s.notes.join("\n");
+        assert!(
+            note.contains(&format!("moved from {URL}a/catalog-info.yaml")),
+            "{note}"
+        );
+        if unregister_deleted {
+            assert_eq!(
+                mutations,
+                [
+                    "DELETE /api/catalog/locations/1",
+                    "POST /api/catalog/locations"
+                ],
+                "the old location goes before the new one is read"
+            );
+            assert!(note.contains("unregistered that location"), "{note}");
+        } else {
+            assert_eq!(mutations, ["POST /api/catalog/locations"]);
+            assert!(note.contains("catalog.unregister_deleted is off"), "{note}");
+        }
+    }
 }

@@ -3,11 +3,13 @@
 //! the outbox beside it.
 
 use super::backstage::{Backstage, RemoteEntity};
+use super::changes::{self, Hints};
 use super::check::duplicate_findings;
 use super::diff::{self, Change};
 use super::discover::{self, Matcher};
 use super::finding::Finding;
-use super::git::{Repo, UrlMap};
+use super::git::{self, Repo, UrlMap};
+use super::location;
 use super::outbox::{Action, Job, Outbox};
 use super::push::{self, Worker};
 use super::refs::EntityRef;
@@ -201,6 +203,7 @@ async fn run(
                     shared: shared.clone(),
                     recheck: commands_tx.clone(),
                     backoff_cap: Duration::from_millis(config.retry_max_ms.max(100)),
+                    unregister_moved: config.unregister_deleted,
                 };
                 pending_worker = Some(worker);
                 shared.update(|s| {
@@ -652,18 +655,24 @@ impl Engine {
             }
         };
         self.note_backstage(Ok(()));
-        let remote: BTreeMap<String, RemoteEntity> = remote
+        let mut remote: BTreeMap<String, RemoteEntity> = remote
             .into_iter()
             .flatten()
             .map(|r| (r.entity_ref.key(), r))
             .collect();
+        let orphans =
+            location::take_orphans(&ctx.backstage, &mut remote, &local, &known, token.as_ref())
+                .await;
         let changes = diff::owner_diff(&local, &remote, &known);
         let now: BTreeSet<Change> = changes.iter().cloned().collect();
         for c in now.difference(&self.logged_diff) {
             tracing::info!("catalog diff: {c}");
         }
         self.logged_diff = now;
-        self.shared.update(|s| s.diff = changes.clone());
+        self.shared.update(|s| {
+            s.diff = changes.clone();
+            location::record_orphans(&mut s.orphans, orphans);
+        });
         DiffReport {
             changes,
             error: None,
@@ -707,17 +716,26 @@ impl Engine {
             }
         };
         let mut queued = 0;
-        for (path, deleted) in changed {
-            if !self.matcher.is_catalog(&path) {
-                continue;
-            }
-            if deleted {
-                if self.config.unregister_deleted {
-                    queued += self.queue_unregister(&repo, &old, &path).await;
+        let files = changes::plan(&repo, &old, &new, changed, |p| self.matcher.is_catalog(p)).await;
+        for f in files {
+            if f.deleted {
+                // A moved file's old location is dealt with by the new file's push.
+                if self.config.unregister_deleted && !f.moved_away {
+                    queued += self.queue_unregister(&repo, &old, &f.path).await;
                 }
                 continue;
             }
-            let (n, _) = self.queue_file_at(&repo, &new, &path, false).await;
+            let hints = Hints {
+                was: f.was,
+                moved_from: f
+                    .moved_from
+                    .as_deref()
+                    .and_then(|p| self.urls.as_ref().map(|u| u.url(p))),
+            };
+            let force = f.lost_entities || hints.moved_from.is_some();
+            let (n, _) = self
+                .queue_file_at(&repo, &new, &f.path, force, &hints)
+                .await;
             queued += n;
         }
         self.with_outbox(|o| o.set_last_commit(&new));
@@ -743,6 +761,7 @@ impl Engine {
         commit: &str,
         path: &Path,
         force: bool,
+        hints: &Hints,
     ) -> (usize, Vec<Finding>) {
         let Some(urls) = self.urls.clone() else {
             tracing::warn!(file = %path.display(), "not pushed: no URL mapping (set catalog.url_template)");
@@ -762,16 +781,15 @@ impl Engine {
         let url = urls.url(path);
         let mut n = 0;
         for e in &report.entities {
-            let job = Job {
-                entity: e.entity_ref.clone(),
-                file: path.to_path_buf(),
-                url: url.clone(),
-                hash: e.hash.clone(),
-                action: Action::Sync,
-                attempts: 0,
-                error: None,
-                failed: false,
-            };
+            let mut job = Job::new(
+                e.entity_ref.clone(),
+                path.to_path_buf(),
+                url.clone(),
+                e.hash.clone(),
+                Action::Sync,
+            );
+            job.was.clone_from(&hints.was);
+            job.moved_from.clone_from(&hints.moved_from);
             let mut queued = false;
             self.with_outbox(|o| {
                 if force {
@@ -794,16 +812,13 @@ impl Engine {
         let report = validate::check_bytes(&bytes, path);
         let mut n = 0;
         for e in &report.entities {
-            let job = Job {
-                entity: e.entity_ref.clone(),
-                file: path.to_path_buf(),
-                url: urls.url(path),
-                hash: format!("deleted:{}", e.hash),
-                action: Action::Unregister,
-                attempts: 0,
-                error: None,
-                failed: false,
-            };
+            let job = Job::new(
+                e.entity_ref.clone(),
+                path.to_path_buf(),
+                urls.url(path),
+                format!("deleted:{}", e.hash),
+                Action::Unregister,
+            );
             self.with_outbox(|o| {
                 if o.enqueue(job) {
                     n += 1;
@@ -873,7 +888,9 @@ impl Engine {
                 .entities
                 .iter()
                 .any(|e| differing.contains(&e.entity_ref.key()));
-            let (n, findings) = self.queue_file_at(&repo, &commit, path, force).await;
+            let (n, findings) = self
+                .queue_file_at(&repo, &commit, path, force, &Hints::default())
+                .await;
             report.queued += n;
             report.invalid.extend(findings);
         }

@@ -251,6 +251,18 @@ pub fn status_text(catalog: &serde_json::Value) -> String {
             out.push_str(&format!("  backstage: {e}\n"));
         }
     }
+    for o in list("orphans") {
+        if let Some(o) = o.as_str() {
+            out.push_str(&format!(
+                "  orphaned: {o} (gone from the files; Backstage deletes it or keeps it marked backstage.io/orphan)\n"
+            ));
+        }
+    }
+    for n in list("notes") {
+        if let Some(n) = n.as_str() {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+    }
     for w in list("warnings") {
         if let Some(w) = w.as_str() {
             out.push_str(&format!("  warning: {w}\n"));
@@ -271,12 +283,14 @@ mod tests {
             "diff": [{"change": "owner_changed", "entity": "component:default/p", "from": "group:team-a", "to": "group:team-b"}],
             "outbox": [{"entity": "component:default/t", "file": "t.yaml", "action": "sync", "state": "failed", "attempts": 1, "error": "400"}],
             "backstage": {"url": "http://b", "paused": "token of profile backstage refused"},
+            "orphans": ["component:default/old"],
+            "notes": ["b.yaml was moved from a.yaml: unregistered that location"],
             "warnings": []
         });
         let t = status_text(&v);
         assert_eq!(
             t,
-            "catalog: watching, /r: 2 file(s), 1 entit(ies)\n  a.yaml:6:3: spec.owner is missing (required-field)\n  diff: component:default/p: group:team-a -> group:team-b\n  push failed component:default/t (t.yaml): 400\n  pushes paused: token of profile backstage refused\n"
+            "catalog: watching, /r: 2 file(s), 1 entit(ies)\n  a.yaml:6:3: spec.owner is missing (required-field)\n  diff: component:default/p: group:team-a -> group:team-b\n  push failed component:default/t (t.yaml): 400\n  pushes paused: token of profile backstage refused\n  orphaned: component:default/old (gone from the files; Backstage deletes it or keeps it marked backstage.io/orphan)\n  note: b.yaml was moved from a.yaml: unregistered that location\n"
         );
         assert_eq!(
             status_text(&serde_json::json!({"state": "disabled"})),

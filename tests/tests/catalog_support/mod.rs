@@ -1,5 +1,7 @@
 //! What the in-process catalog tests (`catalog_sync.rs`, `faults_outbox_kill.rs`) share.
 
+pub mod world;
+
 use stagepass::catalog::{CatalogHandle, CatalogStatus};
 use std::time::{Duration, Instant};
 
