@@ -74,6 +74,7 @@ impl ApiConfig {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: PathBuf::from("(config)"),
             line: 0,
+            column: 0,
             key: format!("api.{key}"),
             message,
         };
