@@ -285,14 +285,9 @@ async fn reading_files_does_not_feed_back_into_rechecks() {
     assert_eq!(first, watch::WatchEvent::Path(root.join("svc/other.txt")));
 }
 
-/// Validation runs on the blocking pool, not on the engine's task: on a runtime with one
-/// worker, a task ticking every 5 ms keeps ticking while a file with 40,000 bad tags is
-/// checked (issue 19: on the engine's task such a file stalled token answers for 15.7 s).
-/// Self-calibrated: the longest gap between ticks must be well under the time the same
-/// check takes when run directly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn validation_runs_off_the_async_workers() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+/// The test repository watched with a 10 ms debounce: (its temp dir, the canonical root,
+/// the service).
+async fn watch_repo_fast() -> (tempfile::TempDir, std::path::PathBuf, CatalogHandle) {
     let tmp = repo();
     let root = std::fs::canonicalize(tmp.path().join("repo")).unwrap();
     let config = CatalogConfig {
@@ -301,6 +296,18 @@ async fn validation_runs_off_the_async_workers() {
         ..CatalogConfig::default()
     };
     let h = Service::start_with(&config, &paths(tmp.path()), Options::default()).await;
+    (tmp, root, h)
+}
+
+/// Validation runs on the blocking pool, not on the engine's task: on a runtime with one
+/// worker, a task ticking every 5 ms keeps ticking while a file with 40,000 bad tags is
+/// checked (issue 19: on the engine's task such a file stalled token answers for 15.7 s).
+/// Self-calibrated: the longest gap between ticks must be well under the time the same
+/// check takes when run directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn validation_runs_off_the_async_workers() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_tmp, root, h) = watch_repo_fast().await;
     wait_for(&h, "scan", |s| s.state == "watching" && s.files == 1).await;
 
     let text = super::hostile_tests::bad_tags(80_000);
@@ -342,14 +349,7 @@ async fn validation_runs_off_the_async_workers() {
 /// and the link's target is not read (issue 19: the stale report stayed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_replaced_by_a_symlink_drops_its_report() {
-    let tmp = repo();
-    let root = std::fs::canonicalize(tmp.path().join("repo")).unwrap();
-    let config = CatalogConfig {
-        root: Some(root.clone()),
-        debounce_ms: 10,
-        ..CatalogConfig::default()
-    };
-    let h = Service::start_with(&config, &paths(tmp.path()), Options::default()).await;
+    let (tmp, root, h) = watch_repo_fast().await;
     wait_for(&h, "scan", |s| s.state == "watching" && s.entities == 1).await;
     let outside = tmp.path().join("outside.yaml");
     std::fs::write(&outside, component("secret-elsewhere", "team-x")).unwrap();

@@ -263,23 +263,11 @@ impl Config {
                     .map(|k| (format!("docker.registries.{k}"), k.as_str())),
             );
         for (key, url) in urls {
-            crate::cleartext::check(url).map_err(|message| ConfigError::Invalid {
-                path: PathBuf::from("(config)"),
-                line: 0,
-                column: 0,
-                key,
-                message,
-            })?;
+            crate::cleartext::check(url).map_err(|message| unlocated(key, message))?;
         }
         for (name, role) in &self.aws {
             role.validate(name)
-                .map_err(|(key, message)| ConfigError::Invalid {
-                    path: PathBuf::from("(config)"),
-                    line: 0,
-                    column: 0,
-                    key,
-                    message,
-                })?;
+                .map_err(|(key, message)| unlocated(key, message))?;
         }
         Ok(())
     }
@@ -356,6 +344,18 @@ fn merged_error(merged: &toml::Table, message: &str) -> ConfigError {
         column: 0,
         key,
         message: message.to_string(),
+    }
+}
+
+/// An [`ConfigError::Invalid`] about the merged config; [`relocate`] finds its file, line
+/// and column.
+fn unlocated(key: String, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: PathBuf::from("(config)"),
+        line: 0,
+        column: 0,
+        key,
+        message,
     }
 }
 
