@@ -1,6 +1,6 @@
 //! `stagepass agent`: wires config, store, broker, API and catalog together and owns their lifetimes.
 //!
-//! Start order: single-instance lock, broker, per-boot secret, listeners (endpoint file
+//! Start order: single-instance locks (runtime dir, then state dir), broker, per-boot secret, listeners (endpoint file
 //! written once bound), catalog and AWS services, then the boot refresh runs while the API
 //! already serves. `READY=1` goes out when the listeners are bound and the boot refresh has
 //! finished (or failed). SIGTERM or Ctrl-C stop accepting, drain open requests for a bounded
@@ -58,6 +58,11 @@ pub async fn run_until(
     crate::paths::ensure_private_dir(&paths.runtime_dir)
         .with_context(|| format!("runtime dir {}", paths.runtime_dir.display()))?;
     let _lock = lock::acquire(&paths.lock())?;
+    // The runtime dir's lock keeps one agent per runtime dir; two agents with different
+    // runtime dirs on one state dir would refresh and rotate the same grants.
+    crate::paths::ensure_private_dir(&paths.state_dir)
+        .with_context(|| format!("state dir {}", paths.state_dir.display()))?;
+    let _state_lock = lock::acquire_state(&paths.state_dir, &paths.state_lock())?;
     notify::status("starting");
 
     let broker = Broker::start(&config, &paths)

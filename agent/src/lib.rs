@@ -24,6 +24,7 @@ pub mod attest;
 pub mod audit;
 pub mod broker;
 pub mod catalog;
+pub mod cleartext;
 pub mod cli;
 pub mod config;
 pub mod daemon;

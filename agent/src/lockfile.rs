@@ -24,6 +24,9 @@ fn open(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A symlink planted where the lock goes is refused, not followed (it would create
+        // and lock the link's target).
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 
@@ -61,5 +64,18 @@ mod tests {
         assert!(FileLock::try_acquire(&p).unwrap().is_some());
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    /// Issue 19: a symlink where the lock goes is not followed, so its target is never
+    /// created.
+    #[test]
+    fn a_symlink_at_the_lock_path_is_refused_and_its_target_not_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("victim");
+        let p = tmp.path().join("agent.lock");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let err = FileLock::try_acquire(&p).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(!target.exists());
     }
 }

@@ -75,6 +75,11 @@ impl Paths {
         self.runtime_dir.join("agent.lock")
     }
 
+    /// The state dir's lock: one agent per state dir, whatever its runtime dir.
+    pub fn state_lock(&self) -> PathBuf {
+        self.state_dir.join("agent.lock")
+    }
+
     /// A small JSON file telling clients the TCP port the running agent bound.
     pub fn endpoint(&self) -> PathBuf {
         self.runtime_dir.join("endpoint.json")
@@ -120,13 +125,20 @@ fn check_private_dir(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         ));
     }
     if meta.uid() != current_uid() {
+        // Someone else made it first (for `/tmp/stagepass-UID`, any local user can): name
+        // them and say how to get going without them.
+        let owner = user_name(meta.uid()).map_or(String::new(), |n| format!(" ({n})"));
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{} is owned by uid {}, not by us (uid {}); refusing to use it",
+                "{} is owned by uid {}{owner}, not by us (uid {}): another user created it \
+                 first; refusing to use it. Fix: point stagepass at a directory of yours \
+                 (XDG_RUNTIME_DIR for the runtime dir, XDG_STATE_HOME for the state dir, e.g. \
+                 `export XDG_RUNTIME_DIR=$HOME/.run`), or have root remove {}",
                 dir.display(),
                 meta.uid(),
-                current_uid()
+                current_uid(),
+                dir.display()
             ),
         ));
     }
@@ -144,9 +156,39 @@ fn check_private_dir(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     Ok(())
 }
 
+/// The name `/etc/passwd` gives `uid`, if any (for messages only).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?;
+        (id.parse() == Ok(uid)).then(|| name.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19: a runtime dir another uid created first (any local user can create
+    /// `/tmp/stagepass-UID`) is refused with a message naming the squatter and the fix.
+    #[test]
+    fn a_squatted_dir_names_its_owner_and_the_fix() {
+        if current_uid() != 0 {
+            eprintln!("skipped: needs root to give a directory to another uid");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("stagepass-0");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        let err = ensure_private_dir(&d).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
+        assert!(err.contains("another user created it first"), "{err}");
+    }
 
     #[test]
     fn creates_0700_and_refuses_open_dirs() {

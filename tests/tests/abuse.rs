@@ -301,3 +301,30 @@ fn files_stay_private_under_a_world_writable_umask() {
     }
     proc.terminate();
 }
+
+/// Issue 19: the single-instance lock was in the runtime dir only, so two agents with
+/// different runtime dirs ran on one state dir at the same time (both refreshing and
+/// rotating the same grants). The second is now refused, naming the state dir.
+#[test]
+fn a_second_agent_on_the_same_state_dir_is_refused_even_with_another_runtime_dir() {
+    let first = Agent::start(BARE);
+    let other_run = tempfile::tempdir().unwrap();
+    let mut c = first.home.cmd();
+    c.env("XDG_RUNTIME_DIR", other_run.path())
+        .arg("agent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = wait_output(c.spawn().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "a second agent started; stderr:\n{err}"
+    );
+    assert!(err.contains("uses the state dir"), "{err}");
+    assert!(
+        err.contains(&first.home.dir.path().join("state").display().to_string()),
+        "{err}"
+    );
+    // The first one still serves.
+    assert_eq!(first.get("/healthz").status, 200);
+}

@@ -367,3 +367,81 @@ profile = "gitbot"
         .count();
     assert_eq!(sp_denied, 1, "{recs:#?}");
 }
+
+/// Issue 19: the README's own curl line puts the live API secret on curl's command line;
+/// the audit record keeps curl's command line with that word redacted, and neither the
+/// secret nor the token handed out is in any sink: the audit file, the syslog datagrams,
+/// `stagepass audit --json` and the agent's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let home = Home::new("");
+    let sock = home.path().join("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    home.write_config(&ci_config(
+        &idp,
+        &home,
+        &format!(
+            "[audit]\nsyslog = true\nsyslog_socket = \"{}\"\n",
+            sock.display()
+        ),
+    ));
+    let agent = Agent::start(&home);
+    let (port, secret) = endpoint(&home);
+
+    // The README's line as written, with this agent's port.
+    let line = format!(
+        r#"curl -s -H "Authorization: Bearer $(cat "${{XDG_RUNTIME_DIR:-/tmp}}"/stagepass*/api-secret)" \
+  http://127.0.0.1:{port}/v1/token/ci"#
+    );
+    let mut sh = home.command(Path::new("sh"));
+    sh.args(["-c", &line]);
+    let out = run_with_stdin(sh, b"");
+    assert!(out.status.success(), "{out:?}");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = body["access_token"].as_str().unwrap().to_string();
+
+    let recs = records(&home, 1);
+    let cmdline = recs[0]["caller"]["cmdline"].as_str().unwrap();
+    assert!(cmdline.starts_with("curl "), "{cmdline}");
+    assert!(cmdline.contains("[redacted]"), "{cmdline}");
+
+    let mut sinks = vec![
+        (
+            "audit.jsonl",
+            std::fs::read_to_string(audit_file(&home)).unwrap(),
+        ),
+        (
+            "stagepass audit --json",
+            String::from_utf8(home.run(&["audit", "--json"], b"").stdout).unwrap(),
+        ),
+    ];
+    let mut datagrams = String::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        datagrams.push_str(&String::from_utf8_lossy(&buf[..n]));
+        datagrams.push('\n');
+    }
+    assert!(datagrams.contains("curl "), "no syslog line: {datagrams:?}");
+    sinks.push(("syslog", datagrams));
+    drop(agent);
+    let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("/v1/token"),
+        "the agent log is not the debug log:\n{log}"
+    );
+    sinks.push(("agent log", log));
+    for (name, text) in &sinks {
+        assert!(
+            !text.contains(&secret),
+            "the API secret is in the {name}:\n{text}"
+        );
+        assert!(
+            !text.contains(&token),
+            "the token is in the {name}:\n{text}"
+        );
+    }
+}

@@ -71,6 +71,12 @@ pub enum DockerError {
     /// The agent could not give a token (message names the fix).
     #[error("{0}")]
     Agent(String),
+    /// Plain http to a registry that is not this machine: the token would cross the network
+    /// in clear text (as the git helper refuses).
+    #[error(
+        "refusing to send a token over plain http to {0}; use https (only loopback registries may use http)"
+    )]
+    Cleartext(String),
 }
 
 /// Registry host (with `:port`) from what docker passes: `https://ghcr.io`, `ghcr.io/v2/`,
@@ -125,6 +131,13 @@ impl DockerRouter {
     pub fn route(&self, server_url: &str) -> Result<DockerRoute, DockerError> {
         let host = registry_host(server_url)?;
         let (_, reg) = self.registries.get(&host).ok_or(DockerError::NotFound)?;
+        let plain = server_url
+            .trim()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        if plain && !crate::cleartext::is_loopback_host(&host) {
+            return Err(DockerError::Cleartext(host));
+        }
         Ok(DockerRoute {
             profile: reg.profile().to_string(),
             username: reg.username().unwrap_or(DEFAULT_USERNAME).to_string(),
@@ -234,6 +247,28 @@ mod tests {
         assert_eq!(r.route("registry.example:5000").unwrap().username, "robot");
         assert_eq!(r.route("docker.io"), Err(DockerError::NotFound));
         assert_eq!(DockerError::NotFound.to_string(), NOT_FOUND);
+    }
+
+    /// Issue 19: like the git helper, no token over plain http off this machine.
+    #[test]
+    fn plain_http_only_to_loopback_registries() {
+        let mut registries = BTreeMap::new();
+        registries.insert(
+            "ghcr.io".to_string(),
+            DockerRegistry::Profile("github".into()),
+        );
+        registries.insert(
+            "localhost:5000".to_string(),
+            DockerRegistry::Profile("local".into()),
+        );
+        let r = DockerRouter::new(&DockerConfig { registries });
+        assert_eq!(
+            r.route("http://ghcr.io"),
+            Err(DockerError::Cleartext("ghcr.io".into()))
+        );
+        assert!(r.route("https://ghcr.io").is_ok());
+        assert!(r.route("ghcr.io").is_ok());
+        assert!(r.route("http://localhost:5000").is_ok());
     }
 
     #[test]

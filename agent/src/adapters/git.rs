@@ -311,24 +311,11 @@ impl GitRouter {
         };
         match req.protocol.as_deref() {
             Some("https") => {}
-            Some("http") if is_loopback_host(&host) => {}
+            Some("http") if crate::cleartext::is_loopback_host(&host) => {}
             _ => return Err(GitRouteError::CleartextRemote { host }),
         }
         Ok(Some(entry.route.clone()))
     }
-}
-
-/// `127.0.0.1`, `localhost`, `[::1]`, any of them with a port.
-fn is_loopback_host(host_port: &str) -> bool {
-    let host = if let Some(rest) = host_port.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What we tell git on `get`.
@@ -587,9 +574,6 @@ mod tests {
                 host: "git.example".into()
             })
         );
-        assert!(is_loopback_host("[::1]:80"));
-        assert!(is_loopback_host("localhost:1"));
-        assert!(!is_loopback_host("10.0.0.1:80"));
     }
 
     #[test]

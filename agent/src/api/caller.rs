@@ -97,7 +97,7 @@ pub fn decide<'a>(
     let caller = if restricts || state.audit.is_some() {
         conn.peer
             .as_deref()
-            .map(crate::attest::ConnPeer::attestation)
+            .map(|p| p.attestation_redacting(|| state.known_secrets()))
     } else {
         None
     };

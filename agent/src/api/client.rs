@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long connecting to the agent may take before we say it is not running.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Hang guard for one request (a token request may wait for a refresh at the IdP).
+/// Hang guard for one whole request, answer included (a token request may wait for a
+/// refresh at the IdP).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request to the agent failed.

@@ -89,6 +89,13 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The values no record may hold: the API secret and every token the broker holds.
+    pub fn known_secrets(&self) -> Vec<Secret> {
+        let mut v = self.broker.known_tokens();
+        v.push(self.secret.clone());
+        v
+    }
+
     /// Builds the shared state. `limits` also carries the listener settings (port, socket).
     pub fn new(
         broker: Broker,

@@ -48,6 +48,7 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
         }
     };
     let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
     stream
         .set_write_timeout(Some(REQUEST_TIMEOUT))
@@ -81,19 +82,27 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
                 if seen.as_ref().is_some_and(|h| h.complete(answer.len())) {
                     break;
                 }
+                // More to read: what is left of the hang guard, which bounds the whole
+                // answer, not each read (a trickle could otherwise wait 30 s per read).
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(no_answer());
+                }
+                stream.set_read_timeout(Some(left)).map_err(io)?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(ClientError::Protocol(format!(
-                    "no answer within {}s",
-                    REQUEST_TIMEOUT.as_secs()
-                )));
+                return Err(no_answer());
             }
             Err(e) => return Err(io(e)),
         }
     }
     let h = seen.ok_or_else(|| bad_answer("has no complete head"))?;
     body_of(&answer, &h).map(Some)
+}
+
+fn no_answer() -> ClientError {
+    ClientError::Protocol(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
 }
 
 fn bad_answer(what: &str) -> ClientError {

@@ -2,8 +2,13 @@
 //!
 //! The shape follows mini-redis: [`bind`] opens the listeners (loopback TCP, Unix socket),
 //! [`run`] accepts until the shutdown future resolves, then tells every connection to finish
-//! its current request and waits for them up to a bounded drain. A semaphore caps open
-//! connections over both listeners; accept errors (e.g. out of file descriptors) back off
+//! its current request and waits for them up to a bounded drain. Each listener has its own
+//! cap on open connections: the socket's budget serves our uid only (a peer of another uid
+//! is checked before it holds a slot, and takes one of TCP's if any is free), so no flood
+//! on TCP, where any local uid can connect, delays the owner's CLI on the socket (a shared
+//! cap let 128 idle connections of uid 65534 hold `stagepass token` for 9-24 s). A
+//! connection that has not shown the secret (or our uid) gets [`UNPROVEN_TIMEOUT`] in all,
+//! whatever it sends meanwhile. Accept errors (e.g. out of file descriptors) back off
 //! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
 //! started and not finished in time) and an idle timeout (no traffic and no request in
 //! flight). One watchman thread per server checks every connection a few times per timeout
@@ -34,6 +39,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
+
+/// How long a connection may stay open before one of its requests passed the guard (the
+/// secret on TCP, our uid on the socket), however busy it is: a client that holds a slot
+/// must prove it may, and quickly. Capped by the configured header timeout.
+pub const UNPROVEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +154,16 @@ pub async fn run(
     let drainer = Arc::new(Conns::default());
     watchman::start(
         Arc::downgrade(&drainer),
-        state.limits.header_read_timeout(),
-        state.limits.idle_timeout(),
+        watchman::Timeouts {
+            header: state.limits.header_read_timeout(),
+            idle: state.limits.idle_timeout(),
+            unproven: UNPROVEN_TIMEOUT.min(state.limits.header_read_timeout()),
+        },
     );
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let shared = Shared {
-        limit: Arc::new(Semaphore::new(state.limits.max_connections)),
+        tcp_limit: Arc::new(Semaphore::new(state.limits.max_connections)),
+        socket_limit: Arc::new(Semaphore::new(state.limits.max_connections)),
         state,
         drain: drainer.clone(),
         _done: done_tx,
@@ -157,13 +171,13 @@ pub async fn run(
     let socket = bound.socket.clone();
     let tcp = async {
         match bound.tcp {
-            Some(l) => accept_loop(l, shared.clone()).await,
+            Some(l) => accept_loop(l, shared.clone(), shared.tcp_limit.clone()).await,
             None => std::future::pending().await,
         }
     };
     let unix = async {
         match bound.unix {
-            Some(l) => accept_loop(l, shared.clone()).await,
+            Some(l) => accept_loop(l, shared.clone(), shared.socket_limit.clone()).await,
             None => std::future::pending().await,
         }
     };
@@ -189,7 +203,10 @@ pub async fn run(
 #[derive(Clone)]
 struct Shared {
     state: Arc<ApiState>,
-    limit: Arc<Semaphore>,
+    /// Open TCP connections (and socket peers of another uid).
+    tcp_limit: Arc<Semaphore>,
+    /// Open socket connections of our uid.
+    socket_limit: Arc<Semaphore>,
     drain: Arc<Conns>,
     /// Dropped by each connection task when it ends; `run` waits for the last one.
     _done: mpsc::Sender<()>,
@@ -248,8 +265,11 @@ impl Acceptor for UnixListener {
     }
 }
 
-/// The `Listener`: accepts, waits for a free connection slot, spawns a `Handler` per connection.
-async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
+/// The `Listener`: accepts, waits for a free slot of its own budget (`own`), spawns a
+/// `Handler` per connection. A socket peer of another uid never waits for a slot of the
+/// socket's budget: it is served (refused, `403 forbidden_peer`) in a free TCP slot or
+/// dropped at once.
+async fn accept_loop<A: Acceptor>(listener: A, shared: Shared, own: Arc<Semaphore>) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let (io, info) = match listener.accept_conn(shared.state.attestation).await {
@@ -262,11 +282,19 @@ async fn accept_loop<A: Acceptor>(listener: A, shared: Shared) {
             }
         };
         backoff = Duration::from_millis(10);
-        // The slot is taken after accepting: both listeners share the cap, and a loop
-        // holding a slot while it waits in accept would starve the other one. While
-        // the cap is reached this loop stops accepting; new clients wait in the backlog.
-        let Ok(permit) = shared.limit.clone().acquire_owned().await else {
-            return;
+        // While its cap is reached this loop stops accepting; new clients wait in the
+        // backlog.
+        let foreign = matches!(info.transport, Transport::Unix { peer_uid } if peer_uid != Some(shared.state.own_uid));
+        let permit = if foreign {
+            match shared.tcp_limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => continue,
+            }
+        } else {
+            let Ok(p) = own.clone().acquire_owned().await else {
+                return;
+            };
+            p
         };
         let conn = shared.clone();
         tokio::spawn(async move {
@@ -362,8 +390,15 @@ where
     });
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         if let Some(resp) = routes::cache_hit(&ctx.state, &ctx.info, &req) {
+            // A hit passed the guard.
+            ctx.watch.activity.prove();
             ctx.watch.activity.answered();
             return Answer::Ready(std::future::ready(resp));
+        }
+        if !ctx.watch.activity.is_proven()
+            && super::guard::check(&ctx.state, &ctx.info, req.headers()).is_ok()
+        {
+            ctx.watch.activity.prove();
         }
         let ctx = ctx.clone();
         Answer::Pending(Box::pin(async move {
@@ -457,6 +492,8 @@ struct Activity {
     busy: AtomicUsize,
     /// Bytes of a request head arrived while no request was in flight.
     head_pending: AtomicBool,
+    /// A request passed the guard (see [`UNPROVEN_TIMEOUT`]).
+    proven: AtomicBool,
 }
 
 impl Activity {
@@ -478,6 +515,14 @@ impl Activity {
         self.head_pending.store(false, Ordering::Relaxed);
     }
 
+    fn prove(&self) {
+        self.proven.store(true, Ordering::Relaxed);
+    }
+
+    fn is_proven(&self) -> bool {
+        self.proven.load(Ordering::Relaxed)
+    }
+
     fn busy(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -493,6 +538,7 @@ impl Activity {
             requests: self.requests.load(Ordering::Relaxed),
             busy,
             head_pending: !busy && self.head_pending.load(Ordering::Relaxed),
+            proven: self.is_proven(),
         }
     }
 }
@@ -504,11 +550,14 @@ struct Sample {
     requests: u64,
     busy: bool,
     head_pending: bool,
+    proven: bool,
 }
 
 /// What the watchman remembers of one connection between looks.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
+    /// When the watchman first saw the connection.
+    first: std::time::Instant,
     moved: u64,
     quiet_since: std::time::Instant,
     /// The request count when a pending head was first seen, and when.
@@ -518,15 +567,17 @@ struct Seen {
 impl Seen {
     fn new(first: Sample, now: std::time::Instant) -> Self {
         Seen {
+            first: now,
             moved: first.moved,
             quiet_since: now,
             head: None,
         }
     }
 
-    /// Folds in a look at `now`; the reason to close the connection once a request head has
-    /// taken longer than `header_timeout`, or the connection has been quiet with no request
-    /// in flight for `idle`. A state is only dated at the look that sees it, so with looks
+    /// Folds in a look at `now`; the reason to close the connection once it has been open
+    /// `t.unproven` without a request passing the guard, a request head has taken longer
+    /// than `t.header`, or the connection has been quiet with no request in flight for
+    /// `t.idle`. A state is only dated at the look that sees it, so with looks
     /// every quarter timeout a slow head or an idle connection is cut within 1.5x its
     /// timeout after the watchman first saw it (at most a quarter timeout after it opened);
     /// both are resource bounds, not deadlines anyone waits on.
@@ -534,9 +585,12 @@ impl Seen {
         &mut self,
         s: Sample,
         now: std::time::Instant,
-        header_timeout: Duration,
-        idle: Duration,
+        t: &watchman::Timeouts,
     ) -> Option<&'static str> {
+        let (header_timeout, idle) = (t.header, t.idle);
+        if !s.proven && now.duration_since(self.first) >= t.unproven {
+            return Some("no request passed the guard within the first-request timeout");
+        }
         if s.moved != self.moved {
             self.moved = s.moved;
             self.quiet_since = now;
@@ -568,22 +622,34 @@ mod watchman {
     use std::sync::Weak;
     use std::time::{Duration, Instant};
 
+    /// The limits the watchman enforces.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Timeouts {
+        /// A request head, once started.
+        pub(super) header: Duration,
+        /// No traffic and no request in flight.
+        pub(super) idle: Duration,
+        /// Open without a request that passed the guard.
+        pub(super) unproven: Duration,
+    }
+
     /// Starts the watchman of one server's connections; it ends within one look of the
-    /// server dropping `conns`. Looks every quarter of the shorter timeout (at least 10 ms).
-    pub(super) fn start(conns: Weak<Conns>, header_timeout: Duration, idle: Duration) {
-        let every = (header_timeout / 4)
-            .min(idle / 4)
+    /// server dropping `conns`. Looks every quarter of the shortest timeout (at least 10 ms).
+    pub(super) fn start(conns: Weak<Conns>, t: Timeouts) {
+        let every = (t.header / 4)
+            .min(t.idle / 4)
+            .min(t.unproven / 4)
             .max(Duration::from_millis(10));
         let spawned = std::thread::Builder::new()
             .name("stagepass-conns".into())
-            .spawn(move || run(&conns, every, header_timeout, idle));
+            .spawn(move || run(&conns, every, &t));
         if let Err(e) = spawned {
             // Without it connections are not timed out, but everything else works.
             tracing::error!(error = %e, "cannot start the connection watchman thread");
         }
     }
 
-    fn run(conns: &Weak<Conns>, every: Duration, header_timeout: Duration, idle: Duration) {
+    fn run(conns: &Weak<Conns>, every: Duration, t: &Timeouts) {
         let mut seen: HashMap<u64, Seen> = HashMap::new();
         loop {
             std::thread::sleep(every);
@@ -595,7 +661,7 @@ mod watchman {
             for (id, watch) in open {
                 let sample = watch.activity.sample();
                 let state = seen.entry(id).or_insert_with(|| Seen::new(sample, now));
-                if let Some(why) = state.look(sample, now, header_timeout, idle)
+                if let Some(why) = state.look(sample, now, t)
                     && watch.expired.set(why).is_ok()
                 {
                     watch.signal.raise();
@@ -681,13 +747,21 @@ mod tests {
 
     const HEAD: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);
+    const UNPROVEN: Duration = Duration::from_secs(2);
+    const T: watchman::Timeouts = watchman::Timeouts {
+        header: HEAD,
+        idle: IDLE,
+        unproven: UNPROVEN,
+    };
 
+    /// A look at a connection that passed the guard.
     fn sample(moved: u64, requests: u64, busy: bool, head_pending: bool) -> Sample {
         Sample {
             moved,
             requests,
             busy,
             head_pending,
+            proven: true,
         }
     }
 
@@ -697,15 +771,12 @@ mod tests {
         let mut seen = Seen::new(sample(0, 0, false, false), t0);
         // Bytes keep trickling in (moved changes), but the same head never completes.
         assert_eq!(
-            seen.look(sample(1, 0, false, true), t0 + HEAD / 4, HEAD, IDLE),
+            seen.look(sample(1, 0, false, true), t0 + HEAD / 4, &T),
             None
         );
+        assert_eq!(seen.look(sample(2, 0, false, true), t0 + HEAD, &T), None);
         assert_eq!(
-            seen.look(sample(2, 0, false, true), t0 + HEAD, HEAD, IDLE),
-            None
-        );
-        assert_eq!(
-            seen.look(sample(3, 0, false, true), t0 + HEAD / 4 + HEAD, HEAD, IDLE),
+            seen.look(sample(3, 0, false, true), t0 + HEAD / 4 + HEAD, &T),
             Some("request head not received within the header timeout")
         );
     }
@@ -717,16 +788,13 @@ mod tests {
         // A new head per look, each completed: never the same unfinished head twice.
         for i in 1..20u64 {
             let at = t0 + HEAD * u32::try_from(i).unwrap();
-            assert_eq!(seen.look(sample(i, i, false, true), at, HEAD, IDLE), None);
+            assert_eq!(seen.look(sample(i, i, false, true), at, &T), None);
         }
         // A request in flight far beyond both timeouts (a slow IdP refresh) is not idle.
         let later = t0 + IDLE * 10;
+        assert_eq!(seen.look(sample(99, 20, true, false), later, &T), None);
         assert_eq!(
-            seen.look(sample(99, 20, true, false), later, HEAD, IDLE),
-            None
-        );
-        assert_eq!(
-            seen.look(sample(99, 20, true, false), later + IDLE * 2, HEAD, IDLE),
+            seen.look(sample(99, 20, true, false), later + IDLE * 2, &T),
             None
         );
     }
@@ -736,21 +804,47 @@ mod tests {
         let t0 = Instant::now();
         let mut seen = Seen::new(sample(5, 1, false, false), t0);
         assert_eq!(
-            seen.look(sample(5, 1, false, false), t0 + IDLE / 2, HEAD, IDLE),
+            seen.look(sample(5, 1, false, false), t0 + IDLE / 2, &T),
             None
         );
         // Traffic resets the quiet time.
         assert_eq!(
-            seen.look(sample(6, 2, false, false), t0 + IDLE - HEAD, HEAD, IDLE),
+            seen.look(sample(6, 2, false, false), t0 + IDLE - HEAD, &T),
             None
         );
+        assert_eq!(seen.look(sample(6, 2, false, false), t0 + IDLE, &T), None);
         assert_eq!(
-            seen.look(sample(6, 2, false, false), t0 + IDLE, HEAD, IDLE),
-            None
-        );
-        assert_eq!(
-            seen.look(sample(6, 2, false, false), t0 + IDLE * 2, HEAD, IDLE),
+            seen.look(sample(6, 2, false, false), t0 + IDLE * 2, &T),
             Some("idle")
+        );
+    }
+
+    #[test]
+    fn a_connection_that_never_passes_the_guard_is_cut_after_the_unproven_timeout() {
+        let t0 = Instant::now();
+        let unproven = |moved, requests, busy, head_pending| Sample {
+            proven: false,
+            ..sample(moved, requests, busy, head_pending)
+        };
+        let mut seen = Seen::new(unproven(0, 0, false, false), t0);
+        // Busy with refused requests and trickling bytes: still cut at the unproven timeout.
+        assert_eq!(
+            seen.look(unproven(1, 1, false, true), t0 + UNPROVEN / 2, &T),
+            None
+        );
+        assert_eq!(
+            seen.look(unproven(2, 2, true, false), t0 + UNPROVEN, &T),
+            Some("no request passed the guard within the first-request timeout")
+        );
+        // The same life with a request that passed the guard is not cut.
+        let mut seen = Seen::new(sample(0, 0, false, false), t0);
+        assert_eq!(
+            seen.look(sample(1, 1, false, true), t0 + UNPROVEN / 2, &T),
+            None
+        );
+        assert_eq!(
+            seen.look(sample(2, 2, true, false), t0 + UNPROVEN, &T),
+            None
         );
     }
 }

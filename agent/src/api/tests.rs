@@ -483,16 +483,19 @@ async fn a_trickled_head_is_cut_though_bytes_keep_coming_and_keep_alive_survives
         ..ApiConfig::default()
     };
     let r = serve(cfg).await;
-    // A keep-alive client that waits longer than the header timeout between two complete
-    // requests is not cut: the timeout is about a head in progress, not the pause.
+    // A keep-alive client (one that showed the secret) that waits longer than the header
+    // timeout between two complete requests is not cut: the timeout is about a head in
+    // progress, not the pause.
     let mut ok = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
     let mut buf = vec![0u8; 4096];
+    let authed = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer s3cret-0123456789\r\n\r\n",
+        r.port
+    );
     for _ in 0..2 {
-        ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ok.write_all(authed.as_bytes()).await.unwrap();
         let n = ok.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -554,6 +557,55 @@ async fn connection_cap_queues_extra_clients() {
     drop(first);
     let text = read_all(&mut second).await;
     assert!(text.contains("200 OK"), "{text}");
+}
+
+/// Issue 19: TCP connections (any local uid can open them) and the socket have separate
+/// budgets, so TCP clients holding every slot do not delay the socket's owner; and a TCP
+/// connection that never shows the secret is cut after the first-request timeout.
+#[tokio::test]
+async fn a_full_tcp_budget_leaves_the_socket_free_and_unproven_connections_are_cut() {
+    use tokio::io::AsyncWriteExt;
+    let cfg = ApiConfig {
+        port: 0,
+        max_connections: 2,
+        header_read_timeout_secs: 30,
+        ..ApiConfig::default()
+    };
+    let r = serve(cfg).await;
+    // Two idle TCP connections hold TCP's whole budget (once accepted).
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        hogs.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let mut sock = tokio::net::UnixStream::connect(&r.socket).await.unwrap();
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(std::time::Duration::from_millis(1500), read_all(&mut sock))
+        .await
+        .expect("the socket waited for a TCP slot");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let socket_took = started.elapsed();
+    // The hogs showed no secret: both are closed after the first-request timeout (2 s, cut
+    // within 1.5x), well before the 60 s idle timeout.
+    for mut h in hogs {
+        let t = tokio::time::timeout(std::time::Duration::from_secs(10), read_all(&mut h)).await;
+        assert!(t.is_ok(), "an unproven connection stayed open");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    eprintln!("socket answered in {socket_took:?} with TCP's budget full");
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@
 pub mod chain;
 pub mod peer;
 pub mod process;
+pub mod redact;
 
 use crate::audit::{Audit, Outcome, Record};
 use serde::Serialize;
@@ -96,6 +97,17 @@ pub struct Attestation {
 }
 
 impl Attestation {
+    /// The same caller with every command-line word holding one of `secrets` replaced
+    /// (see [`redact`]).
+    pub fn redacted(mut self, secrets: &[&str]) -> Self {
+        if let Some(c) = &self.cmdline
+            && let std::borrow::Cow::Owned(clean) = redact::cmdline(c, secrets)
+        {
+            self.cmdline = Some(clean);
+        }
+        self
+    }
+
     /// A record for a caller we could not identify.
     pub fn unidentified(
         transport: &'static str,
@@ -332,12 +344,20 @@ impl ConnPeer {
     /// The attestation, computed on the first call. Borrowed: a request that only checks a
     /// policy against it and counts a repeat into the held record takes no reference count.
     pub fn attestation(&self) -> &Arc<Attestation> {
+        self.attestation_redacting(Vec::new)
+    }
+
+    /// [`ConnPeer::attestation`], its command line cleaned of the values `secrets` gives
+    /// (asked only when the attestation is computed, once per connection).
+    pub fn attestation_redacting(
+        &self,
+        secrets: impl FnOnce() -> Vec<crate::secret::Secret>,
+    ) -> &Arc<Attestation> {
         self.cell.get_or_init(|| {
-            Arc::new(attest(
-                Path::new("/proc"),
-                self.kind,
-                self.accepted.elapsed(),
-            ))
+            let a = attest(Path::new("/proc"), self.kind, self.accepted.elapsed());
+            let secrets = secrets();
+            let values: Vec<&str> = secrets.iter().map(crate::secret::Secret::expose).collect();
+            Arc::new(a.redacted(&values))
         })
     }
 }

@@ -226,6 +226,8 @@ fn open_append(path: &Path) -> io::Result<File> {
         .create(true)
         .append(true)
         .mode(0o600)
+        // Never through a symlink planted at the log's name.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     // An existing file made by someone else's umask or an older version: close it up.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -470,6 +472,18 @@ mod tests {
         assert_eq!(lines[0]["count"], 6);
         assert!(lines[0]["last_time"].is_string());
         assert!(lines[1].get("count").is_none(), "{text}");
+    }
+
+    /// Issue 19: a symlink planted at the log's name is not followed.
+    #[test]
+    fn a_symlink_at_the_log_path_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("victim");
+        let link = tmp.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open_append(&link).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(!target.exists());
     }
 
     #[test]

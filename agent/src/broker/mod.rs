@@ -441,6 +441,23 @@ impl Broker {
             })?
     }
 
+    /// Every access token the broker holds now (cached ones, and the environment's for
+    /// `env` profiles): values that must never be recorded (see `attest::redact`).
+    pub fn known_tokens(&self) -> Vec<Secret> {
+        self.inner
+            .slots
+            .values()
+            .filter_map(|slot| {
+                if slot.cfg.grant == GrantKind::Env {
+                    let var = slot.cfg.token_env.as_deref()?;
+                    std::env::var(var).ok().map(Secret::new)
+                } else {
+                    slot.snapshot().map(|(_, t)| t.access_token.clone())
+                }
+            })
+            .collect()
+    }
+
     /// The hot-path view of a profile whose cached token may be served without calling
     /// [`Broker::token`]; `None` for unknown profiles and for `env` profiles (they re-read
     /// the environment on every request).

@@ -46,6 +46,29 @@ pub fn check_path(path: &Path, globs: &[String]) -> Result<CheckOutcome, CheckEr
         source,
     })?;
     let mut files = BTreeMap::new();
+    if let Some(repo) = leaves_repository(path, meta.is_dir()) {
+        let finding = Finding {
+            file: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message: format!(
+                "not read: this path leads out of the repository {} (through a symbolic link)",
+                repo.display()
+            ),
+            rule: "outside-repository".into(),
+        };
+        files.insert(
+            path.to_path_buf(),
+            FileReport {
+                entities: Vec::new(),
+                findings: vec![finding.clone()],
+            },
+        );
+        return Ok(CheckOutcome {
+            files,
+            findings: vec![finding],
+        });
+    }
     if meta.is_dir() {
         let matcher = Matcher::new(globs)?;
         let walk = discover::walk(path, path, None, &matcher);
@@ -66,6 +89,44 @@ pub fn check_path(path: &Path, globs: &[String]) -> Result<CheckOutcome, CheckEr
     findings.extend(duplicate_findings(&files));
     findings.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     Ok(CheckOutcome { files, findings })
+}
+
+/// The repository `path` is in, when following its links leads out of it.
+///
+/// The repository is found from the path as written, without following links: the nearest
+/// ancestor of its absolute, lexically normalised form that holds `.git`. Outside any
+/// repository nothing is refused (there is nothing to leave). The check follows links in
+/// the directories only; a link as the file itself is never opened (`O_NOFOLLOW` in
+/// [`validate::check_file`]).
+fn leaves_repository(path: &Path, is_dir: bool) -> Option<PathBuf> {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    let repo = lexical
+        .ancestors()
+        .find(|a| std::fs::symlink_metadata(a.join(".git")).is_ok())?
+        .to_path_buf();
+    let real_repo = std::fs::canonicalize(&repo).ok()?;
+    let dir = if is_dir {
+        lexical.as_path()
+    } else {
+        lexical.parent()?
+    };
+    let real = std::fs::canonicalize(dir).ok()?;
+    (!real.starts_with(&real_repo)).then_some(repo)
 }
 
 /// An entity defined twice (Backstage keeps only one and flags a conflict on the other).
@@ -118,6 +179,57 @@ mod tests {
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         assert_eq!(out.findings[0].rule, "duplicate-entity");
         assert!(out.findings[0].file.ends_with("b/catalog-info.yaml"));
+    }
+
+    /// Issue 19: `catalog check PATH` reads regular files only and stays in the repository;
+    /// a link to /dev/zero, a FIFO and a link out of the repository each get a finding,
+    /// at once (a FIFO hung forever, /dev/zero read a gigabyte).
+    #[test]
+    fn links_special_files_and_paths_out_of_the_repository_are_findings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("catalog-info.yaml"), C.replace("NAME", "far")).unwrap();
+        std::os::unix::fs::symlink(&outside, repo.join("linkdir")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", repo.join("zero.yaml")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("catalog-info.yaml"),
+            repo.join("file-link.yaml"),
+        )
+        .unwrap();
+        let fifo = repo.join("fifo.yaml");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let rule = |p: &Path| {
+            let out = check_path(p, &[]).unwrap();
+            assert_eq!(out.entities(), 0, "{p:?}");
+            assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+            out.findings[0].rule.clone()
+        };
+        assert_eq!(rule(&repo.join("zero.yaml")), "not-a-regular-file");
+        assert_eq!(rule(&fifo), "not-a-regular-file");
+        assert_eq!(rule(&repo.join("file-link.yaml")), "not-a-regular-file");
+        assert_eq!(
+            rule(&repo.join("linkdir/catalog-info.yaml")),
+            "outside-repository"
+        );
+        assert_eq!(rule(&repo.join("linkdir")), "outside-repository");
+        // The same file through its real path, and a real file inside, are read.
+        assert_eq!(
+            check_path(&outside.join("catalog-info.yaml"), &[])
+                .unwrap()
+                .entities(),
+            1
+        );
+        std::fs::write(repo.join("catalog-info.yaml"), C.replace("NAME", "near")).unwrap();
+        assert_eq!(check_path(&repo, &[]).unwrap().entities(), 1);
     }
 
     #[test]

@@ -3,10 +3,39 @@
 //! One type for local validation, YAML syntax and Backstage's own `validate-entity` answers,
 //! so the CLI, status and logs all show problems the same way (the format editors and CI
 //! annotators already understand).
+//!
+//! A message quotes what it found through [`excerpt`], never the whole value: a value can be
+//! an alias to 100 KB of text, and a finding per use repeated it in full (5,000 uses printed
+//! 500 MB). Findings per file are capped at [`MAX_FINDINGS`], with one more saying how many
+//! were left out.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
+
+/// Findings kept per file; the rest are counted in one last finding.
+pub const MAX_FINDINGS: usize = 100;
+
+/// Characters of a value a message quotes at most.
+pub const EXCERPT_CHARS: usize = 64;
+
+/// `value` quoted (`{value:?}`) when short; otherwise its first [`EXCERPT_CHARS`] characters
+/// quoted, then how long it really is.
+pub fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// `value` as is when short; otherwise its first [`EXCERPT_CHARS`] characters and `...`
+/// (for values that are part of a path in a message, such as a label key).
+pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(EXCERPT_CHARS) {
+        None => value.into(),
+        Some((at, _)) => format!("{}...", &value[..at]).into(),
+    }
+}
 
 /// A finding about a catalog file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,5 +63,19 @@ impl fmt::Display for Finding {
             self.message,
             self.rule
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_quotes_short_values_whole_and_cuts_long_ones() {
+        assert_eq!(excerpt("team-a"), "\"team-a\"");
+        let long = "é".repeat(100_000);
+        let e = excerpt(&long);
+        assert!(e.len() < 200, "{}", e.len());
+        assert!(e.ends_with("... (200000 bytes)"), "{e}");
     }
 }

@@ -15,6 +15,14 @@ pub enum GitError {
     /// `git` could not be run.
     #[error("cannot run git: {0}")]
     Spawn(String),
+    /// A committed file past the catalog size cap: not read at all.
+    #[error("{path} is {size} bytes at that commit; catalog files over 1 MiB are refused")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size in the commit.
+        size: u64,
+    },
     /// git ran and failed.
     #[error("git {args}: {stderr}")]
     Failed {
@@ -178,12 +186,22 @@ impl Repo {
     }
 
     /// The content of `path` at `commit`.
+    ///
+    /// Its size is asked first: a blob anyone can commit is never read into memory past
+    /// the catalog cap ([`super::validate::MAX_FILE_BYTES`]).
     pub async fn show(&self, commit: &str, path: &Path) -> Result<Vec<u8>, GitError> {
-        git(
-            &self.root,
-            &["cat-file", "blob", &format!("{commit}:{}", path.display())],
-        )
-        .await
+        let object = format!("{commit}:{}", path.display());
+        let size: u64 = git_line(&self.root, &["cat-file", "-s", &object])
+            .await?
+            .parse()
+            .unwrap_or(u64::MAX);
+        if size > super::validate::MAX_FILE_BYTES {
+            return Err(GitError::TooLarge {
+                path: path.display().to_string(),
+                size,
+            });
+        }
+        git(&self.root, &["cat-file", "blob", &object]).await
     }
 }
 
@@ -283,6 +301,48 @@ fn repo_path(remote: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19: a committed blob past the cap is refused by its size, never read.
+    #[tokio::test]
+    async fn a_committed_file_past_the_cap_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "-q", "-b", "main"]);
+        std::fs::write(root.join("small.yaml"), "a: 1\n").unwrap();
+        let big = vec![b'#'; (super::super::validate::MAX_FILE_BYTES + 1) as usize];
+        std::fs::write(root.join("big.yaml"), big).unwrap();
+        run(&["add", "."]);
+        run(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "x",
+        ]);
+        let repo = Repo::open(root, None).await.unwrap();
+        assert_eq!(
+            repo.show("HEAD", Path::new("small.yaml")).await.unwrap(),
+            b"a: 1\n"
+        );
+        let err = repo.show("HEAD", Path::new("big.yaml")).await.unwrap_err();
+        assert!(
+            matches!(err, GitError::TooLarge { size, .. } if size == super::super::validate::MAX_FILE_BYTES + 1),
+            "{err}"
+        );
+    }
 
     #[test]
     fn github_remotes_map_to_blob_urls() {

@@ -321,6 +321,8 @@ impl CatalogHandle {
 #[cfg(test)]
 mod fake_backstage;
 #[cfg(test)]
+pub(crate) mod hostile_tests;
+#[cfg(test)]
 mod push_tests;
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,8 @@ impl Outbox {
             .create(true)
             .truncate(true)
             .mode(0o600)
+            // Never through a symlink planted at the temp name.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(io)?;
         f.write_all(&data).map_err(io)?;

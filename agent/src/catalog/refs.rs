@@ -3,6 +3,7 @@
 //! Owner changes, outbox keys and `by-refs` lookups all compare references, so they are
 //! normalised here once: kind and namespace lowercased, defaults filled in.
 
+use super::finding::{cut, excerpt};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -43,15 +44,21 @@ impl fmt::Display for EntityRef {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
     /// An empty part (`:x`, `a:/b`, `a/`).
-    #[error("entity reference {0:?} is not of the form [<kind>:][<namespace>/]<name>")]
+    #[error("entity reference {} is not of the form [<kind>:][<namespace>/]<name>", excerpt(.0))]
     Shape(String),
     /// No kind given and the field has no default kind.
     #[error(
-        "entity reference {0:?} has no kind, and this field has no default kind (write e.g. \"component:{0}\")"
+        "entity reference {} has no kind, and this field has no default kind (write e.g. \"component:{}\")",
+        excerpt(.0),
+        cut(.0)
     )]
     MissingKind(String),
     /// A part breaks Backstage's format rules, so the reference can never resolve.
-    #[error("entity reference {reference:?}: {part} {value:?} is not valid; expected {expected}")]
+    #[error(
+        "entity reference {}: {part} {} is not valid; expected {expected}",
+        excerpt(reference),
+        excerpt(value)
+    )]
     Format {
         /// The reference as written.
         reference: String,

@@ -318,3 +318,83 @@ async fn reading_files_does_not_feed_back_into_rechecks() {
         .unwrap();
     assert_eq!(first, watch::WatchEvent::Path(root.join("svc/other.txt")));
 }
+
+/// The test repository watched with a 10 ms debounce: (its temp dir, the canonical root,
+/// the service).
+async fn watch_repo_fast() -> (tempfile::TempDir, std::path::PathBuf, CatalogHandle) {
+    let tmp = repo();
+    let root = std::fs::canonicalize(tmp.path().join("repo")).unwrap();
+    let config = CatalogConfig {
+        root: Some(root.clone()),
+        debounce_ms: 10,
+        ..CatalogConfig::default()
+    };
+    let h = Service::start_with(&config, &paths(tmp.path()), Options::default()).await;
+    (tmp, root, h)
+}
+
+/// Validation runs on the blocking pool, not on the engine's task: on a runtime with one
+/// worker, a task ticking every 5 ms keeps ticking while a file with 40,000 bad tags is
+/// checked (issue 19: on the engine's task such a file stalled token answers for 15.7 s).
+/// Self-calibrated: the longest gap between ticks must be well under the time the same
+/// check takes when run directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn validation_runs_off_the_async_workers() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_tmp, root, h) = watch_repo_fast().await;
+    wait_for(&h, "scan", |s| s.state == "watching" && s.files == 1).await;
+
+    let text = super::hostile_tests::bad_tags(80_000);
+    let t = std::time::Instant::now();
+    let direct = validate::check_text(&text, Path::new("x.yaml"));
+    let alone = t.elapsed();
+    assert_eq!(direct.findings.last().unwrap().rule, "too-many-findings");
+    assert!(alone > std::time::Duration::from_millis(40), "{alone:?}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_gap_us = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (stop, max_gap_us) = (stop.clone(), max_gap_us.clone());
+        tokio::spawn(async move {
+            let mut last = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let gap = u64::try_from(last.elapsed().as_micros()).unwrap_or(u64::MAX);
+                max_gap_us.fetch_max(gap, Ordering::Relaxed);
+                last = std::time::Instant::now();
+            }
+        })
+    };
+    write(&root, "svc/catalog-info.yaml", &text);
+    wait_for(&h, "the big file checked", |s| {
+        s.findings.iter().any(|f| f.rule == "too-many-findings")
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    ticker.await.unwrap();
+    let gap = std::time::Duration::from_micros(max_gap_us.load(Ordering::Relaxed));
+    assert!(
+        gap < alone / 2,
+        "the only worker was blocked {gap:?}; the check alone takes {alone:?}"
+    );
+}
+
+/// A catalog file replaced by a symlink is not a catalog file any more: its report goes,
+/// and the link's target is not read (issue 19: the stale report stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_by_a_symlink_drops_its_report() {
+    let (tmp, root, h) = watch_repo_fast().await;
+    wait_for(&h, "scan", |s| s.state == "watching" && s.entities == 1).await;
+    let outside = tmp.path().join("outside.yaml");
+    std::fs::write(&outside, component("secret-elsewhere", "team-x")).unwrap();
+    let file = root.join("svc/catalog-info.yaml");
+    let tmp_link = root.join("svc/.link");
+    std::os::unix::fs::symlink(&outside, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, &file).unwrap();
+    let s = wait_for(&h, "report dropped", |s| s.files == 0).await;
+    assert_eq!(s.entities, 0, "{s:?}");
+    // A regular file again is read again.
+    std::fs::remove_file(&file).unwrap();
+    write(&root, "svc/catalog-info.yaml", &component("back", "team-a"));
+    wait_for(&h, "file back", |s| s.files == 1 && s.entities == 1).await;
+}

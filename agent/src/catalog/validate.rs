@@ -7,7 +7,7 @@
 //! schemas of the built-in kinds (required `spec` fields such as `spec.owner`), and entity
 //! references with the default kind of each relation field (an owner defaults to a group).
 
-use super::finding::Finding;
+use super::finding::{Finding, MAX_FINDINGS, cut, excerpt};
 use super::refs::{self, EntityRef, RefError};
 use super::yaml::{self, Node, Pos, Value};
 use sha2::{Digest, Sha256};
@@ -45,42 +45,84 @@ pub struct FileReport {
 }
 
 /// Reads and validates a file; `display` is the name used in findings.
+///
+/// Only a regular file is read, and never through a symlink in its last component
+/// (`O_NOFOLLOW`): a link to `/dev/zero` read a gigabyte and a FIFO hung forever. The open
+/// does not block (`O_NONBLOCK`, for a FIFO or a device), the size is checked on the open
+/// file before reading, and the read stops past the cap should the file grow meanwhile.
 pub fn check_file(path: &Path, display: &Path) -> FileReport {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return single(display, 1, 1, format!("cannot read: {e}"), "io"),
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return single(
+    match read_regular(path) {
+        Ok(bytes) => check_bytes(&bytes, display),
+        Err(ReadError::TooLarge(len)) => too_large(display, len),
+        Err(ReadError::NotRegular(what)) => single(
             display,
             1,
             1,
-            format!(
-                "file is {} bytes; catalog files over {MAX_FILE_BYTES} bytes (1 MiB) are refused",
-                meta.len()
-            ),
-            "file-too-large",
-        );
+            format!("not read: {what}; only regular files are checked"),
+            "not-a-regular-file",
+        ),
+        Err(ReadError::Io(e)) => single(display, 1, 1, format!("cannot read: {e}"), "io"),
     }
-    match std::fs::read(path) {
-        Ok(bytes) => check_bytes(&bytes, display),
-        Err(e) => single(display, 1, 1, format!("cannot read: {e}"), "io"),
+}
+
+/// Why [`read_regular`] read nothing.
+#[derive(Debug)]
+enum ReadError {
+    TooLarge(u64),
+    NotRegular(&'static str),
+    Io(std::io::Error),
+}
+
+fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => ReadError::NotRegular("it is a symbolic link"),
+            _ => ReadError::Io(e),
+        })?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(ReadError::NotRegular(if ft.is_dir() {
+            "it is a directory"
+        } else if ft.is_fifo() {
+            "it is a FIFO"
+        } else if ft.is_socket() {
+            "it is a socket"
+        } else {
+            "it is a device"
+        }));
     }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    Ok(bytes)
+}
+
+fn too_large(display: &Path, len: u64) -> FileReport {
+    single(
+        display,
+        1,
+        1,
+        format!(
+            "file is {len} bytes; catalog files over {MAX_FILE_BYTES} bytes (1 MiB) are refused"
+        ),
+        "file-too-large",
+    )
 }
 
 /// Validates file content already in memory (e.g. read from a git commit).
 pub fn check_bytes(bytes: &[u8], display: &Path) -> FileReport {
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return single(
-            display,
-            1,
-            1,
-            format!(
-                "file is {} bytes; catalog files over {MAX_FILE_BYTES} bytes (1 MiB) are refused",
-                bytes.len()
-            ),
-            "file-too-large",
-        );
+        return too_large(display, bytes.len() as u64);
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => check_text(text, display),
@@ -90,6 +132,17 @@ pub fn check_bytes(bytes: &[u8], display: &Path) -> FileReport {
             single(display, line, 1, "file is not UTF-8".into(), "encoding")
         }
     }
+}
+
+/// The report of a file whose check itself failed (e.g. the validating task panicked).
+pub(crate) fn failed(display: &Path, why: &str) -> FileReport {
+    single(
+        display,
+        1,
+        1,
+        format!("the check of this file failed (internal error: {why}); please report it"),
+        "internal",
+    )
 }
 
 fn single(display: &Path, line: usize, col: usize, message: String, rule: &str) -> FileReport {
@@ -118,9 +171,9 @@ pub fn check_text(text: &str, display: &Path) -> FileReport {
             "yaml-syntax",
         );
     };
-    let mut report = FileReport::default();
+    let mut sink = Sink::default();
     for e in &stream.errors {
-        report.findings.push(Finding {
+        sink.push(Finding {
             file: display.to_path_buf(),
             line: e.pos_line,
             col: e.pos_col,
@@ -128,35 +181,66 @@ pub fn check_text(text: &str, display: &Path) -> FileReport {
             rule: e.rule.into(),
         });
     }
-    // A duplicate key makes Backstage refuse the document that holds it.
-    let dup_lines: Vec<usize> = stream
-        .errors
-        .iter()
-        .filter(|e| e.rule == "yaml-duplicate-key")
-        .map(|e| e.pos_line)
-        .collect();
-    let docs = &stream.documents;
-    for (i, doc) in docs.iter().enumerate() {
+    sink.more += stream.more_errors;
+    let mut entities = Vec::new();
+    for doc in &stream.documents {
         let Some(root) = &doc.root else { continue };
-        let end = docs.get(i + 1).map_or(usize::MAX, |d| d.pos.line);
         let mut c = Checker {
             file: display,
-            findings: Vec::new(),
+            sink: &mut sink,
+            found: false,
         };
         let entity = c.entity(root, doc.pos);
-        let has_dup = dup_lines.iter().any(|l| *l >= doc.pos.line && *l < end);
-        if c.findings.is_empty() && !has_dup {
-            report.entities.extend(entity);
+        // A duplicate key makes Backstage refuse the document that holds it.
+        if !c.found && !doc.duplicate_key {
+            entities.extend(entity);
         }
-        report.findings.extend(c.findings);
     }
+    let Sink {
+        findings: mut list,
+        more,
+    } = sink;
     // The parser places nodes and errors found at the end of input on the line after the
     // last one; point them at the end of the file, where an editor can jump.
-    for f in &mut report.findings {
-        (f.line, f.col) = yaml::inside(text, f.line, f.col);
+    let end = yaml::TextEnd::of(text);
+    for f in &mut list {
+        (f.line, f.col) = end.clamp(f.line, f.col);
     }
-    report.findings.sort_by_key(|f| (f.line, f.col));
-    report
+    list.sort_by_key(|f| (f.line, f.col));
+    if more > 0 {
+        let (line, col) = list.last().map_or((1, 1), |f| (f.line, f.col));
+        list.push(Finding {
+            file: display.to_path_buf(),
+            line,
+            col,
+            message: format!(
+                "{more} more findings in this file not shown (only the first {MAX_FINDINGS} are kept)"
+            ),
+            rule: "too-many-findings".into(),
+        });
+    }
+    FileReport {
+        entities,
+        findings: list,
+    }
+}
+
+/// The findings of one file, at most [`MAX_FINDINGS`] kept; the others only counted, so a
+/// file with 40,000 broken tags costs 100 findings of memory, not 40,000.
+#[derive(Default)]
+struct Sink {
+    findings: Vec<Finding>,
+    more: usize,
+}
+
+impl Sink {
+    fn push(&mut self, f: Finding) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(f);
+        } else {
+            self.more += 1;
+        }
+    }
 }
 
 /// How a `spec` field is typed.
@@ -294,12 +378,15 @@ const ROOT_FIELDS: [&str; 6] = [
 
 struct Checker<'a> {
     file: &'a Path,
-    findings: Vec<Finding>,
+    sink: &'a mut Sink,
+    /// Whether this document had a finding (kept or only counted).
+    found: bool,
 }
 
 impl Checker<'_> {
     fn push(&mut self, pos: Pos, rule: &str, message: String) {
-        self.findings.push(Finding {
+        self.found = true;
+        self.sink.push(Finding {
             file: self.file.to_path_buf(),
             line: pos.line,
             col: pos.col,
@@ -359,7 +446,8 @@ impl Checker<'_> {
                         k.pos,
                         "unknown-root-field",
                         format!(
-                            "unknown field {key:?} at the root; allowed: {}",
+                            "unknown field {} at the root; allowed: {}",
+                            excerpt(&key),
                             ROOT_FIELDS.join(", ")
                         ),
                     );
@@ -374,7 +462,7 @@ impl Checker<'_> {
             self.push(
                     pos,
                     "api-version",
-                    format!("apiVersion {v:?} is not valid; expected <group>/<version> such as backstage.io/v1alpha1"),
+                    format!("apiVersion {} is not valid; expected <group>/<version> such as backstage.io/v1alpha1", excerpt(v)),
                 );
         }
         let mut builtin = false;
@@ -383,7 +471,11 @@ impl Checker<'_> {
                 self.push(
                     kpos,
                     "kind",
-                    format!("kind {k:?} is not valid; expected {}", refs::KIND_EXPECTED),
+                    format!(
+                        "kind {} is not valid; expected {}",
+                        excerpt(k),
+                        refs::KIND_EXPECTED
+                    ),
                 );
             } else if v.starts_with("backstage.io/") {
                 if let Some(proper) = BUILTIN_KINDS.iter().find(|b| b.eq_ignore_ascii_case(k)) {
@@ -391,14 +483,18 @@ impl Checker<'_> {
                         self.push(
                             kpos,
                             "kind",
-                            format!("kind {k:?} is not a built-in kind; did you mean {proper:?}?"),
+                            format!(
+                                "kind {} is not a built-in kind; did you mean {proper:?}?",
+                                excerpt(k)
+                            ),
                         );
                     } else if !BUILTIN_API_VERSIONS.contains(&v) {
                         self.push(
                             vpos,
                             "api-version",
                             format!(
-                                "apiVersion {v:?} is not valid for kind {k}; expected one of {}",
+                                "apiVersion {} is not valid for kind {k}; expected one of {}",
+                                excerpt(v),
                                 BUILTIN_API_VERSIONS.join(", ")
                             ),
                         );
@@ -410,7 +506,9 @@ impl Checker<'_> {
                         kpos,
                         "kind",
                         format!(
-                            "kind {k:?} is not a built-in kind of {v}; expected one of {}",
+                            "kind {} is not a built-in kind of {}; expected one of {}",
+                            excerpt(k),
+                            excerpt(v),
                             BUILTIN_KINDS.join(", ")
                         ),
                     );
@@ -496,7 +594,8 @@ impl Checker<'_> {
                         pos,
                         "name-format",
                         format!(
-                            "metadata.name {n:?} is not valid; expected {}",
+                            "metadata.name {} is not valid; expected {}",
+                            excerpt(n),
                             refs::NAME_EXPECTED
                         ),
                     );
@@ -512,7 +611,8 @@ impl Checker<'_> {
                         v.pos,
                         "namespace-format",
                         format!(
-                            "metadata.namespace {ns:?} is not valid; expected {}",
+                            "metadata.namespace {} is not valid; expected {}",
+                            excerpt(ns),
                             refs::NAMESPACE_EXPECTED
                         ),
                     );
@@ -564,7 +664,7 @@ impl Checker<'_> {
                     self.push(
                         k.pos,
                         rule_key,
-                        format!("metadata.{field} key {key:?} is not valid; expected [<dns-subdomain>/]<name>, name as for metadata.name"),
+                        format!("metadata.{field} key {} is not valid; expected [<dns-subdomain>/]<name>, name as for metadata.name", excerpt(&key)),
                     );
                 }
                 match (field, val.as_str()) {
@@ -572,20 +672,22 @@ impl Checker<'_> {
                         val.pos,
                         rule_value,
                         format!(
-                            "metadata.{field}.{key} must be a string, found {}",
+                            "metadata.{field}.{} must be a string, found {}",
+                            cut(&key),
                             val.type_name()
                         ),
                     ),
-                    ("labels", Some(s)) if !s.is_empty() && !refs::is_valid_object_name(s) => {
-                        self.push(
+                    ("labels", Some(s)) if !s.is_empty() && !refs::is_valid_object_name(s) => self
+                        .push(
                             val.pos,
                             rule_value,
                             format!(
-                                "metadata.labels.{key} value {s:?} is not valid; expected empty or {}",
+                                "metadata.labels.{} value {} is not valid; expected empty or {}",
+                                cut(&key),
+                                excerpt(s),
                                 refs::NAME_EXPECTED
                             ),
-                        )
-                    }
+                        ),
                     _ => {}
                 }
             }
@@ -601,7 +703,11 @@ impl Checker<'_> {
                                 "tag-format",
                                 format!(
                                     "tag {} is not valid; expected 1-63 of a-z 0-9 : + # in dash-separated words",
-                                    serde_json::to_string(&t.to_json()).unwrap_or_default()
+                                    match (&t.value, t.as_str()) {
+                                        (_, Some(s)) => excerpt(s),
+                                        (Value::Seq(_) | Value::Map(_), _) => format!("(a {})", t.type_name()),
+                                        _ => serde_json::to_string(&t.to_json()).unwrap_or_default(),
+                                    }
                                 ),
                             ),
                         }

@@ -4,12 +4,28 @@
 //! keys). We parse with the `saphyr-parser` event stream and build our own tree so every
 //! finding can point at `line:column`; scalars resolve like the core schema so what we send to
 //! `validate-entity` is what Backstage would have read.
+//!
+//! Hostile files are bounded in work and memory, not only in nodes: an alias is expanded
+//! into a copy, so what an alias costs is the whole anchored value (its nodes and its scalar
+//! bytes), counted against per-file budgets before the copy is made. A 115 KB file aliasing a
+//! 100 KB string 5,000 times counted 5,000 nodes and grew the agent past 1.7 GB; now it
+//! stops at [`MAX_EXPANDED_BYTES`]. Duplicate keys are found through a hash set per mapping
+//! (a scan of the earlier keys per key was quadratic: 18.7 s for 40k keys), and only the
+//! first few duplicate keys are kept as errors, with a count of the rest.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
-/// Upper bound on nodes per file, so alias expansion ("billion laughs") cannot exhaust memory.
-const MAX_NODES: usize = 200_000;
+/// Upper bound on nodes per file, aliases counted as the nodes they copy ("billion laughs").
+pub const MAX_NODES: usize = 200_000;
+
+/// Upper bound on the bytes of scalars per file once aliases are expanded. Backstage's own
+/// limit on a catalog file is in the same range; a real file is far below it.
+pub const MAX_EXPANDED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Duplicate-key errors kept per file; the rest are counted in [`Stream::more_errors`].
+pub const MAX_KEPT_ERRORS: usize = 100;
 
 /// 1-based position in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -127,6 +143,8 @@ pub struct Document {
     pub root: Option<Node>,
     /// Where the document starts.
     pub pos: Pos,
+    /// Whether a mapping in it repeats a key (Backstage refuses such a document).
+    pub duplicate_key: bool,
 }
 
 /// A YAML syntax or structure error with its position.
@@ -150,6 +168,50 @@ pub struct Stream {
     pub documents: Vec<Document>,
     /// Errors (a syntax error ends the stream; duplicate keys do not).
     pub errors: Vec<YamlError>,
+    /// Duplicate-key errors found past the first [`MAX_KEPT_ERRORS`] and not kept.
+    pub more_errors: usize,
+}
+
+/// What a node costs once its aliases are expanded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Weight {
+    fn add(&mut self, other: Weight) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// A mapping key as compared for uniqueness: `None` for keys that are never duplicates
+/// (`null`, NaN), like the `==` on [`Value`] this replaces.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum KeyId {
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(String),
+    /// A sequence or mapping key, by its debug form (node positions included, as `==`).
+    Complex(String),
+}
+
+impl KeyId {
+    fn of(v: &Value) -> Option<KeyId> {
+        Some(match v {
+            Value::Null => return None,
+            Value::Float(f) if f.is_nan() => return None,
+            // 0.0 == -0.0
+            Value::Float(f) if *f == 0.0 => KeyId::Float(0),
+            Value::Float(f) => KeyId::Float(f.to_bits()),
+            Value::Bool(b) => KeyId::Bool(*b),
+            Value::Int(i) => KeyId::Int(*i),
+            Value::Str(s) => KeyId::Str(s.clone()),
+            complex => KeyId::Complex(format!("{complex:?}")),
+        })
+    }
 }
 
 enum Frame {
@@ -157,43 +219,70 @@ enum Frame {
         pos: Pos,
         anchor: usize,
         items: Vec<Node>,
+        weight: Weight,
     },
     Map {
         pos: Pos,
         anchor: usize,
         entries: Vec<(Node, Node)>,
         key: Option<Node>,
+        seen: HashMap<KeyId, usize>,
+        weight: Weight,
     },
 }
 
-/// Clamps a parser position into `text`: the parser reports errors found at the end of
-/// input (and nodes that start there) on the line after the last one, which an editor
-/// cannot jump to. Such a position is put just after the last character instead.
-pub(crate) fn inside(text: &str, line: usize, col: usize) -> (usize, usize) {
-    let lines: Vec<&str> = text.split('\n').collect();
-    let last = lines.len().max(1);
-    if line > last {
-        let len = lines.last().map_or(0, |l| l.len());
-        (last, len + 1)
-    } else {
-        (line.max(1), col.max(1))
+/// Where a text ends, for [`TextEnd::clamp`]: worked out once per file (working it out per
+/// finding re-split the whole file each time, quadratic in a file full of findings).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TextEnd {
+    /// Number of lines (`split('\n')` pieces, at least 1).
+    last: usize,
+    /// Bytes in the last line.
+    last_len: usize,
+}
+
+impl TextEnd {
+    pub(crate) fn of(text: &str) -> Self {
+        let newlines = count_newlines(text.as_bytes());
+        let last_len = text.rfind('\n').map_or(text.len(), |i| text.len() - i - 1);
+        Self {
+            last: newlines + 1,
+            last_len,
+        }
     }
+
+    /// Clamps a parser position into the text: the parser reports errors found at the end
+    /// of input (and nodes that start there) on the line after the last one, which an
+    /// editor cannot jump to. Such a position is put just after the last character instead.
+    pub(crate) fn clamp(&self, line: usize, col: usize) -> (usize, usize) {
+        if line > self.last {
+            (self.last, self.last_len + 1)
+        } else {
+            (line.max(1), col.max(1))
+        }
+    }
+}
+
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 /// Parses every document of `text`.
 pub fn parse_stream(text: &str) -> Stream {
+    let end = TextEnd::of(text);
     let mut out = Stream::default();
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Weight)> = HashMap::new();
     let mut doc_pos = Pos::default();
+    let mut doc_dup = false;
     let mut root: Option<Node> = None;
-    let mut nodes = 0usize;
+    let mut total = Weight::default();
     while let Some(next) = parser.next_event() {
         let (event, span) = match next {
             Ok(v) => v,
             Err(e) => {
-                let (pos_line, pos_col) = inside(text, e.marker().line(), e.marker().col() + 1);
+                let (pos_line, pos_col) = end.clamp(e.marker().line(), e.marker().col() + 1);
                 out.errors.push(YamlError {
                     pos_line,
                     pos_col,
@@ -204,10 +293,13 @@ pub fn parse_stream(text: &str) -> Stream {
             }
         };
         let pos = Pos::of(&span);
-        let finished: Option<(Node, usize)> = match event {
+        // The node finished by this event, its anchor, its weight, and what it adds to the
+        // file's total (a collection's children were counted as they came).
+        let finished: Option<(Node, usize, Weight, Weight)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
             Event::DocumentStart(_) => {
                 doc_pos = pos;
+                doc_dup = false;
                 root = None;
                 anchors.clear();
                 None
@@ -216,18 +308,27 @@ pub fn parse_stream(text: &str) -> Stream {
                 out.documents.push(Document {
                     root: root.take().filter(|n| n.value != Value::Null),
                     pos: doc_pos,
+                    duplicate_key: doc_dup,
                 });
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => {
-                    nodes += count(n);
+                Some((n, w)) => {
+                    // Counted before the copy is made: the budget is what bounds memory.
+                    let mut after = total;
+                    after.add(*w);
+                    if let Some(e) = over_budget(after, pos) {
+                        out.errors.push(e);
+                        return out;
+                    }
                     Some((
                         Node {
                             value: n.value.clone(),
                             pos,
                         },
                         0,
+                        *w,
+                        *w,
                     ))
                 }
                 None => {
@@ -242,12 +343,18 @@ pub fn parse_stream(text: &str) -> Stream {
             },
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.map(|t| t.suffix.clone());
+                let w = Weight {
+                    nodes: 1,
+                    bytes: text.len(),
+                };
                 Some((
                     Node {
                         value: resolve_scalar(&text, style, tag.as_deref()),
                         pos,
                     },
                     anchor,
+                    w,
+                    w,
                 ))
             }
             Event::SequenceStart(anchor, _) => {
@@ -255,6 +362,7 @@ pub fn parse_stream(text: &str) -> Stream {
                     pos,
                     anchor,
                     items: Vec::new(),
+                    weight: Weight::default(),
                 });
                 None
             }
@@ -264,88 +372,133 @@ pub fn parse_stream(text: &str) -> Stream {
                     anchor,
                     entries: Vec::new(),
                     key: None,
+                    seen: HashMap::new(),
+                    weight: Weight::default(),
                 });
                 None
             }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => Some((
-                    Node {
-                        value: Value::Seq(items),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let one = Weight { nodes: 1, bytes: 0 };
+                match stack.pop() {
+                    Some(Frame::Seq {
                         pos,
-                    },
-                    anchor,
-                )),
-                Some(Frame::Map {
-                    pos,
-                    anchor,
-                    entries,
-                    ..
-                }) => Some((
-                    Node {
-                        value: Value::Map(entries),
+                        anchor,
+                        items,
+                        mut weight,
+                    }) => {
+                        weight.add(one);
+                        Some((
+                            Node {
+                                value: Value::Seq(items),
+                                pos,
+                            },
+                            anchor,
+                            weight,
+                            one,
+                        ))
+                    }
+                    Some(Frame::Map {
                         pos,
-                    },
-                    anchor,
-                )),
-                None => None,
-            },
+                        anchor,
+                        entries,
+                        mut weight,
+                        ..
+                    }) => {
+                        weight.add(one);
+                        Some((
+                            Node {
+                                value: Value::Map(entries),
+                                pos,
+                            },
+                            anchor,
+                            weight,
+                            one,
+                        ))
+                    }
+                    None => None,
+                }
+            }
         };
-        let Some((node, anchor)) = finished else {
+        let Some((node, anchor, weight, fresh)) = finished else {
             continue;
         };
-        nodes += 1;
-        if nodes > MAX_NODES {
-            out.errors.push(YamlError {
-                pos_line: pos.line,
-                pos_col: pos.col,
-                message: format!("more than {MAX_NODES} nodes (alias expansion?); refused"),
-                rule: "yaml-syntax",
-            });
+        total.add(fresh);
+        if let Some(e) = over_budget(total, pos) {
+            out.errors.push(e);
             return out;
         }
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            anchors.insert(anchor, (node.clone(), weight));
         }
         match stack.last_mut() {
             None => root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
-                None => {
-                    if let Some((first, _)) = entries
-                        .iter()
-                        .find(|(k, _)| k.value == node.value && !matches!(k.value, Value::Null))
-                    {
-                        out.errors.push(YamlError {
-                            pos_line: node.pos.line,
-                            pos_col: node.pos.col,
-                            message: format!(
-                                "duplicate key {:?} (first at line {}); map keys must be unique",
-                                node.key_string(),
-                                first.pos.line
-                            ),
-                            rule: "yaml-duplicate-key",
+            Some(Frame::Seq {
+                items, weight: w, ..
+            }) => {
+                w.add(weight);
+                items.push(node);
+            }
+            Some(Frame::Map {
+                entries,
+                key,
+                seen,
+                weight: w,
+                ..
+            }) => {
+                w.add(weight);
+                match key.take() {
+                    None => {
+                        let first = KeyId::of(&node.value).and_then(|id| match seen.entry(id) {
+                            Entry::Occupied(o) => Some(*o.get()),
+                            Entry::Vacant(v) => {
+                                v.insert(node.pos.line);
+                                None
+                            }
                         });
+                        if let Some(first) = first {
+                            doc_dup = true;
+                            if out.errors.len() < MAX_KEPT_ERRORS {
+                                out.errors.push(YamlError {
+                                    pos_line: node.pos.line,
+                                    pos_col: node.pos.col,
+                                    message: format!(
+                                        "duplicate key {} (first at line {first}); map keys must be unique",
+                                        super::finding::excerpt(&node.key_string()),
+                                    ),
+                                    rule: "yaml-duplicate-key",
+                                });
+                            } else {
+                                out.more_errors += 1;
+                            }
+                        }
+                        *key = Some(node);
                     }
-                    *key = Some(node);
+                    Some(k) => entries.push((k, node)),
                 }
-                Some(k) => entries.push((k, node)),
-            },
+            }
         }
     }
     out
 }
 
-fn count(n: &Node) -> usize {
-    match &n.value {
-        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Value::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count(k) + count(v))
-                .sum::<usize>()
-        }
-        _ => 1,
-    }
+/// The error that ends the parse once the file's expanded size passes a budget.
+fn over_budget(total: Weight, pos: Pos) -> Option<YamlError> {
+    let message = if total.nodes > MAX_NODES {
+        format!("more than {MAX_NODES} nodes once aliases are expanded; refused")
+    } else if total.bytes > MAX_EXPANDED_BYTES {
+        format!(
+            "more than {} MiB of text once aliases are expanded; refused",
+            MAX_EXPANDED_BYTES / (1024 * 1024)
+        )
+    } else {
+        return None;
+    };
+    Some(YamlError {
+        pos_line: pos.line,
+        pos_col: pos.col,
+        message,
+        rule: "yaml-too-large",
+    })
 }
 
 /// Resolves a scalar like the YAML 1.2 core schema (what the `yaml` npm package does).

@@ -138,15 +138,7 @@ impl AwsRoleConfig {
                 format!("{s:?} must be 2-64 characters of [A-Za-z0-9_+=,.@-]"),
             ));
         }
-        match url::Url::parse(self.endpoint()) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
-            _ => {
-                return Err((
-                    key("sts_endpoint"),
-                    format!("{:?} is not an http(s) URL", self.endpoint()),
-                ));
-            }
-        }
+        crate::cleartext::check(self.endpoint()).map_err(|m| (key("sts_endpoint"), m))?;
         if !self.role_arn.starts_with("arn:") {
             return Err((
                 key("role_arn"),

@@ -25,7 +25,8 @@ pub struct ApiConfig {
     pub header_read_timeout_secs: u64,
     /// Seconds an open connection may sit without traffic or a request in flight.
     pub idle_timeout_secs: u64,
-    /// Open connections at once, over both listeners; more wait in the accept queue.
+    /// Open connections at once per listener (TCP and the socket each); more wait in the
+    /// accept queue.
     pub max_connections: usize,
     /// Bytes of request headers (names + values) the guard accepts.
     pub max_header_bytes: usize,
@@ -73,6 +74,7 @@ impl ApiConfig {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: PathBuf::from("(config)"),
             line: 0,
+            column: 0,
             key: format!("api.{key}"),
             message,
         };

@@ -43,18 +43,20 @@ pub(super) struct Layer {
 }
 
 impl Layer {
-    /// Where `key` (dotted) was set in this layer, if it was: (path, line).
-    pub(super) fn locate(&self, key: &[&str]) -> Option<(PathBuf, usize)> {
+    /// Where `key` (dotted) was set in this layer, if it was: (path, line, column); line
+    /// and column are 0 outside files.
+    pub(super) fn locate(&self, key: &[&str]) -> Option<(PathBuf, usize, usize)> {
         match &self.origin {
             Origin::File { path, text } => {
                 let offset = locate_in_text(text, key)?;
-                Some((path.clone(), super::line_col(text, offset).0))
+                let (line, column) = super::line_col(text, offset);
+                Some((path.clone(), line, column))
             }
             Origin::Keys(map) => {
                 let dotted = key.join(".");
                 map.iter()
                     .find(|(k, _)| **k == dotted || k.starts_with(&format!("{dotted}.")))
-                    .map(|(_, who)| (PathBuf::from(who), 0))
+                    .map(|(_, who)| (PathBuf::from(who), 0, 0))
             }
         }
     }

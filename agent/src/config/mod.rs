@@ -52,12 +52,14 @@ pub enum ConfigError {
     },
     /// A value that parses but is not acceptable (e.g. a secret written into the file).
     /// `path` is the file, or `env STAGEPASS_...` / `flag --...` for the other layers.
-    #[error("{}{}: {key}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    #[error("{}{}: {key}: {message}", path.display(), match (*line, *column) { (0, _) => String::new(), (l, 0) => format!(":{l}"), (l, c) => format!(":{l}:{c}") })]
     Invalid {
         /// The file the offending key came from.
         path: PathBuf,
         /// 1-based line of the key, 0 when unknown.
         line: usize,
+        /// 1-based column of the key's value, 0 when unknown.
+        column: usize,
         /// Dotted key, e.g. `profiles.backstage.client_secret`.
         key: String,
         /// What is wrong and how to fix it.
@@ -229,6 +231,7 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     path: PathBuf::from("(config)"),
                     line: 0,
+                    column: 0,
                     key: format!("profiles.{name}.subject_profile"),
                     message: format!("{sub:?} is not a configured profile"),
                 });
@@ -252,20 +255,33 @@ impl Config {
             return Err(ConfigError::Invalid {
                 path: PathBuf::from("(config)"),
                 line: 0,
+                column: 0,
                 key: "attestation.enabled".into(),
                 message: format!(
                     "profiles.{name}.policy.allow needs caller attestation; set attestation.enabled = true or remove the rules"
                 ),
             });
         }
+        // Where a token goes besides the IdP and STS: Backstage, and registries written
+        // as URLs.
+        let urls = self
+            .catalog
+            .backstage_url
+            .iter()
+            .map(|u| ("catalog.backstage_url".to_string(), u.as_str()))
+            .chain(
+                self.docker
+                    .registries
+                    .keys()
+                    .filter(|k| k.contains("://"))
+                    .map(|k| (format!("docker.registries.{k}"), k.as_str())),
+            );
+        for (key, url) in urls {
+            crate::cleartext::check(url).map_err(|message| unlocated(key, message))?;
+        }
         for (name, role) in &self.aws {
             role.validate(name)
-                .map_err(|(key, message)| ConfigError::Invalid {
-                    path: PathBuf::from("(config)"),
-                    line: 0,
-                    key,
-                    message,
-                })?;
+                .map_err(|(key, message)| unlocated(key, message))?;
         }
         Ok(())
     }
@@ -293,6 +309,7 @@ fn check_required(merged: &toml::Table) -> Result<(), ConfigError> {
                 return Err(ConfigError::Invalid {
                     path: PathBuf::from("(config)"),
                     line: 0,
+                    column: 0,
                     key: format!("profiles.{name}.grant"),
                     message:
                         "missing; one of \"device\", \"exchange\", \"client-credentials\", \"env\""
@@ -338,8 +355,21 @@ fn merged_error(merged: &toml::Table, message: &str) -> ConfigError {
     ConfigError::Invalid {
         path: PathBuf::from("(merged config)"),
         line: 0,
+        column: 0,
         key,
         message: message.to_string(),
+    }
+}
+
+/// An [`ConfigError::Invalid`] about the merged config; [`relocate`] finds its file, line
+/// and column.
+fn unlocated(key: String, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: PathBuf::from("(config)"),
+        line: 0,
+        column: 0,
+        key,
+        message,
     }
 }
 
@@ -351,16 +381,18 @@ fn relocate(err: ConfigError, all: &[layers::Layer]) -> ConfigError {
         message,
         path,
         line,
+        column,
     } = err
     else {
         return err;
     };
     let segs: Vec<&str> = key.split('.').collect();
     for n in (1..=segs.len()).rev() {
-        if let Some((p, l)) = all.iter().rev().find_map(|layer| layer.locate(&segs[..n])) {
+        if let Some((p, l, c)) = all.iter().rev().find_map(|layer| layer.locate(&segs[..n])) {
             return ConfigError::Invalid {
                 path: p,
                 line: l,
+                column: c,
                 key,
                 message,
             };
@@ -369,6 +401,7 @@ fn relocate(err: ConfigError, all: &[layers::Layer]) -> ConfigError {
     ConfigError::Invalid {
         path,
         line,
+        column,
         key,
         message,
     }
@@ -450,7 +483,10 @@ mod tests {
             "[agent]\nlog_level = \"info\"\n\n[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"https://i\"\nclient_id = \"c\"\nclient_secret = \"s3cret\"\n",
         );
         let err = Config::load_files(&[p]).unwrap_err().to_string();
-        assert!(err.contains("c.toml:8: profiles.ci.client_secret"), "{err}");
+        assert!(
+            err.contains("c.toml:8:1: profiles.ci.client_secret"),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "{err}");
     }
 
@@ -464,7 +500,7 @@ mod tests {
         );
         let err = Config::load_files(&[p]).unwrap_err().to_string();
         assert!(
-            err.contains("c.toml:2: profiles.dev.issuer: required"),
+            err.contains("c.toml:2:11: profiles.dev.issuer: required"),
             "{err}"
         );
     }
@@ -482,7 +518,7 @@ mod tests {
         assert_eq!(c.profiles["gh"].token_env.as_deref(), Some("GH_TOKEN"));
         // Alone, the first file lacks token_env: the error names it.
         let err = Config::load_files(&[a]).unwrap_err().to_string();
-        assert!(err.contains("a.toml:1: profiles.gh.token_env"), "{err}");
+        assert!(err.contains("a.toml:1:11: profiles.gh.token_env"), "{err}");
         // A profile without grant anywhere.
         let d = write(
             tmp.path(),
@@ -490,7 +526,10 @@ mod tests {
             "[agent]\n[profiles.x]\ntoken_env = \"A\"\n",
         );
         let err = Config::load_files(&[d]).unwrap_err().to_string();
-        assert!(err.contains("d.toml:2: profiles.x.grant: missing"), "{err}");
+        assert!(
+            err.contains("d.toml:2:11: profiles.x.grant: missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -578,9 +617,49 @@ mod tests {
         );
         let err = Config::load_files(&[p]).unwrap_err().to_string();
         assert!(
-            err.contains("c.toml:4: profiles.git.subject_profile"),
+            err.contains("c.toml:4:1: profiles.git.subject_profile"),
             "{err}"
         );
+    }
+
+    /// Issue 19: an http issuer, STS endpoint, Backstage or registry on another host would
+    /// carry a credential in clear text: refused at load with file:line:column; loopback
+    /// hosts (the test beds) stay allowed.
+    #[test]
+    fn cleartext_credential_urls_are_refused_at_their_line_and_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "[profiles.ci]\ngrant = \"device\"\nclient_id = \"c\"\n  issuer = \"http://idp.example/realms/x\"\n",
+                "c.toml:4:3: profiles.ci.issuer",
+            ),
+            (
+                "[profiles.w]\ngrant = \"env\"\ntoken_env = \"T\"\n[aws.dev]\nprofile = \"w\"\nrole_arn = \"arn:aws:iam::1:role/r\"\nsts_endpoint = \"http://sts.example\"\n",
+                "c.toml:7:1: aws.dev.sts_endpoint",
+            ),
+            (
+                "[catalog]\nbackstage_url = \"http://backstage.example\"\n",
+                "c.toml:2:1: catalog.backstage_url",
+            ),
+            (
+                "[docker.registries]\n\"http://ghcr.io\" = \"github\"\n",
+                "docker.registries.http://ghcr.io",
+            ),
+        ];
+        for (text, want) in cases {
+            let p = write(tmp.path(), "c.toml", text);
+            let err = Config::load_files(&[p]).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(err.contains("clear text"), "{err}");
+        }
+        for ok in [
+            "[profiles.ci]\ngrant = \"device\"\nclient_id = \"c\"\nissuer = \"http://127.0.0.1:8080/realms/x\"\n",
+            "[profiles.ci]\ngrant = \"device\"\nclient_id = \"c\"\nissuer = \"https://idp.example/realms/x\"\n",
+            "[catalog]\nbackstage_url = \"http://localhost:7007\"\n",
+        ] {
+            let p = write(tmp.path(), "c.toml", ok);
+            assert!(Config::load_files(&[p]).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl PolicyConfig {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: PathBuf::from("(config)"),
             line: 0,
+            column: 0,
             key,
             message,
         };
@@ -198,6 +199,7 @@ impl AuditConfig {
         let invalid = |key: &str, message: &str| ConfigError::Invalid {
             path: PathBuf::from("(config)"),
             line: 0,
+            column: 0,
             key: key.into(),
             message: message.into(),
         };

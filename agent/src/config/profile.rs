@@ -90,6 +90,7 @@ impl ProfileConfig {
         let invalid = |key: &str, message: &str| ConfigError::Invalid {
             path: PathBuf::from("(config)"),
             line: 0,
+            column: 0,
             key: format!("profiles.{name}.{key}"),
             message: message.to_string(),
         };
@@ -124,6 +125,9 @@ impl ProfileConfig {
                     return Err(invalid("token_env", "required for grant = \"env\""));
                 }
             }
+        }
+        if let Some(issuer) = &self.issuer {
+            crate::cleartext::check(issuer).map_err(|m| invalid("issuer", &m))?;
         }
         self.policy.validate(name)?;
         if self.grant == GrantKind::ClientCredentials && self.secret_source().is_none() {

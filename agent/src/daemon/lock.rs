@@ -15,6 +15,11 @@ pub enum LockError {
         "another stagepass agent is already running for this user (lock {0} is held); stop it first or use it"
     )]
     Held(PathBuf),
+    /// Another agent, with another runtime dir, uses the same state dir.
+    #[error(
+        "another stagepass agent uses the state dir {0} (lock {1} is held), with another runtime dir: two agents would refresh and rotate the same grants; stop it, or give this one its own XDG_STATE_HOME"
+    )]
+    StateHeld(PathBuf, PathBuf),
     /// The lock file could not be opened or locked.
     #[error("cannot take the lock {path}: {source}")]
     Io {
@@ -28,6 +33,14 @@ pub enum LockError {
 /// Held for the agent's lifetime; dropping it (or exiting) releases the lock.
 pub struct InstanceLock {
     _lock: FileLock,
+}
+
+/// Takes the state dir's lock (`paths.state_lock()`) without waiting.
+pub fn acquire_state(state_dir: &Path, path: &Path) -> Result<InstanceLock, LockError> {
+    match acquire(path) {
+        Err(LockError::Held(p)) => Err(LockError::StateHeld(state_dir.to_path_buf(), p)),
+        other => other,
+    }
 }
 
 /// Takes the lock without waiting.

@@ -2,8 +2,9 @@
 //! `stagepass catalog check`, paths relative to the repository root.
 //!
 //! Every path an MCP client sends is resolved here and must stay inside the repository
-//! (lexically, and again after symlinks when the path exists), so a tool can never be used
-//! to probe the rest of the file system.
+//! (lexically, and again after symlinks, through the deepest part of the path that exists),
+//! so a tool can never be used to probe the rest of the file system: any path out of it
+//! gets the same answer, whether it exists there or not.
 
 use crate::catalog::check::duplicate_findings;
 use crate::catalog::diff::humanize;
@@ -125,11 +126,13 @@ impl Snapshot {
                 }
             }
         }
-        // A symlink inside the tree may point out of it: check where the path really is.
+        // A symlink inside the tree may point out of it: check where the path really is,
+        // through its deepest part that exists. Checking only paths that exist answered
+        // "outside" for `link/passwd` and went on for `link/missing`: an oracle for what
+        // exists outside the repository.
         let full = self.root.join(&rel);
-        if let Ok(real) = full.canonicalize()
-            && !real.starts_with(&self.root)
-        {
+        let real = full.ancestors().find_map(|p| p.canonicalize().ok());
+        if real.is_none_or(|r| !r.starts_with(&self.root)) {
             return Err(InputError::OutsideRepo(text.to_string()));
         }
         Ok(rel)
@@ -259,10 +262,23 @@ mod tests {
             );
         }
         std::os::unix::fs::symlink("/etc", t.path().join("svc/escape")).unwrap();
-        assert!(matches!(
-            s.resolve("svc/escape/passwd"),
-            Err(InputError::OutsideRepo(_))
-        ));
+        // Issue 19: the same answer whether the file exists out there or not.
+        for p in [
+            "svc/escape/passwd",
+            "svc/escape/no-such-file",
+            "svc/escape/no/such/dir",
+        ] {
+            assert_eq!(
+                s.resolve(p),
+                Err(InputError::OutsideRepo(p.to_string())),
+                "{p}"
+            );
+        }
+        // A missing path inside the repository is still inside.
+        assert_eq!(
+            s.resolve("svc/new/file").unwrap(),
+            Path::new("svc/new/file")
+        );
         let inside = s.root.join("svc/src").display().to_string();
         assert_eq!(s.resolve(&inside).unwrap(), Path::new("svc/src"));
         assert!(matches!(s.resolve(""), Err(InputError::Malformed(_))));

@@ -4,6 +4,7 @@
 //! finding points at a line and column that exist in the file.
 
 use super::config;
+use crate::catalog::finding::MAX_FINDINGS;
 use crate::catalog::validate::{FileReport, check_bytes, check_text};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -170,6 +171,37 @@ fn mutated_valid_files_never_panic_and_findings_are_located() {
         assert_located(&text, &report)
     });
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// Alias amplification, many findings and many keys (issue 19): whatever the sizes, the
+/// report is at most [`MAX_FINDINGS`] short findings and one count, all located.
+#[test]
+fn hostile_shapes_give_short_located_reports() {
+    use crate::catalog::hostile_tests::{aliases, bad_tags, many_keys};
+    let mut runner = TestRunner::new(config(24));
+    let shape = prop_oneof![
+        (1usize..120_000, 1usize..6_000).prop_map(|(len, uses)| aliases(len, uses)),
+        (1usize..20_000).prop_map(bad_tags),
+        (1usize..20_000, any::<bool>()).prop_map(|(n, dup)| many_keys(n, dup)),
+    ];
+    let result = runner.run(&shape, |text| {
+        let report = check_text(&text, Path::new("f.yaml"));
+        prop_assert!(report.findings.len() <= MAX_FINDINGS + 1);
+        for f in &report.findings {
+            prop_assert!(
+                f.message.len() < 400,
+                "{} bytes: {}",
+                f.message.len(),
+                f.rule
+            );
+        }
+        assert_located(&text, &report)
+    });
+    assert!(
+        result.is_ok(),
+        "{:?}",
+        result.map_err(|e| e.to_string().len())
+    );
 }
 
 /// Found by the properties above: a syntax error at the end of input was reported on the
