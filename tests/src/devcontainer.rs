@@ -91,9 +91,9 @@ impl Engine {
     }
 }
 
-/// `feature/package.sh` output for the `stagepass` binaries of this build, stripped of debug
-/// info (the debug build is ~400 MB, most of it symbols the image does not need).
-pub fn package_feature(out: &Path) -> Result<PathBuf> {
+/// The `stagepass` and `stagepass-core` of this build, stripped of debug info (the debug build
+/// is ~400 MB, most of it symbols an image does not need), in `out/bin`; returns that dir.
+pub fn stripped_binaries(out: &Path) -> Result<PathBuf> {
     let front = crate::support::stagepass_bin()?;
     let core = front.with_file_name("stagepass-core");
     let bins = out.join("bin");
@@ -107,6 +107,13 @@ pub fn package_feature(out: &Path) -> Result<PathBuf> {
             .arg(&dst)
             .arg(src))?;
     }
+    Ok(bins)
+}
+
+/// `feature/package.sh` output for the `stagepass` binaries of this build, stripped of debug
+/// info ([`stripped_binaries`]).
+pub fn package_feature(out: &Path) -> Result<PathBuf> {
+    let bins = stripped_binaries(out)?;
     let pkg = out.join("pkg");
     run(Command::new("sh")
         .arg(repo_root().join("feature/package.sh"))
@@ -154,6 +161,26 @@ impl DevContainer {
         devcontainer_json: &str,
         env: &[(&str, &str)],
     ) -> Result<DevContainer> {
+        Self::create(engine, Some(feature_pkg), devcontainer_json, env)
+    }
+
+    /// [`DevContainer::new`] for a `devcontainer_json` that names the Feature by its registry
+    /// reference (`localhost:PORT/stagepass/features/stagepass:0`): the CLI fetches it, so no
+    /// copy of the Feature is put beside the config.
+    pub fn by_reference(
+        engine: &Engine,
+        devcontainer_json: &str,
+        env: &[(&str, &str)],
+    ) -> Result<DevContainer> {
+        Self::create(engine, None, devcontainer_json, env)
+    }
+
+    fn create(
+        engine: &Engine,
+        feature_pkg: Option<&Path>,
+        devcontainer_json: &str,
+        env: &[(&str, &str)],
+    ) -> Result<DevContainer> {
         let dir = private_tempdir()?;
         let ws = dir.path().join("workspace");
         let dc = ws.join(".devcontainer");
@@ -161,10 +188,12 @@ impl DevContainer {
             .map_err(|e| HarnessError::io(format!("creating {}", dc.display()), e))?;
         std::fs::write(dc.join("devcontainer.json"), devcontainer_json)
             .map_err(|e| HarnessError::io("writing devcontainer.json", e))?;
-        run(Command::new("cp")
-            .arg("-R")
-            .arg(feature_pkg.join("src/stagepass"))
-            .arg(dc.join("stagepass")))?;
+        if let Some(pkg) = feature_pkg {
+            run(Command::new("cp")
+                .arg("-R")
+                .arg(pkg.join("src/stagepass"))
+                .arg(dc.join("stagepass")))?;
+        }
         Ok(DevContainer {
             engine: engine.clone(),
             dir,
@@ -182,6 +211,13 @@ impl DevContainer {
     /// The workspace folder on the host.
     pub fn workspace(&self) -> PathBuf {
         self.dir.path().join("workspace")
+    }
+
+    /// Replaces `.devcontainer/devcontainer.json` (the next `up` builds from it).
+    pub fn write_config(&self, devcontainer_json: &str) -> Result<()> {
+        let path = self.workspace().join(".devcontainer/devcontainer.json");
+        std::fs::write(&path, devcontainer_json)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
     }
 
     /// The current container id.
