@@ -6,9 +6,9 @@
 # Copies feature/src/stagepass to OUTDIR/src/stagepass and puts each given binary at
 # bin/stagepass-ARCH-linux-gnu (ARCH: x86_64 or aarch64), and the `stagepass-core` beside it at
 # bin/stagepass-core-ARCH-linux-gnu: `stagepass` is the small front (it answers `token` and
-# runs the core for everything else), so the two always travel together. A release passes
-# both architectures, built by CI for x86_64-unknown-linux-gnu and aarch64-unknown-linux-gnu, so
-# one feature tarball serves both and install.sh picks the right one. With no ARCH=BINARY, the
+# runs the core for everything else), so the two always travel together. A release
+# (release/release.sh) passes every architecture it built (x86_64, and aarch64 where its
+# toolchain is installed), so one feature tarball serves both and install.sh picks the right one. With no ARCH=BINARY, the
 # host architecture is built here (`cargo build --release -p stagepass`, then the front again as
 # a static PIE, as bench/run does). If the devcontainer CLI is on PATH (or named
 # by $DEVCONTAINER), OUTDIR/dist receives the publishable archive (`devcontainer features package`).

@@ -63,5 +63,5 @@ Description: fresh least-privilege tokens on localhost from one device login
 CONTROL
 mkdir -p "$out"
 deb="$out/stagepass_${version}_${debarch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$deb" >/dev/null
 printf 'deb.sh: %s\n' "$deb"
