@@ -220,6 +220,42 @@ impl DevContainer {
             .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
     }
 
+    /// `.devcontainer/devcontainer-lock.json`, which `up` writes: the exact version and
+    /// digest each Feature reference resolved to (a rebuild keeps them).
+    pub fn lockfile(&self) -> Option<String> {
+        std::fs::read_to_string(
+            self.workspace()
+                .join(".devcontainer/devcontainer-lock.json"),
+        )
+        .ok()
+    }
+
+    /// `devcontainer upgrade`: moves the lockfile to the newest version each Feature's tag
+    /// names now (how a user takes a new release before rebuilding).
+    pub fn upgrade_lockfile(&self) -> Result<()> {
+        let out = self
+            .engine
+            .cli()
+            .arg("upgrade")
+            .arg("--workspace-folder")
+            .arg(self.workspace())
+            .arg("--docker-path")
+            .arg(&self.engine.docker)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| HarnessError::io("running devcontainer upgrade", e))?;
+        self.note("devcontainer upgrade", &out);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Other(format!(
+                "devcontainer upgrade failed\n{}",
+                self.diagnostics()
+            )))
+        }
+    }
+
     /// The current container id.
     pub fn id(&self) -> Result<&str> {
         self.container
