@@ -103,6 +103,40 @@ fn the_features_version_is_the_workspace_version() {
 }
 
 #[test]
+fn package_sh_stamps_the_feature_with_the_workspace_version() {
+    // A tree whose Cargo.toml says 7.8.9 while the Feature's source json still says the old
+    // version: the staged Feature is 7.8.9, taken from Cargo.toml.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = copy_release_tree(tmp.path(), &workspace_version());
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        cargo.replacen(
+            &format!("version = \"{}\"", workspace_version()),
+            "version = \"7.8.9\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let bins = stripped_binaries(tmp.path()).unwrap();
+    let out = tmp.path().join("pkg");
+    check(
+        Command::new("sh")
+            .arg(root.join("feature/package.sh"))
+            .arg(&out)
+            .arg(format!("x86_64={}", bins.join("stagepass").display()))
+            .env_remove("DEVCONTAINER"),
+    );
+    let staged: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("src/stagepass/devcontainer-feature.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(staged["version"], "7.8.9");
+    // The option named `version` is untouched.
+    assert_eq!(staged["options"]["version"]["default"], "bundled");
+}
+
+#[test]
 fn release_writes_checksummed_artifacts_publishes_and_refuses_a_second_publish() {
     let version = workspace_version();
     let tmp = tempfile::tempdir().unwrap();
