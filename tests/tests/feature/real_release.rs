@@ -78,18 +78,22 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
     let v1 = workspace_version();
     let reference = format!("{}/stagepass/features/stagepass", reg.address());
 
-    let t0 = Instant::now();
-    let out = release(
-        &repo_root(),
-        &bins,
-        &tmp.path().join("dist-1"),
-        &["--registry", &reg.address()],
-    );
-    println!(
-        "release/release.sh {v1} (package + publish): {:?}",
-        t0.elapsed()
-    );
-    assert!(out.status.success(), "{}\n{}", text(&out), reg.log());
+    // The release command on the tree at `root` (version `v`), publishing to the registry.
+    let publish = |root: &std::path::Path, v: &str| {
+        let t0 = Instant::now();
+        let out = release(
+            root,
+            &bins,
+            &tmp.path().join(format!("dist-{v}")),
+            &["--registry", &reg.address()],
+        );
+        println!(
+            "release/release.sh {v} (package + publish): {:?}",
+            t0.elapsed()
+        );
+        assert!(out.status.success(), "{}\n{}", text(&out), reg.log());
+    };
+    publish(&repo_root(), &v1);
 
     let remote = rt
         .block_on(
@@ -130,19 +134,7 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
 
     // Version N+1 published; the same `:0` tag now names it.
     let v2 = next_minor(&v1);
-    let root2 = copy_release_tree(tmp.path(), &v2);
-    let t0 = Instant::now();
-    let out = release(
-        &root2,
-        &bins,
-        &tmp.path().join("dist-2"),
-        &["--registry", &reg.address()],
-    );
-    println!(
-        "release/release.sh {v2} (package + publish): {:?}",
-        t0.elapsed()
-    );
-    assert!(out.status.success(), "{}\n{}", text(&out), reg.log());
+    publish(&copy_release_tree(tmp.path(), &v2), &v2);
     let tags = published_tags(&reference);
     for t in ["0", &v1, &v2, &v2[..v2.rfind('.').unwrap()], "latest"] {
         assert!(tags.iter().any(|x| x == t), "no tag {t}: {tags:?}");
