@@ -6,13 +6,16 @@
 # Copies feature/src/stagepass to OUTDIR/src/stagepass and puts each given binary at
 # bin/stagepass-ARCH-linux-gnu (ARCH: x86_64 or aarch64), and the `stagepass-core` beside it at
 # bin/stagepass-core-ARCH-linux-gnu: `stagepass` is the small front (it answers `token` and
-# runs the core for everything else), so the two always travel together. A release passes
-# both architectures, built by CI for x86_64-unknown-linux-gnu and aarch64-unknown-linux-gnu, so
-# one feature tarball serves both and install.sh picks the right one. With no ARCH=BINARY, the
+# runs the core for everything else), so the two always travel together. A release
+# (release/release.sh) passes every architecture it built (x86_64, and aarch64 where its
+# toolchain is installed), so one feature tarball serves both and install.sh picks the right one. With no ARCH=BINARY, the
 # host architecture is built here (`cargo build --release -p stagepass`, then the front again as
 # a static PIE, as bench/run does). If the devcontainer CLI is on PATH (or named
 # by $DEVCONTAINER), OUTDIR/dist receives the publishable archive (`devcontainer features package`).
 # OUTDIR/test holds the feature's tests, so `devcontainer features test -p OUTDIR` works (Docker).
+# The staged devcontainer-feature.json gets its "version" from the workspace version in
+# Cargo.toml ([workspace.package] version), the one place a release's version is set
+# (release/release.sh; feature/src keeps the same value, and a test checks they agree).
 set -eu
 
 err() {
@@ -35,10 +38,18 @@ if [ $# -eq 0 ]; then
     set -- "$host=${CARGO_TARGET_DIR:-$root/target}/release/stagepass"
 fi
 
+version=$(sh "$root/release/version.sh") || err "no workspace version in $root/Cargo.toml"
+
 stage="$out/src/stagepass"
 rm -rf "$stage"
 mkdir -p "$stage/bin"
 cp -R "$src/." "$stage/"
+# The Feature's version is the workspace version (the top-level "version" line, not the option).
+sed "s/^  \"version\": \"[^\"]*\",\$/  \"version\": \"$version\",/" \
+    "$src/devcontainer-feature.json" >"$stage/devcontainer-feature.json"
+grep -q "^  \"version\": \"$version\",\$" "$stage/devcontainer-feature.json" ||
+    err "could not set the Feature's version to $version in $stage/devcontainer-feature.json"
+printf 'package.sh: feature version %s (Cargo.toml workspace version)\n' "$version"
 for pair in "$@"; do
     arch=${pair%%=*}
     bin=${pair#*=}

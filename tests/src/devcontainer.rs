@@ -91,15 +91,15 @@ impl Engine {
     }
 }
 
-/// `feature/package.sh` output for the `stagepass` binaries of this build, stripped of debug
-/// info (the debug build is ~400 MB, most of it symbols the image does not need).
-pub fn package_feature(out: &Path) -> Result<PathBuf> {
-    package_feature_from(out, &crate::support::stagepass_bin()?)
+/// The `stagepass` and `stagepass-core` of this build, stripped of debug info (the debug build
+/// is ~400 MB, most of it symbols an image does not need), in `out/bin`; returns that dir.
+pub fn stripped_binaries(out: &Path) -> Result<PathBuf> {
+    stripped_binaries_of(out, &crate::support::stagepass_bin()?)
 }
 
-/// [`package_feature`] for a given `stagepass` front binary (the `stagepass-core` beside it
-/// goes too): the benchmark packages its release build.
-pub fn package_feature_from(out: &Path, front: &Path) -> Result<PathBuf> {
+/// [`stripped_binaries`] of a given `stagepass` front binary and the `stagepass-core` beside it
+/// (the benchmark passes its release build).
+pub fn stripped_binaries_of(out: &Path, front: &Path) -> Result<PathBuf> {
     let core = front.with_file_name("stagepass-core");
     let bins = out.join("bin");
     std::fs::create_dir_all(&bins)
@@ -112,6 +112,19 @@ pub fn package_feature_from(out: &Path, front: &Path) -> Result<PathBuf> {
             .arg(&dst)
             .arg(src))?;
     }
+    Ok(bins)
+}
+
+/// `feature/package.sh` output for the `stagepass` binaries of this build, stripped of debug
+/// info ([`stripped_binaries`]).
+pub fn package_feature(out: &Path) -> Result<PathBuf> {
+    package_feature_from(out, &crate::support::stagepass_bin()?)
+}
+
+/// [`package_feature`] for a given `stagepass` front binary (the benchmark packages its
+/// release build).
+pub fn package_feature_from(out: &Path, front: &Path) -> Result<PathBuf> {
+    let bins = stripped_binaries_of(out, front)?;
     let pkg = out.join("pkg");
     run(Command::new("sh")
         .arg(repo_root().join("feature/package.sh"))
@@ -159,6 +172,26 @@ impl DevContainer {
         devcontainer_json: &str,
         env: &[(&str, &str)],
     ) -> Result<DevContainer> {
+        Self::create(engine, Some(feature_pkg), devcontainer_json, env)
+    }
+
+    /// [`DevContainer::new`] for a `devcontainer_json` that names the Feature by its registry
+    /// reference (`localhost:PORT/stagepass/features/stagepass:0`): the CLI fetches it, so no
+    /// copy of the Feature is put beside the config.
+    pub fn by_reference(
+        engine: &Engine,
+        devcontainer_json: &str,
+        env: &[(&str, &str)],
+    ) -> Result<DevContainer> {
+        Self::create(engine, None, devcontainer_json, env)
+    }
+
+    fn create(
+        engine: &Engine,
+        feature_pkg: Option<&Path>,
+        devcontainer_json: &str,
+        env: &[(&str, &str)],
+    ) -> Result<DevContainer> {
         let dir = private_tempdir()?;
         let ws = dir.path().join("workspace");
         let dc = ws.join(".devcontainer");
@@ -166,10 +199,12 @@ impl DevContainer {
             .map_err(|e| HarnessError::io(format!("creating {}", dc.display()), e))?;
         std::fs::write(dc.join("devcontainer.json"), devcontainer_json)
             .map_err(|e| HarnessError::io("writing devcontainer.json", e))?;
-        run(Command::new("cp")
-            .arg("-R")
-            .arg(feature_pkg.join("src/stagepass"))
-            .arg(dc.join("stagepass")))?;
+        if let Some(pkg) = feature_pkg {
+            run(Command::new("cp")
+                .arg("-R")
+                .arg(pkg.join("src/stagepass"))
+                .arg(dc.join("stagepass")))?;
+        }
         Ok(DevContainer {
             engine: engine.clone(),
             dir,
@@ -187,6 +222,49 @@ impl DevContainer {
     /// The workspace folder on the host.
     pub fn workspace(&self) -> PathBuf {
         self.dir.path().join("workspace")
+    }
+
+    /// Replaces `.devcontainer/devcontainer.json` (the next `up` builds from it).
+    pub fn write_config(&self, devcontainer_json: &str) -> Result<()> {
+        let path = self.workspace().join(".devcontainer/devcontainer.json");
+        std::fs::write(&path, devcontainer_json)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// `.devcontainer/devcontainer-lock.json`, which `up` writes: the exact version and
+    /// digest each Feature reference resolved to (a rebuild keeps them).
+    pub fn lockfile(&self) -> Option<String> {
+        std::fs::read_to_string(
+            self.workspace()
+                .join(".devcontainer/devcontainer-lock.json"),
+        )
+        .ok()
+    }
+
+    /// `devcontainer upgrade`: moves the lockfile to the newest version each Feature's tag
+    /// names now (how a user takes a new release before rebuilding).
+    pub fn upgrade_lockfile(&self) -> Result<()> {
+        let out = self
+            .engine
+            .cli()
+            .arg("upgrade")
+            .arg("--workspace-folder")
+            .arg(self.workspace())
+            .arg("--docker-path")
+            .arg(&self.engine.docker)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| HarnessError::io("running devcontainer upgrade", e))?;
+        self.note("devcontainer upgrade", &out);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Other(format!(
+                "devcontainer upgrade failed\n{}",
+                self.diagnostics()
+            )))
+        }
     }
 
     /// The current container id.

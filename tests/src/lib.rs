@@ -33,6 +33,7 @@ pub mod idp;
 pub mod jwt;
 pub mod peer;
 pub mod process;
+pub mod registry;
 pub mod stagepass;
 pub mod support;
 
@@ -44,4 +45,5 @@ pub use fault_proxy::{FaultProxy, ProxyFault, ProxyStats};
 pub use git_host::{GitHost, RepoAuth, Worktree};
 pub use idp::{Fault, FaultScope, Idp, IdpOptions, IdpStats, TokenResponse};
 pub use process::ManagedProcess;
+pub use registry::Registry;
 pub use stagepass::Sandbox;

@@ -21,6 +21,8 @@
 mod container;
 #[path = "feature/real.rs"]
 mod real;
+#[path = "feature/release.rs"]
+mod release;
 
 use container::{
     Container, REMOTE_UID, check, cli_node_modules, devcontainer_options, run, wait_for,

@@ -418,3 +418,7 @@ fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
         );
     }
 }
+
+/// The Feature published by the release command and used by registry reference.
+#[path = "real_release.rs"]
+mod release;
