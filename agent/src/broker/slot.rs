@@ -428,7 +428,11 @@ impl Slot {
         }
     }
 
-    /// Refresh regardless of the cache (boot). Single flight; honours `login_required`.
+    /// The boot refresh. Single flight; honours `login_required`. At boot the cache is empty,
+    /// so a token found there was fetched by a caller that got in first (its request found no
+    /// token and refreshed): that was this boot's refresh, and a second one would spend
+    /// another refresh token for nothing (seen: two IdP refreshes after a container start
+    /// when `stagepass token` ran at once).
     pub(super) async fn refresh_now(
         &self,
         subjects: &dyn SubjectSource,
@@ -436,6 +440,9 @@ impl Slot {
         let _flight = self.flight.lock().await;
         if let Some(err) = self.gate(Instant::now()) {
             return Err(err);
+        }
+        if let Some(t) = self.cached(None) {
+            return Ok(t);
         }
         self.refresh_locked(subjects).await
     }
