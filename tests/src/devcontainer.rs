@@ -305,6 +305,9 @@ impl DevContainer {
             .arg("--docker-path")
             .arg(&self.engine.docker)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // The CLI leaves a ~100 MB build context per `up` under $TMPDIR and never removes
+            // it; in this workspace's temp dir it goes when the test does.
+            .env("TMPDIR", self.dir.path())
             .stdin(Stdio::null());
         cmd
     }

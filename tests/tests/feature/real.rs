@@ -384,7 +384,7 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
 #[test]
 fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
     let engine = engine();
-    let (_dir, pkg) = feature_pkg();
+    let (dir, pkg) = feature_pkg();
     let out = engine
         .cli()
         .args([
@@ -397,6 +397,8 @@ fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
         ])
         .arg(&pkg)
         .env("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image)
+        // Its build contexts (~100 MB a scenario) go with the test's temp dir.
+        .env("TMPDIR", dir.path())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
