@@ -8,7 +8,7 @@ use super::check::duplicate_findings;
 use super::diff::{self, Change};
 use super::discover::{self, Matcher};
 use super::finding::Finding;
-use super::git::{self, Repo, UrlMap};
+use super::git::{Repo, UrlMap};
 use super::location;
 use super::outbox::{Action, Job, Outbox};
 use super::push::{self, Worker};

@@ -243,6 +243,7 @@ impl Config {
             return Err(ConfigError::Invalid {
                 path: PathBuf::from("(config)"),
                 line: 0,
+                column: 0,
                 key: "agent.state_dir".into(),
                 message: format!("{} is not an absolute path", dir.display()),
             });
