@@ -253,6 +253,7 @@ impl DevContainer {
             .arg("--docker-path")
             .arg(&self.engine.docker)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("TMPDIR", self.dir.path())
             .stdin(Stdio::null())
             .output()
             .map_err(|e| HarnessError::io("running devcontainer upgrade", e))?;
