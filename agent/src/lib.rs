@@ -38,3 +38,5 @@ pub mod store;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod test_fs;

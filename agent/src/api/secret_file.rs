@@ -163,13 +163,7 @@ mod tests {
                 .contains("not a regular file")
         );
         let fifo = tmp.path().join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::test_fs::mkfifo(&fifo);
         assert!(
             read(&fifo)
                 .unwrap_err()

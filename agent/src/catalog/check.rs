@@ -200,13 +200,7 @@ mod tests {
         )
         .unwrap();
         let fifo = repo.join("fifo.yaml");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::test_fs::mkfifo(&fifo);
         let rule = |p: &Path| {
             let out = check_path(p, &[]).unwrap();
             assert_eq!(out.entities(), 0, "{p:?}");

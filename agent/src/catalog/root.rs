@@ -383,14 +383,7 @@ mod tests {
         let err = read_hint(&hint).unwrap_err();
         assert!(err.contains("workspace hint"), "{err}");
         std::fs::remove_file(&hint).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &hint,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::test_fs::mkfifo(&hint);
         assert!(read_hint(&hint).unwrap_err().contains("not a regular file"));
     }
 }
