@@ -45,7 +45,8 @@ pub struct Service;
 pub struct Options {
     /// Where the Backstage token comes from.
     pub tokens: Arc<dyn TokenSource>,
-    /// Pretend inotify refuses watches beyond this many (exercises the polling fallback).
+    /// Pretend inotify refuses watches beyond this many (exercises the polling fallback);
+    /// `Some(0)` refuses the git dir's watch too.
     pub inotify_limit: Option<usize>,
     /// Poll interval of the fallback watcher.
     pub poll_interval: Duration,

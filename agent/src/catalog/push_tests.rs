@@ -633,3 +633,72 @@ async fn a_moved_file_unregisters_its_old_location_first_when_configured() {
         }
     }
 }
+
+/// CPU time this process has used (user + system, all threads, from /proc/self/stat): the
+/// test runs in its own process under nextest, so a spinning task shows as a core's worth
+/// per wall second.
+fn cpu_time() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command (which may hold spaces) start at field 3: utime is 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let hz = rustix::param::clock_ticks_per_second();
+    std::time::Duration::from_millis((f[0] + f[1]) * 1000 / hz)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_polled_when_the_git_dir_cannot_be_watched() {
+    let bed = bed(&[("svc/catalog-info.yaml", component("payments", "team-a"))]).await;
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "svc/catalog-info.yaml",
+    );
+    let h = Service::start_with(
+        &bed.config(),
+        &bed.paths,
+        Options {
+            tokens: token("tok-1"),
+            // No inotify watch at all: not the catalog dirs, not the git dir.
+            inotify_limit: Some(0),
+            poll_interval: std::time::Duration::from_millis(200),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("cannot watch the git dir") && w.contains("polling")),
+        "{:?}",
+        s.warnings
+    );
+    // Idle: the engine must not spin on the git watcher's closed channel. A spin costs a
+    // whole core (seen: 1.3 s of CPU in 2 s on a loaded machine); polling costs a few git
+    // runs (seen: 10 ms).
+    let before = cpu_time();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let used = cpu_time() - before;
+    assert!(
+        used < std::time::Duration::from_millis(300),
+        "idle engine used {used:?} of CPU in 2 s"
+    );
+    // And a push is still seen.
+    write(
+        &bed.work,
+        "svc/catalog-info.yaml",
+        &component("payments", "team-b"),
+    );
+    commit_push(&bed.work, "owner b");
+    wait_for(&h, "refresh", |s| {
+        s.pushes.get("component:default/payments") == Some(&1)
+    })
+    .await;
+    assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
+}

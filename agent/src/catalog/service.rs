@@ -137,15 +137,23 @@ async fn run(
     engine.initial_scan().await;
 
     // Git: the ref whose movement means "pushed", and the URL of each file.
-    let (git_tx, mut git_rx) = mpsc::unbounded_channel();
+    let (git_tx, git_rx) = mpsc::unbounded_channel();
+    let mut git_rx = Some(git_rx);
+    let mut git_poll = None;
     let mut _git_watch = None;
     match Repo::open(&root, config.branch.as_deref()).await {
         Ok(repo) => {
-            match watch::watch_git_dir(&repo.common_dir, git_tx) {
+            let refused = options.inotify_limit == Some(0);
+            match watch::watch_git_dir(&repo.common_dir, git_tx, refused) {
                 Ok(w) => _git_watch = Some(w),
-                Err(e) => engine
-                    .warnings
-                    .push(format!("cannot watch the git dir for pushes: {e}")),
+                Err(e) => {
+                    engine.warnings.push(format!(
+                        "cannot watch the git dir for pushes ({e}): polling it every {:?}",
+                        options.poll_interval
+                    ));
+                    git_rx = None;
+                    git_poll = Some(git_poller(options.poll_interval));
+                }
             }
             engine.urls = UrlMap::new(
                 config.url_template.as_deref(),
@@ -249,9 +257,20 @@ async fn run(
                     engine.on_paths(paths).await;
                 }
             }
-            ev = git_rx.recv() => {
-                if ev.is_none() { continue; }
-                let _ = collect(WatchEvent::Rescan, &mut git_rx, Duration::from_millis(30)).await;
+            ev = recv_opt(&mut git_rx) => {
+                let Some(rx) = git_rx.as_mut() else { continue };
+                if ev.is_none() {
+                    // The watcher's thread is gone: poll from now on instead of spinning on
+                    // a closed channel.
+                    tracing::warn!("the git dir watcher stopped; polling it every {:?}", options.poll_interval);
+                    git_rx = None;
+                    git_poll = Some(git_poller(options.poll_interval));
+                    continue;
+                }
+                let _ = collect(WatchEvent::Rescan, rx, Duration::from_millis(30)).await;
+                engine.on_ref_moved().await;
+            }
+            _ = tick_opt(&mut git_poll) => {
                 engine.on_ref_moved().await;
             }
             cmd = commands.recv() => {
@@ -276,6 +295,33 @@ async fn run(
             }
         }
         engine.publish();
+    }
+}
+
+/// The timer that replaces the git dir watcher when the kernel refuses it (inotify watches
+/// exhausted, as in a large monorepo): a `git rev-parse` per tick, and pushes are still seen.
+fn git_poller(every: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// The next event of a channel that may be gone; pending forever once it is, so a closed
+/// channel never wins a `select!` again (it would otherwise spin a core).
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of an optional timer; pending forever without one.
+async fn tick_opt(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

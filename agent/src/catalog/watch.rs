@@ -177,11 +177,16 @@ fn is_enospc(e: &notify::Error) -> bool {
 }
 
 /// Watches the git dir for movement of the tracked remote-tracking ref: the ref files under
-/// `refs/` (recursively: a small tree) and `packed-refs` in the common dir.
+/// `refs/` (recursively: a small tree) and `packed-refs` in the common dir. `refused`
+/// pretends the kernel has no watch left (the test hook behind `inotify_limit: Some(0)`).
 pub fn watch_git_dir(
     common_dir: &Path,
     tx: UnboundedSender<WatchEvent>,
+    refused: bool,
 ) -> notify::Result<RecommendedWatcher> {
+    if refused {
+        return Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch));
+    }
     let mut w = RecommendedWatcher::new(handler(tx), notify::Config::default())?;
     w.watch(common_dir, RecursiveMode::NonRecursive)?;
     let refs = common_dir.join("refs");
