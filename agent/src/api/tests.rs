@@ -443,33 +443,63 @@ async fn server_serves_tcp_and_socket_then_stops_and_removes_the_socket() {
     );
 }
 
+/// Reads until the peer closes, failing if that takes longer than `within` (a hang bound:
+/// the timeouts under test are a second, `within` is several times that).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut buf)).await {
+        Ok(_) => String::from_utf8_lossy(&buf).into_owned(),
+        Err(_) => panic!(
+            "still open after {within:?}; read so far: {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
+}
+
 #[tokio::test]
 async fn slow_headers_and_idle_connections_are_cut() {
     use tokio::io::AsyncWriteExt;
-    let cfg = ApiConfig {
+    let bound = std::time::Duration::from_secs(10);
+    // Each timeout is tested with the other one out of the way (30 s, beyond the bound).
+    let r = serve(ApiConfig {
         port: 0,
         header_read_timeout_secs: 1,
-        idle_timeout_secs: 1,
+        idle_timeout_secs: 30,
         ..ApiConfig::default()
-    };
-    let r = serve(cfg).await;
-    // Slowloris: half a request head, then nothing. The server must close the connection.
+    })
+    .await;
+    // Slowloris: half a request head, then nothing. The header timeout closes it.
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
     slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
-    let text = read_all(&mut slow).await;
+    let text = closed_within(&mut slow, bound).await;
     assert!(!text.contains("200 OK"), "{text}");
-    // Idle keep-alive connection after a full answer: closed too.
+
+    // Idle keep-alive connection after a full answer, from a client that showed the secret
+    // (so only the idle timeout applies): the idle timeout closes it.
+    let r = serve(ApiConfig {
+        port: 0,
+        header_read_timeout_secs: 30,
+        idle_timeout_secs: 1,
+        ..ApiConfig::default()
+    })
+    .await;
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_all(&mut idle).await;
+    let authed = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer s3cret-0123456789\r\n\r\n",
+        r.port
+    );
+    idle.write_all(authed.as_bytes()).await.unwrap();
+    let text = closed_within(&mut idle, bound).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
@@ -500,27 +530,44 @@ async fn a_trickled_head_is_cut_though_bytes_keep_coming_and_keep_alive_survives
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     }
-    // Slowloris proper: a byte every 100 ms, never finishing the head. Each byte is well
-    // within the idle timeout; the head timeout must cut it anyway.
+    // Slowloris proper, from a client that showed the secret (so the first-request timeout
+    // is out of the way): a byte every 100 ms for 10 s, never finishing the second head.
+    // Each byte is well within the idle timeout; the head timeout (1 s) must cut it long
+    // before the last byte.
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
-    let head = b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut cut = false;
-    for b in head.iter() {
-        if slow.write_all(&[*b]).await.is_err() {
-            cut = true;
-            break;
+    slow.write_all(authed.as_bytes()).await.unwrap();
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let (mut rd, mut wr) = slow.into_split();
+    let mut closed = Box::pin(async move {
+        let mut sink = Vec::new();
+        let _ = rd.read_to_end(&mut sink).await;
+        sink
+    });
+    let head = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}",
+        "a".repeat(57)
+    );
+    let mut sent = 0;
+    let answer = loop {
+        let Some(byte) = head.as_bytes().get(sent) else {
+            panic!("the whole trickled head ({sent} bytes over 10 s) went through uncut");
+        };
+        if wr.write_all(&[*byte]).await.is_err() {
+            break Vec::new();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    if !cut {
-        // Every byte was accepted by the kernel; the server must have closed its side.
-        let text = read_all(&mut slow).await;
-        assert!(!text.contains("200 OK"), "{text}");
-        cut = true;
-    }
-    assert!(cut);
+        sent += 1;
+        tokio::select! {
+            got = &mut closed => break got,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    };
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]
