@@ -35,6 +35,7 @@ pub mod paths;
 pub mod policy;
 pub mod secret;
 pub mod store;
+pub mod timefmt;
 
 #[cfg(test)]
 mod proptests;

@@ -159,7 +159,7 @@ impl AwsService {
                     "AccessKeyId": c.access_key_id,
                     "SecretAccessKey": c.secret_access_key.expose(),
                     "Token": c.session_token.expose(),
-                    "Expiration": super::token::format_rfc3339_z(c.expiration),
+                    "Expiration": crate::timefmt::rfc3339_z(c.expiration),
                 }),
             ),
             Err(f) => (
@@ -407,7 +407,7 @@ mod tests {
                                     )
                                     .replace(
                                         "2026-11-29T00:36:00.349004Z",
-                                        &super::super::token::format_rfc3339_z(exp),
+                                        &crate::timefmt::rfc3339_z(exp),
                                     );
                                     (200, xml)
                                 }

@@ -44,7 +44,7 @@ pub fn exec_credential(token: &Secret, expires_at: Option<SystemTime>) -> serde_
     if let Some(t) = expires_at {
         status.insert(
             "expirationTimestamp".into(),
-            super::token::format_rfc3339_z(t).into(),
+            crate::timefmt::rfc3339_z(t).into(),
         );
     }
     serde_json::json!({

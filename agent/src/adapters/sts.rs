@@ -224,7 +224,7 @@ pub fn parse_credentials(xml: &str) -> Result<StsCredentials, StsError> {
     let secret_access_key = Secret::new(next("SecretAccessKey")?);
     let session_token = Secret::new(next("SessionToken")?);
     let exp_text = next("Expiration")?;
-    let expiration = super::token::parse_rfc3339(&exp_text)
+    let expiration = crate::timefmt::parse_rfc3339(&exp_text)
         .ok_or_else(|| StsError::Malformed(format!("Expiration {exp_text:?} is not RFC 3339")))?;
     Ok(StsCredentials {
         access_key_id,
@@ -272,7 +272,7 @@ mod tests {
         );
         assert!(c.session_token.expose().ends_with("EM8Gsi0="));
         assert_eq!(
-            super::super::token::format_rfc3339_z(c.expiration),
+            crate::timefmt::rfc3339_z(c.expiration),
             "2026-11-29T00:36:00Z"
         );
         assert!(c.expiration > UNIX_EPOCH);

@@ -38,7 +38,7 @@ impl AgentToken {
                 Some(UNIX_EPOCH + Duration::from_secs(secs))
             }
             Some(serde_json::Value::String(s)) => Some(
-                parse_rfc3339(s)
+                crate::timefmt::parse_rfc3339(s)
                     .ok_or_else(|| TokenShapeError(format!("expires_at {s:?} is not RFC 3339")))?,
             ),
             Some(_) => return Err(TokenShapeError("expires_at has the wrong type".into())),
@@ -48,31 +48,6 @@ impl AgentToken {
             expires_at,
         })
     }
-}
-
-/// Parses an RFC 3339 timestamp into a `SystemTime`.
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    let nanos = u64::try_from(t.unix_timestamp_nanos()).ok()?;
-    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
-}
-
-/// Formats as `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, UTC), the shape AWS and Kubernetes print.
-pub fn format_rfc3339_z(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let dt = i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
 }
 
 /// The API path of a profile's token (the name percent-encoded as one path segment).
@@ -162,12 +137,6 @@ mod tests {
             AgentToken::from_json(&serde_json::json!({"access_token": "t", "expires_at": -1}))
                 .is_err()
         );
-    }
-
-    #[test]
-    fn rfc3339_z_whole_seconds() {
-        let t = parse_rfc3339("2026-11-29T00:36:00.349004Z").unwrap();
-        assert_eq!(format_rfc3339_z(t), "2026-11-29T00:36:00Z");
     }
 
     #[test]

@@ -266,7 +266,11 @@ impl Metrics {
              # TYPE stagepass_token_expires_in_seconds gauge\n",
         );
         for p in profiles {
-            if let Some(left) = p.expires_at.as_deref().and_then(|e| seconds_left(e, now)) {
+            if let Some(left) = p
+                .expires_at
+                .as_deref()
+                .and_then(|e| crate::timefmt::seconds_until(e, now))
+            {
                 let _ = writeln!(
                     out,
                     "stagepass_token_expires_in_seconds{{profile=\"{}\"}} {left}",
@@ -324,14 +328,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Seconds from `now` to an RFC 3339 instant (negative when past).
-pub fn seconds_left(rfc3339: &str, now: SystemTime) -> Option<i64> {
-    let at = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    let now = time::OffsetDateTime::from(now);
-    Some((at - now).whole_seconds())
 }
 
 /// Escapes a label value as the exposition format requires.

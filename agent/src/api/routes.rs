@@ -513,7 +513,7 @@ pub fn status_body(state: &ApiState) -> serde_json::Value {
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "started_at": rfc3339(state.started_at),
+            "started_at": crate::timefmt::rfc3339(state.started_at),
         },
         "api": {
             "tcp_port": state.tcp_port,
@@ -546,13 +546,6 @@ fn metrics(state: &ApiState) -> ApiResponse {
         crate::audit::writer::render_metrics(a.counters(), &mut text);
     }
     bytes_response(StatusCode::OK, &PROMETHEUS_HEADERS, text.into_bytes())
-}
-
-/// RFC 3339 in UTC, the format every timestamp of the API uses.
-pub fn rfc3339(t: SystemTime) -> Option<String> {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }
 
 fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> ApiResponse {

@@ -10,9 +10,9 @@
 //! shared with responses the same way every answer's bytes are.
 
 use super::metrics::{Metrics, TokenCounters};
-use super::routes::rfc3339;
 use crate::broker::IssuedToken;
 use crate::broker::{Broker, HotSlot};
+use crate::timefmt::rfc3339;
 use bytes::Bytes;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -202,7 +202,7 @@ impl TokenBodies {
         let body = Bytes::from(serde_json::to_vec(&TokenBody {
             access_token: t.access_token.expose(),
             token_type: &t.token_type,
-            expires_at: t.expires_at.and_then(rfc3339),
+            expires_at: t.expires_at.map(rfc3339),
             expires_in,
             scope: t.scope.as_deref(),
             profile: &t.profile,

@@ -82,7 +82,7 @@ fn keep(v: &serde_json::Value, f: &Filter) -> bool {
         let t = v
             .get("time")
             .and_then(|t| t.as_str())
-            .and_then(crate::adapters::token::parse_rfc3339);
+            .and_then(crate::timefmt::parse_rfc3339);
         if t.is_none_or(|t| t < since) {
             return false;
         }
@@ -126,7 +126,7 @@ mod tests {
             d,
             &Filter {
                 profile: Some("a".into()),
-                since: crate::adapters::token::parse_rfc3339("2026-01-01T12:00:00Z"),
+                since: crate::timefmt::parse_rfc3339("2026-01-01T12:00:00Z"),
             },
         )
         .unwrap();

@@ -6,9 +6,10 @@
 //! is installed in the cache.
 
 use super::idp::{DeviceAuthorization, IdpError};
-use super::slot::{Slot, rfc3339};
+use super::slot::Slot;
 use super::{BrokerError, LoginState};
 use crate::store::StoredGrant;
+use crate::timefmt::rfc3339;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;

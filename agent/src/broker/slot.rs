@@ -941,7 +941,7 @@ impl Slot {
                     grant,
                     state: ProfileState::Valid,
                     reason: None,
-                    expires_at: t.expires_at.map(rfc3339),
+                    expires_at: t.expires_at.map(crate::timefmt::rfc3339),
                     token_fingerprint: Some(t.access_token.fingerprint()),
                     identity: None,
                 },
@@ -995,7 +995,9 @@ impl Slot {
             grant,
             state,
             reason,
-            expires_at: valid.and_then(|c| c.issued.expires_at).map(rfc3339),
+            expires_at: valid
+                .and_then(|c| c.issued.expires_at)
+                .map(crate::timefmt::rfc3339),
             token_fingerprint: valid.map(|c| c.fingerprint.clone()),
             identity: st.identity.clone(),
         }
@@ -1010,12 +1012,6 @@ pub(super) enum Outcome {
 
 fn unix(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-pub(super) fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

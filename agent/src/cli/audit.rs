@@ -27,7 +27,7 @@ pub struct AuditArgs {
 
 /// Parses `--since`.
 pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    if let Some(t) = crate::adapters::token::parse_rfc3339(s) {
+    if let Some(t) = crate::timefmt::parse_rfc3339(s) {
         return Ok(t);
     }
     let d = HumanDuration::parse(s).map_err(|e| {

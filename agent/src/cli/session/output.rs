@@ -54,7 +54,7 @@ pub fn status_table(status: &serde_json::Value, now: SystemTime) -> String {
         let expires = p
             .get("expires_at")
             .and_then(|e| e.as_str())
-            .and_then(|e| crate::api::metrics::seconds_left(e, now))
+            .and_then(|e| crate::timefmt::seconds_until(e, now))
             .map_or_else(|| "-".to_string(), human_duration);
         rows.push([
             s(p, "profile").to_string(),
