@@ -12,11 +12,12 @@ mod notify;
 pub use lock::{InstanceLock, LockError, acquire as acquire_lock};
 
 use crate::adapters::aws::AwsService;
-use crate::api::client::EndpointFile;
-use crate::api::{ApiState, secret_file, server};
+use crate::api::{ApiState, server};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::paths::Paths;
+use crate::protocol::EndpointFile;
+use crate::protocol::secret_file;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;

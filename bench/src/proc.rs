@@ -114,7 +114,10 @@ pub fn spawn_agent_env(bin: &Path, home: &Path, env: &[(&str, &str)]) -> Result<
 /// Polls `GET path` on a started agent's socket until it answers 200, or fails at
 /// `deadline` (a hang guard, not a measurement: callers time what they need themselves).
 pub fn wait_for_200(paths: &stagepass::paths::Paths, path: &str, deadline: Instant) -> Result<()> {
-    while !matches!(stagepass::api::quick::get(paths, path), Ok(Some((200, _)))) {
+    while !matches!(
+        stagepass::client::quick::get(paths, path),
+        Ok(Some((200, _)))
+    ) {
         if Instant::now() > deadline {
             bail!("{path} did not answer 200 in time (hang guard)");
         }
@@ -125,7 +128,7 @@ pub fn wait_for_200(paths: &stagepass::paths::Paths, path: &str, deadline: Insta
 
 /// A running agent's TCP port and per-boot secret, from its runtime dir.
 pub fn endpoint(paths: &stagepass::paths::Paths) -> Result<(u16, String)> {
-    let endpoint = stagepass::api::client::EndpointFile::read(paths).context("no endpoint.json")?;
+    let endpoint = stagepass::protocol::EndpointFile::read(paths).context("no endpoint.json")?;
     let port = endpoint.port.context("TCP is off")?;
     Ok((port, std::fs::read_to_string(paths.api_secret())?))
 }

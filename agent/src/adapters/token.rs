@@ -4,7 +4,7 @@
 //! and turns its JSON into an [`AgentToken`]; every failure becomes one line that names the fix
 //! ([`explain`]), so each tool can print it in its own convention.
 
-use crate::api::client::ClientError;
+use crate::client::ClientError;
 use crate::secret::Secret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

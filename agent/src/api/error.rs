@@ -5,6 +5,7 @@
 //! secret: they are written here or come from [`BrokerError`]'s `Display`, which holds none.
 
 use crate::broker::BrokerError;
+use crate::protocol::ErrorBody;
 use http::StatusCode;
 
 /// One refusal or failure, ready to be turned into a JSON response.
@@ -15,15 +16,6 @@ pub struct ApiError {
     /// Stable code clients switch on (documented in `agent/openapi.yaml`).
     pub code: &'static str,
     /// What happened and, where useful, what to do.
-    pub message: String,
-}
-
-/// The JSON body of every error.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    /// Stable code.
-    pub error: String,
-    /// Human message.
     pub message: String,
 }
 

@@ -8,11 +8,8 @@
 //!   cache hit.
 //! - [`error`]: `{"error": CODE, "message": TEXT}` with stable codes.
 //! - [`metrics`]: Prometheus text.
-//! - [`secret_file`]: the per-boot secret on disk.
 //! - [`token_body`]: encoded token answers kept per token version (cache-hit fast path).
 //! - `signal`: a connection's stop signal (drain, timeout), cheap to poll on every wake-up.
-//! - [`client`]: what the CLI uses to talk to a running agent.
-//! - [`quick`]: a blocking, runtime-free GET over the socket for `stagepass token`.
 //!
 //! The routes and their answers are documented in `agent/openapi.yaml`.
 //!
@@ -37,13 +34,10 @@
 //!   [`crate::secret::Secret`], and never reaches a log line, error or metric label.
 
 pub mod caller;
-pub mod client;
 pub mod error;
 pub mod guard;
 pub mod metrics;
-pub mod quick;
 pub mod routes;
-pub mod secret_file;
 pub mod server;
 mod signal;
 pub mod token_body;

@@ -10,7 +10,7 @@
 use crate::adapters::docker::{self, DockerError, DockerOperation, DockerRouter};
 use crate::adapters::git::{self, GitAnswer, GitOperation, GitRequest, GitRouter};
 use crate::adapters::{env as envvars, kube, token};
-use crate::api::client::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::paths::Paths;
 use clap::Args;

@@ -3,9 +3,9 @@
 //! `check` runs locally (no agent, no Backstage) so CI and pre-commit hooks can use it;
 //! `diff` and `sync` ask the running agent, which holds the Backstage token and the outbox.
 
-use crate::api::client::{Client, ClientError};
 use crate::catalog::check::check_path;
 use crate::catalog::diff::Change;
+use crate::client::{Client, ClientError};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

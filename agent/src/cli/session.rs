@@ -1,7 +1,7 @@
 //! `agent`, `login`, `token`, `status`, `logout`, `doctor`.
 //!
 //! Every command but `agent` is a thin client of the running agent's Unix socket
-//! ([`crate::api::client`]). When no agent answers, the command says so plainly and exits
+//! ([`crate::client`]). When no agent answers, the command says so plainly and exits
 //! with [`super::EXIT_AGENT_DOWN`]; it never waits longer than the client's connect timeout.
 //! Exit codes: 0 success, 1 the agent refused (the message names the code), 64 bad usage
 //! (e.g. no profile named and more than one configured), 69 agent not running, 78 bad config,
@@ -11,7 +11,7 @@ mod doctor;
 mod login;
 mod output;
 
-use crate::api::client::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::config::{Config, GrantKind};
 use crate::paths::Paths;
 use clap::Args;
@@ -102,7 +102,7 @@ fn token_path(profile: &str, min_valid: Option<u64>) -> String {
 
 /// Prints a raw token answer of the fast path (or the error it carries).
 fn print_token(status: u16, body: &[u8], json: bool) -> Result<(), ClientError> {
-    crate::api::client::check_status(status, body)?;
+    crate::client::check_status(status, body)?;
     let answer: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ClientError::Protocol(format!("the agent's answer is not JSON: {e}")))?;
     print_answer(&answer, json)
@@ -244,7 +244,7 @@ pub fn token_over_socket(args: &TokenArgs) -> Option<u8> {
     let profile = args.profile.as_deref().filter(|p| valid_name(p))?;
     let paths = Paths::from_env();
     let path = token_path(profile, args.min_valid);
-    match crate::api::quick::get(&paths, &path) {
+    match crate::client::quick::get(&paths, &path) {
         Ok(Some((status, body))) => Some(match print_token(status, &body, args.json) {
             Ok(()) => 0,
             Err(e) => report_code(&e),

@@ -4,7 +4,7 @@
 //! Errors are reduced to fixed, secret-free sentences: the client's own errors may name the
 //! per-boot secret file or the socket path, and neither may cross MCP.
 
-use crate::api::client::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::paths::Paths;
 
 /// A way to reach the running agent; a fresh client per call, so an agent restarted while

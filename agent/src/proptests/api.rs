@@ -3,10 +3,10 @@
 //! of the documented ones.
 
 use super::config;
-use crate::api::error::ErrorBody;
 use crate::api::{ApiState, ConnInfo, Transport, routes};
 use crate::broker::Broker;
 use crate::config::{ApiConfig, Config};
+use crate::protocol::ErrorBody;
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::Request;

@@ -1,8 +1,9 @@
 //! `stagepass doctor`: checks the setup one item at a time, each failure with its fix.
 
-use crate::api::client::{Client, ClientError, EndpointFile};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::paths::Paths;
+use crate::protocol::EndpointFile;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -208,7 +209,7 @@ async fn port_check(paths: &Paths) -> Check {
 
 fn secret_check(paths: &Paths) -> Check {
     const NAME: &str = "api secret";
-    match crate::api::secret_file::read(&paths.api_secret()) {
+    match crate::protocol::secret_file::read(&paths.api_secret()) {
         Ok(_) => check(
             NAME,
             Level::Ok,

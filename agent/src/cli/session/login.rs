@@ -1,7 +1,7 @@
 //! `stagepass login`: start a device login at the agent, show the code, wait for approval.
 
 use super::output::print_line;
-use crate::api::client::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;

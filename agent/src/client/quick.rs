@@ -8,7 +8,7 @@
 //! server to close. Anything it does not expect is a protocol error; when the socket is
 //! absent the caller falls back to [`super::client`], which also knows the TCP endpoint.
 
-use super::client::{ClientError, REQUEST_TIMEOUT};
+use super::{ClientError, REQUEST_TIMEOUT};
 use crate::paths::Paths;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -22,7 +22,7 @@ const MAX_ANSWER: usize = 1 << 20;
 pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientError> {
     let socket = paths.socket();
     let secret_path = paths.api_secret();
-    let secret = match super::secret_file::read(&secret_path) {
+    let secret = match crate::protocol::secret_file::read(&secret_path) {
         Ok(s) => s,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Err(ClientError::NotRunning(format!(

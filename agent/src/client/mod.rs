@@ -1,12 +1,14 @@
-//! Client of the agent's local API, for the CLI commands.
+//! Client of the agent's local API, for the CLI commands, the adapters and MCP.
 //!
 //! It talks over the Unix socket (falling back to the TCP port in `endpoint.json` when the
 //! socket is turned off), presents the per-boot secret, and never hangs: connecting has a
 //! short timeout and a request a generous hang guard. An agent that is not running is
 //! [`ClientError::NotRunning`], which the CLI maps to `cli::EXIT_AGENT_DOWN`.
 
-use super::error::ErrorBody;
+pub mod quick;
+
 use crate::paths::Paths;
+use crate::protocol::{EndpointFile, ErrorBody, secret_file};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
@@ -46,25 +48,6 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// `endpoint.json` in the runtime dir: how clients find the running agent's TCP port.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EndpointFile {
-    /// Bound TCP port, `null` when TCP is off.
-    pub port: Option<u16>,
-    /// The agent's pid.
-    pub pid: u32,
-    /// The Unix socket, `null` when it is off.
-    pub socket: Option<PathBuf>,
-}
-
-impl EndpointFile {
-    /// Reads the endpoint file of these paths.
-    pub fn read(paths: &Paths) -> Option<Self> {
-        let text = std::fs::read(paths.endpoint()).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-}
-
 #[derive(Debug, Clone)]
 enum Endpoint {
     Unix(PathBuf),
@@ -81,7 +64,7 @@ impl Client {
     /// Prepares a client for the agent of these paths (reads the per-boot secret).
     pub fn new(paths: &Paths) -> Result<Self, ClientError> {
         let secret_path = paths.api_secret();
-        let secret = super::secret_file::read(&secret_path).map_err(|e| {
+        let secret = secret_file::read(&secret_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ClientError::NotRunning(format!("no secret file at {}", secret_path.display()))
             } else {
