@@ -11,8 +11,8 @@ mod notify;
 
 pub use lock::{InstanceLock, LockError, acquire as acquire_lock};
 
-use crate::adapters::aws::AwsService;
 use crate::api::{ApiState, server};
+use crate::aws::AwsService;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::paths::Paths;

@@ -22,6 +22,7 @@ pub mod adapters;
 pub mod api;
 pub mod attest;
 pub mod audit;
+pub mod aws;
 pub mod broker;
 pub mod catalog;
 pub mod cleartext;

@@ -154,10 +154,9 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
     let out = run_with_stdin(kube, b"");
     assert!(out.status.success(), "{out:?}");
     let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let exp = stagepass::timefmt::parse_rfc3339(
-        cred["status"]["expirationTimestamp"].as_str().unwrap(),
-    )
-    .unwrap();
+    let exp =
+        stagepass::timefmt::parse_rfc3339(cred["status"]["expirationTimestamp"].as_str().unwrap())
+            .unwrap();
     assert!(
         exp <= SystemTime::now() + Duration::from_secs(600),
         "{cred}"

@@ -42,7 +42,7 @@ pub mod server;
 mod signal;
 pub mod token_body;
 
-use crate::adapters::aws::AwsService;
+use crate::aws::AwsService;
 use crate::broker::Broker;
 use crate::catalog::CatalogHandle;
 use crate::config::ApiConfig;

@@ -433,7 +433,7 @@ where
 async fn aws_credentials(
     state: &ApiState,
     conn: &ConnInfo,
-    aws: &crate::adapters::aws::AwsService,
+    aws: &crate::aws::AwsService,
     role: &str,
 ) -> Result<ApiResponse, ApiError> {
     let Some(profile) = aws.profile_of(role) else {

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
 
-use super::sts::{AssumeRequest, StsClient, StsCredentials, StsError};
+pub mod sts;
+
+use sts::{AssumeRequest, StsClient, StsCredentials, StsError};
 
 /// Never serve credentials with less than this left (AWS SDKs refetch below 15 minutes).
 pub const SERVE_MIN: Duration = Duration::from_secs(16 * 60);
