@@ -1,7 +1,7 @@
 //! The caller gate of the credential routes: policy check before, audit record after.
 //!
 //! [`admit`] runs before a credential route does any work: it attests the connection's
-//! peer (once per connection, see [`crate::attest::ConnPeer`]) when a policy or the audit
+//! peer (once per connection, see [`super::conn_peer::ConnPeer`]) when a policy or the audit
 //! log needs it, applies the profile's `allow` rules and, on refusal, audits it and answers
 //! 403 `forbidden_caller` naming the rule. [`Admitted::done`] audits the outcome. With no
 //! rules and the audit log off, nothing is attested and nothing recorded: zero cost. With
@@ -28,7 +28,7 @@ pub struct Admitted<'a> {
     caller: Option<&'a Arc<Attestation>>,
     rule: &'a Arc<str>,
     /// The connection, whose repeated requests count into one record.
-    peer: Option<&'a crate::attest::ConnPeer>,
+    peer: Option<&'a super::conn_peer::ConnPeer>,
 }
 
 /// Applies `profile`'s policy to the connection's caller; a refusal is counted, audited

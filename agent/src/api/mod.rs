@@ -34,6 +34,7 @@
 //!   [`crate::secret::Secret`], and never reaches a log line, error or metric label.
 
 pub mod caller;
+pub mod conn_peer;
 pub mod error;
 pub mod guard;
 pub mod metrics;
@@ -161,7 +162,7 @@ pub struct ConnInfo {
     /// TCP or Unix socket.
     pub transport: Transport,
     /// The peer, attested on the first credential request (`None` with attestation off).
-    pub peer: Option<std::sync::Arc<crate::attest::ConnPeer>>,
+    pub peer: Option<std::sync::Arc<conn_peer::ConnPeer>>,
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@
 //! measurable share of a cache hit: every runtime park walked the timer wheel and every
 //! wake-up polled the connection's sleep (callgrind: ~800 instructions of ~12,400).
 
+use super::conn_peer::ConnPeer;
 use super::routes;
 use super::signal::Signal;
 use super::{ApiState, ConnInfo, Transport};
-use crate::attest::{ConnPeer, PeerKind};
+use crate::attest::PeerKind;
 use crate::config::ApiConfig;
 use crate::paths::Paths;
 use hyper::server::conn::http1;

@@ -6,7 +6,7 @@
 //!   rotation, drop accounting, optional syslog forwarding, identical records of one
 //!   connection within a batch written once with `count` and `last_time`). Repeats on one
 //!   keep-alive connection are counted before they reach the writer
-//!   ([`crate::attest::ConnPeer::audit_repeat`]).
+//!   (`api::conn_peer::ConnPeer::audit_repeat`).
 //! - [`reader`]: reading the files back for `stagepass audit`.
 //!
 //! Format of a line (fields absent when they do not apply):

@@ -49,7 +49,7 @@ pub struct Record {
     /// Short SHA-256 prefix of the credential handed out.
     pub token_fingerprint: Option<Arc<str>>,
     /// How many identical requests this record stands for (1, or more when a connection
-    /// repeated the same request; see [`crate::attest::ConnPeer::audit`]).
+    /// repeated the same request; see `api::conn_peer::ConnPeer::audit`).
     pub count: u64,
     /// The time of the last of them, when `count` > 1.
     pub last_time: Option<SystemTime>,
