@@ -6,6 +6,7 @@
 //! is installed in the cache.
 
 use super::idp::{DeviceAuthorization, IdpError};
+use super::login::LoginRecord;
 use super::slot::Slot;
 use super::{BrokerError, LoginState};
 use crate::store::StoredGrant;
@@ -13,21 +14,6 @@ use crate::timefmt::rfc3339;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
-
-/// The latest device login of a profile.
-pub(super) struct LoginRecord {
-    pub(super) state: LoginState,
-    pub(super) expires: Instant,
-    pub(super) task: Option<tokio::task::AbortHandle>,
-}
-
-impl Drop for LoginRecord {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
 
 fn set_state(slot: &Slot, state: &str, message: Option<String>) {
     let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());

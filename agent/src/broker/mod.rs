@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod timing;
 
 mod device;
+mod login;
 mod slot;
 #[cfg(test)]
 mod tests;

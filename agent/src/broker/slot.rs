@@ -91,7 +91,7 @@ pub(super) struct Slot {
     pub(super) st: Mutex<SlotState>,
     flight: tokio::sync::Mutex<()>,
     pub(super) wake: tokio::sync::Notify,
-    pub(super) login: Mutex<Option<super::device::LoginRecord>>,
+    pub(super) login: Mutex<Option<super::login::LoginRecord>>,
     /// Refresh counters for `/metrics` (lock-free; read by [`super::Broker::refresh_stats`]).
     pub(super) stats: RefreshCounters,
     /// The cached token's validity, readable without the mutex (see [`Published`]).
