@@ -11,15 +11,25 @@
 
 use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
 use super::location;
-use super::outbox::{Action, Job};
+use super::outbox::{Action, Job, Outbox};
 use super::refs::EntityRef;
-use super::service::SyncCtx;
+use super::token::TokenSource;
 use super::{Command, Shared};
 use crate::secret::Secret;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+
+/// Everything needed to talk to Backstage: made by the engine (which also queues jobs in
+/// the outbox and wakes the worker) and shared with the push worker.
+pub(crate) struct SyncCtx {
+    pub(crate) backstage: Backstage,
+    pub(crate) tokens: Arc<dyn TokenSource>,
+    pub(crate) outbox: Arc<Mutex<Outbox>>,
+    pub(crate) wake: Arc<Notify>,
+}
 
 /// How often a paused worker looks whether the token changed.
 const PAUSE_RECHECK: Duration = Duration::from_secs(5);

@@ -11,10 +11,9 @@ use super::finding::Finding;
 use super::git::{Repo, UrlMap};
 use super::location;
 use super::outbox::{Action, Job, Outbox};
-use super::push::{self, Worker};
+use super::push::{self, SyncCtx, Worker};
 use super::refs::EntityRef;
 use super::root;
-use super::token::TokenSource;
 use super::validate::{self, FileReport};
 use super::watch::{self, DirWatcher, WatchEvent};
 use super::{
@@ -39,14 +38,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Everything needed to talk to Backstage.
-pub(crate) struct SyncCtx {
-    pub(crate) backstage: Backstage,
-    pub(crate) tokens: Arc<dyn TokenSource>,
-    pub(crate) outbox: Arc<Mutex<Outbox>>,
-    pub(crate) wake: Arc<Notify>,
 }
 
 struct Engine {
