@@ -41,6 +41,8 @@ pub mod store;
 pub mod timefmt;
 
 #[cfg(test)]
+mod layering;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod test_fs;
