@@ -88,15 +88,6 @@ fn route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-/// Profile and role names: what the config allows as a TOML key we route to.
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Request ids for log correlation, unique per agent run.
 static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -122,7 +113,7 @@ where
     // The span names the route template and, for profile routes, the profile; never a header.
     let profile = match matched {
         Some(Route::Token(p) | Route::TokenInvalidate(p) | Route::Login(p) | Route::Aws(p))
-            if valid_name(p) =>
+            if crate::config::valid_name(p) =>
         {
             p
         }
@@ -237,7 +228,7 @@ where
 }
 
 fn name(s: &str) -> Result<&str, ApiError> {
-    if valid_name(s) {
+    if crate::config::valid_name(s) {
         Ok(s)
     } else {
         Err(ApiError::new(
@@ -407,7 +398,7 @@ where
         .uri()
         .path()
         .strip_prefix("/v1/token/")
-        .filter(|p| valid_name(p))?;
+        .filter(|p| crate::config::valid_name(p))?;
     guard::check(state, conn, req.headers()).ok()?;
     let min_valid = parse_min_valid(req.uri().query()).ok()?;
     let gate = super::caller::decide(state, conn, profile, TOKEN_ROUTE, None).ok()?;

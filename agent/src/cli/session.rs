@@ -83,7 +83,10 @@ impl TokenArgs {
                 a if a.starts_with("--min-valid=") && out.min_valid.is_none() => {
                     out.min_valid = Some(a["--min-valid=".len()..].parse().ok()?);
                 }
-                a if out.profile.is_none() && !a.starts_with('-') && valid_name(a) => {
+                a if out.profile.is_none()
+                    && !a.starts_with('-')
+                    && crate::config::valid_name(a) =>
+                {
                     out.profile = Some(arg);
                 }
                 _ => return None,
@@ -209,7 +212,7 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
         Ok(ExitCode::SUCCESS)
     };
     match profile {
-        Some(p) if valid_name(&p) => {
+        Some(p) if crate::config::valid_name(&p) => {
             // No socket (a TCP-only agent, or none): the full client finds the TCP endpoint
             // or says plainly that no agent runs.
             let paths = Paths::from_env();
@@ -241,7 +244,10 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
 ///
 /// The code is a plain `u8`: the front binary returns it from its C `main`.
 pub fn token_over_socket(args: &TokenArgs) -> Option<u8> {
-    let profile = args.profile.as_deref().filter(|p| valid_name(p))?;
+    let profile = args
+        .profile
+        .as_deref()
+        .filter(|p| crate::config::valid_name(p))?;
     let paths = Paths::from_env();
     let path = token_path(profile, args.min_valid);
     match crate::client::quick::get(&paths, &path) {
@@ -348,7 +354,7 @@ fn pick_profile(
     kind: Option<GrantKind>,
 ) -> Result<String, ExitCode> {
     if let Some(p) = named {
-        if valid_name(&p) {
+        if crate::config::valid_name(&p) {
             return Ok(p);
         }
         eprintln!("stagepass: {p:?} is not a valid profile name (letters, digits, '-', '_', '.')");
@@ -377,14 +383,6 @@ fn pick_profile(
             Err(ExitCode::from(EXIT_USAGE))
         }
     }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]

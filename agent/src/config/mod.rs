@@ -11,6 +11,7 @@ mod adapters;
 mod api;
 mod catalog;
 mod layers;
+mod name;
 mod policy;
 mod profile;
 
@@ -20,6 +21,7 @@ pub use adapters::{
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
 pub use layers::{ENV_PREFIX, Override};
+pub use name::valid_name;
 pub use policy::{AllowRule, AttestationConfig, AuditConfig, HumanDuration, PolicyConfig};
 pub use profile::{GrantKind, ProfileConfig, SecretSource};
 
@@ -223,6 +225,20 @@ impl Config {
 
     /// Checks rules that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let names = self.profiles.keys().map(|n| ("profiles", n));
+        for (table, name) in names.chain(self.aws.keys().map(|n| ("aws", n))) {
+            if !valid_name(name) {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::from("(config)"),
+                    line: 0,
+                    column: 0,
+                    key: format!("{table}.{name}"),
+                    message: format!(
+                        "{name:?} is not a usable name: 1-64 of A-Z a-z 0-9 - _ . not starting with a dot (it goes into URLs and command lines)"
+                    ),
+                });
+            }
+        }
         for (name, p) in &self.profiles {
             p.validate(name)?;
             if let Some(sub) = &p.subject_profile
@@ -459,6 +475,26 @@ mod tests {
         let err = Config::load_files(&[p]).unwrap_err().to_string();
         assert!(err.contains("c.toml:3:"), "{err}");
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn unusable_profile_and_role_names_are_refused_where_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(
+            tmp.path(),
+            "c.toml",
+            "[agent]\nlog_level = \"info\"\n\n[profiles.\"my profile\"]\ngrant = \"env\"\ntoken_env = \"T\"\n",
+        );
+        let err = Config::load_files(&[p]).unwrap_err().to_string();
+        assert!(err.contains("c.toml:4:"), "{err}");
+        assert!(err.contains("\"my profile\" is not a usable name"), "{err}");
+        let p = write(
+            tmp.path(),
+            "d.toml",
+            "[aws.\".hidden\"]\nprofile = \"x\"\nrole_arn = \"arn:aws:iam::1:role/r\"\n",
+        );
+        let err = Config::load_files(&[p]).unwrap_err().to_string();
+        assert!(err.contains("d.toml:1:"), "{err}");
     }
 
     #[test]
