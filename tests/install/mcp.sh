@@ -3,7 +3,7 @@
 # tests/requirements-mcp.txt) into its own virtualenv under
 # $STAGEPASS_TEST_CACHE/mcp-client/<requirements hash>-py<version>/, so it never touches the
 # system Python the other peers use. `current` points at the venv of the current pins; the
-# test tests/tests/mcp.rs runs `current/bin/python`. Idempotent: a second run only checks.
+# test tests/tests/e2e/mcp.rs runs `current/bin/python`. Idempotent: a second run only checks.
 set -eu
 cd "$(dirname "$0")/../.."
 

@@ -321,7 +321,7 @@ async fn outage_and_restart_lose_nothing_and_push_each_entity_once() {
     }
 }
 
-/// Regression (found by `tests/tests/faults_outbox_kill.rs`): an agent stopped while the
+/// Regression (found by `tests/tests/e2e/faults_outbox_kill.rs`): an agent stopped while the
 /// outbox held a job for an older version of an entity, with a newer version pushed while
 /// it was down, used to push the stale job at once on restart and then the newest version
 /// again. Pushes made meanwhile are now queued before the worker starts: one refresh.

@@ -1,0 +1,445 @@
+//! Caller attestation and the audit log with real processes: real curl over loopback TCP,
+//! the real `stagepass token` over the Unix socket, and real git through the credential
+//! helper against the test bed's git host (tokens from the real IdP). Each hand-out and
+//! refusal is found in the audit log with the right executable and pid; a policy that allows
+//! only git serves git and refuses curl (and `stagepass token`) with `forbidden_caller`
+//! naming the rule; no token appears in the log, which is 0600 in a 0700 dir.
+
+// Test code: a failed unwrap is a failed test, with its message.
+use crate::adapters_support;
+
+use adapters_support::{Agent, Home, run_with_stdin, stagepass_bin};
+use stagepass_e2e::idp::AUD_GIT;
+use stagepass_e2e::{GitHost, Idp, IdpOptions, RepoAuth};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hang guard while waiting for the audit writer (never a performance threshold).
+const AUDIT_GUARD: Duration = Duration::from_secs(20);
+
+fn audit_file(home: &Home) -> PathBuf {
+    home.path().join("state/stagepass/audit/audit.jsonl")
+}
+
+/// The audit records once at least `n` are written.
+fn records(home: &Home, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(audit_file(home)).unwrap_or_default();
+        let recs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if recs.len() >= n {
+            return recs;
+        }
+        assert!(
+            start.elapsed() < AUDIT_GUARD,
+            "only {} audit records after {AUDIT_GUARD:?}, want {n}:\n{text}",
+            recs.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The agent's TCP port and API secret.
+fn endpoint(home: &Home) -> (u16, String) {
+    let ep: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.runtime_dir().join("endpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let port = u16::try_from(ep["port"].as_u64().unwrap()).unwrap();
+    let secret = std::fs::read_to_string(home.api_secret()).unwrap();
+    (port, secret.trim().to_string())
+}
+
+/// Real curl asking the TCP API for `path`: (pid, status, body).
+fn curl(home: &Home, path: &str) -> (u32, u16, serde_json::Value) {
+    let (port, secret) = endpoint(home);
+    let child = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {secret}"),
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "curl: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        pid,
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
+/// Real `stagepass token PROFILE` over the socket: (pid, output).
+fn stagepass_token(home: &Home, profile: &str) -> (u32, std::process::Output) {
+    let mut c = home.command(&stagepass_bin());
+    c.args(["token", profile])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    (pid, child.wait_with_output().unwrap())
+}
+
+fn real_path(p: &str) -> String {
+    std::fs::canonicalize(p)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn which(program: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    real_path(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn assert_private_and_token_free(home: &Home, secrets: &[&str]) {
+    let file = audit_file(home);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    let text = std::fs::read_to_string(&file).unwrap();
+    for s in secrets {
+        assert!(s.len() > 20, "not a real token: {s:?}");
+        assert!(!text.contains(s), "a token is in the audit log:\n{text}");
+    }
+}
+
+fn ci_config(idp: &Idp, home: &Home, extra: &str) -> String {
+    let secret_file = home.path().join("client-secret");
+    std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
+    format!(
+        r#"
+[api]
+port = 0
+
+[profiles.ci]
+grant = "client-credentials"
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+audience = "urn:stagepass:backstage"
+{extra}
+"#,
+        issuer = idp.issuer(),
+        client = Idp::CONFIDENTIAL_CLIENT,
+        secret = secret_file.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_and_pid() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let home = Home::new("");
+    home.write_config(&ci_config(&idp, &home, ""));
+    let _agent = Agent::start(&home);
+
+    let (curl_pid, status, body) = curl(&home, "/v1/token/ci");
+    assert_eq!(status, 200, "{body}");
+    let curl_token = body["access_token"].as_str().unwrap().to_string();
+    let (sp_pid, out) = stagepass_token(&home, "ci");
+    assert!(out.status.success(), "{out:?}");
+    let sp_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let recs = records(&home, 2);
+    let by_pid = |pid: u32| {
+        recs.iter()
+            .find(|r| r["caller"]["pid"] == pid)
+            .unwrap_or_else(|| panic!("no record for pid {pid}: {recs:#?}"))
+    };
+    let c = by_pid(curl_pid);
+    assert_eq!(c["caller"]["transport"], "tcp");
+    assert_eq!(c["caller"]["exe"], which("curl"));
+    assert_eq!(c["decision"], "allow");
+    assert_eq!(c["rule"], "default");
+    assert_eq!(c["profile"], "ci");
+    assert_eq!(c["audience"], "urn:stagepass:backstage");
+    assert_eq!(c["route"], "/v1/token/{profile}");
+    assert!(c["caller"]["start_time"].as_u64().unwrap() > 0);
+    assert!(
+        c["caller"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .starts_with("curl ")
+    );
+    assert_eq!(
+        c["token_fingerprint"],
+        stagepass::secret::Secret::new(curl_token.clone()).fingerprint()
+    );
+    let s = by_pid(sp_pid);
+    assert_eq!(s["caller"]["transport"], "unix");
+    assert_eq!(
+        s["caller"]["exe"],
+        real_path(stagepass_bin().to_str().unwrap())
+    );
+    assert!(
+        s["caller"]["via"].is_null(),
+        "stagepass token is its own caller: {s}"
+    );
+    // Its parent chain names this test process.
+    let me = std::process::id();
+    assert!(
+        s["caller"]["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["pid"] == me),
+        "{s}"
+    );
+    assert_private_and_token_free(&home, &[&curl_token, &sp_token]);
+    // The audit counters are in /metrics: records queued, none dropped.
+    let (port, secret) = endpoint(&home);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {secret}"),
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("stagepass_audit_records_total") >= 2, "{metrics}");
+    assert_eq!(value("stagepass_audit_dropped_total"), 0, "{metrics}");
+
+    // `stagepass audit` shows both, as a table and as JSON.
+    let table = home.run(&["audit", "--profile", "ci"], b"");
+    assert!(table.status.success(), "{table:?}");
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains(&format!("curl[{curl_pid}]")), "{text}");
+    assert!(text.contains(&format!("stagepass[{sp_pid}]")), "{text}");
+    let json = home.run(&["audit", "--json", "--since", "1h"], b"");
+    assert_eq!(String::from_utf8(json.stdout).unwrap().lines().count(), 2);
+    let none = home.run(&["audit", "--profile", "other"], b"");
+    assert_eq!(String::from_utf8(none.stdout).unwrap().lines().count(), 1);
+    let bad = home.run(&["audit", "--since", "yesterday"], b"");
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+}
+
+/// Runs git in `cwd` with only our credential helper configured, no prompts, no user config.
+fn git(home: &Home, cwd: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = home.command(Path::new("git"));
+    c.current_dir(cwd)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            &format!(
+                "credential.helper=!{} git-credential",
+                stagepass_bin().display()
+            ),
+        ])
+        .args(args);
+    run_with_stdin(c, b"")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_only_policy_serves_git_through_the_helper_and_refuses_curl() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let host = GitHost::start(Some(idp.issuer())).await.unwrap();
+    let url = host.create_repo("attest", RepoAuth::Token).await.unwrap();
+    let home = Home::new("");
+    let secret_file = home.path().join("client-secret");
+    std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
+    let git_bin = which("git");
+    let exec_path = {
+        let out = Command::new("git").arg("--exec-path").output().unwrap();
+        real_path(String::from_utf8(out.stdout).unwrap().trim())
+    };
+    home.write_config(&format!(
+        r#"
+[api]
+port = 0
+
+[profiles.gitbot]
+grant = "client-credentials"
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+audience = "{aud}"
+
+[profiles.gitbot.policy]
+allow = [{{ name = "git", exe = ["{git_bin}", "{exec_path}/*"] }}]
+
+[[git.hosts]]
+host = "{host}"
+profile = "gitbot"
+"#,
+        issuer = idp.issuer(),
+        client = Idp::CONFIDENTIAL_CLIENT,
+        secret = secret_file.display(),
+        aud = AUD_GIT,
+        host = host.host_port(),
+    ));
+    let _agent = Agent::start(&home);
+
+    // Real git clones through the credential helper: allowed, attributed to git.
+    let out = git(&home, home.path(), &["clone", "-q", &url, "work"]);
+    assert!(
+        out.status.success(),
+        "clone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(host.stats().await.unwrap().authorized > 0);
+
+    // curl asks the same profile: 403 forbidden_caller naming the rule.
+    let (curl_pid, status, body) = curl(&home, "/v1/token/gitbot");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "forbidden_caller");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("profiles.gitbot.policy.allow"), "{msg}");
+    assert!(msg.contains("git") && msg.contains("curl"), "{msg}");
+    assert!(body.get("access_token").is_none());
+
+    // So is `stagepass token` (the CLI is a caller like any other), in one line.
+    let (_, out) = stagepass_token(&home, "gitbot");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("forbidden_caller") || err.contains("caller policy"),
+        "{err}"
+    );
+
+    let recs = records(&home, 3);
+    let allowed: Vec<_> = recs.iter().filter(|r| r["decision"] == "allow").collect();
+    assert!(!allowed.is_empty(), "{recs:#?}");
+    for a in &allowed {
+        let exe = a["caller"]["exe"].as_str().unwrap();
+        assert!(
+            exe == git_bin || exe.starts_with(&format!("{exec_path}/")),
+            "attributed to {exe}: {a}"
+        );
+        assert_eq!(a["rule"], "git");
+        assert_eq!(a["adapter"], "git-credential");
+        assert!(
+            a["caller"]["via"]
+                .as_str()
+                .unwrap()
+                .starts_with("stagepass git-credential (pid "),
+            "{a}"
+        );
+        assert_eq!(a["audience"], AUD_GIT);
+    }
+    let denied = recs
+        .iter()
+        .find(|r| r["caller"]["pid"] == curl_pid)
+        .unwrap_or_else(|| panic!("no record of curl {curl_pid}: {recs:#?}"));
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["code"], "forbidden_caller");
+    assert_eq!(denied["rule"], "profiles.gitbot.policy.allow");
+    assert_eq!(denied["caller"]["exe"], which("curl"));
+    assert!(denied["token_fingerprint"].is_null());
+    let sp_denied = recs
+        .iter()
+        .filter(|r| r["decision"] == "deny" && r["caller"]["exe"] != which("curl"))
+        .count();
+    assert_eq!(sp_denied, 1, "{recs:#?}");
+}
+
+/// Issue 19: the README's own curl line puts the live API secret on curl's command line;
+/// the audit record keeps curl's command line with that word redacted, and neither the
+/// secret nor the token handed out is in any sink: the audit file, the syslog datagrams,
+/// `stagepass audit --json` and the agent's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
+    let idp = Idp::start(IdpOptions::default()).await.unwrap();
+    let home = Home::new("");
+    let sock = home.path().join("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    home.write_config(&ci_config(
+        &idp,
+        &home,
+        &format!(
+            "[audit]\nsyslog = true\nsyslog_socket = \"{}\"\n",
+            sock.display()
+        ),
+    ));
+    let agent = Agent::start(&home);
+    let (port, secret) = endpoint(&home);
+
+    // The README's line as written, with this agent's port.
+    let line = format!(
+        r#"curl -s -H "Authorization: Bearer $(cat "${{XDG_RUNTIME_DIR:-/tmp}}"/stagepass*/api-secret)" \
+  http://127.0.0.1:{port}/v1/token/ci"#
+    );
+    let mut sh = home.command(Path::new("sh"));
+    sh.args(["-c", &line]);
+    let out = run_with_stdin(sh, b"");
+    assert!(out.status.success(), "{out:?}");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = body["access_token"].as_str().unwrap().to_string();
+
+    let recs = records(&home, 1);
+    let cmdline = recs[0]["caller"]["cmdline"].as_str().unwrap();
+    assert!(cmdline.starts_with("curl "), "{cmdline}");
+    assert!(cmdline.contains("[redacted]"), "{cmdline}");
+
+    let mut sinks = vec![
+        (
+            "audit.jsonl",
+            std::fs::read_to_string(audit_file(&home)).unwrap(),
+        ),
+        (
+            "stagepass audit --json",
+            String::from_utf8(home.run(&["audit", "--json"], b"").stdout).unwrap(),
+        ),
+    ];
+    let mut datagrams = String::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        datagrams.push_str(&String::from_utf8_lossy(&buf[..n]));
+        datagrams.push('\n');
+    }
+    assert!(datagrams.contains("curl "), "no syslog line: {datagrams:?}");
+    sinks.push(("syslog", datagrams));
+    drop(agent);
+    let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("/v1/token"),
+        "the agent log is not the debug log:\n{log}"
+    );
+    sinks.push(("agent log", log));
+    for (name, text) in &sinks {
+        assert!(
+            !text.contains(&secret),
+            "the API secret is in the {name}:\n{text}"
+        );
+        assert!(
+            !text.contains(&token),
+            "the token is in the {name}:\n{text}"
+        );
+    }
+}

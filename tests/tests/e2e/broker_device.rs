@@ -1,0 +1,127 @@
+//! Device login through the broker against the real IdP, then a restart that needs no login
+//! and costs exactly one refresh.
+// Test code: a failed unwrap is a failed test with its message.
+use crate::broker_support;
+
+use broker_support::{World, device_profile, eventually, opts};
+use stagepass::broker::{ProfileState, TokenRequest};
+use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_login_then_restart_serves_a_token_with_one_refresh() {
+    let w = World::new(300, &device_profile("dev")).await;
+    let broker = w.broker(opts(true)).await;
+    assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
+
+    let login = broker.login_start("dev").await.unwrap();
+    assert_eq!(login.state, "pending");
+    let code = login.user_code.clone().unwrap();
+    assert!(login.verification_uri.unwrap().starts_with(w.idp.issuer()));
+    // A second start while pending returns the same login.
+    assert_eq!(
+        broker.login_start("dev").await.unwrap().user_code,
+        Some(code.clone())
+    );
+
+    w.idp.approve(&code, "alice").await.unwrap();
+    let done = eventually("login completes", || async {
+        let s = broker.login_state("dev").unwrap();
+        (s.state != "pending").then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "complete", "{done:?}");
+
+    let t = broker.token("dev", TokenRequest::default()).await.unwrap();
+    let jwks = w.idp.jwks().await.unwrap();
+    let claims = stagepass_e2e::jwt::verify(
+        t.access_token.expose(),
+        &jwks,
+        w.idp.issuer(),
+        AUD_BACKSTAGE,
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(broker.status()[0].state, ProfileState::Valid);
+    // The refresh token is on disk, the access token is not.
+    let stored = std::fs::read_to_string(w.grant_file("dev")).unwrap();
+    assert!(!stored.contains(t.access_token.expose()));
+    let stats = w.idp.stats().await.unwrap();
+    assert_eq!(stats.grant(GRANT_DEVICE_CODE).ok, 1);
+    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).requests, 0);
+    drop(broker);
+
+    // "Container restart": a new broker on the same state dir.
+    w.idp.reset_stats().await.unwrap();
+    let broker = w.broker(opts(true)).await;
+    // The stored login is known before the boot refresh has run.
+    let st = &broker.status()[0];
+    assert_eq!(st.state, ProfileState::Valid, "{st:?}");
+    broker.boot_refresh().await;
+    let t2 = broker.token("dev", TokenRequest::default()).await.unwrap();
+    assert_ne!(t2.access_token, t.access_token);
+    let claims = stagepass_e2e::jwt::verify(
+        t2.access_token.expose(),
+        &jwks,
+        w.idp.issuer(),
+        AUD_BACKSTAGE,
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "alice");
+    let stats = w.idp.stats().await.unwrap();
+    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).requests, 1, "{stats:?}");
+    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).ok, 1);
+    assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0);
+    assert_eq!(stats.device_authorization.requests, 0);
+
+    // Logout forgets the login here and at the IdP.
+    broker.logout("dev").await.unwrap();
+    assert!(!w.grant_file("dev").exists());
+    let err = broker
+        .token("dev", TokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "login_required");
+    assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_device_login_says_denied_and_stores_nothing() {
+    let w = World::new(300, &device_profile("dev")).await;
+    let broker = w.broker(opts(true)).await;
+    let login = broker.login_start("dev").await.unwrap();
+    w.idp.deny(&login.user_code.unwrap()).await.unwrap();
+    let done = eventually("login ends", || async {
+        let s = broker.login_state("dev").unwrap();
+        (s.state != "pending").then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "denied", "{done:?}");
+    assert!(done.message.unwrap().contains("access_denied"));
+    assert!(!w.grant_file("dev").exists());
+    let err = broker
+        .token("dev", TokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "login_required");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapproved_device_login_expires() {
+    let w = World::new(300, &device_profile("dev")).await;
+    // Device codes issued from now on live 2 s; nobody approves this one.
+    w.idp.set_ttl(None, None, Some(2)).await.unwrap();
+    let broker = w.broker(opts(true)).await;
+    let login = broker.login_start("dev").await.unwrap();
+    assert_eq!(login.state, "pending");
+    let done = eventually("login ends", || async {
+        let s = broker.login_state("dev").unwrap();
+        (s.state != "pending").then_some(s)
+    })
+    .await;
+    assert_eq!(done.state, "expired", "{done:?}");
+    assert!(!w.grant_file("dev").exists());
+    // A new login can start after an expired one.
+    let again = broker.login_start("dev").await.unwrap();
+    assert_eq!(again.state, "pending");
+    assert_ne!(again.user_code, login.user_code);
+}

@@ -1,0 +1,423 @@
+//! End to end: every kind of change to a catalog file Backstage already reads reaches the
+//! real Backstage catalog backend within 5 s of a real `git push`, and `catalog diff` is
+//! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
+//! a kind and a namespace change, several files in one push, a moved file (with and
+//! without `catalog.unregister_deleted`), and a file someone else registered under another
+//! spelling of its URL.
+//!
+//! Each test runs its own Backstage with a 10 minute processing interval, so only the
+//! agent's pushes explain a change within seconds. Entities that leave a file are handled
+//! as Backstage handles orphans (its default `orphanStrategy` deletes them at the next
+//! cleanup, every 30 s); the tests accept them deleted, marked or without a parent.
+
+// Test helpers: a failing setup step must fail the test loudly.
+use crate::catalog_support;
+
+use std::time::{Duration, Instant};
+
+use catalog_support::wait;
+use catalog_support::world::{
+    HANG_GUARD, Repo, State, component, entity, location_targets, managed_by, orphaned_or_gone,
+    private_backstage, start, token, wait_entity,
+};
+use stagepass::catalog::{CatalogHandle, CatalogStatus};
+use stagepass_e2e::support::{free_port, unique_name};
+use stagepass_e2e::{Backstage, Bed};
+
+/// The promise: a pushed change is visible in Backstage within this (measured in the bench).
+const PROMISE: Duration = Duration::from_secs(5);
+const FILE: &str = "svc/catalog-info.yaml";
+
+fn cref(name: &str) -> String {
+    format!("component:default/{name}")
+}
+
+/// Documents joined into one multi-document file.
+fn docs(parts: &[String]) -> String {
+    parts.join("---\n")
+}
+
+/// A repository pushed to the git host, a private Backstage and a state dir; the agent is
+/// started by [`World::start`].
+struct World {
+    bed: Bed,
+    bs: Backstage,
+    repo: Repo,
+    state: State,
+}
+
+impl World {
+    async fn new(files: &[(&str, String)]) -> World {
+        let bed = Bed::get().await.unwrap();
+        let bs = private_backstage(&bed, free_port().unwrap()).await;
+        let repo = Repo::new(&bed, files).await;
+        World {
+            bed,
+            bs,
+            repo,
+            state: State::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/main/{path}", self.repo.raw_base)
+    }
+
+    /// Starts the agent, registers the repository's files (`catalog sync`) and waits until
+    /// Backstage holds `expect`.
+    async fn start(&self, unregister_deleted: bool, expect: &[String]) -> CatalogHandle {
+        let config = stagepass::config::CatalogConfig {
+            unregister_deleted,
+            ..self.repo.config(self.bs.url())
+        };
+        let h = start(&config, &self.state, token(&self.bed).await).await;
+        let sync = h.sync_now().await;
+        assert!(sync.error.is_none() && sync.invalid.is_empty(), "{sync:?}");
+        for r in expect {
+            wait_entity(&self.bs, r, "registered", Instant::now(), |e| e.is_some()).await;
+        }
+        wait(&h, "first sync settled", HANG_GUARD, |s| {
+            s.outbox.is_empty() && s.diff.is_empty()
+        })
+        .await;
+        h
+    }
+
+    /// Pushes what is committed; returns when the push started.
+    fn push(&self) -> Instant {
+        let t = Instant::now();
+        self.repo.push();
+        t
+    }
+
+    /// `git mv FROM TO`, commit, push; returns when the push started.
+    fn move_file(&self, from: &str, to: &str) -> Instant {
+        if let Some(dir) = std::path::Path::new(to).parent() {
+            std::fs::create_dir_all(self.repo.wt.path().join(dir)).unwrap();
+        }
+        self.repo.wt.git(&["mv", from, to]).unwrap();
+        self.repo
+            .wt
+            .commit_all(&format!("move {from} to {to}"))
+            .unwrap();
+        self.push()
+    }
+
+    /// Waits until Backstage holds `r`; asserts it took less than [`PROMISE`] after `since`.
+    async fn appears(&self, r: &str, what: &str, since: Instant) {
+        let took = wait_entity(&self.bs, r, "to appear", since, |e| e.is_some()).await;
+        eprintln!("measured: {what}: {r} visible in Backstage {took:?} after the push started");
+        assert!(took < PROMISE, "{what}: {r} took {took:?} (must be < 5 s)");
+    }
+
+    /// Waits until Backstage is done with `r` as an orphan; asserts it took less than
+    /// [`PROMISE`] after `since`.
+    async fn orphaned(&self, r: &str, since: Instant) {
+        while !orphaned_or_gone(&self.bs, r).await {
+            assert!(
+                since.elapsed() < HANG_GUARD,
+                "hang guard: {r} is still read from a location: {:?}",
+                entity(&self.bs, r).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = since.elapsed();
+        eprintln!("measured: {r} orphaned {took:?} after the push started");
+        assert!(
+            took < PROMISE,
+            "{r} orphaned after {took:?} (must be < 5 s)"
+        );
+    }
+}
+
+/// Waits until the agent's status has an empty diff and an empty outbox, and `catalog diff`
+/// (fetched now) is empty too; returns the status.
+async fn settled(h: &CatalogHandle, what: &str) -> CatalogStatus {
+    let s = wait(h, what, HANG_GUARD, |s| {
+        s.diff.is_empty() && s.outbox.is_empty()
+    })
+    .await;
+    let d = h.diff().await;
+    assert!(
+        d.error.is_none() && d.changes.is_empty(),
+        "catalog diff after {what}: {d:?}"
+    );
+    s
+}
+
+/// The agent says what happened to an entity that left the files: listed as orphaned, or
+/// already deleted by Backstage's orphan cleanup.
+async fn reported_gone(w: &World, h: &CatalogHandle, r: &str) {
+    let s = wait(h, "orphan reported", HANG_GUARD, |s| {
+        s.orphans.iter().any(|o| o == r)
+    });
+    tokio::select! {
+        s = s => eprintln!("status lists {r} as orphaned: {:?}", s.orphans),
+        () = async {
+            while entity(&w.bs, r).await.is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } => eprintln!("{r} was deleted by Backstage's orphan cleanup before the agent looked"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_shows_the_new_name_and_the_old_one_is_an_orphan() {
+    let (old, new) = (unique_name("ren-old"), unique_name("ren-new"));
+    let w = World::new(&[(FILE, component(&old, "team-a"))]).await;
+    let h = w.start(false, &[cref(&old)]).await;
+
+    w.repo
+        .change(FILE, &component(&new, "team-a"), "rename the component");
+    let t = w.push();
+    w.appears(&cref(&new), "rename", t).await;
+    w.orphaned(&cref(&old), t).await;
+    reported_gone(&w, &h, &cref(&old)).await;
+    settled(&h, "the rename").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_added_to_a_registered_multi_document_file_appears() {
+    let (first, added) = (unique_name("multi-a"), unique_name("multi-added"));
+    let w = World::new(&[(FILE, component(&first, "team-a"))]).await;
+    let h = w.start(false, &[cref(&first)]).await;
+
+    w.repo.change(
+        FILE,
+        &docs(&[component(&first, "team-a"), component(&added, "team-b")]),
+        "add an entity",
+    );
+    let t = w.push();
+    w.appears(&cref(&added), "added entity", t).await;
+    let s = settled(&h, "the added entity").await;
+    assert!(s.orphans.is_empty(), "{:?}", s.orphans);
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![w.url(FILE)],
+        "no second location for the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_removed_from_a_file_is_an_orphan_and_leaves_the_diff() {
+    let (kept, removed) = (unique_name("rm-kept"), unique_name("rm-gone"));
+    let w = World::new(&[(
+        FILE,
+        docs(&[component(&kept, "team-a"), component(&removed, "team-a")]),
+    )])
+    .await;
+    let h = w.start(false, &[cref(&kept), cref(&removed)]).await;
+
+    // The remaining entity is unchanged: the file must be re-read all the same.
+    w.repo
+        .change(FILE, &component(&kept, "team-a"), "remove an entity");
+    let t = w.push();
+    w.orphaned(&cref(&removed), t).await;
+    reported_gone(&w, &h, &cref(&removed)).await;
+    settled(&h, "the removal").await;
+    assert!(entity(&w.bs, &cref(&kept)).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_and_a_namespace_change_reach_backstage() {
+    let (k, n) = (unique_name("kind"), unique_name("ns"));
+    let w = World::new(&[(
+        FILE,
+        docs(&[component(&k, "team-a"), component(&n, "team-a")]),
+    )])
+    .await;
+    let h = w.start(false, &[cref(&k), cref(&n)]).await;
+
+    let system = format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: System\nmetadata:\n  name: {k}\nspec:\n  owner: team-a\n"
+    );
+    let in_ops = component(&n, "team-a").replace("  name:", "  namespace: ops\n  name:");
+    w.repo
+        .change(FILE, &docs(&[system, in_ops]), "kind and namespace");
+    let t = w.push();
+    w.appears(&format!("system:default/{k}"), "kind change", t)
+        .await;
+    w.appears(&format!("component:ops/{n}"), "namespace change", t)
+        .await;
+    w.orphaned(&cref(&k), t).await;
+    w.orphaned(&cref(&n), t).await;
+    settled(&h, "the kind and namespace change").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_files_changed_in_one_push_all_reach_backstage() {
+    let (a, a2) = (unique_name("sev-a"), unique_name("sev-a2"));
+    let b = unique_name("sev-b");
+    let (c, c2) = (unique_name("sev-c"), unique_name("sev-c2"));
+    let w = World::new(&[
+        ("a/catalog-info.yaml", component(&a, "team-a")),
+        ("b/catalog-info.yaml", component(&b, "team-a")),
+        ("c/catalog-info.yaml", component(&c, "team-a")),
+    ])
+    .await;
+    let h = w.start(false, &[cref(&a), cref(&b), cref(&c)]).await;
+
+    w.repo
+        .change("a/catalog-info.yaml", &component(&a2, "team-a"), "rename a");
+    w.repo.change(
+        "b/catalog-info.yaml",
+        &component(&b, "team-b"),
+        "owner of b",
+    );
+    w.repo.change(
+        "c/catalog-info.yaml",
+        &docs(&[component(&c, "team-a"), component(&c2, "team-c")]),
+        "add to c",
+    );
+    let t = w.push();
+    w.appears(&cref(&a2), "rename in one of three files", t)
+        .await;
+    w.appears(&cref(&c2), "added entity in one of three files", t)
+        .await;
+    let took = wait_entity(&w.bs, &cref(&b), "owned by team-b", t, |e| {
+        e.is_some_and(|e| e["spec"]["owner"] == "team-b")
+    })
+    .await;
+    eprintln!("measured: owner edit in one of three files visible {took:?} after the push");
+    assert!(took < PROMISE, "owner edit took {took:?}");
+    w.orphaned(&cref(&a), t).await;
+    settled(&h, "three files in one push").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_file_is_registered_and_its_old_location_unregistered_when_configured() {
+    let name = unique_name("moved");
+    let w = World::new(&[("old/catalog-info.yaml", component(&name, "team-a"))]).await;
+    let h = w.start(true, &[cref(&name)]).await;
+
+    let t = w.move_file("old/catalog-info.yaml", "new/catalog-info.yaml");
+    let new_url = format!("url:{}", w.url("new/catalog-info.yaml"));
+    let took = wait_entity(&w.bs, &cref(&name), "read from the new path", t, |e| {
+        e.and_then(managed_by) == Some(new_url.as_str())
+    })
+    .await;
+    eprintln!("measured: moved file: {name} read from the new path {took:?} after the push");
+    assert!(took < PROMISE, "move took {took:?}");
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![w.url("new/catalog-info.yaml")],
+        "the old location is unregistered, the new one registered"
+    );
+    let s = settled(&h, "the move").await;
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("moved from") && n.contains("unregistered")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_file_keeps_its_old_location_by_default_and_the_agent_says_so() {
+    let name = unique_name("moved-kept");
+    let w = World::new(&[("old/catalog-info.yaml", component(&name, "team-a"))]).await;
+    let h = w.start(false, &[cref(&name)]).await;
+
+    let t = w.move_file("old/catalog-info.yaml", "new/catalog-info.yaml");
+    let new_url = w.url("new/catalog-info.yaml");
+    while !location_targets(&w.bs).await.contains(&new_url) {
+        assert!(
+            t.elapsed() < HANG_GUARD,
+            "hang guard: new path never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "measured: moved file: new location registered {:?} after the push",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < PROMISE);
+    let mut targets = location_targets(&w.bs).await;
+    targets.sort();
+    assert_eq!(
+        targets,
+        vec![new_url, w.url("old/catalog-info.yaml")],
+        "the old location stays registered"
+    );
+    let s = settled(&h, "the move").await;
+    assert!(
+        s.notes.iter().any(|n| n.contains("moved from")
+            && n.contains("catalog.unregister_deleted is off")
+            && n.contains(&cref(&name))),
+        "{:?}",
+        s.notes
+    );
+    assert!(entity(&w.bs, &cref(&name)).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_registered_by_someone_else_under_another_url_is_reused_not_duplicated() {
+    let (old, new) = (unique_name("other-url"), unique_name("other-url-new"));
+    let w = World::new(&[(FILE, component(&old, "team-a"))]).await;
+    // Someone registered the file by hand, spelling its URL differently.
+    let theirs = w.url("svc/./catalog-info.yaml");
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let h = w.start(false, &[cref(&old)]).await;
+    assert_eq!(location_targets(&w.bs).await, vec![theirs.clone()]);
+
+    w.repo
+        .change(FILE, &component(&new, "team-b"), "rename the component");
+    let t = w.push();
+    w.appears(
+        &cref(&new),
+        "rename in a file registered by someone else",
+        t,
+    )
+    .await;
+    settled(&h, "the rename").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent reused their location instead of registering {}",
+        w.url(FILE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_backstage_found_through_a_location_file_is_refreshed_there_not_registered() {
+    let (old, new) = (unique_name("found"), unique_name("found-new"));
+    // A Location file (not a catalog file of the agent's) points Backstage at the catalog
+    // file, as a discovery provider or an operator would.
+    let locations = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: all\nspec:\n  targets:\n    - ./svc/catalog-info.yaml\n";
+    let w = World::new(&[
+        (FILE, component(&old, "team-a")),
+        ("locations.yaml", locations.to_string()),
+    ])
+    .await;
+    let theirs = w.url("locations.yaml");
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let found = wait_entity(&w.bs, &cref(&old), "found", Instant::now(), |e| e.is_some()).await;
+    eprintln!("Backstage found {old} through locations.yaml in {found:?}");
+    let h = w.start(false, &[cref(&old)]).await;
+
+    w.repo
+        .change(FILE, &component(&new, "team-a"), "rename the component");
+    let t = w.push();
+    w.appears(
+        &cref(&new),
+        "rename in a file found through a Location file",
+        t,
+    )
+    .await;
+    w.orphaned(&cref(&old), t).await;
+    settled(&h, "the rename").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed the Location entity Backstage reads the file with"
+    );
+}

@@ -1,0 +1,278 @@
+//! End to end: the catalog service, driven in-process, against the real Backstage catalog
+//! backend, the test git host (smart HTTP + raw files) and real `git` pushes.
+//!
+//! The token for Backstage comes straight from the test IdP (`/__test/mint`, audience
+//! `urn:stagepass:backstage`) and is fed through the catalog's token trait.
+
+// Test helpers: a failing setup step must fail the test loudly.
+use crate::catalog_support;
+
+use std::time::{Duration, Instant};
+
+use catalog_support::wait;
+use catalog_support::world::{
+    HANG_GUARD, Repo, State, component, owner, private_backstage, start, token, wait_owner,
+};
+use stagepass_e2e::Bed;
+use stagepass_e2e::support::{free_port, unique_name};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_stay_unwatched() {
+    let bed = Bed::get().await.unwrap();
+    let bs = private_backstage(&bed, free_port().unwrap()).await;
+    let name = unique_name("payments");
+    let repo = Repo::new(
+        &bed,
+        &[
+            ("svc/catalog-info.yaml", component(&name, "team-a")),
+            (
+                "node_modules/dep/catalog-info.yaml",
+                "kind: [broken\n".into(),
+            ),
+            (
+                "node_modules/dep/more/catalog-info.yml",
+                component("dep", "x"),
+            ),
+        ],
+    )
+    .await;
+    // Catalog-like files inside .git are never looked at either.
+    std::fs::write(
+        repo.wt.path().join(".git/catalog-info.yaml"),
+        "kind: [broken\n",
+    )
+    .unwrap();
+    let state = State::new();
+    let h = start(&repo.config(bs.url()), &state, token(&bed).await).await;
+
+    let s = h.status();
+    assert_eq!(s.files, 1, "only svc/catalog-info.yaml: {s:?}");
+    assert!(s.findings.is_empty(), "{:?}", s.findings);
+    assert_eq!(s.watches.inotify, 2, "root and svc only: {:?}", s.watches);
+    assert_eq!(s.tracked_ref.as_deref(), Some("refs/remotes/origin/main"));
+
+    // First registration through `catalog sync` (dry run, then a url location).
+    let sync = h.sync_now().await;
+    assert_eq!(sync.queued, 1, "{sync:?}");
+    wait_owner(&bs, &name, "team-a").await;
+
+    // The edit shows as a diff on save, before any commit.
+    let saved_at = Instant::now();
+    repo.wt
+        .write("svc/catalog-info.yaml", &component(&name, "team-b"))
+        .unwrap();
+    let s = wait(&h, "owner diff", HANG_GUARD, |s| {
+        s.diff.len() == 1 && s.diff[0].to_string().contains(" -> ")
+    })
+    .await;
+    eprintln!(
+        "measured: save -> diff shown in {:?} (150 ms debounce, validate-entity, by-refs)",
+        saved_at.elapsed()
+    );
+    assert_eq!(
+        s.diff[0].to_string(),
+        format!("component:default/{name}: group:team-a -> group:team-b")
+    );
+
+    repo.wt.commit_all("owner b").unwrap();
+    let push_started = Instant::now();
+    repo.push();
+    let push_took = push_started.elapsed();
+    wait_owner(&bs, &name, "team-b").await;
+    let total = push_started.elapsed();
+    eprintln!(
+        "measured: `git push` took {push_took:?}; the new owner was visible in Backstage {total:?} after the push started"
+    );
+    assert!(
+        total < Duration::from_secs(5),
+        "owner change took {total:?} after the push (must be < 5 s)"
+    );
+    let s = wait(&h, "diff cleared", HANG_GUARD, |s| s.diff.is_empty()).await;
+    assert_eq!(s.pushes.get(&format!("component:default/{name}")), Some(&2));
+    // Nothing from node_modules was ever pushed or reported.
+    assert!(
+        s.pushes.keys().all(|k| !k.contains("dep")),
+        "{:?}",
+        s.pushes
+    );
+    assert!(s.findings.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_file_is_registered_and_a_forbidden_kind_is_caught_by_the_dry_run() {
+    let bed = Bed::get().await.unwrap();
+    let first = unique_name("first");
+    let repo = Repo::new(&bed, &[("catalog-info.yaml", component(&first, "team-a"))]).await;
+    let state = State::new();
+    let h = start(&repo.config(bed.backstage.url()), &state, token(&bed).await).await;
+
+    let added = unique_name("added");
+    let tpl = unique_name("tpl");
+    repo.change(
+        "new/catalog-info.yaml",
+        &component(&added, "team-c"),
+        "new file",
+    );
+    repo.change(
+        "templates/catalog-info.yaml",
+        &format!(
+            "apiVersion: scaffolder.backstage.io/v1beta3\nkind: Template\nmetadata:\n  name: {tpl}\nspec:\n  owner: team-a\n  type: service\n  steps: []\n"
+        ),
+        "template",
+    );
+    repo.push();
+    wait_owner(&bed.backstage, &added, "team-c").await;
+    let s = wait(&h, "template refused", HANG_GUARD, |s| {
+        s.outbox.iter().any(|j| j.state == "failed")
+    })
+    .await;
+    let failed: Vec<_> = s.outbox.iter().filter(|j| j.state == "failed").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].entity, format!("template:default/{tpl}"));
+    eprintln!("dry-run refusal: {:?}", failed[0].error);
+    assert!(failed[0].error.is_some());
+    let t = bed
+        .backstage
+        .entity("template", "default", &tpl, bed.backstage.static_token())
+        .await
+        .unwrap();
+    assert!(t.is_none(), "the template must not be registered");
+    assert!(
+        !s.pushes.contains_key(&format!("component:default/{first}")),
+        "the unchanged file was not pushed: {:?}",
+        s.pushes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_edit_is_reported_with_its_line_and_not_pushed() {
+    let bed = Bed::get().await.unwrap();
+    let (a, b) = (unique_name("inv-a"), unique_name("inv-b"));
+    let repo = Repo::new(
+        &bed,
+        &[
+            ("a/catalog-info.yaml", component(&a, "team-a")),
+            ("b/catalog-info.yaml", component(&b, "team-a")),
+        ],
+    )
+    .await;
+    let state = State::new();
+    let h = start(&repo.config(bed.backstage.url()), &state, token(&bed).await).await;
+    assert_eq!(h.sync_now().await.queued, 2);
+    wait_owner(&bed.backstage, &a, "team-a").await;
+    wait_owner(&bed.backstage, &b, "team-a").await;
+
+    for (broken, line) in [
+        (
+            component(&a, "team-b").replace("  owner: team-b\n", ""),
+            "a/catalog-info.yaml:6:3: spec.owner is missing",
+        ),
+        (
+            component("Not A Name", "team-b"),
+            "a/catalog-info.yaml:4:9: metadata.name \"Not A Name\" is not valid",
+        ),
+        (
+            component(&a, "team-b").replace("lifecycle: production", "lifecycle: [production"),
+            "a/catalog-info.yaml:8:",
+        ),
+    ] {
+        repo.wt.write("a/catalog-info.yaml", &broken).unwrap();
+        let s = wait(&h, line, HANG_GUARD, |s| {
+            s.findings.iter().any(|f| f.to_string().starts_with(line))
+        })
+        .await;
+        eprintln!("local finding: {}", s.findings[0]);
+    }
+    repo.wt.commit_all("broken a").unwrap();
+    repo.push();
+    // A later, valid push of b is the sync point: pushes are handled in order.
+    repo.change(
+        "b/catalog-info.yaml",
+        &component(&b, "team-b"),
+        "b to team-b",
+    );
+    repo.push();
+    wait_owner(&bed.backstage, &b, "team-b").await;
+    let s = h.status();
+    assert_eq!(
+        s.pushes.get(&format!("component:default/{a}")),
+        Some(&1),
+        "only the first registration: {:?}",
+        s.pushes
+    );
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+    assert_eq!(
+        owner(&bed.backstage, &a).await.as_deref(),
+        Some("team-a"),
+        "Backstage keeps the last good entity"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
+    let bed = Bed::get().await.unwrap();
+    let port = free_port().unwrap();
+    let mut bs = private_backstage(&bed, port).await;
+    let names: Vec<String> = (0..3).map(|i| unique_name(&format!("out{i}"))).collect();
+    let files: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("{n}/catalog-info.yaml"), component(n, "team-a")))
+        .collect();
+    let refs: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+    let repo = Repo::new(&bed, &refs).await;
+    let state = State::new();
+    let config = repo.config(bs.url());
+    let tokens = token(&bed).await;
+    let h = start(&config, &state, tokens.clone()).await;
+    assert_eq!(h.sync_now().await.queued, 3);
+    for n in &names {
+        wait_owner(&bs, n, "team-a").await;
+    }
+
+    bs.stop();
+    let path = |n: &String| format!("{n}/catalog-info.yaml");
+    repo.change(&path(&names[0]), &component(&names[0], "team-b"), "0 -> b");
+    repo.push();
+    wait(&h, "first change pending", HANG_GUARD, |s| {
+        s.outbox.iter().any(|j| j.attempts >= 1)
+    })
+    .await;
+    drop(h); // agent restart: the outbox is on disk
+
+    repo.change(&path(&names[1]), &component(&names[1], "team-b"), "1 -> b");
+    repo.push();
+    repo.change(&path(&names[2]), &component(&names[2], "team-b"), "2 -> b");
+    repo.push();
+    let h = start(&config, &state, tokens).await;
+    wait(&h, "three pending after restart", HANG_GUARD, |s| {
+        s.outbox.len() == 3
+    })
+    .await;
+    // A further change of one entity while Backstage is still down is coalesced.
+    repo.change(&path(&names[2]), &component(&names[2], "team-c"), "2 -> c");
+    repo.push();
+    let s = wait(&h, "coalesced", HANG_GUARD, |s| {
+        s.outbox.len() == 3 && s.outbox.iter().all(|j| j.attempts >= 1)
+    })
+    .await;
+    assert!(
+        s.outbox.iter().all(|j| j.state == "pending"),
+        "{:?}",
+        s.outbox
+    );
+
+    let bs2 = private_backstage(&bed, port).await;
+    assert_eq!(bs2.url(), bs.url());
+    wait_owner(&bs2, &names[0], "team-b").await;
+    wait_owner(&bs2, &names[1], "team-b").await;
+    wait_owner(&bs2, &names[2], "team-c").await;
+    let s = wait(&h, "outbox drained", HANG_GUARD, |s| s.outbox.is_empty()).await;
+    for n in &names {
+        assert_eq!(
+            s.pushes.get(&format!("component:default/{n}")),
+            Some(&1),
+            "{n} pushed once after the outage: {:?}",
+            s.pushes
+        );
+    }
+}

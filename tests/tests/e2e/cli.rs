@@ -1,0 +1,287 @@
+//! End-to-end tests of the session CLI (`token`, `status`, `login`, `logout`, `doctor`)
+//! against the running agent binary and the real test IdP, and with no agent at all.
+
+use crate::support;
+
+use stagepass_e2e::Idp;
+use std::io::BufRead;
+use support::{Agent, Home, OpenApi, start_idp};
+
+/// EX_UNAVAILABLE, documented as `cli::EXIT_AGENT_DOWN`.
+const EXIT_AGENT_DOWN: i32 = 69;
+
+fn config(idp: &Idp, dir: &std::path::Path) -> String {
+    std::fs::write(dir.join("ci-secret"), "stagepass-ci-secret").unwrap();
+    format!(
+        r#"
+[api]
+port = 0
+
+[store]
+backend = "file"
+
+[profiles.ci]
+grant = "client-credentials"
+issuer = "{issuer}"
+client_id = "stagepass-ci"
+client_secret_file = "{dir}/ci-secret"
+audience = "urn:stagepass:backstage"
+scopes = ["catalog:read"]
+
+[profiles.dev]
+grant = "device"
+issuer = "{issuer}"
+client_id = "stagepass-cli"
+audience = "urn:stagepass:backstage"
+scopes = ["openid", "offline_access", "catalog:read"]
+"#,
+        issuer = idp.issuer(),
+        dir = dir.display()
+    )
+}
+
+fn agent(idp: &Idp) -> (Agent, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Agent::start(&config(idp, dir.path())), dir)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn token_prints_only_the_token_the_http_route_serves() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    let out = a.home.run(&["token", "ci"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    let http = a.get("/v1/token/ci").json();
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", http["access_token"].as_str().unwrap())
+    );
+    let out = a.home.run(&["token", "ci", "--json", "--min-valid", "30"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    OpenApi::load().check_schema("Token", &v);
+    assert_eq!(v["access_token"], http["access_token"]);
+    // More than one profile configured: the CLI asks for a name instead of guessing.
+    let out = a.home.run(&["token"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("name one of: ci, dev"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `stagepass` is the small front binary: it answers `token NAME` on its own, and every other
+/// command runs `stagepass-core` from the same directory. A front copied away from its core
+/// still serves tokens, and says plainly what is missing for the rest.
+#[test]
+fn the_front_serves_tokens_alone_and_names_the_missing_core_for_the_rest() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    let lonely = tempfile::tempdir().unwrap();
+    let front = lonely.path().join("stagepass");
+    std::fs::copy(support::bin(), &front).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = a.home.cmd_of(&front);
+        c.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        support::wait_output(c.spawn().unwrap())
+    };
+    let out = run(&["token", "ci"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    let http = a.get("/v1/token/ci").json();
+    assert_eq!(
+        stdout(&out),
+        format!("{}\n", http["access_token"].as_str().unwrap())
+    );
+    // The front's own error path: an unknown profile is the agent's refusal, printed as the
+    // core would print it, with no core to fall back on.
+    let out = run(&["token", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown_profile"), "{}", stderr(&out));
+    for args in [&["status"][..], &["token"], &["--version"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(127), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("{}/stagepass-core", lonely.path().display())),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("side by side"), "{args:?}: {text}");
+        assert!(stdout(&out).is_empty());
+    }
+    // Beside its core, the same commands work.
+    let out = a.home.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    assert!(a.home.run(&["token", "ci"]).status.success());
+    let out = a.home.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    OpenApi::load().check_schema("Status", &v);
+    assert_eq!(v["api"]["tcp_port"], a.port);
+    assert_eq!(v["agent"]["pid"], a.proc.pid());
+    let names: Vec<&str> = v["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ci", "dev"]);
+    let out = a.home.run(&["status"]);
+    assert!(out.status.success());
+    let table = stdout(&out);
+    let ci = table
+        .lines()
+        .find(|l| l.starts_with("ci "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        ci.contains("client-credentials") && ci.contains("valid"),
+        "{table}"
+    );
+    assert!(table.contains("store:   file"), "{table}");
+}
+
+#[test]
+fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    let mut cmd = a.home.cmd();
+    cmd.args(["login", "dev"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let code = loop {
+        let line = lines
+            .next()
+            .expect("login ended before printing a code")
+            .unwrap();
+        seen.push(line.clone());
+        if seen
+            .iter()
+            .rev()
+            .nth(2)
+            .is_some_and(|l| l.contains("enter the code"))
+        {
+            break line.trim().to_string();
+        }
+    };
+    assert!(seen.iter().any(|l| l.contains(idp.issuer())), "{seen:?}");
+    support::block_on(idp.approve(&code, "alice")).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = support::wait_output(child);
+    assert!(
+        out.status.success(),
+        "{rest:?} {}\n{}",
+        stderr(&out),
+        a.log()
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("dev: logged in")),
+        "{rest:?}"
+    );
+    let tok = a.home.run(&["token", "dev"]);
+    assert!(tok.status.success(), "{}", stderr(&tok));
+    assert!(!stdout(&tok).trim().is_empty());
+    let out = a.home.run(&["logout", "dev"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tok = a.home.run(&["token", "dev"]);
+    assert_eq!(tok.status.code(), Some(1));
+    assert!(stderr(&tok).contains("login_required"), "{}", stderr(&tok));
+}
+
+#[test]
+fn commands_say_the_agent_is_down_with_the_documented_exit_code() {
+    let home = Home::new("[profiles.gh]\ngrant = \"env\"\ntoken_env = \"GH\"\n");
+    for args in [
+        &["token", "gh"][..],
+        &["status"],
+        &["logout", "gh"],
+        &["login", "gh"],
+    ] {
+        let out = home.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_AGENT_DOWN),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("agent is not running"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn doctor_fails_and_names_the_fix_when_the_agent_is_down() {
+    let home = Home::new("");
+    let out = home.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(EXIT_AGENT_DOWN), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("[FAIL] agent running"), "{text}");
+    assert!(
+        text.contains("fix: start it with `stagepass agent`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_passes_with_the_agent_and_idp_up() {
+    let idp = start_idp();
+    let (a, _d) = agent(&idp);
+    let out = a.home.run(&["doctor"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for check in [
+        "agent running",
+        "unix socket",
+        "tcp port",
+        "api secret",
+        "store backend",
+    ] {
+        assert!(text.contains(&format!("[ok]   {check}")), "{check}: {text}");
+    }
+    assert!(
+        text.contains(&format!("[ok]   IdP discovery {}", idp.issuer())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("[ok]   clock skew vs {}", idp.issuer())),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_the_socket_off_the_cli_uses_the_tcp_port_from_endpoint_json() {
+    let a = Agent::start(
+        "[api]\nport = 0\nunix_socket = false\n[store]\nbackend = \"file\"\n\
+         [profiles.gh]\ngrant = \"env\"\ntoken_env = \"HOME\"\n",
+    );
+    assert!(!a.socket().exists());
+    let out = a.home.run(&["token", "gh"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
+    // The env profile serves the variable's value; HOME is the agent's private home.
+    assert_eq!(stdout(&out).trim(), a.home.dir.path().to_str().unwrap());
+    let out = a.home.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v["api"]["unix_socket"].is_null());
+}

@@ -1,0 +1,104 @@
+//! A connection flood from another uid (issue 19): 500 TCP connections to the agent's port
+//! from uid 65534, half idle and half sending a byte a second, must leave `stagepass token`
+//! over the socket within a small multiple of its normal time.
+//!
+//! The flood is a `bash` running as uid 65534 (`/dev/tcp`, loopback only), bounded in count
+//! (500) and time (it exits after 8 s, and is killed on the way out). Runs only as root
+//! (the only way to become another uid here); otherwise it says so and passes.
+
+use crate::support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::Agent;
+
+const NOBODY: u32 = 65534;
+const CONNECTIONS: usize = 500;
+
+/// `stagepass token ci` once; its wall time.
+fn token_time(a: &Agent) -> Duration {
+    let t = Instant::now();
+    let out = a.home.run(&["token", "ci"]);
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tok-flood");
+    took
+}
+
+/// `n` token calls: (median, slowest).
+fn timings(a: &Agent, n: usize) -> (Duration, Duration) {
+    let mut t: Vec<Duration> = (0..n).map(|_| token_time(a)).collect();
+    t.sort();
+    (t[n / 2], t[n - 1])
+}
+
+#[test]
+fn a_flood_of_idle_and_slow_connections_from_another_uid_leaves_the_socket_fast() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the flood as uid {NOBODY}");
+        return;
+    }
+    let a = Agent::start_env(
+        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[profiles.ci]\ngrant = \"env\"\ntoken_env = \"STAGEPASS_TEST_FLOOD_TOKEN\"\n",
+        &[("STAGEPASS_TEST_FLOOD_TOKEN", "tok-flood")],
+    );
+    let (base_median, base_max) = timings(&a, 15);
+
+    // Opens CONNECTIONS connections, says so, then trickles a byte a second on every other
+    // one for 8 s and exits (the kernel closes them all).
+    let script = format!(
+        r#"fds=()
+for i in $(seq {CONNECTIONS}); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port} || break; fds+=($fd); done
+echo "open ${{#fds[@]}}"
+for s in 1 2 3 4 5 6 7 8; do
+  for ((j=0; j<${{#fds[@]}}; j+=2)); do printf G >&${{fds[$j]}} 2>/dev/null; done
+  sleep 1
+done"#,
+        port = a.port
+    );
+    let mut flood = Command::new("bash")
+        .args(["-c", &script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let opened: usize = line
+        .trim()
+        .strip_prefix("open ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(opened >= 200, "the flood opened only {line:?}");
+
+    let (flood_median, flood_max) = timings(&a, 15);
+    let _ = flood.kill();
+    let _ = flood.wait();
+    eprintln!(
+        "stagepass token: median {base_median:?} / slowest {base_max:?} alone; \
+         median {flood_median:?} / slowest {flood_max:?} under {opened} connections of uid {NOBODY}"
+    );
+    // Before: 9-24 s (one shared cap of 128 connections, idle ones held for 60 s).
+    assert!(
+        flood_median < base_median * 5 + Duration::from_millis(50),
+        "median {flood_median:?} under the flood, {base_median:?} alone"
+    );
+    assert!(
+        flood_max < base_max * 10 + Duration::from_millis(200),
+        "slowest {flood_max:?} under the flood, {base_max:?} alone"
+    );
+    // The agent is fine afterwards.
+    token_time(&a);
+}
