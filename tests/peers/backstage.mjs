@@ -78,8 +78,8 @@ function freePort() {
 const port = Number(opts.port) || await freePort();
 const baseUrl = `http://127.0.0.1:${port}`;
 
-/** Static OAuth clients (one per workspace) and the redirect ports each allows. */
-const CLIENTS = ['stagepass', 'stagepass-ws2'];
+/** Static OAuth clients (one per workspace, and one for tokens the harness fetches itself) and the redirect ports each allows. */
+const CLIENTS = ['stagepass', 'stagepass-ws2', 'stagepass-tests'];
 const PORTS_PER_CLIENT = 12;
 
 /** Distinct ports that are free now, below the ephemeral range (so no outgoing connection takes them). */

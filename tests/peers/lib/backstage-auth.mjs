@@ -10,8 +10,9 @@
 //   (`catalog.entity.refresh`, conditional on IS_ENTITY_OWNER); everything else is allowed.
 //   Registration (`catalog.location.create`) is a basic permission with no entity to check
 //   ownership against, so it stays allowed.
-// - the org: groups team-a and team-b, users alice (team-a) and bob (team-b), written to a
-//   file that `catalog.locations` names.
+// - the org: groups team-a and team-b, users alice and carol (team-a), bob and dave
+//   (team-b), written to a file that `catalog.locations` names. Backstage keeps one offline
+//   session per user and client, so tests that run at once sign in as different users.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -29,7 +30,7 @@ import { catalogConditions, createCatalogConditionalDecision } from '@backstage/
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 /** Users and the group each belongs to. */
-export const USERS = { alice: 'team-a', bob: 'team-b' };
+export const USERS = { alice: 'team-a', bob: 'team-b', carol: 'team-a', dave: 'team-b' };
 
 /** Writes the org file (groups and users) and returns its path. */
 export function writeOrg(dir) {
