@@ -3,7 +3,11 @@
 //! For each due entity: refresh it when Backstage knows it, else register its file as a `url`
 //! location (dry run first, so a `catalog.rules` violation is reported instead of silently
 //! dropped). Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the
-//! profile and pause every push until the token changes. Other 4xx: the job fails visibly.
+//! profile and pause every push until the token changes; but a 403 `NotAllowedError` is
+//! Backstage's permission policy refusing this user this entity: only that job fails, naming
+//! who, which entity and which permission, and the rest goes on. Other 4xx: the job fails
+//! visibly. A failed job stays in the outbox (shown by status and diff) and is not retried
+//! until the file changes.
 
 use super::backstage::{Backstage, BackstageError, Registration};
 use super::outbox::{Action, Job};
@@ -71,15 +75,25 @@ impl Worker {
             .unwrap_or_else(|| "(none configured: set catalog.profile)".into())
     }
 
-    /// Sorts a failure; returns whether the rest of this round should wait.
+    /// Sorts a failure; returns whether the rest of this round should wait. `who`: the
+    /// token's subject, named when Backstage's permission policy refuses it.
     async fn failed(
         &self,
         err: BackstageError,
         rest: &[(String, Job)],
         fingerprint: &str,
+        who: Option<&str>,
         paused: &mut Option<String>,
     ) -> Next {
-        let msg = err.to_string();
+        let msg = match (&err, who) {
+            (BackstageError::Denied { .. }, Some(who)) => {
+                format!("{who}: {err}; not retried until the file changes")
+            }
+            (BackstageError::Denied { .. }, None) => {
+                format!("{err}; not retried until the file changes")
+            }
+            _ => err.to_string(),
+        };
         if err.is_retryable() {
             let now = Instant::now();
             self.with_outbox(|o| {
@@ -146,6 +160,7 @@ pub(crate) async fn run(w: Worker) {
             }
         };
         let fingerprint = token.as_ref().map(Secret::fingerprint).unwrap_or_default();
+        let who = token.as_ref().and_then(subject);
         if paused.as_deref() == Some(fingerprint.as_str()) {
             w.postpone_all(
                 &due,
@@ -170,7 +185,9 @@ pub(crate) async fn run(w: Worker) {
                     .map(|(r, i)| (r.key(), i.is_some()))
                     .collect(),
                 Err(e) => {
-                    let _ = w.failed(e, &due, &fingerprint, &mut paused).await;
+                    let _ = w
+                        .failed(e, &due, &fingerprint, who.as_deref(), &mut paused)
+                        .await;
                     continue;
                 }
             };
@@ -195,8 +212,10 @@ pub(crate) async fn run(w: Worker) {
                     pushed = true;
                 }
                 Err(e) => {
-                    if let Next::StopRound = w.failed(e, &due[i..], &fingerprint, &mut paused).await
-                    {
+                    let next = w
+                        .failed(e, &due[i..], &fingerprint, who.as_deref(), &mut paused)
+                        .await;
+                    if let Next::StopRound = next {
                         break;
                     }
                 }
@@ -206,6 +225,15 @@ pub(crate) async fn run(w: Worker) {
             let _ = w.recheck.send(Command::Recheck);
         }
     }
+}
+
+/// Who a token speaks for (its `sub`: a Backstage user token's is the user entity ref),
+/// read, not verified, for messages only.
+fn subject(token: &Secret) -> Option<String> {
+    crate::broker::jwt::claims(token.expose())?
+        .get("sub")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Refresh, or register the file when Backstage does not know the entity.
