@@ -15,6 +15,7 @@ mod devcontainer;
 mod fleet;
 mod proc;
 mod report;
+mod signin;
 mod svg;
 
 use anyhow::{Context, Result};
@@ -39,7 +40,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli|devcontainer`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|catalog|devcontainer`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -52,9 +53,19 @@ fn main() -> Result<()> {
             rt.block_on(devcontainer::run(&mut r, quick))?;
             r
         }
+        Some("catalog") => {
+            // The live catalog and, on the same Backstage, the user's sign-in (issue 22).
+            let mut r = Report::new(quick);
+            rt.block_on(catalog_live::run(
+                &mut r,
+                if quick { 5 } else { 20 },
+                if quick { 3 } else { 6 },
+            ))?;
+            r
+        }
         Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
         Some(other) => {
-            anyhow::bail!("--only takes attest, http, cli or devcontainer, not {other:?}")
+            anyhow::bail!("--only takes attest, http, cli, catalog or devcontainer, not {other:?}")
         }
     };
     report.write(&out)?;
