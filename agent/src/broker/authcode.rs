@@ -11,8 +11,8 @@
 //! must match (constant time), the pending sign-in is taken out before the code is
 //! redeemed, so an answer works once; the verifier never leaves the agent.
 
-use super::device::{LoginRecord, finish, set_state};
-use super::idp::{AuthorizeRequest, IdpError, Target};
+use super::device::{LoginRecord, finish, login_error, set_state};
+use super::idp::{AuthorizeRequest, Target};
 use super::slot::{Slot, rfc3339};
 use super::{BrokerError, LoginState};
 use crate::secret::Secret;
@@ -62,20 +62,6 @@ fn refused(slot: &Slot, detail: &str) -> BrokerError {
     }
 }
 
-fn from_idp(slot: &Slot, e: IdpError) -> BrokerError {
-    match e {
-        IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
-            profile: slot.name.clone(),
-            detail,
-        },
-        IdpError::Unsupported(d) => BrokerError::Unsupported {
-            profile: slot.name.clone(),
-            detail: d,
-        },
-        other => internal(slot, other.to_string()),
-    }
-}
-
 /// Starts a sign-in, or returns the one still waiting for its redirect.
 pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
     {
@@ -121,7 +107,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
     let url = idp
         .authorize_url(&client, &target, &req)
         .await
-        .map_err(|e| from_idp(slot, e))?;
+        .map_err(|e| login_error(slot, e))?;
     let login = LoginState {
         profile: slot.name.clone(),
         state: "pending".into(),
@@ -325,7 +311,7 @@ pub(super) async fn complete(
         Err(e) => {
             tracing::warn!(profile = %slot.name, error = %e, "code exchange failed");
             set_state(slot, "failed", Some(e.to_string()));
-            return Err(from_idp(slot, e));
+            return Err(login_error(slot, e));
         }
     };
     let msg = finish(slot, idp.issuer(), &client.client_id, &g).await;

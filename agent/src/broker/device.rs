@@ -39,6 +39,24 @@ pub(super) fn set_state(slot: &Slot, state: &str, message: Option<String>) {
     }
 }
 
+/// A failed IdP call while starting or completing a login, as the broker reports it.
+pub(super) fn login_error(slot: &Slot, e: IdpError) -> BrokerError {
+    match e {
+        IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
+            profile: slot.name.clone(),
+            detail,
+        },
+        IdpError::Unsupported(d) => BrokerError::Unsupported {
+            profile: slot.name.clone(),
+            detail: d,
+        },
+        other => BrokerError::Internal {
+            profile: slot.name.clone(),
+            detail: other.to_string(),
+        },
+    }
+}
+
 /// Starts a login, or returns the one still pending.
 pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
     {
@@ -59,23 +77,10 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         scopes: slot.cfg.scopes.clone(),
         audience: slot.cfg.audience.clone(),
     };
-    let auth: DeviceAuthorization =
-        idp.device_authorize(&client, &target)
-            .await
-            .map_err(|e| match e {
-                IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
-                    profile: slot.name.clone(),
-                    detail,
-                },
-                IdpError::Unsupported(d) => BrokerError::Unsupported {
-                    profile: slot.name.clone(),
-                    detail: d,
-                },
-                other => BrokerError::Internal {
-                    profile: slot.name.clone(),
-                    detail: other.to_string(),
-                },
-            })?;
+    let auth: DeviceAuthorization = idp
+        .device_authorize(&client, &target)
+        .await
+        .map_err(|e| login_error(slot, e))?;
     let state = LoginState {
         profile: slot.name.clone(),
         state: "pending".into(),

@@ -89,6 +89,67 @@ fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
     redirect
 }
 
+/// `stagepass login bs` running, with its stdin, the lines it printed up to the
+/// authorization URL, the rest of its output to come, and that URL.
+struct Login {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    seen: Vec<String>,
+    url: String,
+}
+
+fn start_login(a: &Agent) -> Login {
+    let mut cmd = a.home.cmd();
+    cmd.args(["login", "bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("login printed no URL").unwrap();
+        seen.push(line.clone());
+        if line.contains("/v1/authorize?") {
+            break line.trim().to_string();
+        }
+    };
+    Login {
+        child,
+        stdin,
+        lines,
+        seen,
+        url,
+    }
+}
+
+impl Login {
+    /// Waits for the command to end, asserts it logged in, and returns what it printed.
+    fn logged_in(self, a: &Agent) -> Vec<String> {
+        let Login {
+            child,
+            stdin,
+            lines,
+            mut seen,
+            ..
+        } = self;
+        drop(stdin);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let out = support::wait_output(child);
+        assert!(
+            out.status.success(),
+            "{seen:?} {rest:?} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            a.log()
+        );
+        assert!(rest.iter().any(|l| l.contains("bs: logged in")), "{rest:?}");
+        seen.extend(rest);
+        seen
+    }
+}
+
 fn access_token_sub(a: &Agent) -> String {
     let tok = a.home.run(&["token", "bs"]);
     assert!(
@@ -108,40 +169,19 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     assert_eq!(profile_status(&a)["state"], "login_required");
 
     // 1. The loopback path, driven by `stagepass login` as a person would.
-    let mut cmd = a.home.cmd();
-    cmd.args(["login", "bs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("login printed no URL").unwrap();
-        seen.push(line.clone());
-        if line.contains("/v1/authorize?") {
-            break line.trim().to_string();
-        }
-    };
+    let login = start_login(&a);
+    let url = login.url.clone();
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     let alice = support::block_on(bed.backstage.sign_in(&bed.idp, "alice")).unwrap();
     let redirect = support::block_on(bed.backstage.approve(&url, &alice)).unwrap();
     let page = support::block_on(reqwest::get(&redirect)).unwrap();
     assert_eq!(page.status(), 200);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = support::wait_output(child);
+    let printed = login.logged_in(&a);
     assert!(
-        out.status.success(),
-        "{seen:?} {rest:?} {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        a.log()
-    );
-    assert!(rest.iter().any(|l| l.contains("bs: logged in")), "{rest:?}");
-    assert!(
-        seen.iter()
-            .chain(&rest)
+        printed
+            .iter()
             .any(|l| l.contains("cannot reach") && l.contains("paste the address")),
-        "the pasted-URL path is announced in one line: {seen:?} {rest:?}"
+        "the pasted-URL path is announced in one line: {printed:?}"
     );
 
     // The same answer again (a replay) is refused: the listener is gone, and pasted, the
@@ -227,33 +267,12 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
 fn a_pasted_address_completes_login_from_the_terminal() {
     let bed = bed();
     let a = Agent::start(&config(&bed, "stagepass"));
-    let mut cmd = a.home.cmd();
-    cmd.args(["login", "bs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("login printed no URL").unwrap();
-        if line.contains("/v1/authorize?") {
-            break line.trim().to_string();
-        }
-    };
+    let mut login = start_login(&a);
     let bob = support::block_on(bed.backstage.sign_in(&bed.idp, "bob")).unwrap();
     // The browser cannot reach the listener: the user copies the address it ended on.
-    let redirect = support::block_on(bed.backstage.approve(&url, &bob)).unwrap();
-    writeln!(stdin, "{redirect}").unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = support::wait_output(child);
-    assert!(
-        out.status.success(),
-        "{rest:?} {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        a.log()
-    );
-    assert!(rest.iter().any(|l| l.contains("bs: logged in")), "{rest:?}");
+    let redirect = support::block_on(bed.backstage.approve(&login.url, &bob)).unwrap();
+    writeln!(login.stdin, "{redirect}").unwrap();
+    login.logged_in(&a);
     assert_eq!(access_token_sub(&a), "user:default/bob");
 }
 
