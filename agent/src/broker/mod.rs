@@ -3,6 +3,7 @@
 //! Map: [`idp`] talks to the identity provider (discovery, device, refresh, exchange, client
 //! credentials); [`timing`] decides when to refresh and how long to back off; `slot` holds one
 //! profile's cache, failure state and single-flight refresh; `device` drives device logins;
+//! `authcode` drives authorization code sign-ins (PKCE, loopback or pasted redirect);
 //! [`jwt`] reads claims of tokens the environment hands us. [`Broker`] ties them together and is
 //! what `api`, `adapters` and `cli` use.
 
