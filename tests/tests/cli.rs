@@ -6,6 +6,9 @@
 #[path = "api/support.rs"]
 mod support;
 
+#[path = "cli/signin.rs"]
+mod signin;
+
 use stagepass_e2e::Idp;
 use std::io::BufRead;
 use support::{Agent, Home, OpenApi, start_idp};

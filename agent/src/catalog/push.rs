@@ -7,7 +7,11 @@
 //! violation is reported instead of silently dropped). A moved file's old location is
 //! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
 //! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
-//! and pause every push until the token changes. Other 4xx: the file's jobs fail visibly.
+//! and pause every push until the token changes; but a 403 `NotAllowedError` is Backstage's
+//! permission policy refusing this user this action: only that file's jobs fail, naming who,
+//! which entity and which permission, and the rest goes on. Other 4xx: the file's jobs fail
+//! visibly. A failed job stays in the outbox (shown by status and diff) and is not retried
+//! until the file changes.
 
 use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
 use super::location;
@@ -78,16 +82,22 @@ impl Worker {
             .unwrap_or_else(|| "(none configured: set catalog.profile)".into())
     }
 
-    /// Sorts a failure; returns whether the rest of this round should wait.
+    /// Sorts a failure; returns whether the rest of this round should wait. `this`: how
+    /// many of `rest` belong to the unit that failed. `who`: the token's subject, named when
+    /// Backstage's permission policy refuses it.
     async fn failed(
         &self,
         err: BackstageError,
         rest: &[(String, Job)],
         this: usize,
         fingerprint: &str,
+        who: Option<&str>,
         paused: &mut Option<String>,
     ) -> Next {
-        let msg = err.to_string();
+        let msg = match &err {
+            BackstageError::Denied { .. } => refusal(who, &err),
+            _ => err.to_string(),
+        };
         if err.is_retryable() {
             let now = Instant::now();
             self.with_outbox(|o| {
@@ -154,6 +164,7 @@ pub(crate) async fn run(w: Worker) {
             }
         };
         let fingerprint = token.as_ref().map(Secret::fingerprint).unwrap_or_default();
+        let who = token.as_ref().and_then(subject);
         if paused.as_deref() == Some(fingerprint.as_str()) {
             w.postpone_all(
                 &due,
@@ -188,7 +199,14 @@ pub(crate) async fn run(w: Worker) {
                 Err(e) => {
                     let rest: Vec<(String, Job)> = units[i..].concat();
                     if let Next::StopRound = w
-                        .failed(e, &rest, unit.len(), &fingerprint, &mut paused)
+                        .failed(
+                            e,
+                            &rest,
+                            unit.len(),
+                            &fingerprint,
+                            who.as_deref(),
+                            &mut paused,
+                        )
                         .await
                     {
                         break;
@@ -200,6 +218,15 @@ pub(crate) async fn run(w: Worker) {
             let _ = w.recheck.send(Command::Recheck);
         }
     }
+}
+
+/// Who a token speaks for (its `sub`: a Backstage user token's is the user entity ref),
+/// read, not verified, for messages only.
+fn subject(token: &Secret) -> Option<String> {
+    crate::broker::jwt::claims(token.expose())?
+        .get("sub")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The jobs of one round as units of work: each unregistration alone (first, so a moved
@@ -337,6 +364,15 @@ async fn sync_file(
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
     Ok(outcome)
+}
+
+/// A permission refusal as the outbox keeps it: who was refused, and that it waits for the
+/// file to change (a refusal does not go away by itself, so it is not retried).
+fn refusal(who: Option<&str>, err: &BackstageError) -> String {
+    match who {
+        Some(who) => format!("{who}: {err}; not retried until the file changes"),
+        None => format!("{err}; not retried until the file changes"),
+    }
 }
 
 /// Registers the file as a `url` location, after a dry run that must yield each entity
