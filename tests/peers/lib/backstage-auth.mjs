@@ -7,7 +7,11 @@
 //   and gets alice's Backstage token: the one the Backstage app would hold in a browser, and
 //   what `POST /api/auth/v1/sessions/:id/approve` needs.
 // - the permission policy: a user may refresh only entities one of their ownership refs owns
-//   (`catalog.entity.refresh`, conditional on IS_ENTITY_OWNER); everything else is allowed.
+//   (`catalog.entity.refresh`, conditional on IS_ENTITY_OWNER, as Backstage documents it);
+//   everything else is allowed. Location entities have no owner, so users may not refresh
+//   them: the agent then pushes a file through the changed entity, whose refresh re-reads the
+//   file through its Location ancestors. Service principals (the IdP-token path) never reach
+//   the policy: Backstage decides for them from their externalAccess accessRestrictions.
 //   Registration (`catalog.location.create`) is a basic permission with no entity to check
 //   ownership against, so it stays allowed.
 // - the org: groups team-a and team-b, users alice and carol (team-a), bob and dave
