@@ -145,6 +145,27 @@ pub async fn run(
             out.push(t.elapsed());
         }
     }
+    // What a user's push pays first under an owner-only policy: the refresh of the file's
+    // Location entity (no owner), refused with 403, before the entity's own refresh above.
+    let location = location_of(&http, bs, entity, &service).await?;
+    let loc_body = serde_json::json!({ "entityRef": location });
+    let mut refused = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let resp = http
+            .post(format!("{}/refresh", bs.catalog_url()))
+            .bearer_auth(user.expose())
+            .json(&loc_body)
+            .send()
+            .await?;
+        if resp.status() != reqwest::StatusCode::FORBIDDEN {
+            bail!(
+                "the Location refresh as the user answered {}, not 403",
+                resp.status()
+            );
+        }
+        refused.push(t.elapsed());
+    }
     r.fact(
         "Backstage sign-in round trip (authorize, approve, redirect to the agent, code exchange, stored, userinfo)",
         line(&signin),
@@ -158,5 +179,45 @@ pub async fn run(
         "catalog push as a service principal (same call, IdP token)",
         line(&as_service),
     );
+    r.fact(
+        "the file's Location refresh refused to the user (403, tried before the entity's refresh)",
+        line(&refused),
+    );
     Ok(())
+}
+
+/// The Location entity `entity` was read through (its parent in `/ancestry`).
+async fn location_of(
+    http: &reqwest::Client,
+    bs: &Backstage,
+    entity: &str,
+    token: &str,
+) -> Result<String> {
+    let (kind, rest) = entity
+        .split_once(':')
+        .context("entity ref without a kind")?;
+    let (ns, name) = rest
+        .split_once('/')
+        .context("entity ref without a namespace")?;
+    let v: serde_json::Value = http
+        .get(format!(
+            "{}/entities/by-name/{kind}/{ns}/{name}/ancestry",
+            bs.catalog_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["parentEntityRefs"].as_array())
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .find(|p| p.starts_with("location:"))
+        .map(str::to_string)
+        .with_context(|| format!("no Location parent of {entity}"))
 }
