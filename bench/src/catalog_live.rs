@@ -166,6 +166,20 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     }
     r.catalog_live(&shown, &cleared, &pushed, &renames, &additions);
     drop(h);
+    // Issue 22 on the same Backstage: the user's sign-in, refresh and push as the user,
+    // a member of the team that owns the entity after the last push (alice: team-a, bob:
+    // team-b in the test org).
+    let user = if pushes % 2 == 1 { "bob" } else { "alice" };
+    crate::signin::run(
+        r,
+        &idp,
+        bs,
+        &format!("component:default/{name}"),
+        user,
+        pushes.max(5),
+    )
+    .await
+    .context("signing in to Backstage as the user")?;
     Ok(())
 }
 

@@ -12,6 +12,14 @@
 //                          for tests that need catalog access without the IdP; random
 //                          when absent, printed in the READY line.
 //
+// Backstage's own OAuth 2.0 / OIDC authorization server (`@backstage/plugin-auth-backend`)
+// runs under /api/auth with offline access (rotating refresh tokens) and static clients
+// `stagepass` and `stagepass-ws2` (a second workspace of the same user), each allowing
+// loopback redirects `http://127.0.0.1:PORT/callback` on a few ports picked at start and
+// printed in the READY line. Users sign in through the `stagepass-test` proxy provider
+// with a test IdP token (lib/backstage-auth.mjs); alice (team-a) and bob (team-b) are
+// catalog entities; the permission policy lets a user refresh only entities they own.
+//
 // Catalog rules allow Component, API, System, Domain, Resource, Group, User and Location,
 // and NOT Template: tests register a Template to prove a forbidden kind is caught.
 //
@@ -27,7 +35,11 @@ import * as path from 'node:path';
 
 import defaults from '@backstage/backend-defaults';
 import rootConfig from '@backstage/backend-defaults/rootConfig';
+import authPlugin from '@backstage/plugin-auth-backend';
 import catalogPlugin from '@backstage/plugin-catalog-backend';
+import permissionPlugin from '@backstage/plugin-permission-backend';
+
+import { USERS, policyModule, signInModule, writeOrg } from './lib/backstage-auth.mjs';
 
 import { announceReady, exitOnSignals, intOption, log, options } from './lib/common.mjs';
 
@@ -66,8 +78,51 @@ function freePort() {
 const port = Number(opts.port) || await freePort();
 const baseUrl = `http://127.0.0.1:${port}`;
 
+/** Static OAuth clients (one per workspace, and one for tokens the harness fetches itself) and the redirect ports each allows. */
+const CLIENTS = ['stagepass', 'stagepass-ws2', 'stagepass-tests'];
+const PORTS_PER_CLIENT = 12;
+
+/** Distinct ports that are free now, below the ephemeral range (so no outgoing connection takes them). */
+async function redirectPorts(count) {
+  const picked = new Set();
+  while (picked.size < count) {
+    const p = 20000 + crypto.randomInt(10000);
+    if (picked.has(p)) continue;
+    const free = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (free) picked.add(p);
+  }
+  return [...picked];
+}
+const ports = await redirectPorts(CLIENTS.length * PORTS_PER_CLIENT);
+const oauthClients = CLIENTS.map((clientId, i) => ({
+  client_id: clientId,
+  redirect_uris: ports
+    .slice(i * PORTS_PER_CLIENT, (i + 1) * PORTS_PER_CLIENT)
+    .map((p) => `http://127.0.0.1:${p}/callback`),
+}));
+
+const ownStateDir = !process.env.STAGEPASS_PEER_STATE_DIR;
+const stateDir = process.env.STAGEPASS_PEER_STATE_DIR
+  ?? fs.mkdtempSync(path.join(os.tmpdir(), 'stagepass-backstage-'));
+const orgFile = writeOrg(stateDir);
+
 const config = {
   app: { baseUrl },
+  auth: {
+    environment: 'development',
+    experimentalRefreshToken: { enabled: true },
+    staticClients: oauthClients.map((c) => ({
+      clientId: c.client_id,
+      clientName: c.client_id,
+      redirectUris: c.redirect_uris,
+    })),
+    providers: { 'stagepass-test': { development: {} } },
+  },
+  permission: { enabled: true },
   backend: {
     baseUrl,
     listen: { host: '127.0.0.1', port },
@@ -98,13 +153,10 @@ const config = {
     rules: [
       { allow: ['Component', 'API', 'System', 'Domain', 'Resource', 'Group', 'User', 'Location'] },
     ],
-    locations: [],
+    locations: [{ type: 'file', target: orgFile, rules: [{ allow: ['User', 'Group'] }] }],
   },
 };
 
-const ownStateDir = !process.env.STAGEPASS_PEER_STATE_DIR;
-const stateDir = process.env.STAGEPASS_PEER_STATE_DIR
-  ?? fs.mkdtempSync(path.join(os.tmpdir(), 'stagepass-backstage-'));
 const configPath = path.join(stateDir, 'app-config.yaml');
 // JSON is YAML; the file stays for whoever debugs a failed test.
 fs.writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
@@ -127,6 +179,10 @@ process.on('unhandledRejection', (err) => {
 const backend = defaults.createBackend();
 backend.add(rootConfig.rootConfigServiceFactory({ argv: ['--config', configPath] }));
 backend.add(catalogPlugin.default ?? catalogPlugin);
+backend.add(authPlugin.default ?? authPlugin);
+backend.add(signInModule({ issuer, audience: AUDIENCE }));
+backend.add(permissionPlugin.default ?? permissionPlugin);
+backend.add(policyModule);
 
 exitOnSignals(() => {
   if (ownStateDir) fs.rmSync(stateDir, { recursive: true, force: true });
@@ -148,5 +204,25 @@ for (;;) {
   if (Date.now() - started > READY_TIMEOUT_MS) fail(1, `not ready after ${READY_TIMEOUT_MS / 1000}s`);
   await new Promise((resolve) => { setTimeout(resolve, 100); });
 }
+// The users must be in the catalog before anyone can sign in as them.
+for (const user of Object.keys(USERS)) {
+  for (;;) {
+    const res = await fetch(`${baseUrl}/api/catalog/entities/by-name/user/default/${user}`, {
+      headers: { authorization: `Bearer ${staticToken}` },
+    }).catch(() => undefined);
+    if (res?.status === 200) {
+      const entity = await res.json();
+      if (entity.relations?.some((r) => r.type === 'memberOf')) break;
+    }
+    if (Date.now() - started > READY_TIMEOUT_MS) fail(1, `user ${user} not in the catalog after ${READY_TIMEOUT_MS / 1000}s`);
+    await new Promise((resolve) => { setTimeout(resolve, 100); });
+  }
+}
 log(NAME, `ready after ${Date.now() - started} ms`);
-announceReady(NAME, baseUrl, { static_token: staticToken, audience: AUDIENCE, issuer });
+announceReady(NAME, baseUrl, {
+  static_token: staticToken,
+  audience: AUDIENCE,
+  issuer,
+  auth_issuer: `${baseUrl}/api/auth`,
+  oauth_clients: oauthClients,
+});

@@ -157,7 +157,13 @@ try {
     log_dir: logDir,
     idp: { url: idp.url, pid: idp.pid, control_url: idp.control_url },
     git: { url: git.url, pid: git.pid },
-    backstage: { url: backstage.url, pid: backstage.pid, static_token: backstage.static_token },
+    backstage: {
+      url: backstage.url,
+      pid: backstage.pid,
+      static_token: backstage.static_token,
+      auth_issuer: backstage.auth_issuer,
+      oauth_clients: backstage.oauth_clients,
+    },
   };
   const tmp = `${out}.tmp`;
   fs.writeFileSync(tmp, `${JSON.stringify(bed, null, 2)}\n`, { mode: 0o600 });

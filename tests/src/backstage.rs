@@ -48,12 +48,50 @@ pub struct CatalogResponse {
     pub body: Value,
 }
 
+/// A static OAuth client of Backstage's authorization server and its allowed redirects.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct OauthClient {
+    /// `client_id`.
+    pub client_id: String,
+    /// Exact redirect URIs (`http://127.0.0.1:PORT/callback`).
+    pub redirect_uris: Vec<String>,
+}
+
+impl OauthClient {
+    /// A redirect port of this client that nothing listens on now, starting the search at a
+    /// point that differs per call, so agents configured one after the other (and tests in
+    /// other processes) do not pick the same port before either listens on it.
+    pub fn free_redirect_port(&self) -> Option<u16> {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = self.redirect_uris.len().max(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+        let start = nanos
+            .wrapping_add(std::process::id() as usize)
+            .wrapping_add(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 5);
+        (0..n).find_map(|i| {
+            let u = &self.redirect_uris[(start + i) % n];
+            let port: u16 = u
+                .strip_prefix("http://127.0.0.1:")?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()?;
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .ok()
+                .map(|_| port)
+        })
+    }
+}
+
 /// A running Backstage: private (owned, stopped on drop) or shared (from the bed file).
 #[derive(Debug)]
 pub struct Backstage {
     peer: Option<Peer>,
     url: String,
     static_token: String,
+    oauth_clients: Vec<OauthClient>,
     client: reqwest::Client,
 }
 
@@ -90,10 +128,18 @@ impl Backstage {
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string();
+                    let oauth_clients = peer
+                        .ready()
+                        .extra
+                        .get("oauth_clients")
+                        .cloned()
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .unwrap_or_default();
                     return Ok(Backstage {
                         peer: Some(peer),
                         url,
                         static_token,
+                        oauth_clients,
                         client: http::client()?,
                     });
                 }
@@ -110,8 +156,185 @@ impl Backstage {
             peer: None,
             url: url.trim_end_matches('/').to_string(),
             static_token: static_token.to_string(),
+            oauth_clients: Vec::new(),
             client: http::client()?,
         })
+    }
+
+    /// The static OAuth clients the bed announced (see [`Backstage::connect`]).
+    pub fn with_oauth_clients(mut self, clients: Vec<OauthClient>) -> Self {
+        self.oauth_clients = clients;
+        self
+    }
+
+    /// Backstage's authorization server (issuer and discovery base), `<url>/api/auth`.
+    pub fn auth_issuer(&self) -> String {
+        format!("{}/api/auth", self.url)
+    }
+
+    /// The static OAuth client named `client_id`.
+    pub fn oauth_client(&self, client_id: &str) -> Result<&OauthClient> {
+        self.oauth_clients
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .ok_or_else(|| {
+                HarnessError::Other(format!("Backstage has no static client {client_id}"))
+            })
+    }
+
+    /// Signs in as `user` the way the Backstage app would, and returns the user's
+    /// Backstage token: an IdP token for `user` (audience urn:stagepass:backstage) goes to
+    /// the bed's `stagepass-test` proxy provider, which resolves it to `user:default/USER`.
+    pub async fn sign_in(&self, idp: &crate::Idp, user: &str) -> Result<String> {
+        let idp_token = idp.mint(user, crate::idp::AUD_BACKSTAGE, 600).await?;
+        let what = format!("signing in to Backstage as {user}");
+        let v: Value = http::send_json(
+            &what,
+            self.client
+                .get(format!(
+                    "{}/api/auth/stagepass-test/refresh?env=development",
+                    self.url
+                ))
+                .header("x-requested-with", "XMLHttpRequest")
+                .bearer_auth(&idp_token.access_token),
+        )
+        .await?;
+        v.pointer("/backstageIdentity/token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| HarnessError::Other(format!("{what}: no backstageIdentity.token")))
+    }
+
+    /// What the user's browser does with an authorization URL: follows it to the app's
+    /// consent page (`/oauth2/authorize/<session>`), where the user approves, which calls
+    /// `POST /api/auth/v1/sessions/<session>/approve` with the user's Backstage token.
+    /// Returns the address the browser is then sent to (the client's redirect URI with
+    /// `code` and `state`).
+    pub async fn approve(&self, authorize_url: &str, user_token: &str) -> Result<String> {
+        let no_redirects = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| HarnessError::Http {
+                what: "building the HTTP client".into(),
+                source,
+            })?;
+        let what = "GET the authorization URL".to_string();
+        let resp = no_redirects
+            .get(authorize_url)
+            .send()
+            .await
+            .map_err(|source| HarnessError::Http {
+                what: what.clone(),
+                source,
+            })?;
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        let Some(session) = location
+            .as_deref()
+            .and_then(|l| l.split("/oauth2/authorize/").nth(1))
+            .map(str::to_string)
+        else {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(HarnessError::Status { what, status, body });
+        };
+        let v: Value = http::send_json(
+            "approving the authorization session",
+            self.client
+                .post(format!(
+                    "{}/api/auth/v1/sessions/{session}/approve",
+                    self.url
+                ))
+                .bearer_auth(user_token)
+                .json(&json!({})),
+        )
+        .await?;
+        v.get("redirectUrl")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| HarnessError::Other("approve answered no redirectUrl".into()))
+    }
+
+    /// An access token of Backstage's authorization server for `user`, fetched the way
+    /// stagepass does (authorization code + PKCE S256, approved as the user) with the
+    /// `stagepass-tests` client, so it never ends a session of the clients agents use.
+    pub async fn user_access_token(&self, idp: &crate::Idp, user: &str) -> Result<String> {
+        use base64::Engine;
+        use sha2::Digest;
+        let client = self.oauth_client("stagepass-tests")?.clone();
+        let redirect = client
+            .redirect_uris
+            .first()
+            .cloned()
+            .ok_or_else(|| HarnessError::Other("stagepass-tests has no redirect URI".into()))?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // 64 digits: a valid PKCE verifier (43-128 unreserved characters), new per call.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let verifier = format!("{:0>64}", format!("{}{nanos}", std::process::id()));
+        let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let mut url = reqwest::Url::parse(&format!("{}/v1/authorize", self.auth_issuer()))
+            .map_err(|e| HarnessError::Other(format!("authorize URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client.client_id)
+            .append_pair("redirect_uri", &redirect)
+            .append_pair("state", "harness")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("scope", "openid offline_access");
+        let user_token = self.sign_in(idp, user).await?;
+        let back = self.approve(url.as_str(), &user_token).await?;
+        let code = reqwest::Url::parse(&back)
+            .ok()
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .ok_or_else(|| HarnessError::Other("the redirect carries no code".into()))?;
+        let v: Value = http::send_json(
+            "code exchange at Backstage",
+            self.client
+                .post(format!("{}/v1/token", self.auth_issuer()))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", redirect.as_str()),
+                    ("code_verifier", verifier.as_str()),
+                    ("client_id", client.client_id.as_str()),
+                ]),
+        )
+        .await?;
+        v.get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| HarnessError::Other("code exchange answered no access_token".into()))
+    }
+
+    /// `POST /api/auth/v1/token` with a refresh token: the HTTP status (is it still alive?).
+    pub async fn refresh_status(&self, client_id: &str, refresh_token: &str) -> Result<u16> {
+        let resp = self
+            .client
+            .post(format!("{}/v1/token", self.auth_issuer()))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", client_id),
+            ])
+            .send()
+            .await
+            .map_err(|source| HarnessError::Http {
+                what: "refreshing at Backstage".into(),
+                source,
+            })?;
+        Ok(resp.status().as_u16())
     }
 
     /// Base URL, `http://127.0.0.1:PORT`.

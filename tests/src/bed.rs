@@ -34,6 +34,9 @@ pub struct BedPeer {
     pub static_token: Option<String>,
     /// The IdP's separate control port (IdP only).
     pub control_url: Option<String>,
+    /// Backstage's static OAuth clients (Backstage only).
+    #[serde(default)]
+    pub oauth_clients: Vec<crate::backstage::OauthClient>,
 }
 
 /// The bed file written by `tests/peers/bed.mjs`.
@@ -116,7 +119,8 @@ impl Bed {
             backstage: Backstage::connect(
                 &file.backstage.url,
                 file.backstage.static_token.as_deref().unwrap_or_default(),
-            )?,
+            )?
+            .with_oauth_clients(file.backstage.oauth_clients.clone()),
             shared: true,
         })
     }

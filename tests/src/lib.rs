@@ -39,7 +39,7 @@ pub mod support;
 
 pub use error::HarnessError;
 
-pub use backstage::{Backstage, BackstageOptions};
+pub use backstage::{Backstage, BackstageOptions, OauthClient};
 pub use bed::Bed;
 pub use fault_proxy::{FaultProxy, ProxyFault, ProxyStats};
 pub use git_host::{GitHost, RepoAuth, Worktree};

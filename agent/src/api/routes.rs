@@ -30,6 +30,7 @@ enum Route<'a> {
     Token(&'a str),
     TokenInvalidate(&'a str),
     Login(&'a str),
+    LoginCallback(&'a str),
     Catalog,
     CatalogDiff,
     CatalogSync,
@@ -46,6 +47,7 @@ impl Route<'_> {
             Route::Token(_) => TOKEN_ROUTE,
             Route::TokenInvalidate(_) => "/v1/token/{profile}/invalidate",
             Route::Login(_) => "/v1/login/{profile}",
+            Route::LoginCallback(_) => "/v1/login/{profile}/callback",
             Route::Catalog => "/v1/catalog",
             Route::CatalogDiff => "/v1/catalog/diff",
             Route::CatalogSync => "/v1/catalog/sync",
@@ -57,7 +59,9 @@ impl Route<'_> {
     fn methods(&self) -> &'static [Method] {
         match self {
             Route::Login(_) => &[Method::GET, Method::POST, Method::DELETE],
-            Route::CatalogSync | Route::TokenInvalidate(_) => &[Method::POST],
+            Route::CatalogSync | Route::TokenInvalidate(_) | Route::LoginCallback(_) => {
+                &[Method::POST]
+            }
             _ => &[Method::GET],
         }
     }
@@ -78,7 +82,10 @@ fn route(path: &str) -> Option<Route<'_>> {
                     None => Route::Token(p),
                 }
             } else if let Some(p) = path.strip_prefix("/v1/login/") {
-                Route::Login(p)
+                match p.strip_suffix("/callback") {
+                    Some(profile) => Route::LoginCallback(profile),
+                    None => Route::Login(p),
+                }
             } else if let Some(p) = path.strip_prefix("/v1/aws/credentials/") {
                 Route::Aws(p)
             } else {
@@ -206,6 +213,7 @@ where
         Route::Token(p) => token(state, conn, name(p)?, query, started).await,
         Route::TokenInvalidate(p) => Box::pin(invalidate(state, name(p)?, &body)).await,
         Route::Login(p) => Box::pin(login(state, name(p)?, method)).await,
+        Route::LoginCallback(p) => Box::pin(login_callback(state, name(p)?, &body)).await,
         Route::Catalog => {
             let c = catalog(state)?;
             Ok(json(StatusCode::OK, &c.status()))
@@ -494,6 +502,26 @@ async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiRe
         let s = state.broker.login_state(profile)?;
         Ok(json(StatusCode::OK, &s))
     }
+}
+
+/// `POST /v1/login/{profile}/callback` `{"url": "..."}`: the address the browser was sent
+/// back to, pasted by the user; completes the pending authorization code sign-in.
+async fn login_callback(
+    state: &ApiState,
+    profile: &str,
+    body: &[u8],
+) -> Result<ApiResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pasted {
+        url: String,
+    }
+    let p: Pasted = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("expected {\"url\": \"the redirected address\"}"))?;
+    // The address carries a (single-use) code: held as a secret from here on.
+    let url = crate::secret::Secret::new(p.url);
+    let s = state.broker.login_callback(profile, url.expose()).await?;
+    Ok(json(StatusCode::OK, &s))
 }
 
 /// The `/v1/status` document (shape documented in `agent/openapi.yaml`).

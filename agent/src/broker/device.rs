@@ -15,12 +15,30 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
-fn set_state(slot: &Slot, state: &str, message: Option<String>) {
+pub(super) fn set_state(slot: &Slot, state: &str, message: Option<String>) {
     let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rec) = l.as_mut() {
         rec.state.state = state.to_string();
         rec.state.message = message;
         rec.task = None;
+    }
+}
+
+/// A failed IdP call while starting or completing a login, as the broker reports it.
+pub(super) fn login_error(slot: &Slot, e: IdpError) -> BrokerError {
+    match e {
+        IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
+            profile: slot.name.clone(),
+            detail,
+        },
+        IdpError::Unsupported(d) => BrokerError::Unsupported {
+            profile: slot.name.clone(),
+            detail: d,
+        },
+        other => BrokerError::Internal {
+            profile: slot.name.clone(),
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -44,23 +62,10 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         scopes: slot.cfg.scopes.clone(),
         audience: slot.cfg.audience.clone(),
     };
-    let auth: DeviceAuthorization =
-        idp.device_authorize(&client, &target)
-            .await
-            .map_err(|e| match e {
-                IdpError::Unavailable { detail, .. } => BrokerError::IdpUnavailable {
-                    profile: slot.name.clone(),
-                    detail,
-                },
-                IdpError::Unsupported(d) => BrokerError::Unsupported {
-                    profile: slot.name.clone(),
-                    detail: d,
-                },
-                other => BrokerError::Internal {
-                    profile: slot.name.clone(),
-                    detail: other.to_string(),
-                },
-            })?;
+    let auth: DeviceAuthorization = idp
+        .device_authorize(&client, &target)
+        .await
+        .map_err(|e| login_error(slot, e))?;
     let state = LoginState {
         profile: slot.name.clone(),
         state: "pending".into(),
@@ -69,6 +74,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         user_code: Some(auth.user_code()),
         expires_at: Some(rfc3339(SystemTime::now() + auth.expires_in())),
         message: None,
+        redirect_uri: None,
     };
     tracing::info!(profile = %slot.name, verification_uri = %auth.verification_uri(), "device login started");
     // The record goes in first, so a poller that finishes at once finds it.
@@ -76,6 +82,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         state: state.clone(),
         expires: Instant::now() + auth.expires_in(),
         task: None,
+        code: None,
     });
     let poller = {
         let slot = slot.clone();
@@ -83,34 +90,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
             let res = idp.device_poll(&client, &auth).await;
             match res {
                 Ok(g) => {
-                    let Some(rt) = g.refresh_token.clone() else {
-                        // Usable now, but nothing to keep for a restart.
-                        tracing::warn!(profile = %slot.name, "the IdP issued no refresh token (is offline_access among the scopes?)");
-                        slot.install_login(&g);
-                        set_state(&slot, "complete", Some("logged in; no refresh token was issued, so the login ends when the token expires".into()));
-                        return;
-                    };
-                    let grant = StoredGrant::new(
-                        idp.issuer(),
-                        &client.client_id,
-                        rt.expose().to_string(),
-                        g.scope.clone(),
-                    );
-                    let store = slot.store.clone();
-                    let name = slot.name.clone();
-                    let saved = tokio::task::spawn_blocking(move || {
-                        let _lock = store.lock(&name)?;
-                        store.save(&name, &grant)
-                    })
-                    .await;
-                    let msg = match saved {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => {
-                            Some(format!("logged in, but the login could not be stored: {e}"))
-                        }
-                        Err(e) => Some(format!("logged in, but the store task failed: {e}")),
-                    };
-                    slot.install_login(&g);
+                    let msg = finish(&slot, idp.issuer(), &client.client_id, &g).await;
                     tracing::info!(profile = %slot.name, "device login complete");
                     set_state(&slot, "complete", msg);
                 }
@@ -144,6 +124,41 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         rec.task = Some(poller.abort_handle());
     }
     Ok(state)
+}
+
+/// Ends a successful login of any kind: stores the refresh token (under the grant lock)
+/// before the access token is installed in the cache. Returns a message for the login
+/// state when something short of success happened (no refresh token, store failure).
+pub(super) async fn finish(
+    slot: &Arc<Slot>,
+    issuer: &str,
+    client_id: &str,
+    g: &super::idp::Grant,
+) -> Option<String> {
+    let Some(rt) = g.refresh_token.clone() else {
+        // Usable now, but nothing to keep for a restart.
+        tracing::warn!(profile = %slot.name, "no refresh token was issued (is offline_access among the scopes?)");
+        slot.install_login(g);
+        return Some(
+            "logged in; no refresh token was issued, so the login ends when the token expires"
+                .into(),
+        );
+    };
+    let grant = StoredGrant::new(issuer, client_id, rt.expose().to_string(), g.scope.clone());
+    let store = slot.store.clone();
+    let name = slot.name.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        let _lock = store.lock(&name)?;
+        store.save(&name, &grant)
+    })
+    .await;
+    let msg = match saved {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("logged in, but the login could not be stored: {e}")),
+        Err(e) => Some(format!("logged in, but the store task failed: {e}")),
+    };
+    slot.install_login(g);
+    msg
 }
 
 /// The state of the latest login.

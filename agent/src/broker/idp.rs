@@ -66,6 +66,10 @@ pub struct Endpoints {
     pub device: Option<url::Url>,
     /// `revocation_endpoint`.
     pub revocation: Option<url::Url>,
+    /// `authorization_endpoint` (authorization code flow).
+    pub authorization: Option<url::Url>,
+    /// `userinfo_endpoint` (Backstage: the user entity and its ownership refs).
+    pub userinfo: Option<url::Url>,
 }
 
 /// Who we are at the IdP: the client id and, for confidential clients, the secret.
@@ -127,7 +131,7 @@ fn oauth_client(client: &ClientAuth) -> OidcClient {
 
 /// Who signed in, from the non-secret claims of the last ID token (`whoami`, status). The
 /// claims are read, not verified: the token came straight from the IdP's token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// `sub`.
     pub sub: Option<String>,
@@ -142,30 +146,55 @@ pub struct Identity {
     pub preferred_username: Option<String>,
     /// `iss`.
     pub iss: Option<String>,
+    /// Backstage ownership refs (`ent` of `/v1/userinfo`: the user entity and its groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ent: Vec<String>,
 }
 
 impl Identity {
     /// The identity in an ID token's claims; `None` if it is not a JWT.
     pub fn from_id_token(id_token: &str) -> Option<Identity> {
-        let c = super::jwt::claims(id_token)?;
+        super::jwt::claims(id_token).map(|c| Self::from_claims(&c))
+    }
+
+    /// The identity in a claims object (an ID token's, or a userinfo answer's).
+    pub fn from_claims(c: &serde_json::Value) -> Identity {
         let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let groups = match c.get("groups") {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_string))
-                .collect(),
-            Some(serde_json::Value::String(g)) => vec![g.clone()],
-            _ => Vec::new(),
-        };
-        Some(Identity {
+        let groups = strings(c.get("groups"));
+        Identity {
             sub: s("sub"),
             groups,
             name: s("name"),
             email: s("email"),
             preferred_username: s("preferred_username"),
             iss: s("iss"),
-        })
+            ent: strings(c.get("ent")),
+        }
     }
+}
+
+/// A claim that is a string or an array of strings, as a list.
+fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+        Some(serde_json::Value::String(g)) => vec![g.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// What the authorization code flow sends to the authorization endpoint; the verifier stays
+/// with the caller until the code comes back.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    /// Where the browser is sent back (`http://127.0.0.1:PORT/callback`).
+    pub redirect_uri: String,
+    /// The `state` the answer must carry back (not secret once in the URL, but unguessable).
+    pub state: String,
+    /// `BASE64URL(SHA256(verifier))` (PKCE S256).
+    pub code_challenge: String,
 }
 
 /// A successful token answer.
@@ -269,6 +298,29 @@ pub trait Flows: Send + Sync {
     ) -> FlowFuture<'a, Grant>;
     /// RFC 7009 revocation of a refresh token.
     fn revoke<'a>(&'a self, client: &'a ClientAuth, token: &'a Secret) -> FlowFuture<'a, ()>;
+    /// The URL of the authorization endpoint the user's browser opens (code flow + PKCE).
+    fn authorize_url<'a>(
+        &'a self,
+        _client: &'a ClientAuth,
+        _target: &'a Target,
+        _req: &'a AuthorizeRequest,
+    ) -> FlowFuture<'a, url::Url> {
+        Box::pin(async { Err(IdpError::Unsupported("no authorization code flow".into())) })
+    }
+    /// Redeems an authorization code with its PKCE verifier.
+    fn code_exchange<'a>(
+        &'a self,
+        _client: &'a ClientAuth,
+        _code: &'a Secret,
+        _verifier: &'a Secret,
+        _redirect_uri: &'a str,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(async { Err(IdpError::Unsupported("no authorization code flow".into())) })
+    }
+    /// The claims `userinfo_endpoint` gives for an access token.
+    fn userinfo<'a>(&'a self, _access_token: &'a Secret) -> FlowFuture<'a, serde_json::Value> {
+        Box::pin(async { Err(IdpError::Unsupported("no userinfo endpoint".into())) })
+    }
 }
 
 impl Flows for Idp {
@@ -314,6 +366,32 @@ impl Flows for Idp {
     }
     fn revoke<'a>(&'a self, client: &'a ClientAuth, token: &'a Secret) -> FlowFuture<'a, ()> {
         Box::pin(Idp::revoke(self, client, token))
+    }
+    fn authorize_url<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        target: &'a Target,
+        req: &'a AuthorizeRequest,
+    ) -> FlowFuture<'a, url::Url> {
+        Box::pin(Idp::authorize_url(self, client, target, req))
+    }
+    fn code_exchange<'a>(
+        &'a self,
+        client: &'a ClientAuth,
+        code: &'a Secret,
+        verifier: &'a Secret,
+        redirect_uri: &'a str,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(Idp::code_exchange(
+            self,
+            client,
+            code,
+            verifier,
+            redirect_uri,
+        ))
+    }
+    fn userinfo<'a>(&'a self, access_token: &'a Secret) -> FlowFuture<'a, serde_json::Value> {
+        Box::pin(Idp::userinfo(self, access_token))
     }
 }
 
@@ -447,6 +525,8 @@ impl Idp {
             token_endpoint: url::Url,
             device_authorization_endpoint: Option<url::Url>,
             revocation_endpoint: Option<url::Url>,
+            authorization_endpoint: Option<url::Url>,
+            userinfo_endpoint: Option<url::Url>,
         }
         let doc: Doc = serde_json::from_slice(resp.body()).map_err(|e| {
             IdpError::unavailable(format!("discovery at {url} is not a valid document: {e}"))
@@ -482,6 +562,8 @@ impl Idp {
             token: doc.token_endpoint,
             device: doc.device_authorization_endpoint,
             revocation: doc.revocation_endpoint,
+            authorization: doc.authorization_endpoint,
+            userinfo: doc.userinfo_endpoint,
         });
         *cached = Some(e.clone());
         Ok(e)
@@ -746,6 +828,95 @@ impl Idp {
             .post_form(&ep.token, client, form)
             .await
             .map_err(|e| IdpError::unavailable(format!("token exchange: {e}")))?;
+        token_answer(&resp)
+    }
+
+    /// The authorization endpoint URL for a code flow with PKCE S256 (RFC 6749 section
+    /// 4.1.1, RFC 7636).
+    pub async fn authorize_url(
+        &self,
+        client: &ClientAuth,
+        target: &Target,
+        req: &AuthorizeRequest,
+    ) -> Result<url::Url, IdpError> {
+        let ep = self.endpoints().await?;
+        let Some(mut url) = ep.authorization.clone() else {
+            return Err(IdpError::Unsupported(format!(
+                "{} has no authorization_endpoint; it cannot do the authorization code flow",
+                self.issuer
+            )));
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &client.client_id)
+                .append_pair("redirect_uri", &req.redirect_uri)
+                .append_pair("state", &req.state)
+                .append_pair("code_challenge", &req.code_challenge)
+                .append_pair("code_challenge_method", "S256");
+            if !target.scopes.is_empty() {
+                q.append_pair("scope", &target.scopes.join(" "));
+            }
+        }
+        Ok(url)
+    }
+
+    /// Redeems an authorization code (RFC 6749 section 4.1.3) with its PKCE verifier.
+    pub async fn code_exchange(
+        &self,
+        client: &ClientAuth,
+        code: &Secret,
+        verifier: &Secret,
+        redirect_uri: &str,
+    ) -> Result<Grant, IdpError> {
+        let ep = self.endpoints().await?;
+        let form: Vec<(&'static str, String)> = vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code.expose().to_string()),
+            ("redirect_uri", redirect_uri.to_string()),
+            ("code_verifier", verifier.expose().to_string()),
+        ];
+        let resp = self
+            .post_form(&ep.token, client, form)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("code exchange: {e}")))?;
+        token_answer(&resp)
+    }
+
+    /// The userinfo endpoint's claims for `access_token` (Backstage wraps them in `claims`).
+    pub async fn userinfo(&self, access_token: &Secret) -> Result<serde_json::Value, IdpError> {
+        let ep = self.endpoints().await?;
+        let Some(url) = ep.userinfo.clone() else {
+            return Err(IdpError::Unsupported(format!(
+                "{} has no userinfo_endpoint",
+                self.issuer
+            )));
+        };
+        let auth = zeroize::Zeroizing::new(format!("Bearer {}", access_token.expose()));
+        let req = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::AUTHORIZATION, auth.as_str())
+            .body(Vec::new())
+            .map_err(|e| IdpError::Unsupported(format!("bad userinfo URL: {e}")))?;
+        let resp = self
+            .transport
+            .send(req)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("userinfo: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(IdpError::Unavailable {
+                detail: format!("userinfo endpoint answered HTTP {}", resp.status().as_u16()),
+                retry_after: retry_after(resp.headers()),
+            });
+        }
+        serde_json::from_slice(resp.body())
+            .map_err(|_| IdpError::unavailable("userinfo endpoint answered with malformed JSON"))
+    }
+}
+
+/// A token endpoint's answer as a [`Grant`] or a classified error.
+fn token_answer(resp: &HttpResponse) -> Result<Grant, IdpError> {
+    {
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
         let body = resp.body();
@@ -771,7 +942,9 @@ impl Idp {
         })?;
         Ok(grant_from(&t))
     }
+}
 
+impl Idp {
     /// Revokes a refresh token (RFC 7009) where the IdP supports it; best effort.
     pub async fn revoke(&self, client: &ClientAuth, token: &Secret) -> Result<(), IdpError> {
         let ep = self.endpoints().await?;

@@ -3,6 +3,7 @@
 //! Map: [`idp`] talks to the identity provider (discovery, device, refresh, exchange, client
 //! credentials); [`timing`] decides when to refresh and how long to back off; `slot` holds one
 //! profile's cache, failure state and single-flight refresh; `device` drives device logins;
+//! `authcode` drives authorization code sign-ins (PKCE, loopback or pasted redirect);
 //! [`jwt`] reads claims of tokens the environment hands us. [`Broker`] ties them together and is
 //! what `api`, `adapters` and `cli` use.
 
@@ -10,6 +11,7 @@ pub mod idp;
 pub mod jwt;
 pub mod timing;
 
+mod authcode;
 mod device;
 mod login;
 mod slot;
@@ -143,6 +145,10 @@ pub struct LoginState {
     pub expires_at: Option<String>,
     /// Detail for failures.
     pub message: Option<String>,
+    /// `authorization-code`: where the browser is sent back (the agent's loopback listener);
+    /// a browser that cannot reach it shows an error page whose address is pasted instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 /// Why the broker could not give a token. `code()` is the stable API error code.
@@ -334,7 +340,7 @@ impl Broker {
         }
         // Know at once which device profiles have a stored login (status before boot refresh).
         for slot in slots.values() {
-            if slot.cfg.grant == GrantKind::Device {
+            if slot.cfg.grant.stores_login() {
                 let (store, name) = (store.clone(), slot.name.clone());
                 if let Ok(Ok(Some(g))) =
                     tokio::task::spawn_blocking(move || store.load(&name)).await
@@ -372,7 +378,7 @@ impl Broker {
     pub async fn boot_refresh(&self) {
         let mut set = tokio::task::JoinSet::new();
         for slot in self.inner.slots.values() {
-            if slot.cfg.grant != GrantKind::Device {
+            if !slot.cfg.grant.stores_login() {
                 continue;
             }
             let inner = self.inner.clone();
@@ -490,16 +496,37 @@ impl Broker {
         self.inner.slots.values().map(|s| s.status()).collect()
     }
 
-    /// Starts (or returns the running) device login of a profile.
+    /// Starts (or returns the running) login of a profile: a device login, or an
+    /// authorization code sign-in whose redirect the agent listens for.
     pub async fn login_start(&self, profile: &str) -> Result<LoginState, BrokerError> {
         let slot = self.inner.slot(profile)?;
-        if slot.cfg.grant != GrantKind::Device {
+        match slot.cfg.grant {
+            GrantKind::Device => device::start(slot).await,
+            GrantKind::AuthorizationCode => authcode::start(slot).await,
+            _ => Err(BrokerError::Unsupported {
+                profile: profile.to_string(),
+                detail: "only profiles with grant = \"device\" or \"authorization-code\" log in"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Completes an authorization code sign-in with the address the browser was sent back
+    /// to (pasted by the user where the browser cannot reach the agent's listener). The
+    /// state must match the pending sign-in, which it ends: a second use is refused.
+    pub async fn login_callback(
+        &self,
+        profile: &str,
+        redirected: &str,
+    ) -> Result<LoginState, BrokerError> {
+        let slot = self.inner.slot(profile)?;
+        if slot.cfg.grant != GrantKind::AuthorizationCode {
             return Err(BrokerError::Unsupported {
                 profile: profile.to_string(),
-                detail: "only profiles with grant = \"device\" log in".into(),
+                detail: "only profiles with grant = \"authorization-code\" take a redirect".into(),
             });
         }
-        device::start(slot).await
+        authcode::complete(slot, redirected, true).await
     }
 
     /// The state of the latest device login of a profile.
@@ -518,7 +545,7 @@ impl Broker {
                         .into(),
             });
         }
-        if slot.cfg.grant != GrantKind::Device {
+        if !slot.cfg.grant.stores_login() {
             // Nothing is stored for these: forget the cached token, fetch anew on next use.
             slot.drop_token();
             return Ok(());

@@ -313,7 +313,7 @@ impl Slot {
     /// Why the login is too old to be used (`policy.max_grant_age`), if it is.
     fn grant_too_old(&self, st: &SlotState) -> Option<String> {
         let max = self.cfg.policy.max_grant_age?;
-        if self.cfg.grant != GrantKind::Device {
+        if !self.cfg.grant.stores_login() {
             return None;
         }
         crate::policy::limits::grant_too_old(&self.name, st.logged_in_at?, max, SystemTime::now())
@@ -468,6 +468,10 @@ impl Slot {
         let started = Instant::now();
         let res = match self.cfg.grant {
             GrantKind::Device => self.refresh_device().await,
+            GrantKind::AuthorizationCode => match self.refresh_device().await {
+                Ok(c) => Ok(self.with_ownership(c).await),
+                Err(e) => Err(e),
+            },
             GrantKind::ClientCredentials => self.fetch_client_credentials().await,
             GrantKind::Exchange => self.fetch_exchange(subjects).await,
             GrantKind::Env => Err(Outcome::Broker(
@@ -513,7 +517,7 @@ impl Slot {
             Err(Outcome::Idp(e)) => {
                 let (kind, retry_after) = match &e {
                     IdpError::Rejected { .. }
-                        if e.is_invalid_grant() && self.cfg.grant == GrantKind::Device =>
+                        if e.is_invalid_grant() && self.cfg.grant.stores_login() =>
                     {
                         (FailKind::LoginRequired, None)
                     }
@@ -699,17 +703,26 @@ impl Slot {
                         drop(lock);
                     })
                     .await;
+                    let detail = match &e {
+                        IdpError::Rejected {
+                            description: Some(d),
+                            ..
+                        } => d.clone(),
+                        other => other.to_string(),
+                    };
+                    // Backstage keeps one offline session per user and client, and says
+                    // only "Invalid refresh token" when another sign-in replaced it.
+                    let cause = if self.cfg.grant == GrantKind::AuthorizationCode {
+                        "; most likely signed in from another workspace with the same client \
+                         (Backstage keeps one session per user and client), else signed out \
+                         or expired"
+                    } else {
+                        ""
+                    };
                     return Err(Outcome::Idp(IdpError::Rejected {
                         code: "invalid_grant".into(),
                         description: Some(format!(
-                            "the identity provider no longer accepts the stored login ({}); run `stagepass login {}`",
-                            match &e {
-                                IdpError::Rejected {
-                                    description: Some(d),
-                                    ..
-                                } => d.clone(),
-                                other => other.to_string(),
-                            },
+                            "the identity provider no longer accepts the stored login ({detail}){cause}; run `stagepass login {}`",
                             self.name
                         )),
                     }));
@@ -878,6 +891,52 @@ impl Slot {
         self.wake.notify_one();
     }
 
+    /// Who the token's user is and what they own, from the userinfo endpoint (Backstage:
+    /// `{"claims":{"sub","ent"}}`; its access tokens carry no `ent`). Best effort: `None`
+    /// when the endpoint fails, and the identity stays as it was.
+    async fn userinfo_identity(&self, token: &Secret) -> Option<super::idp::Identity> {
+        let idp = self.idp.as_ref()?;
+        match idp.userinfo(token).await {
+            Ok(v) => {
+                let claims = v.get("claims").unwrap_or(&v);
+                let mut id = super::idp::Identity::from_claims(claims);
+                if id.iss.is_none() {
+                    id.iss = Some(idp.issuer().to_string());
+                }
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(profile = %self.name, error = %e, "userinfo failed; ownership unknown");
+                None
+            }
+        }
+    }
+
+    /// After a sign-in: learns the ownership refs of the signed-in user.
+    pub(super) async fn learn_ownership(&self, token: &Secret) {
+        if let Some(id) = self.userinfo_identity(token).await {
+            self.lock().identity = Some(id);
+        }
+    }
+
+    /// After a refresh: the entry with the user's ownership refs, asked once per run (they
+    /// are Backstage's snapshot of the last interactive sign-in, so they do not change
+    /// between refreshes).
+    async fn with_ownership(&self, mut c: Cached) -> Cached {
+        let known = self
+            .lock()
+            .identity
+            .as_ref()
+            .is_some_and(|i| !i.ent.is_empty());
+        if !known {
+            c.identity = self
+                .userinfo_identity(&c.issued.access_token)
+                .await
+                .or(c.identity);
+        }
+        c
+    }
+
     /// Drops the cached token if it is the one with `fingerprint` (a server refused it).
     pub(super) fn invalidate(&self, fingerprint: &str) -> bool {
         let mut st = self.lock();
@@ -927,13 +986,7 @@ impl Slot {
 
     /// Status line of this profile (no secret).
     pub(super) fn status(&self) -> ProfileStatus {
-        let grant = match self.cfg.grant {
-            GrantKind::Device => "device",
-            GrantKind::Exchange => "exchange",
-            GrantKind::ClientCredentials => "client-credentials",
-            GrantKind::Env => "env",
-        }
-        .to_string();
+        let grant = self.cfg.grant.name().to_string();
         if self.cfg.grant == GrantKind::Env {
             return match self.env_token() {
                 Ok(t) => ProfileStatus {
@@ -978,7 +1031,7 @@ impl Slot {
             (Some(f), Some(_)) => (ProfileState::Stale, Some(f.reason.clone())),
             (Some(f), None) => (ProfileState::Error, Some(f.reason.clone())),
             (None, Some(_)) => (ProfileState::Valid, None),
-            (None, None) if self.cfg.grant == GrantKind::Device && st.refresh_token.is_none() => (
+            (None, None) if self.cfg.grant.stores_login() && st.refresh_token.is_none() => (
                 ProfileState::LoginRequired,
                 Some(format!(
                     "not logged in; run `stagepass login {}`",

@@ -30,6 +30,17 @@ pub enum BackstageError {
         /// Its message.
         message: String,
     },
+    /// 403 `NotAllowedError`: the token is fine, but Backstage's permission policy refuses
+    /// its user this action (a user token: e.g. refreshing an entity another team owns).
+    #[error("Backstage's permission policy refused {permission} on {target} (403 NotAllowedError{})", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Denied {
+        /// The Backstage permission the call needs (`catalog.entity.refresh`, ...).
+        permission: &'static str,
+        /// The entity or location it was asked for.
+        target: String,
+        /// Backstage's message (usually empty).
+        message: String,
+    },
     /// Another 4xx: the request itself is wrong (bad file, rules, unknown entity).
     #[error("Backstage rejected the request ({status}): {message}")]
     Client {
@@ -47,6 +58,19 @@ pub enum BackstageError {
 }
 
 impl BackstageError {
+    /// Names the permission and target of a [`BackstageError::Denied`] (the answer itself
+    /// does not say which permission was refused; the endpoint does).
+    fn needing(self, permission: &'static str, target: impl std::fmt::Display) -> Self {
+        match self {
+            Self::Denied { message, .. } => Self::Denied {
+                permission,
+                target: target.to_string(),
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unreachable(_) | Self::Server { .. })
@@ -166,6 +190,16 @@ impl Backstage {
             return BackstageError::Server {
                 status,
                 message: format!("catalog API not available yet: {}", error_message(body)),
+            };
+        }
+        if status == 403 && error_name(body).as_deref() == Some("NotAllowedError") {
+            return BackstageError::Denied {
+                permission: "",
+                target: String::new(),
+                message: error_message(body)
+                    .trim_start_matches("NotAllowedError")
+                    .trim_start_matches(": ")
+                    .to_string(),
             };
         }
         let message = error_message(body);
@@ -294,7 +328,7 @@ impl Backstage {
                 Ok(Registration::Created(refs))
             }
             409 => Ok(Registration::AlreadyExists),
-            _ => Err(Self::error(status, &bytes)),
+            _ => Err(Self::error(status, &bytes).needing("catalog.location.create", target)),
         }
     }
 
@@ -311,7 +345,7 @@ impl Backstage {
         match status {
             200..=299 => Ok(true),
             404 if !Self::is_not_ready_404(status, &bytes) => Ok(false),
-            _ => Err(Self::error(status, &bytes)),
+            _ => Err(Self::error(status, &bytes).needing("catalog.entity.refresh", entity)),
         }
     }
 
@@ -401,7 +435,8 @@ impl Backstage {
         match status {
             200..=299 => Ok(()),
             404 if !Self::is_not_ready_404(status, &bytes) => Ok(()),
-            _ => Err(Self::error(status, &bytes)),
+            _ => Err(Self::error(status, &bytes)
+                .needing("catalog.location.delete", format_args!("location {id}"))),
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct State {
     pub fail_with: Option<u16>,
     /// Only this bearer token is accepted (401 otherwise), when set.
     pub accept_token: Option<String>,
+    /// An owner-only refresh policy for a user with these ownership refs, when set:
+    /// refreshing an entity another group owns, or a Location entity (no owner), is 403
+    /// `NotAllowedError`, as Backstage's `isEntityOwner` condition answers.
+    pub owner_policy: Option<Vec<String>>,
     pub seen: Vec<Seen>,
 }
 
@@ -161,6 +165,21 @@ async fn handle(
                 })
                 .collect();
             json(200, serde_json::json!({"items": items}))
+        }
+        ("POST", "/api/catalog/refresh")
+            if s.owner_policy.as_ref().is_some_and(|claims| {
+                let k = body["entityRef"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let owner = s.entities.get(&k).cloned().flatten();
+                !owner.is_some_and(|o| claims.contains(&o))
+            }) =>
+        {
+            json(
+                403,
+                serde_json::json!({"error": {"name": "NotAllowedError", "message": ""}}),
+            )
         }
         ("POST", "/api/catalog/refresh") => {
             let k = body["entityRef"].as_str().unwrap().to_ascii_lowercase();

@@ -158,6 +158,10 @@ pub struct DiffReport {
     pub changes: Vec<Change>,
     /// Why there is no diff (no Backstage configured, unreachable, ...).
     pub error: Option<String>,
+    /// Pushes Backstage refused for good (e.g. its permission policy refusing this user
+    /// this entity): the local change that is not in Backstage, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<outbox::JobStatus>,
 }
 
 /// Answer of `/v1/catalog/sync`.
@@ -295,12 +299,21 @@ impl CatalogHandle {
             return DiffReport {
                 changes: Vec::new(),
                 error: Some("the catalog watcher is not running".into()),
+                failed: Vec::new(),
             };
         }
-        rx.await.unwrap_or_else(|_| DiffReport {
+        let mut report = rx.await.unwrap_or_else(|_| DiffReport {
             changes: Vec::new(),
             error: Some("the catalog watcher stopped".into()),
-        })
+            failed: Vec::new(),
+        });
+        report.failed = self
+            .status()
+            .outbox
+            .into_iter()
+            .filter(|j| j.state == "failed")
+            .collect();
+        report
     }
 
     /// Queues a push of every changed or new file now (`stagepass catalog sync`).

@@ -7,7 +7,18 @@
 //! violation is reported instead of silently dropped). A moved file's old location is
 //! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
 //! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
-//! and pause every push until the token changes. Other 4xx: the file's jobs fail visibly.
+//! and pause every push until the token changes; but a 403 `NotAllowedError` is Backstage's
+//! permission policy refusing this user this action: only that file's jobs fail, naming who,
+//! which entity and which permission, and the rest goes on. Other 4xx: the file's jobs fail
+//! visibly. A failed job stays in the outbox (shown by status and diff) and is not retried
+//! until the file changes.
+//!
+//! Signed in as a user, the Location entity may be refused: it has no owner, and a policy
+//! that lets users refresh only what their groups own (Backstage's documented
+//! `isEntityOwner` condition) refuses it to everyone. The file is then pushed by refreshing
+//! one of the entities this push changes: Backstage checks the user's ownership of that
+//! entity, and its refresh schedules the entity's Location ancestors too, so the file is
+//! re-read just the same ([`through_entities`]).
 
 use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
 use super::location;
@@ -88,16 +99,22 @@ impl Worker {
             .unwrap_or_else(|| "(none configured: set catalog.profile)".into())
     }
 
-    /// Sorts a failure; returns whether the rest of this round should wait.
+    /// Sorts a failure; returns whether the rest of this round should wait. `this`: how
+    /// many of `rest` belong to the unit that failed. `who`: the token's subject, named when
+    /// Backstage's permission policy refuses it.
     async fn failed(
         &self,
         err: BackstageError,
         rest: &[(String, Job)],
         this: usize,
         fingerprint: &str,
+        who: Option<&str>,
         paused: &mut Option<String>,
     ) -> Next {
-        let msg = err.to_string();
+        let msg = match &err {
+            BackstageError::Denied { .. } => refusal(who, &err),
+            _ => err.to_string(),
+        };
         if err.is_retryable() {
             let now = Instant::now();
             self.with_outbox(|o| {
@@ -164,6 +181,7 @@ pub(crate) async fn run(w: Worker) {
             }
         };
         let fingerprint = token.as_ref().map(Secret::fingerprint).unwrap_or_default();
+        let who = token.as_ref().and_then(subject);
         if paused.as_deref() == Some(fingerprint.as_str()) {
             w.postpone_all(
                 &due,
@@ -184,7 +202,14 @@ pub(crate) async fn run(w: Worker) {
         for (i, unit) in units.iter().enumerate() {
             let result = match unit[0].1.action {
                 Action::Sync => {
-                    sync_file(&w.ctx.backstage, unit, token.as_ref(), w.unregister_moved).await
+                    sync_file(
+                        &w.ctx.backstage,
+                        unit,
+                        token.as_ref(),
+                        who.as_deref(),
+                        w.unregister_moved,
+                    )
+                    .await
                 }
                 Action::Unregister => unregister_one(&w.ctx.backstage, &unit[0].1, token.as_ref())
                     .await
@@ -198,7 +223,14 @@ pub(crate) async fn run(w: Worker) {
                 Err(e) => {
                     let rest: Vec<(String, Job)> = units[i..].concat();
                     if let Next::StopRound = w
-                        .failed(e, &rest, unit.len(), &fingerprint, &mut paused)
+                        .failed(
+                            e,
+                            &rest,
+                            unit.len(),
+                            &fingerprint,
+                            who.as_deref(),
+                            &mut paused,
+                        )
                         .await
                     {
                         break;
@@ -210,6 +242,15 @@ pub(crate) async fn run(w: Worker) {
             let _ = w.recheck.send(Command::Recheck);
         }
     }
+}
+
+/// Who a token speaks for (its `sub`: a Backstage user token's is the user entity ref),
+/// read, not verified, for messages only.
+fn subject(token: &Secret) -> Option<String> {
+    crate::broker::jwt::claims(token.expose())?
+        .get("sub")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The jobs of one round as units of work: each unregistration alone (first, so a moved
@@ -295,6 +336,7 @@ async fn sync_file(
     bs: &Backstage,
     unit: &[(String, Job)],
     token: Option<&Secret>,
+    who: Option<&str>,
     unregister_moved: bool,
 ) -> Result<Outcome, BackstageError> {
     let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
@@ -332,21 +374,120 @@ async fn sync_file(
             ));
         }
     }
-    if let Some(owner) = location::owner(bs, url, &known, token).await?
-        && bs.refresh(&owner.location, token).await?
-    {
-        return Ok(Outcome {
-            what: format!(
-                "refreshed {} ({}; reads {})",
-                owner.location, owner.found, owner.target
-            ),
-            refused: Vec::new(),
-            notes,
-        });
+    if let Some(owner) = location::owner(bs, url, &known, token).await? {
+        match bs.refresh(&owner.location, token).await {
+            Ok(true) => {
+                return Ok(Outcome {
+                    what: format!(
+                        "refreshed {} ({}; reads {})",
+                        owner.location, owner.found, owner.target
+                    ),
+                    refused: Vec::new(),
+                    notes,
+                });
+            }
+            Ok(false) => {}
+            Err(denied @ BackstageError::Denied { .. }) => {
+                if let Some(mut outcome) =
+                    through_entities(bs, unit, url, &known, token, denied, who).await?
+                {
+                    outcome.notes.splice(0..0, notes);
+                    return Ok(outcome);
+                }
+            }
+            Err(other) => return Err(other),
+        }
     }
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
     Ok(outcome)
+}
+
+/// Backstage's permission policy refused refreshing the file's Location entity (`denied`),
+/// which has no owner: push the file through one of its entities instead. Backstage checks
+/// `catalog.entity.refresh` against the entity it is asked to refresh (an owner-only
+/// policy: does the user own it?), and that refresh schedules the entity's Location
+/// ancestors too, so the whole file is re-read as a Location refresh would: one allowed
+/// refresh pushes every job of the unit.
+///
+/// Tried in order until one is allowed: the unit's own entities that Backstage read from
+/// this file (what this push changes); only when the unit has none (an added or renamed
+/// entity: nothing in Backstage to check ownership of yet), the file's previous entities
+/// (`was`) stand for it. A refusal of the unit's own entities is never routed around
+/// through another entity of the file. None allowed: every job fails with the first
+/// refusal (the unit's own entity, the permission, who). `None`: Backstage lost every
+/// entity tried (register the file instead).
+async fn through_entities(
+    bs: &Backstage,
+    unit: &[(String, Job)],
+    url: &str,
+    known: &[RemoteEntity],
+    token: Option<&Secret>,
+    denied: BackstageError,
+    who: Option<&str>,
+) -> Result<Option<Outcome>, BackstageError> {
+    let from_file = |r: &EntityRef| {
+        known
+            .iter()
+            .any(|e| e.entity_ref.key() == r.key() && location::read_from(e, url))
+    };
+    let mut own: Vec<&EntityRef> = Vec::new();
+    for r in unit.iter().map(|(_, j)| &j.entity).filter(|r| from_file(r)) {
+        if !own.iter().any(|o| o.key() == r.key()) {
+            own.push(r);
+        }
+    }
+    let mut previous: Vec<&EntityRef> = Vec::new();
+    for r in unit
+        .iter()
+        .flat_map(|(_, j)| &j.was)
+        .filter(|r| from_file(r))
+    {
+        if !previous.iter().any(|o| o.key() == r.key()) {
+            previous.push(r);
+        }
+    }
+    let mut refused: Option<BackstageError> = None;
+    let mut gone = 0;
+    let mut tried = 0;
+    for candidates in [own, previous] {
+        for r in candidates {
+            tried += 1;
+            match bs.refresh(r, token).await {
+                Ok(true) => {
+                    return Ok(Some(Outcome::done(format!(
+                        "refreshed {r} (the file's Location is refused to this token; Backstage re-reads the file through the entity's Location ancestors)"
+                    ))));
+                }
+                Ok(false) => gone += 1,
+                Err(d @ BackstageError::Denied { .. }) => {
+                    refused.get_or_insert(d);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    if tried > 0 && gone == tried {
+        return Ok(None);
+    }
+    let why = refusal(who, &refused.unwrap_or(denied));
+    Ok(Some(Outcome {
+        what: "refused".into(),
+        refused: unit.iter().map(|(k, _)| (k.clone(), why.clone())).collect(),
+        notes: Vec::new(),
+    }))
+}
+
+/// A permission refusal as the outbox keeps it: who was refused, and that it waits for the
+/// file to change (a refusal does not go away by itself, so it is not retried).
+fn refusal(who: Option<&str>, err: &BackstageError) -> String {
+    match who {
+        Some(who) => format!("{who}: {err}; not retried until the file changes"),
+        None => format!("{err}; not retried until the file changes"),
+    }
 }
 
 /// Registers the file as a `url` location, after a dry run that must yield each entity

@@ -702,3 +702,128 @@ async fn pushes_are_polled_when_the_git_dir_cannot_be_watched() {
     .await;
     assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
 }
+
+/// A user token as Backstage's authorization server issues it (only `sub` is read, for
+/// messages; the fake does not check signatures).
+fn user_token(user: &str) -> Arc<StaticToken> {
+    use base64::Engine;
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    token(&format!(
+        "{}.{}.sig",
+        enc(r#"{"alg":"ES256"}"#),
+        enc(&format!(r#"{{"sub":"user:default/{user}"}}"#))
+    ))
+}
+
+/// Signed in as a user under an owner-only policy (the Location entity, which has no
+/// owner, is refused to everyone): a file is pushed through the refresh of an entity the
+/// push changes, which Backstage allows only to its owners and which re-reads the file
+/// through the entity's Location ancestors. A change to another team's entity is refused
+/// naming who, which entity and which permission, kept and not retried, and never routed
+/// through an entity the user owns in the same file; an added entity is pushed through
+/// the file's previous entities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_pushes_through_the_entities_they_own_and_is_refused_the_rest() {
+    let file = "svc/catalog-info.yaml";
+    let both = |ledger: &str, payments: &str| {
+        format!(
+            "{}---\n{}",
+            component("ledger", ledger),
+            component("payments", payments)
+        )
+    };
+    let bed = bed(&[(file, both("team-a", "team-b"))]).await;
+    bed.known("component:default/ledger", "group:default/team-a", file);
+    bed.known("component:default/payments", "group:default/team-b", file);
+    bed.fake
+        .with(|s| s.owner_policy = Some(vec!["group:default/team-a".into()]));
+    let h = bed.start(user_token("alice")).await;
+    let refreshed = |r: &str| {
+        bed.fake
+            .calls("POST", "/api/catalog/refresh")
+            .iter()
+            .filter(|c| c.body["entityRef"] == r)
+            .count()
+    };
+
+    // alice's change to team-a's entity lands through the entity's own refresh.
+    write(&bed.work, file, &both("team-c", "team-b"));
+    commit_push(&bed.work, "ledger to team-c");
+    let s = wait_for(&h, "ledger pushed", |s| {
+        s.pushes.contains_key("component:default/ledger") && s.outbox.is_empty()
+    })
+    .await;
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+    assert_eq!(refreshed("component:default/ledger"), 1);
+    assert_eq!(
+        bed.refreshes(file),
+        1,
+        "the Location was tried first, refused"
+    );
+
+    // Her change to team-b's entity in the same file is refused, not routed through ledger.
+    write(&bed.work, file, &both("team-c", "team-c"));
+    commit_push(&bed.work, "payments to team-c");
+    let s = wait_for(&h, "payments refused", |s| {
+        s.outbox.iter().any(|j| j.state == "failed")
+    })
+    .await;
+    let job = s
+        .outbox
+        .iter()
+        .find(|j| j.entity == "component:default/payments")
+        .unwrap();
+    let err = job.error.clone().unwrap_or_default();
+    for part in [
+        "user:default/alice",
+        "catalog.entity.refresh",
+        "component:default/payments",
+        "permission policy",
+        "not retried",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from {err:?}");
+    }
+    assert_eq!(
+        refreshed("component:default/ledger"),
+        1,
+        "not routed: {s:?}"
+    );
+    assert!(
+        s.backstage.as_ref().is_none_or(|b| b.paused.is_none()),
+        "a refusal pauses nothing: {s:?}"
+    );
+    let attempts = job.attempts;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s = h.status();
+    assert_eq!(s.outbox.len(), 1, "kept: {:?}", s.outbox);
+    assert_eq!(
+        s.outbox[0].attempts, attempts,
+        "not retried: {:?}",
+        s.outbox
+    );
+    assert!(
+        h.diff()
+            .await
+            .failed
+            .iter()
+            .any(|j| j.entity == "component:default/payments"),
+        "the diff shows the refusal"
+    );
+
+    // An entity added to the file rides on the re-read through ledger, which she owns.
+    write(
+        &bed.work,
+        file,
+        &format!(
+            "{}---\n{}",
+            both("team-c", "team-c"),
+            component("extra", "team-a")
+        ),
+    );
+    commit_push(&bed.work, "extra");
+    wait_for(&h, "extra pushed", |s| {
+        s.pushes.contains_key("component:default/extra")
+    })
+    .await;
+    assert_eq!(refreshed("component:default/ledger"), 2);
+}

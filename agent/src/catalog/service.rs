@@ -345,7 +345,11 @@ async fn wait_for_root(
                     let error = Some(format!("the catalog is not watching: {reason}"));
                     match cmd? {
                         Command::Diff(tx) => {
-                            let _ = tx.send(DiffReport { changes: Vec::new(), error });
+                            let _ = tx.send(DiffReport {
+                                changes: Vec::new(),
+                                error,
+                                failed: Vec::new(),
+                            });
                         }
                         Command::Sync(tx) => {
                             let _ = tx.send(SyncReport { error, ..SyncReport::default() });
@@ -685,6 +689,7 @@ impl Engine {
             return DiffReport {
                 changes: Vec::new(),
                 error: Some("no Backstage configured (catalog.backstage_url)".into()),
+                failed: Vec::new(),
             };
         };
         let mut local = BTreeMap::new();
@@ -712,6 +717,7 @@ impl Engine {
                 return DiffReport {
                     changes: Vec::new(),
                     error: Some(e.to_string()),
+                    failed: Vec::new(),
                 };
             }
         };
@@ -737,6 +743,7 @@ impl Engine {
         DiffReport {
             changes,
             error: None,
+            failed: Vec::new(),
         }
     }
 

@@ -154,6 +154,19 @@ fn print_diff(v: &serde_json::Value) {
     for c in changes {
         println!("{c}");
     }
+    // Refused pushes: local changes Backstage does not have, and why (who, which
+    // permission), until the file changes again.
+    if let Some(items) = v.get("failed").and_then(|i| i.as_array()) {
+        for j in items {
+            let s = |k: &str| j.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            println!(
+                "not in Backstage: {} ({}): {}",
+                s("entity"),
+                s("file"),
+                s("error")
+            );
+        }
+    }
 }
 
 fn print_sync(v: &serde_json::Value) {

@@ -36,11 +36,13 @@ pub struct AgentArgs {}
 /// `stagepass login [PROFILE]`.
 #[derive(Debug, Args)]
 #[command(
-    long_about = "Start a device login: prints the URL to open and the code to enter (and a QR code on a \
-terminal), then waits until you have approved it. Ctrl-C stops waiting."
+    long_about = "Start a login: for a device profile, prints the URL to open and the code to enter (and \
+a QR code on a terminal); for an authorization-code profile (Backstage), prints the URL to open \
+and accepts the address the browser ends on, pasted, where the browser cannot reach this \
+machine. Then waits until you have approved it. Ctrl-C stops waiting."
 )]
 pub struct LoginArgs {
-    /// Profile to log in (default: the only device profile).
+    /// Profile to log in (default: the only device or authorization-code profile).
     pub profile: Option<String>,
 }
 
@@ -185,7 +187,7 @@ pub fn agent(extra: Option<PathBuf>, _args: AgentArgs) -> ExitCode {
 /// `stagepass login`.
 pub fn login(extra: Option<PathBuf>, args: LoginArgs) -> ExitCode {
     with_agent(extra, |client, config, _| async move {
-        let profile = match pick_profile(args.profile, &config, Some(GrantKind::Device)) {
+        let profile = match pick_profile(args.profile, &config, Some(GrantKind::stores_login)) {
             Ok(p) => p,
             Err(code) => return Ok(code),
         };
@@ -276,7 +278,7 @@ pub fn status(extra: Option<PathBuf>, args: StatusArgs) -> ExitCode {
 /// `stagepass logout`.
 pub fn logout(extra: Option<PathBuf>, args: LogoutArgs) -> ExitCode {
     with_agent(extra, |client, config, _| async move {
-        let profile = match pick_profile(args.profile, &config, Some(GrantKind::Device)) {
+        let profile = match pick_profile(args.profile, &config, Some(GrantKind::stores_login)) {
             Ok(p) => p,
             Err(code) => return Ok(code),
         };
@@ -351,7 +353,7 @@ fn report_code(e: &ClientError) -> u8 {
 fn pick_profile(
     named: Option<String>,
     config: &Config,
-    kind: Option<GrantKind>,
+    kind: Option<fn(GrantKind) -> bool>,
 ) -> Result<String, ExitCode> {
     if let Some(p) = named {
         if crate::config::valid_name(&p) {
@@ -363,7 +365,7 @@ fn pick_profile(
     let candidates: Vec<&String> = config
         .profiles
         .iter()
-        .filter(|(_, p)| kind.is_none_or(|k| p.grant == k))
+        .filter(|(_, p)| kind.is_none_or(|k| k(p.grant)))
         .map(|(n, _)| n)
         .collect();
     match candidates.as_slice() {

@@ -12,6 +12,10 @@ pub enum GrantKind {
     Device,
     /// RFC 8693 token exchange of another profile's (or an env var's) token.
     Exchange,
+    /// OAuth authorization code with PKCE (S256) once, in the user's browser, then refresh
+    /// tokens: Backstage's own authorization server (`<backend>/api/auth`), so the tokens
+    /// are the user's, not a service principal's.
+    AuthorizationCode,
     /// OAuth2 client credentials; the secret comes from a file or env var.
     ClientCredentials,
     /// A token the environment already holds (e.g. the Codespace's `GITHUB_TOKEN`).
@@ -54,9 +58,31 @@ pub struct ProfileConfig {
     pub token_env: Option<String>,
     /// Seconds of validity a handed-out token must still have (default 60, capped for short tokens).
     pub skew_seconds: Option<u64>,
+    /// `authorization-code`: the loopback port of the redirect listener
+    /// (`http://127.0.0.1:PORT/callback`); a static client's redirect URI must match it
+    /// exactly. Absent: any free port (clients that allow any loopback port).
+    pub redirect_port: Option<u16>,
     /// `[profiles.NAME.policy]`: allowed callers, maximum login age and token lifetime.
     #[serde(default)]
     pub policy: super::PolicyConfig,
+}
+
+impl GrantKind {
+    /// Grants that begin with an interactive login and keep a refresh token in the store.
+    pub fn stores_login(self) -> bool {
+        matches!(self, Self::Device | Self::AuthorizationCode)
+    }
+
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Exchange => "exchange",
+            Self::ClientCredentials => "client-credentials",
+            Self::Env => "env",
+            Self::AuthorizationCode => "authorization-code",
+        }
+    }
 }
 
 impl ProfileConfig {
@@ -74,6 +100,7 @@ impl ProfileConfig {
             subject_profile: None,
             token_env: Some(var.to_string()),
             skew_seconds: None,
+            redirect_port: None,
             policy: super::PolicyConfig::default(),
         }
     }
@@ -101,7 +128,7 @@ impl ProfileConfig {
             ));
         }
         match self.grant {
-            GrantKind::Device | GrantKind::ClientCredentials => {
+            GrantKind::Device | GrantKind::ClientCredentials | GrantKind::AuthorizationCode => {
                 if self.issuer.is_none() {
                     return Err(invalid("issuer", "required for this grant"));
                 }
@@ -128,6 +155,12 @@ impl ProfileConfig {
         }
         if let Some(issuer) = &self.issuer {
             crate::cleartext::check(issuer).map_err(|m| invalid("issuer", &m))?;
+        }
+        if self.redirect_port.is_some() && self.grant != GrantKind::AuthorizationCode {
+            return Err(invalid(
+                "redirect_port",
+                "only grant = \"authorization-code\" has a redirect listener",
+            ));
         }
         self.policy.validate(name)?;
         if self.grant == GrantKind::ClientCredentials && self.secret_source().is_none() {

@@ -87,6 +87,22 @@ impl Snapshot {
         })
     }
 
+    /// The entities whose owner is one of `ownership_refs` (a Backstage user's `ent`: the
+    /// user entity and their groups, as full refs); compared case-insensitively, like
+    /// Backstage compares refs.
+    pub fn owned_by<'a>(&'a self, ownership_refs: &[String]) -> Vec<Located<'a>> {
+        let mine: std::collections::BTreeSet<String> =
+            ownership_refs.iter().map(|r| r.to_lowercase()).collect();
+        self.entities()
+            .filter(|l| {
+                l.entity
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| mine.contains(&o.key()))
+            })
+            .collect()
+    }
+
     /// The entity `text` names (`[kind:][namespace/]name`, kind defaulting to component).
     pub fn find(&self, text: &str) -> Result<Located<'_>, InputError> {
         check_text(text, "entity")?;
@@ -250,6 +266,20 @@ mod tests {
         // A path that does not exist yet still resolves by its directory.
         let rel = s.resolve("svc/new/file.txt").unwrap();
         assert!(s.owner_of_path(&rel).is_some());
+    }
+
+    #[test]
+    fn owned_entities_are_those_of_the_ownership_refs() {
+        let (_t, s) = repo();
+        let refs = |v: &[&str]| v.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let mine = s.owned_by(&refs(&["user:default/alice", "group:default/Team-A"]));
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            mine[0].entity.entity_ref.to_string(),
+            "component:default/pay"
+        );
+        assert!(s.owned_by(&refs(&["group:default/team-b"])).is_empty());
+        assert!(s.owned_by(&[]).is_empty());
     }
 
     #[test]

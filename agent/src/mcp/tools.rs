@@ -81,7 +81,16 @@ pub fn specs() -> Vec<ToolSpec> {
         ToolSpec {
             name: "whoami",
             description: "Who is signed in: per profile the sign-in state, and the subject and \
-                groups of the ID token claims when the agent holds them. Never a token.",
+                groups of the ID token claims when the agent holds them; for a profile signed in \
+                to Backstage as the user, the Backstage user entity and its ownership refs (the \
+                user and their groups). Never a token.",
+            schema: none.clone(),
+        },
+        ToolSpec {
+            name: "my_entities",
+            description: "Which of the repository's catalog entities the signed-in Backstage \
+                user owns, directly or through a group (their ownership refs from Backstage). \
+                Empty, with the reason, when no profile is signed in to Backstage as a user.",
             schema: none,
         },
     ]
@@ -134,6 +143,10 @@ pub async fn call(
         "whoami" => {
             let _: NoArgs = args(name, raw)?;
             Ok(whoami(agent).await)
+        }
+        "my_entities" => {
+            let _: NoArgs = args(name, raw)?;
+            Ok(my_entities(snap, agent).await)
         }
         other => Err(ToolError::UnknownTool(other.to_string())),
     }
@@ -307,6 +320,7 @@ async fn whoami(agent: &AgentLink) -> Value {
                         "reason": p["reason"],
                         "subject": p["identity"]["sub"],
                         "groups": p["identity"]["groups"],
+                        "ownership_refs": p["identity"].get("ent").cloned().unwrap_or(json!([])),
                     })
                 })
                 .collect();
@@ -314,6 +328,48 @@ async fn whoami(agent: &AgentLink) -> Value {
         }
         Err(e) => json!({"profiles": [], "error": e}),
     }
+}
+
+/// The signed-in Backstage user (the first profile whose identity has ownership refs) and
+/// the repository's entities they own.
+async fn my_entities(snap: &Snapshot, agent: &AgentLink) -> Value {
+    let status = match agent.get("/v1/status").await {
+        Ok(s) => s,
+        Err(e) => return json!({"user": null, "entities": [], "error": e}),
+    };
+    let signed_in = status["profiles"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .find(|p| {
+            p["identity"]["ent"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        });
+    let Some(p) = signed_in else {
+        return json!({
+            "user": null,
+            "entities": [],
+            "error": "no profile is signed in to Backstage as a user (configure a Backstage \
+                      sign-in profile, then run `stagepass login PROFILE`)",
+        });
+    };
+    let refs: Vec<String> = p["identity"]["ent"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    let entities: Vec<Value> = snap.owned_by(&refs).iter().map(summary).collect();
+    json!({
+        "user": p["identity"]["sub"],
+        "profile": p["profile"],
+        "ownership_refs": refs,
+        "count": entities.len(),
+        "entities": entities,
+    })
 }
 
 #[cfg(test)]

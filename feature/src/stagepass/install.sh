@@ -20,6 +20,8 @@ CLIENTID="${CLIENTID:-}"
 PROFILES="${PROFILES:-backstage=backstage-catalog}"
 SCOPES="${SCOPES:-openid offline_access}"
 BACKSTAGEURL="${BACKSTAGEURL:-}"
+BACKSTAGECLIENTID="${BACKSTAGECLIENTID:-}"
+BACKSTAGEREDIRECTPORT="${BACKSTAGEREDIRECTPORT:-}"
 CATALOGSYNC="${CATALOGSYNC:-true}"
 CATALOGURLTEMPLATE="${CATALOGURLTEMPLATE:-}"
 PORT="${PORT:-7391}"
@@ -129,6 +131,20 @@ esac
 PORT=${PORT#"${PORT%%[!0]*}"} # no leading zeros in TOML integers
 if [ -z "$PORT" ] || [ "$PORT" -gt 65535 ]; then
     err 14 "option port must be 1-65535, got '$PORT'"
+fi
+check_plain backstageClientId "$BACKSTAGECLIENTID"
+if [ -n "$BACKSTAGECLIENTID" ] && [ -z "$BACKSTAGEURL" ]; then
+    err 14 "option backstageClientId needs backstageUrl (the sign-in goes to <backstageUrl>/api/auth)"
+fi
+if [ -n "$BACKSTAGEREDIRECTPORT" ]; then
+    case "$BACKSTAGEREDIRECTPORT" in
+    *[!0-9]*) err 14 "option backstageRedirectPort must be a number 1-65535, got '$BACKSTAGEREDIRECTPORT'" ;;
+    esac
+    BACKSTAGEREDIRECTPORT=${BACKSTAGEREDIRECTPORT#"${BACKSTAGEREDIRECTPORT%%[!0]*}"}
+    if [ -z "$BACKSTAGEREDIRECTPORT" ] || [ "$BACKSTAGEREDIRECTPORT" -gt 65535 ]; then
+        err 14 "option backstageRedirectPort must be 1-65535"
+    fi
+    [ -n "$BACKSTAGECLIENTID" ] || warn "backstageRedirectPort is set but backstageClientId is empty; ignored"
 fi
 case "$LOGLEVEL" in
 '' | *[!A-Za-z0-9_=,:.-]*) err 14 "option logLevel has characters a log filter cannot contain: '$LOGLEVEL'" ;;
@@ -277,6 +293,9 @@ catalog_profile=""
             check_plain profiles "$audience"
             [ -n "$first_profile" ] || first_profile=$name
             [ "$name" = backstage ] && catalog_profile=$name
+            if [ "$name" = backstage-user ] && [ -n "$BACKSTAGECLIENTID" ]; then
+                err 14 "option profiles: backstage-user is the profile backstageClientId writes"
+            fi
             echo
             echo "[profiles.$name]"
             echo "grant = \"device\""
@@ -286,6 +305,17 @@ catalog_profile=""
             [ -z "$audience" ] || echo "audience = \"$audience\""
         done
         IFS=$old_ifs
+    fi
+    if [ -n "$BACKSTAGECLIENTID" ]; then
+        # Signing in to Backstage itself: tokens of the user, so the catalog pushes as them.
+        echo
+        echo "[profiles.backstage-user]"
+        echo "grant = \"authorization-code\""
+        echo "issuer = \"${BACKSTAGEURL%/}/api/auth\""
+        echo "client_id = \"$BACKSTAGECLIENTID\""
+        echo "scopes = [\"openid\", \"offline_access\"]"
+        [ -z "$BACKSTAGEREDIRECTPORT" ] || echo "redirect_port = $BACKSTAGEREDIRECTPORT"
+        catalog_profile=backstage-user
     fi
     [ -n "$catalog_profile" ] || catalog_profile=$first_profile
     echo

@@ -479,6 +479,12 @@ fn openapi_matches_every_route() {
             h("DELETE", "/v1/login/nobody"),
             404,
         ),
+        (
+            "/v1/login/{profile}/callback",
+            "post",
+            h("POST", "/v1/login/nobody/callback"),
+            400,
+        ),
         ("/v1/catalog", "get", h("GET", "/v1/catalog"), 200),
         ("/v1/catalog/diff", "get", h("GET", "/v1/catalog/diff"), 200),
         (

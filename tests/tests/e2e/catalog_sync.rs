@@ -7,14 +7,17 @@
 // Test helpers: a failing setup step must fail the test loudly.
 use crate::catalog_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog_support::wait;
 use catalog_support::world::{
     HANG_GUARD, Repo, State, component, owner, private_backstage, start, token, wait_owner,
 };
-use stagepass_e2e::Bed;
+use stagepass::catalog::token::StaticToken;
+use stagepass::secret::Secret;
 use stagepass_e2e::support::{free_port, unique_name};
+use stagepass_e2e::{Backstage, Bed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_change_reaches_backstage_within_5s_of_the_push_and_ignored_trees_stay_unwatched() {
@@ -275,4 +278,93 @@ async fn backstage_down_with_a_service_restart_loses_nothing_and_pushes_once() {
             s.pushes
         );
     }
+}
+
+/// `spec.lifecycle` of `component:default/NAME` in Backstage.
+async fn lifecycle(bs: &Backstage, name: &str) -> Option<String> {
+    bs.entity("component", "default", name, bs.static_token())
+        .await
+        .unwrap()
+        .and_then(|e| e["spec"]["lifecycle"].as_str().map(str::to_string))
+}
+
+/// With user tokens of Backstage's own authorization server the pushes are the user's:
+/// alice (team-a) registers and changes team-a's entity; bob (team-b) is refused by the
+/// permission policy, and the refusal names who, which entity and which permission, stays
+/// in the outbox as failed, and is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_as_the_user_land_for_the_owner_and_are_refused_for_another_team() {
+    let bed = Bed::get().await.unwrap();
+    let bs = &bed.backstage;
+    let name = unique_name("owned");
+    let file = "catalog-info.yaml";
+    let with_lifecycle = |l: &str| component(&name, "team-a").replace("production", l);
+    let repo = Repo::new(&bed, &[(file, component(&name, "team-a"))]).await;
+    let alice = bs.user_access_token(&bed.idp, "alice").await.unwrap();
+    let tokens = Arc::new(StaticToken::new("backstage", Secret::new(alice)));
+    let state = State::new();
+    let h = start(&repo.config(bs.url()), &state, tokens.clone()).await;
+    h.sync_now().await;
+    wait_owner(bs, &name, "team-a").await;
+
+    // alice's change lands through a refresh (she owns it through team-a).
+    repo.change(file, &with_lifecycle("experimental"), "alice: experimental");
+    repo.push();
+    let s = wait(&h, "alice's push done", HANG_GUARD, |s| {
+        s.outbox.is_empty() && s.pushes.get(&format!("component:default/{name}")) >= Some(&2)
+    })
+    .await;
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+    let started = Instant::now();
+    while lifecycle(bs, &name).await.as_deref() != Some("experimental") {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "alice's change never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // bob's change to the same entity: refused by the policy, shown, kept, not retried.
+    let bob = bs.user_access_token(&bed.idp, "bob").await.unwrap();
+    tokens.set(Secret::new(bob));
+    repo.change(file, &with_lifecycle("deprecated"), "bob: deprecated");
+    repo.push();
+    let s = wait(&h, "bob's push refused", HANG_GUARD, |s| {
+        s.outbox.iter().any(|j| j.state == "failed")
+    })
+    .await;
+    let job = &s.outbox[0];
+    let err = job.error.clone().unwrap_or_default();
+    for part in [
+        "user:default/bob",
+        "catalog.entity.refresh",
+        &format!("component:default/{name}"),
+        "permission policy",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from {err:?}");
+    }
+    assert!(
+        s.backstage.as_ref().is_none_or(|b| b.paused.is_none()),
+        "a refusal for one entity pauses nothing: {s:?}"
+    );
+    let attempts = job.attempts;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(
+        s.outbox.len(),
+        1,
+        "the refused change stays in the outbox: {:?}",
+        s.outbox
+    );
+    assert_eq!(
+        s.outbox[0].attempts, attempts,
+        "not retried: {:?}",
+        s.outbox
+    );
+    let diff = h.diff().await;
+    let text = serde_json::to_string(&diff).unwrap();
+    assert!(
+        text.contains("catalog.entity.refresh"),
+        "diff shows the refusal: {text}"
+    );
 }

@@ -3,6 +3,9 @@
 
 use crate::support;
 
+#[path = "cli/signin.rs"]
+mod signin;
+
 use stagepass_e2e::Idp;
 use std::io::BufRead;
 use support::{Agent, Home, OpenApi, start_idp};

@@ -338,6 +338,52 @@ fn install_writes_binary_config_state_dirs_and_git_helper() {
     );
 }
 
+/// `backstageClientId` signs the catalog in to Backstage as the user: the agent's own parser
+/// sees an `authorization-code` profile on Backstage's authorization server, with the exact
+/// redirect port a static client needs, and the catalog pushes with it.
+#[test]
+fn install_with_a_backstage_client_adds_the_user_sign_in_profile() {
+    let c = Container::new();
+    let mut o = options("17396");
+    o.push(("backstageClientId", "stagepass".into()));
+    o.push(("backstageRedirectPort", "08056".into()));
+    let stdout = c.install(&opts(&o));
+    assert!(stdout.contains("stagepass: done:"), "{stdout}");
+    let config = std::fs::read_to_string(c.path("/etc/stagepass/config.toml")).unwrap();
+    let parsed = stagepass::config::Config::load_files(&[c.path("/etc/stagepass/config.toml")])
+        .unwrap_or_else(|e| panic!("the agent refuses the generated config: {e}\n{config}"));
+    let user = &parsed.profiles["backstage-user"];
+    assert_eq!(
+        user.grant,
+        stagepass::config::GrantKind::AuthorizationCode,
+        "{config}"
+    );
+    assert_eq!(
+        user.issuer.as_deref(),
+        Some("http://127.0.0.1:9/backstage/api/auth")
+    );
+    assert_eq!(user.client_id.as_deref(), Some("stagepass"));
+    assert_eq!(user.redirect_port, Some(8056));
+    assert_eq!(user.scopes, ["openid", "offline_access"]);
+    assert_eq!(parsed.catalog.profile.as_deref(), Some("backstage-user"));
+    // The device profiles stay as they were (scripts and other tools).
+    assert_eq!(
+        parsed.profiles["backstage"].grant,
+        stagepass::config::GrantKind::Device
+    );
+
+    // Without backstageUrl there is nowhere to sign in: refused, not half-written.
+    o.retain(|(k, _)| *k != "backstageUrl");
+    c.set_options(&opts(&o));
+    let out = c.run_install();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{stderr}");
+    assert!(
+        stderr.contains("backstageClientId needs backstageUrl"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn install_twice_changes_nothing() {
     let c = Container::new();
@@ -433,6 +479,11 @@ fn bad_option_values_are_refused_with_exit_code_14() {
         ),
         ("clientId", "a\\\"b", "contains a quote"),
         ("profiles", "bad/name=aud", "bad profile name"),
+        (
+            "backstageRedirectPort",
+            "80a",
+            "option backstageRedirectPort must be a number",
+        ),
     ] {
         let mut o = options("17395");
         o.retain(|(k, _)| *k != key);

@@ -301,7 +301,8 @@ retry_max_ms = 1000
             "list_entities",
             "validate_catalog",
             "ownership_diff",
-            "whoami"
+            "whoami",
+            "my_entities"
         ]
     );
 

@@ -1,4 +1,6 @@
-//! `stagepass login`: start a device login at the agent, show the code, wait for approval.
+//! `stagepass login`: start a login at the agent and wait for approval: a device login
+//! (show the URL and code), or an authorization-code sign-in (show the URL; the browser comes
+//! back to the agent's listener, or the user pastes the address it ended on).
 
 use super::output::print_line;
 use crate::client::{Client, ClientError};
@@ -20,6 +22,9 @@ pub async fn run(client: &Client, profile: &str) -> Result<ExitCode, ClientError
         return Ok(ExitCode::SUCCESS);
     }
     let uri = field(&started, "verification_uri").unwrap_or_default();
+    if let Some(redirect) = field(&started, "redirect_uri") {
+        return sign_in(client, profile, &uri, &redirect).await;
+    }
     let code = field(&started, "user_code").unwrap_or_default();
     print_line(&format!(
         "To log in to {profile}, open:\n\n    {uri}\n\nand enter the code:\n\n    {code}\n"
@@ -55,24 +60,94 @@ pub async fn run(client: &Client, profile: &str) -> Result<ExitCode, ClientError
             () = tokio::time::sleep(POLL) => {}
         }
         let state = client.get_json(&path).await?;
-        match field(&state, "state").as_deref() {
-            Some("pending") | None => continue,
-            Some("complete") => {
-                clear(spin);
-                print_line(&format!("{profile}: logged in"));
-                return Ok(ExitCode::SUCCESS);
-            }
-            Some(other) => {
-                clear(spin);
-                let why = field(&state, "message").unwrap_or_default();
-                eprintln!(
-                    "stagepass: login {other}{}{why}",
-                    if why.is_empty() { "" } else { ": " }
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+        if let Some(code) = ended(profile, &state, spin) {
+            return Ok(code);
         }
     }
+}
+
+/// The exit code once the login state has left `pending`.
+fn ended(profile: &str, state: &serde_json::Value, spin: bool) -> Option<ExitCode> {
+    let field = |k: &str| state.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    match field("state").as_deref() {
+        Some("pending") | None => None,
+        Some("complete") => {
+            clear(spin);
+            print_line(&format!("{profile}: logged in"));
+            Some(ExitCode::SUCCESS)
+        }
+        Some(other) => {
+            clear(spin);
+            let why = field("message").unwrap_or_default();
+            eprintln!(
+                "stagepass: login {other}{}{why}",
+                if why.is_empty() { "" } else { ": " }
+            );
+            Some(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// An authorization-code sign-in: the agent listens for the browser's redirect; a pasted
+/// address (one line on stdin) completes it where the browser cannot reach the listener.
+async fn sign_in(
+    client: &Client,
+    profile: &str,
+    uri: &str,
+    redirect: &str,
+) -> Result<ExitCode, ClientError> {
+    let path = format!("/v1/login/{profile}");
+    print_line(&format!(
+        "To sign in to {profile}, open:\n\n    {uri}\n\nIf the browser cannot reach {redirect} (a browser Codespace), paste the address it ended on here and press Enter."
+    ));
+    let mut pasted = pasted_lines();
+    let mut stdin_open = true;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                eprintln!("stagepass: stopped waiting; the sign-in stays open until it expires");
+                return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
+            }
+            line = pasted.recv(), if stdin_open => match line {
+                Some(l) if !l.trim().is_empty() => {
+                    let body = serde_json::json!({ "url": l.trim() });
+                    match client.post_json(&format!("{path}/callback"), &body).await {
+                        Ok(state) => {
+                            if let Some(code) = ended(profile, &state, false) {
+                                return Ok(code);
+                            }
+                        }
+                        Err(e) => eprintln!("stagepass: {e}"),
+                    }
+                }
+                Some(_) => {}
+                None => stdin_open = false,
+            },
+            () = tokio::time::sleep(POLL) => {}
+        }
+        let state = client.get_json(&path).await?;
+        if let Some(code) = ended(profile, &state, false) {
+            return Ok(code);
+        }
+    }
+}
+
+/// Lines typed or pasted on stdin, read by a plain thread: a read blocked on a terminal
+/// must not keep the process from exiting once the sign-in is done (tokio's stdin would
+/// hold the runtime's shutdown until the next Enter).
+fn pasted_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn clear(spin: bool) {

@@ -89,6 +89,30 @@ pub fn status_table(status: &serde_json::Value, now: SystemTime) -> String {
     if rows.len() == 1 {
         out.push_str("(no profiles configured)\n");
     }
+    // Profiles signed in to Backstage as the user: who, and what they own through.
+    for p in status
+        .get("profiles")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let id = p.get("identity").cloned().unwrap_or_default();
+        let ent: Vec<&str> = id
+            .get("ent")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .collect();
+        if !ent.is_empty() {
+            out.push_str(&format!(
+                "{}: signed in as {}; owns through {}\n",
+                s(p, "profile"),
+                s(&id, "sub"),
+                ent.join(", ")
+            ));
+        }
+    }
     let store = status.get("store").cloned().unwrap_or_default();
     out.push_str(&format!(
         "\nstore:   {} ({})\n",
@@ -126,6 +150,20 @@ pub fn print_status(status: &serde_json::Value, now: SystemTime) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_backstage_user_and_ownership_refs_are_shown() {
+        let status = serde_json::json!({
+            "profiles": [{"profile": "bs", "grant": "authorization-code", "state": "valid",
+                "identity": {"sub": "user:default/alice", "groups": [],
+                    "ent": ["user:default/alice", "group:default/team-a"]}}],
+        });
+        let t = status_table(&status, SystemTime::now());
+        assert!(
+            t.contains("bs: signed in as user:default/alice; owns through user:default/alice, group:default/team-a"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn table_shows_profiles_expiry_store_and_catalog() {

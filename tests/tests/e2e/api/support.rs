@@ -168,7 +168,19 @@ impl Agent {
 
     /// [`Agent::start`] with extra environment variables.
     pub fn start_env(config_toml: &str, env: &[(&str, &str)]) -> Agent {
-        let home = Home::new(config_toml);
+        Self::start_in(Home::new(config_toml), env)
+    }
+
+    /// Stops the agent (SIGTERM) and gives its home back, for a restart with the same state.
+    #[allow(dead_code)] // not every test binary restarts an agent
+    pub fn stop(self) -> Home {
+        let Agent { home, mut proc, .. } = self;
+        proc.terminate();
+        home
+    }
+
+    /// Starts `stagepass agent` in an existing home (a restart keeps the store).
+    pub fn start_in(home: Home, env: &[(&str, &str)]) -> Agent {
         let log = home.dir.path().join("agent.log");
         let child = home
             .cmd()
@@ -249,6 +261,34 @@ impl Agent {
     pub fn get(&self, path: &str) -> Resp {
         self.tcp(&self.head("GET", path, &[]))
     }
+
+    /// POST of a JSON body with the secret over TCP.
+    #[allow(dead_code)] // not every test binary posts
+    pub fn post_json(&self, path: &str, body: &str) -> Resp {
+        let head = self.head(
+            "POST",
+            path,
+            &[
+                "Content-Type: application/json",
+                "Connection: close",
+                &format!("Content-Length: {}", body.len()),
+            ],
+        );
+        self.tcp(&format!("{head}{body}"))
+    }
+}
+
+/// Polls `f` every 100 ms until it gives a value (hang guard: [`GUARD`]).
+#[allow(dead_code)] // not every test binary polls
+pub fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + GUARD;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "condition not met within {GUARD:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A parsed HTTP answer.
@@ -263,6 +303,11 @@ impl Resp {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    #[allow(dead_code)] // not every test binary reads text
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn code(&self) -> String {

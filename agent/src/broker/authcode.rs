@@ -1,0 +1,342 @@
+//! Authorization code sign-in with PKCE (S256), for Backstage's own authorization server,
+//! whose tokens are the user's (the permission framework applies the user's rights), where
+//! the IdP path only gives Backstage a service principal.
+//!
+//! `start` makes a fresh `state` and PKCE verifier, binds the redirect listener on
+//! 127.0.0.1 (loopback only, the configured `redirect_port` or any free one) and returns the
+//! authorization URL for the user's browser. The browser comes back to
+//! `http://127.0.0.1:PORT/callback?code=...&state=...`: either to the listener, or, where it
+//! cannot reach it (a browser Codespace), the user pastes that address into `stagepass login`
+//! and it reaches [`complete`] through the API. Both paths are the same function: the state
+//! must match (constant time), the pending sign-in is taken out before the code is
+//! redeemed, so an answer works once; the verifier never leaves the agent.
+
+use super::device::{finish, login_error, set_state};
+use super::idp::{AuthorizeRequest, Target};
+use super::login::{LoginRecord, PendingCode};
+use super::slot::Slot;
+use super::{BrokerError, LoginState};
+use crate::secret::Secret;
+use crate::timefmt::rfc3339;
+use base64::Engine;
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// How long a started sign-in waits for its redirect.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// A browser connection to the listener that sends nothing gives up after this long.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The path of the redirect URI.
+const CALLBACK_PATH: &str = "/callback";
+
+/// 32 random bytes, base64url without padding (43 characters: a valid PKCE verifier).
+fn random_token() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `BASE64URL(SHA256(verifier))` (RFC 7636 section 4.2).
+fn challenge(verifier: &Secret) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.expose().as_bytes()))
+}
+
+fn internal(slot: &Slot, detail: String) -> BrokerError {
+    BrokerError::Internal {
+        profile: slot.name.clone(),
+        detail,
+    }
+}
+
+fn refused(slot: &Slot, detail: &str) -> BrokerError {
+    BrokerError::Unsupported {
+        profile: slot.name.clone(),
+        detail: format!("sign-in answer refused: {detail}"),
+    }
+}
+
+/// Starts a sign-in, or returns the one still waiting for its redirect.
+pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
+    {
+        let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rec) = l.as_ref()
+            && rec.state.state == "pending"
+            && rec.code.is_some()
+            && rec.expires > Instant::now()
+        {
+            return Ok(rec.state.clone());
+        }
+    }
+    let idp = slot
+        .idp
+        .clone()
+        .ok_or_else(|| internal(slot, "no issuer configured".into()))?;
+    let client = slot.client()?;
+    let port = slot.cfg.redirect_port.unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(|e| {
+            internal(
+                slot,
+                format!("cannot listen on 127.0.0.1:{port} for the sign-in redirect: {e}"),
+            )
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| internal(slot, format!("redirect listener: {e}")))?
+        .port();
+    let redirect_uri = format!("http://127.0.0.1:{port}{CALLBACK_PATH}");
+    let state = random_token();
+    let verifier = random_token();
+    let req = AuthorizeRequest {
+        redirect_uri: redirect_uri.clone(),
+        state: state.expose().to_string(),
+        code_challenge: challenge(&verifier),
+    };
+    let target = Target {
+        scopes: slot.cfg.scopes.clone(),
+        audience: None,
+    };
+    let url = idp
+        .authorize_url(&client, &target, &req)
+        .await
+        .map_err(|e| login_error(slot, e))?;
+    let login = LoginState {
+        profile: slot.name.clone(),
+        state: "pending".into(),
+        verification_uri: Some(url.to_string()),
+        verification_uri_complete: None,
+        user_code: None,
+        expires_at: Some(rfc3339(SystemTime::now() + LOGIN_TTL)),
+        message: None,
+        redirect_uri: Some(redirect_uri.clone()),
+    };
+    let expires = Instant::now() + LOGIN_TTL;
+    tracing::info!(profile = %slot.name, redirect_uri = %redirect_uri, "authorization code sign-in started");
+    // Replacing an older record aborts its listener (LoginRecord's drop).
+    *slot.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(LoginRecord {
+        state: login.clone(),
+        expires,
+        task: None,
+        code: Some(PendingCode {
+            state,
+            verifier,
+            redirect_uri,
+        }),
+    });
+    let task = tokio::spawn(listen(slot.clone(), listener, expires));
+    if let Some(rec) = slot
+        .login
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        && rec.code.is_some()
+    {
+        rec.task = Some(task.abort_handle());
+    }
+    Ok(login)
+}
+
+/// Whether the latest sign-in still waits for its redirect.
+fn waiting(slot: &Slot) -> bool {
+    let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+    l.as_ref()
+        .is_some_and(|r| r.code.is_some() && r.expires > Instant::now())
+}
+
+/// The redirect listener: serves one connection at a time until the sign-in ends or expires.
+async fn listen(slot: Arc<Slot>, listener: tokio::net::TcpListener, deadline: Instant) {
+    use hyper::service::service_fn;
+    while waiting(&slot) {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = tokio::time::sleep_until(deadline) => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let svc_slot = slot.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let slot = svc_slot.clone();
+            async move { Ok::<_, std::convert::Infallible>(answer(&slot, &req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+        if tokio::time::timeout(CONNECTION_TIMEOUT, conn)
+            .await
+            .is_err()
+        {
+            tracing::debug!(profile = %slot.name, "redirect connection timed out");
+        }
+    }
+    tracing::debug!(profile = %slot.name, "redirect listener closed");
+}
+
+/// The browser's page after the redirect: plain text, never cached, no referrer sent on.
+async fn answer(
+    slot: &Arc<Slot>,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    let (status, text) = if req.method() != hyper::Method::GET || req.uri().path() != CALLBACK_PATH
+    {
+        (404, "not found\n".to_string())
+    } else {
+        match complete(slot, req.uri().query().unwrap_or_default(), false).await {
+            Ok(_) => (
+                200,
+                format!(
+                    "stagepass: signed in (profile {}). You can close this tab.\n",
+                    slot.name
+                ),
+            ),
+            Err(e) => (400, format!("stagepass: {e}\n")),
+        }
+    };
+    let mut resp = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(text)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        hyper::header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// The query of a redirect: the whole pasted address, or just its query.
+fn query_of(input: &str) -> String {
+    let input = input.trim();
+    match url::Url::parse(input) {
+        Ok(u) => u.query().unwrap_or_default().to_string(),
+        Err(_) => input.trim_start_matches('?').to_string(),
+    }
+}
+
+/// Ends the pending sign-in with the redirect's parameters (`input`: the query, or the
+/// whole address when pasted). `pasted`: the listener is stopped afterwards.
+pub(super) async fn complete(
+    slot: &Arc<Slot>,
+    input: &str,
+    pasted: bool,
+) -> Result<LoginState, BrokerError> {
+    let query = query_of(input);
+    let mut code = None;
+    let mut state = None;
+    let mut error = None;
+    let mut error_description = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "code" => code = Some(Secret::new(v.into_owned())),
+            "state" => state = Some(v.into_owned()),
+            "error" => error = Some(v.into_owned()),
+            "error_description" => error_description = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(state) = state else {
+        return Err(refused(slot, "it carries no state"));
+    };
+    // Take the pending sign-in only if the state matches: a wrong state must not cancel it.
+    let pending = {
+        let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = l.as_mut().filter(|r| r.expires > Instant::now()) else {
+            return Err(refused(
+                slot,
+                "no sign-in is waiting (start one with `stagepass login`)",
+            ));
+        };
+        let Some(p) = rec.code.as_ref() else {
+            return Err(refused(
+                slot,
+                "this sign-in already ended; an answer is used once",
+            ));
+        };
+        if !p.state.ct_eq(state.as_bytes()) {
+            tracing::warn!(profile = %slot.name, "sign-in redirect with a wrong state refused");
+            return Err(refused(
+                slot,
+                "the state does not match the pending sign-in",
+            ));
+        }
+        let p = rec.code.take();
+        if pasted && let Some(t) = rec.task.take() {
+            t.abort();
+        }
+        p
+    };
+    let Some(pending) = pending else {
+        return Err(refused(slot, "this sign-in already ended"));
+    };
+    if let Some(err) = error {
+        let message = match error_description {
+            Some(d) => format!("{err}: {d}"),
+            None => err.clone(),
+        };
+        let st = if err == "access_denied" {
+            "denied"
+        } else {
+            "failed"
+        };
+        tracing::warn!(profile = %slot.name, state = st, message = %message, "sign-in ended");
+        set_state(slot, st, Some(message.clone()));
+        return Err(refused(slot, &message));
+    }
+    let Some(code) = code else {
+        set_state(slot, "failed", Some("the redirect carries no code".into()));
+        return Err(refused(slot, "it carries no code"));
+    };
+    let idp = slot
+        .idp
+        .clone()
+        .ok_or_else(|| internal(slot, "no issuer configured".into()))?;
+    let client = slot.client()?;
+    let g = match idp
+        .code_exchange(&client, &code, &pending.verifier, &pending.redirect_uri)
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(profile = %slot.name, error = %e, "code exchange failed");
+            set_state(slot, "failed", Some(e.to_string()));
+            return Err(login_error(slot, e));
+        }
+    };
+    let msg = finish(slot, idp.issuer(), &client.client_id, &g).await;
+    slot.learn_ownership(&g.access_token).await;
+    tracing::info!(profile = %slot.name, "authorization code sign-in complete");
+    set_state(slot, "complete", msg);
+    super::device::state(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenge_is_s256_of_the_verifier() {
+        // RFC 7636 appendix B.
+        let v = Secret::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        assert_eq!(challenge(&v), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let r = random_token();
+        assert_eq!(r.expose().len(), 43);
+        assert_ne!(r.expose(), random_token().expose());
+    }
+
+    #[test]
+    fn a_pasted_address_or_a_bare_query_gives_the_query() {
+        assert_eq!(
+            query_of(" http://127.0.0.1:8055/callback?code=c&state=s \n"),
+            "code=c&state=s"
+        );
+        assert_eq!(query_of("?code=c&state=s"), "code=c&state=s");
+        assert_eq!(query_of("code=c&state=s"), "code=c&state=s");
+    }
+}

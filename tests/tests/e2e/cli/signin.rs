@@ -1,0 +1,313 @@
+//! Signing in to Backstage as the user (`grant = "authorization-code"`) against the bed's
+//! real `@backstage/plugin-auth-backend`: authorize -> approve (the browser's path, with
+//! alice's Backstage token) -> redirect to the agent's listener -> code exchange -> refresh
+//! -> agent restart -> refresh with no prompt; the pasted-URL path, state and replay checks,
+//! `status` showing the user entity and its ownership, logout revoking at `/v1/revoke`, and
+//! two workspaces of one user.
+
+use super::support::{self, Agent, Home};
+use stagepass_e2e::Bed;
+use std::io::{BufRead, Write};
+use std::process::Stdio;
+
+fn bed() -> Bed {
+    support::block_on(Bed::get()).unwrap()
+}
+
+fn config(bed: &Bed, client_id: &str) -> String {
+    let port = bed
+        .backstage
+        .oauth_client(client_id)
+        .unwrap()
+        .free_redirect_port()
+        .expect("a free redirect port of the static client");
+    format!(
+        r#"
+[api]
+port = 0
+
+[store]
+backend = "file"
+
+[profiles.bs]
+grant = "authorization-code"
+issuer = "{issuer}"
+client_id = "{client_id}"
+redirect_port = {port}
+scopes = ["openid", "offline_access"]
+"#,
+        issuer = bed.backstage.auth_issuer(),
+    )
+}
+
+/// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
+fn stored_refresh_token(home: &Home) -> String {
+    let dir = home.dir.path().join("state/stagepass/grants");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains("bs"))
+        .expect("a stored grant for bs");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the grant file is private");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    v["refresh_token"].as_str().unwrap().to_string()
+}
+
+fn profile_status(a: &Agent) -> serde_json::Value {
+    let out = a.home.run(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "bs")
+        .cloned()
+        .unwrap()
+}
+
+/// Starts a sign-in through the API (no CLI), approves it as `user` and lets the "browser"
+/// follow the redirect to the agent's listener. Returns the redirect address.
+fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
+    let started = a.post_json("/v1/login/bs", "{}");
+    assert_eq!(started.status, 202, "{}", started.text());
+    let url = started.json()["verification_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = support::block_on(bed.backstage.sign_in(&bed.idp, user)).unwrap();
+    let redirect = support::block_on(bed.backstage.approve(&url, &token)).unwrap();
+    let page = support::block_on(reqwest::get(&redirect)).unwrap();
+    assert_eq!(page.status(), 200, "{}", a.log());
+    redirect
+}
+
+/// `stagepass login bs` running, with its stdin, the lines it printed up to the
+/// authorization URL, the rest of its output to come, and that URL.
+struct Login {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    seen: Vec<String>,
+    url: String,
+}
+
+fn start_login(a: &Agent) -> Login {
+    let mut cmd = a.home.cmd();
+    cmd.args(["login", "bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("login printed no URL").unwrap();
+        seen.push(line.clone());
+        if line.contains("/v1/authorize?") {
+            break line.trim().to_string();
+        }
+    };
+    Login {
+        child,
+        stdin,
+        lines,
+        seen,
+        url,
+    }
+}
+
+impl Login {
+    /// Waits for the command to end, asserts it logged in, and returns what it printed.
+    fn logged_in(self, a: &Agent) -> Vec<String> {
+        let Login {
+            child,
+            stdin,
+            lines,
+            mut seen,
+            ..
+        } = self;
+        drop(stdin);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let out = support::wait_output(child);
+        assert!(
+            out.status.success(),
+            "{seen:?} {rest:?} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            a.log()
+        );
+        assert!(rest.iter().any(|l| l.contains("bs: logged in")), "{rest:?}");
+        seen.extend(rest);
+        seen
+    }
+}
+
+fn access_token_sub(a: &Agent) -> String {
+    let tok = a.home.run(&["token", "bs"]);
+    assert!(
+        tok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tok.stderr)
+    );
+    let t = String::from_utf8_lossy(&tok.stdout).trim().to_string();
+    let claims = stagepass::broker::jwt::claims(&t).unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
+    let bed = bed();
+    let a = Agent::start(&config(&bed, "stagepass"));
+    assert_eq!(profile_status(&a)["state"], "login_required");
+
+    // 1. The loopback path, driven by `stagepass login` as a person would.
+    let login = start_login(&a);
+    let url = login.url.clone();
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let alice = support::block_on(bed.backstage.sign_in(&bed.idp, "alice")).unwrap();
+    let redirect = support::block_on(bed.backstage.approve(&url, &alice)).unwrap();
+    let page = support::block_on(reqwest::get(&redirect)).unwrap();
+    assert_eq!(page.status(), 200);
+    let printed = login.logged_in(&a);
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("cannot reach") && l.contains("paste the address")),
+        "the pasted-URL path is announced in one line: {printed:?}"
+    );
+
+    // The same answer again (a replay) is refused: the listener is gone, and pasted, the
+    // sign-in it belonged to has ended.
+    assert!(
+        support::block_on(reqwest::get(&redirect)).is_err(),
+        "the redirect listener closed after its sign-in"
+    );
+    let r = a.post_json(
+        "/v1/login/bs/callback",
+        &serde_json::json!({ "url": redirect }).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("already ended"), "{}", r.text());
+
+    // Tokens are alice's; status shows her entity and ownership, never a token.
+    assert_eq!(access_token_sub(&a), "user:default/alice");
+    let st = profile_status(&a);
+    assert_eq!(st["state"], "valid", "{st}");
+    assert_eq!(st["identity"]["sub"], "user:default/alice", "{st}");
+    let ent: Vec<&str> = st["identity"]["ent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(ent.contains(&"group:default/team-a"), "{st}");
+    let rt1 = stored_refresh_token(&a.home);
+
+    // 2. A wrong state is refused and does not cancel the pending sign-in; the right
+    // address, pasted (the browser Codespace path), completes it.
+    let started = a.post_json("/v1/login/bs", "{}");
+    let url2 = started.json()["verification_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let redirect2 = support::block_on(bed.backstage.approve(&url2, &alice)).unwrap();
+    let forged = redirect2
+        .split("&state=")
+        .next()
+        .map(|head| format!("{head}&state=forged"))
+        .unwrap();
+    let r = a.post_json(
+        "/v1/login/bs/callback",
+        &serde_json::json!({ "url": forged }).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("state does not match"), "{}", r.text());
+    let r = a.post_json(
+        "/v1/login/bs/callback",
+        &serde_json::json!({ "url": redirect2 }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{} {}", r.text(), a.log());
+    assert_eq!(r.json()["state"], "complete");
+    let rt2 = stored_refresh_token(&a.home);
+    assert_ne!(rt1, rt2, "a new sign-in stores its own refresh token");
+
+    // 3. Restart: the stored login is refreshed at boot, with no prompt.
+    let home = a.stop();
+    let a = Agent::start_in(home, &[]);
+    let st = support::eventually(|| {
+        let st = profile_status(&a);
+        (st["state"] == "valid" && st["token_fingerprint"].is_string()).then_some(st)
+    });
+    assert_eq!(st["identity"]["sub"], "user:default/alice", "{st}");
+    assert!(a.log().contains("boot refresh done"), "{}", a.log());
+    let rt3 = stored_refresh_token(&a.home);
+    assert_ne!(rt2, rt3, "the refresh rotated the stored token");
+    assert_eq!(access_token_sub(&a), "user:default/alice");
+
+    // 4. Logout revokes at Backstage: the stored refresh token no longer works there.
+    let out = a.home.run(&["logout", "bs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = support::block_on(bed.backstage.refresh_status("stagepass", &rt3)).unwrap();
+    assert_eq!(status, 400, "the refresh token was revoked at /v1/revoke");
+}
+
+#[test]
+fn a_pasted_address_completes_login_from_the_terminal() {
+    let bed = bed();
+    let a = Agent::start(&config(&bed, "stagepass"));
+    let mut login = start_login(&a);
+    let bob = support::block_on(bed.backstage.sign_in(&bed.idp, "bob")).unwrap();
+    // The browser cannot reach the listener: the user copies the address it ended on.
+    let redirect = support::block_on(bed.backstage.approve(&login.url, &bob)).unwrap();
+    writeln!(login.stdin, "{redirect}").unwrap();
+    login.logged_in(&a);
+    assert_eq!(access_token_sub(&a), "user:default/bob");
+}
+
+#[test]
+fn two_workspaces_with_their_own_clients_stay_signed_in() {
+    let bed = bed();
+    let one = Agent::start(&config(&bed, "stagepass"));
+    let two = Agent::start(&config(&bed, "stagepass-ws2"));
+    // carol: no other test signs in as her, so nothing else ends her sessions.
+    sign_in_headless(&bed, &one, "carol");
+    sign_in_headless(&bed, &two, "carol");
+    // Both restart and refresh: the second sign-in did not end the first.
+    for a in [one, two] {
+        let a = Agent::start_in(a.stop(), &[]);
+        let st = support::eventually(|| {
+            let st = profile_status(&a);
+            (st["state"] == "valid" && st["token_fingerprint"].is_string()).then_some(st)
+        });
+        assert_eq!(st["identity"]["sub"], "user:default/carol", "{st}");
+    }
+}
+
+#[test]
+fn a_second_sign_in_with_the_same_client_is_named_as_the_cause() {
+    let bed = bed();
+    let one = Agent::start(&config(&bed, "stagepass"));
+    let other = Agent::start(&config(&bed, "stagepass"));
+    sign_in_headless(&bed, &one, "dave");
+    sign_in_headless(&bed, &other, "dave");
+    // Backstage keeps one session per user and client: the first workspace's is gone.
+    let one = Agent::start_in(one.stop(), &[]);
+    let st = support::eventually(|| {
+        let st = profile_status(&one);
+        (st["state"] == "login_required").then_some(st)
+    });
+    let reason = st["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("another workspace"), "{st}");
+}
