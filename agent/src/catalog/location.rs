@@ -8,8 +8,9 @@
 //! `/ancestry` is the Location entity that read it. Without such an entity, a registered
 //! location for the same file is looked up in `GET /locations`.
 //!
-//! "The same file" allows other spellings of one URL ([`same_file`]), so a location someone
-//! else registered, or Backstage's discovery emitted, is reused instead of registered twice.
+//! "The same file" allows other spellings of one URL ([`same_file`], GitHub's `blob`, `tree`,
+//! raw and API forms among them), so a location someone else registered, or Backstage's
+//! discovery emitted, is reused instead of registered twice.
 
 use super::backstage::{Backstage, BackstageError, RemoteEntity};
 use super::refs::EntityRef;
@@ -32,58 +33,7 @@ pub(crate) fn url_target(location_ref: &str) -> Option<&str> {
     location_ref.strip_prefix("url:")
 }
 
-/// Whether two URLs name the same file: scheme and host case, default ports, `.`/`..`
-/// segments and percent-encoding do not count; the query does, the fragment does not.
-pub(crate) fn same_file(a: &str, b: &str) -> bool {
-    a == b || matches!((normalise(a), normalise(b)), (Some(x), Some(y)) if x == y)
-}
-
-/// A URL reduced to what names the file.
-#[derive(PartialEq, Eq)]
-struct FileUrl {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-    segments: Vec<Vec<u8>>,
-    query: Option<String>,
-}
-
-fn normalise(s: &str) -> Option<FileUrl> {
-    let u = url::Url::parse(s).ok()?;
-    Some(FileUrl {
-        scheme: u.scheme().to_string(),
-        host: u.host_str()?.to_ascii_lowercase(),
-        port: u.port_or_known_default(),
-        segments: u
-            .path_segments()?
-            .map(|seg| percent_decode(seg.as_bytes()))
-            .collect(),
-        query: u.query().map(str::to_string),
-    })
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let decoded = match (s[i], s.get(i + 1), s.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
+pub(crate) use super::file_url::same_file;
 
 /// Whether Backstage read `e` from the file at `url`.
 pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
@@ -175,35 +125,6 @@ pub(crate) fn record_orphans(list: &mut Vec<String>, now: Vec<EntityRef>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn other_spellings_of_one_url_are_the_same_file() {
-        let u = "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml";
-        for other in [
-            u,
-            "HTTP://127.0.0.1:9/raw/r/main/svc/catalog%2Dinfo.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/./catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/x/../svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml#L1",
-        ] {
-            assert!(same_file(u, other), "{other}");
-        }
-        assert!(same_file(
-            "https://github.com/a/b/blob/main/c.yaml",
-            "https://GITHUB.com:443/a/b/blob/main/c.yaml"
-        ));
-        for different in [
-            "http://127.0.0.1:9/raw/r/main/catalog-info.yaml",
-            "http://127.0.0.1:8/raw/r/main/svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/dev/svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml?ref=x",
-            "http://127.0.0.1:9/raw/r/main/svc/Catalog-info.yaml",
-            "not a url",
-        ] {
-            assert!(!same_file(u, different), "{different}");
-        }
-        assert_eq!(percent_decode(b"a%2d%zz%4"), b"a-%zz%4".to_vec());
-    }
 
     #[test]
     fn read_from_compares_the_managed_by_location() {

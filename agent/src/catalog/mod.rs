@@ -8,6 +8,7 @@
 
 pub mod backstage;
 mod changes;
+pub(crate) mod file_url;
 pub mod check;
 pub mod diff;
 pub mod discover;
