@@ -29,6 +29,40 @@ pub(crate) fn same_file(a: &str, b: &str) -> bool {
     a == b || matches!((key(a), key(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// The other spellings under which a GitHub file URL may be registered: the `blob` and the
+/// `tree` form (the two a person copies from GitHub's pages; `blob` is also what Backstage's
+/// GitHub discovery emits). Empty for a URL that is not a GitHub page or raw URL; `url`
+/// itself is left out. Owner, repository and path are kept as spelled.
+pub(crate) fn github_spellings(url: &str) -> Vec<String> {
+    let Ok(u) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    if !matches!(key(url), Some(Key::Repo { .. })) {
+        return Vec::new();
+    }
+    let segs: Vec<&str> = u.path_segments().map(Iterator::collect).unwrap_or_default();
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let (base, o, r, rest) = match (host.as_str(), segs.as_slice()) {
+        ("raw.githubusercontent.com", [o, r, rest @ ..]) => {
+            ("https://github.com".to_string(), o, r, rest)
+        }
+        (_, [o, r, kind, rest @ ..]) if matches!(*kind, "blob" | "tree" | "raw") => {
+            let mut base = format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default());
+            if let Some(p) = u.port() {
+                base.push_str(&format!(":{p}"));
+            }
+            (base, o, r, rest)
+        }
+        _ => return Vec::new(),
+    };
+    let rest = rest.join("/");
+    ["blob", "tree"]
+        .iter()
+        .map(|kind| format!("{base}/{o}/{r}/{kind}/{rest}"))
+        .filter(|s| s != url)
+        .collect()
+}
+
 /// A URL reduced to what names the file.
 #[derive(Debug, PartialEq, Eq)]
 enum Key {
@@ -265,5 +299,28 @@ mod tests {
             "http://ghe:8080/a/b/blob/main/c.yaml",
             "http://ghe:8080/a/b/tree/main/c.yaml"
         ));
+    }
+
+    #[test]
+    fn github_spellings_are_the_blob_and_tree_forms() {
+        assert_eq!(
+            github_spellings(BLOB),
+            vec!["https://github.com/acme/payments/tree/main/svc/catalog-info.yaml"]
+        );
+        assert_eq!(
+            github_spellings(
+                "https://raw.githubusercontent.com/acme/payments/main/svc/catalog-info.yaml"
+            ),
+            vec![
+                BLOB.to_string(),
+                "https://github.com/acme/payments/tree/main/svc/catalog-info.yaml".into()
+            ]
+        );
+        assert_eq!(
+            github_spellings("http://localhost:7/o/r/tree/main/c.yaml"),
+            vec!["http://localhost:7/o/r/blob/main/c.yaml"]
+        );
+        assert!(github_spellings("http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml").is_empty());
+        assert!(github_spellings("not a url").is_empty());
     }
 }

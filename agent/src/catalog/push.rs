@@ -322,9 +322,7 @@ async fn sync_file(
             ));
         }
     }
-    if let Some(owner) = location::owner(bs, url, &known, token).await?
-        && bs.refresh(&owner.location, token).await?
-    {
+    if let Some(owner) = location::refresh_owner(bs, url, &known, token).await? {
         return Ok(Outcome {
             what: format!(
                 "refreshed {} ({}; reads {})",
