@@ -3,7 +3,7 @@
 //! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
 //! a kind and a namespace change, several files in one push, a moved file (with and
 //! without `catalog.unregister_deleted`), and a file someone else registered under another
-//! spelling of its URL.
+//! spelling of its URL (GitHub's `tree` against `blob` among them).
 //!
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
 //! agent's pushes explain a change within seconds. Entities that leave a file are handled
@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use catalog_support::wait;
 use catalog_support::world::{
     HANG_GUARD, Repo, State, component, entity, location_targets, managed_by, orphaned_or_gone,
-    private_backstage, start, token, wait_entity,
+    private_backstage_options, start, token, wait_entity,
 };
 use stagepass::catalog::{CatalogHandle, CatalogStatus};
 use stagepass_e2e::support::{free_port, unique_name};
-use stagepass_e2e::{Backstage, Bed};
+use stagepass_e2e::{Backstage, BackstageOptions, Bed};
 
 /// The promise: a pushed change is visible in Backstage within this (measured in the bench).
 const PROMISE: Duration = Duration::from_secs(5);
@@ -50,8 +50,18 @@ struct World {
 
 impl World {
     async fn new(files: &[(&str, String)]) -> World {
+        Self::with_backstage(files, |_, _| {}).await
+    }
+
+    /// Like [`World::new`], with the private Backstage's options changed by `opts`.
+    async fn with_backstage(
+        files: &[(&str, String)],
+        opts: impl FnOnce(&Bed, &mut BackstageOptions),
+    ) -> World {
         let bed = Bed::get().await.unwrap();
-        let bs = private_backstage(&bed, free_port().unwrap()).await;
+        let mut o = private_backstage_options(&bed, free_port().unwrap());
+        opts(&bed, &mut o);
+        let bs = Backstage::start(o).await.unwrap();
         let repo = Repo::new(&bed, files).await;
         World {
             bed,
@@ -68,9 +78,21 @@ impl World {
     /// Starts the agent, registers the repository's files (`catalog sync`) and waits until
     /// Backstage holds `expect`.
     async fn start(&self, unregister_deleted: bool, expect: &[String]) -> CatalogHandle {
+        self.start_with(None, unregister_deleted, expect).await
+    }
+
+    /// [`World::start`] with another `catalog.url_template` (the URL form the agent uses).
+    async fn start_with(
+        &self,
+        url_template: Option<String>,
+        unregister_deleted: bool,
+        expect: &[String],
+    ) -> CatalogHandle {
+        let base = self.repo.config(self.bs.url());
         let config = stagepass::config::CatalogConfig {
             unregister_deleted,
-            ..self.repo.config(self.bs.url())
+            url_template: url_template.or(base.url_template.clone()),
+            ..base
         };
         let h = start(&config, &self.state, token(&self.bed).await).await;
         let sync = h.sync_now().await;
@@ -421,5 +443,70 @@ async fn a_file_backstage_found_through_a_location_file_is_refreshed_there_not_r
         location_targets(&w.bs).await,
         vec![theirs],
         "the agent refreshed the Location entity Backstage reads the file with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_registered_under_its_github_tree_url_is_reused_by_an_agent_using_blob() {
+    let (old, new) = (unique_name("gh-form"), unique_name("gh-form-new"));
+    // Backstage reads GitHub-shaped URLs on `localhost:PORT` (the git host under another
+    // name) through its GitHub reader, as it reads GitHub Enterprise: owner `raw`, raw base
+    // the git host, so it fetches the git host's /raw/REPO/REF/PATH.
+    let w = World::with_backstage(&[(FILE, component(&old, "team-a"))], |bed, o| {
+        let port = bed.git.host_port().rsplit(':').next().unwrap().to_string();
+        o.github = Some((format!("localhost:{port}"), bed.git.url().to_string()));
+    })
+    .await;
+    let gh = |form: &str| {
+        let port = w
+            .bed
+            .git
+            .host_port()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        format!("http://localhost:{port}/raw/{}/{form}", w.repo.name)
+    };
+    // Someone registered the file by its tree URL (Backstage's own spelling: its GitHub
+    // integration resolves every target to `tree`, so that is what the entities name).
+    let theirs = format!("{}/main/{FILE}", gh("tree"));
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_entity(
+        &w.bs,
+        &cref(&old),
+        "read by its tree URL",
+        Instant::now(),
+        |e| e.is_some(),
+    )
+    .await;
+    // The agent names the file by its blob URL, its default for GitHub remotes.
+    let template = format!("{}/{{branch}}/{{path}}", gh("blob"));
+    let h = w.start_with(Some(template), false, &[cref(&old)]).await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs.clone()],
+        "catalog sync registered the blob URL beside their tree URL"
+    );
+
+    w.repo
+        .change(FILE, &component(&new, "team-b"), "rename the component");
+    let t = w.push();
+    w.appears(
+        &cref(&new),
+        "rename in a file registered by its tree URL",
+        t,
+    )
+    .await;
+    w.orphaned(&cref(&old), t).await;
+    settled(&h, "the rename").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed their location instead of registering the blob URL"
     );
 }
