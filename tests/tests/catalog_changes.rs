@@ -2,8 +2,9 @@
 //! real Backstage catalog backend within 5 s of a real `git push`, and `catalog diff` is
 //! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
 //! a kind and a namespace change, several files in one push, a moved file (with and
-//! without `catalog.unregister_deleted`), and a file someone else registered under another
-//! spelling of its URL (GitHub's `tree` against `blob` among them).
+//! without `catalog.unregister_deleted`), a file someone else registered under another
+//! spelling of its URL (GitHub's `tree` against `blob` among them), and a file a Location
+//! entity (as discovery emits them) named before it existed.
 //!
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
 //! agent's pushes explain a change within seconds. Entities that leave a file are handled
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use catalog_support::wait;
 use catalog_support::world::{
     HANG_GUARD, Repo, State, component, entity, location_targets, managed_by, orphaned_or_gone,
-    private_backstage_options, start, token, wait_entity,
+    parents, private_backstage_options, start, token, wait_entity,
 };
 use stagepass::catalog::{CatalogHandle, CatalogStatus};
 use stagepass_e2e::support::{free_port, unique_name};
@@ -508,5 +509,128 @@ async fn a_file_registered_under_its_github_tree_url_is_reused_by_an_agent_using
         location_targets(&w.bs).await,
         vec![theirs],
         "the agent refreshed their location instead of registering the blob URL"
+    );
+}
+
+/// The name Backstage gives the Location entity of `url:TARGET`
+/// (`locationSpecToMetadataName`), which its GitHub discovery uses for each file it finds.
+fn generated_location_name(target: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let d = Sha1::digest(format!("url:{target}").as_bytes());
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("generated-{hex}")
+}
+
+/// A Location file holding one Location entity for `target`, as discovery emits it.
+fn location_entity(name: &str, target: &str, presence: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: {name}\nspec:\n  type: url\n  target: {target}\n  presence: {presence}\n"
+    )
+}
+
+/// Registers `locations.yaml` (someone else's) and waits until Backstage processed it.
+async fn register_location_file(w: &World) -> String {
+    let theirs = w.url("locations.yaml");
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let filter = format!(
+        "/entities?filter=kind=location,metadata.annotations.backstage.io/managed-by-location=url:{theirs}"
+    );
+    let t = Instant::now();
+    loop {
+        let e = w.bs.get(&filter, Some(w.bs.static_token())).await.unwrap();
+        if e.body.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            t.elapsed() < HANG_GUARD,
+            "hang guard: locations.yaml never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    theirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_location_not_processed_yet_is_refreshed_not_duplicated() {
+    let name = unique_name("discovered");
+    let w = World::new(&[("README.md", "a service\n".to_string())]).await;
+    // Backstage's GitHub discovery emits a Location entity per file, named after its URL,
+    // without registering a location. Here one names the catalog file before it exists:
+    // its first read failed (404), so Backstage holds it unprocessed, in no API answer.
+    let url = w.url(FILE);
+    let generated = generated_location_name(&url);
+    w.repo.change(
+        "locations.yaml",
+        &location_entity(&generated, &url, "required"),
+        "discovery's Location",
+    );
+    w.repo.push();
+    let theirs = register_location_file(&w).await;
+    let h = w.start(false, &[]).await;
+
+    w.repo
+        .change(FILE, &component(&name, "team-a"), "add the discovered file");
+    let t = w.push();
+    w.appears(
+        &cref(&name),
+        "a file discovery named before it was processed",
+        t,
+    )
+    .await;
+    settled(&h, "the new file").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed discovery's Location entity instead of registering the file"
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&name)).await.unwrap(),
+        vec![format!("location:default/{generated}")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_entity_naming_the_file_is_refreshed_not_duplicated() {
+    let name = unique_name("named");
+    let holder = unique_name("holder");
+    let w = World::new(&[("README.md", "a service\n".to_string())]).await;
+    // An operator's Location entity for the file, optional so it is in the catalog while
+    // the file does not exist yet (discovery's are optional too).
+    let url = w.url(FILE);
+    w.repo.change(
+        "locations.yaml",
+        &location_entity(&holder, &url, "optional"),
+        "an operator's Location",
+    );
+    w.repo.push();
+    let theirs = register_location_file(&w).await;
+    wait_entity(
+        &w.bs,
+        &format!("location:default/{holder}"),
+        "processed",
+        Instant::now(),
+        |e| e.is_some(),
+    )
+    .await;
+    let h = w.start(false, &[]).await;
+
+    w.repo
+        .change(FILE, &component(&name, "team-a"), "add the named file");
+    let t = w.push();
+    w.appears(&cref(&name), "a file a Location entity names", t)
+        .await;
+    settled(&h, "the new file").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed the Location entity naming the file instead of registering it"
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&name)).await.unwrap(),
+        vec![format!("location:default/{holder}")]
     );
 }
