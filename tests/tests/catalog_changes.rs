@@ -2,9 +2,10 @@
 //! real Backstage catalog backend within 5 s of a real `git push`, and `catalog diff` is
 //! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
 //! a kind and a namespace change, several files in one push, a moved file (with and
-//! without `catalog.unregister_deleted`), a file someone else registered under another
-//! spelling of its URL (GitHub's `tree` against `blob` among them), and a file a Location
-//! entity (as discovery emits them) named before it existed.
+//! without `catalog.unregister_deleted`), a deleted file, a file emptied of entities or
+//! left with only invalid ones, a file someone else registered under another spelling of
+//! its URL (GitHub's `tree` against `blob`), and a file a Location entity (as discovery
+//! emits them) named before it existed.
 //!
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
 //! agent's pushes explain a change within seconds. Entities that leave a file are handled
@@ -447,6 +448,14 @@ async fn a_file_backstage_found_through_a_location_file_is_refreshed_there_not_r
     );
 }
 
+/// Waits until the agent's status has a note for which `cond` holds; returns it.
+async fn note(h: &CatalogHandle, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let s = wait(h, what, HANG_GUARD, |s| s.notes.iter().any(|n| cond(n))).await;
+    let n = s.notes.into_iter().find(|n| cond(n)).unwrap();
+    eprintln!("note: {n}");
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_registered_under_its_github_tree_url_is_reused_by_an_agent_using_blob() {
     let (old, new) = (unique_name("gh-form"), unique_name("gh-form-new"));
@@ -633,4 +642,119 @@ async fn a_location_entity_naming_the_file_is_refreshed_not_duplicated() {
         parents(&w.bs, &cref(&name)).await.unwrap(),
         vec![format!("location:default/{holder}")]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_emptied_of_entities_is_read_again_and_they_become_orphans() {
+    let (a, b) = (unique_name("empty-a"), unique_name("empty-b"));
+    let w = World::new(&[(
+        FILE,
+        docs(&[component(&a, "team-a"), component(&b, "team-a")]),
+    )])
+    .await;
+    let h = w.start(false, &[cref(&a), cref(&b)]).await;
+
+    // No document left: only a comment.
+    w.repo.change(
+        FILE,
+        "# moved to the payments repository\n",
+        "empty the file",
+    );
+    let t = w.push();
+    w.orphaned(&cref(&a), t).await;
+    w.orphaned(&cref(&b), t).await;
+    reported_gone(&w, &h, &cref(&a)).await;
+    let s = settled(&h, "the emptied file").await;
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+    note(&h, "the agent says the file was read again", |n| {
+        n.contains("no entities left") && n.contains(&cref(&a))
+    })
+    .await;
+    assert_eq!(location_targets(&w.bs).await, vec![w.url(FILE)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_left_with_only_invalid_entities_is_held_and_the_agent_says_so() {
+    let a = unique_name("held");
+    let w = World::new(&[(FILE, component(&a, "team-a"))]).await;
+    let h = w.start(false, &[cref(&a)]).await;
+
+    // The only entity lost its owner: invalid, so nothing valid is left in the file.
+    let broken = component(&a, "team-b").replace("  owner: team-b\n", "");
+    w.repo.change(FILE, &broken, "break the file");
+    let t = w.push();
+    note(&h, "the agent says the file is held", |n| {
+        n.contains(FILE) && n.contains("no valid entity left") && n.contains(&cref(&a))
+    })
+    .await;
+    eprintln!(
+        "measured: held file reported {:?} after the push",
+        t.elapsed()
+    );
+    let s = h.status();
+    assert!(s.outbox.is_empty(), "nothing was queued: {:?}", s.outbox);
+    assert!(
+        s.findings.iter().any(|f| f.message.contains("spec.owner")),
+        "{:?}",
+        s.findings
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&a)).await.map(|p| p.len()),
+        Some(1),
+        "Backstage keeps the last good entity, still read from its location"
+    );
+    assert_eq!(
+        entity(&w.bs, &cref(&a)).await.unwrap()["spec"]["owner"],
+        "team-a"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_keeps_its_location_by_default_and_the_agent_says_so() {
+    let a = unique_name("deleted-kept");
+    let w = World::new(&[
+        (FILE, component(&a, "team-a")),
+        (
+            "other/catalog-info.yaml",
+            component(&unique_name("stays"), "team-a"),
+        ),
+    ])
+    .await;
+    let h = w.start(false, &[cref(&a)]).await;
+
+    w.repo.wt.git(&["rm", "-q", FILE]).unwrap();
+    w.repo.wt.commit_all("delete the file").unwrap();
+    w.push();
+    note(&h, "the agent says the location stays", |n| {
+        n.contains(FILE)
+            && n.contains("deleted")
+            && n.contains("catalog.unregister_deleted is off")
+            && n.contains(&cref(&a))
+    })
+    .await;
+    assert!(location_targets(&w.bs).await.contains(&w.url(FILE)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_is_unregistered_when_configured_and_its_entity_orphaned() {
+    let a = unique_name("deleted");
+    let stays = unique_name("stays");
+    let w = World::new(&[
+        (FILE, component(&a, "team-a")),
+        ("other/catalog-info.yaml", component(&stays, "team-a")),
+    ])
+    .await;
+    let h = w.start(true, &[cref(&a), cref(&stays)]).await;
+
+    w.repo.wt.git(&["rm", "-q", FILE]).unwrap();
+    w.repo.wt.commit_all("delete the file").unwrap();
+    let t = w.push();
+    w.orphaned(&cref(&a), t).await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![w.url("other/catalog-info.yaml")],
+        "the deleted file's location is unregistered"
+    );
+    settled(&h, "the deletion").await;
+    assert!(entity(&w.bs, &cref(&stays)).await.is_some());
 }
