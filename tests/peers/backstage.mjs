@@ -4,10 +4,15 @@
 //
 // Usage: node backstage.mjs --issuer URL [--git-host HOST:PORT]... [--port N]
 //                           [--processing-interval SECONDS] [--static-token TOKEN]
+//                           [--github-host HOST:PORT --github-raw-base URL]
 //   --issuer               the IdP; its JWKS is <issuer>/jwks.
 //   --git-host             host:port Backstage may read url locations from (repeatable
 //                          as a comma-separated list).
 //   --processing-interval  catalog.processingInterval in seconds (default 5).
+//   --github-host          a GitHub (Enterprise) integration for this host: Backstage then
+//                          reads GitHub-shaped URLs on it (`/OWNER/REPO/blob/REF/PATH`,
+//                          `/tree/`) through its GitHub reader, which fetches
+//                          <github-raw-base>/OWNER/REPO/REF/PATH (no API, no token).
 //   --static-token         an extra externalAccess static token (subject stagepass-test-admin)
 //                          for tests that need catalog access without the IdP; random
 //                          when absent, printed in the READY line.
@@ -53,7 +58,13 @@ const opts = options({
   'git-host': { env: 'STAGEPASS_BACKSTAGE_GIT_HOST', default: '' },
   'processing-interval': { env: 'STAGEPASS_BACKSTAGE_PROCESSING_INTERVAL', default: '5' },
   'static-token': { env: 'STAGEPASS_BACKSTAGE_STATIC_TOKEN' },
+  'github-host': { env: 'STAGEPASS_BACKSTAGE_GITHUB_HOST' },
+  'github-raw-base': { env: 'STAGEPASS_BACKSTAGE_GITHUB_RAW_BASE' },
 });
+if (!opts['github-host'] !== !opts['github-raw-base']) {
+  log(NAME, '--github-host and --github-raw-base go together');
+  process.exit(2);
+}
 
 if (!opts.issuer) {
   log(NAME, '--issuer is required (the IdP whose JWKS Backstage trusts)');
@@ -148,6 +159,9 @@ const config = {
       ],
     },
   },
+  integrations: opts['github-host']
+    ? { github: [{ host: opts['github-host'], rawBaseUrl: opts['github-raw-base'] }] }
+    : {},
   catalog: {
     processingInterval: { seconds: interval },
     rules: [

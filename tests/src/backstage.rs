@@ -25,6 +25,10 @@ pub struct BackstageOptions {
     pub processing_interval_secs: u64,
     /// A chosen port (to stop and start it again at the same URL); `None` picks a free one.
     pub port: Option<u16>,
+    /// A GitHub integration: `(host:port, raw base URL)`. Backstage then reads GitHub-shaped
+    /// URLs on that host (`/OWNER/REPO/blob/REF/PATH`, `/tree/...`) by fetching
+    /// `RAW_BASE/OWNER/REPO/REF/PATH`, as it reads GitHub Enterprise without an API token.
+    pub github: Option<(String, String)>,
 }
 
 impl BackstageOptions {
@@ -35,6 +39,7 @@ impl BackstageOptions {
             reading_allow: vec![git_host_port.to_string()],
             processing_interval_secs: 5,
             port: None,
+            github: None,
         }
     }
 }
@@ -116,6 +121,11 @@ impl Backstage {
                 );
             if let Some(port) = opts.port {
                 spec = spec.arg_pair("--port", port.to_string());
+            }
+            if let Some((host, raw_base)) = &opts.github {
+                spec = spec
+                    .arg_pair("--github-host", host)
+                    .arg_pair("--github-raw-base", raw_base);
             }
             spec.ready_timeout = Duration::from_secs(180);
             match Peer::spawn(spec).await {

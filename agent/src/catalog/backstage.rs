@@ -418,6 +418,48 @@ impl Backstage {
         }
     }
 
+    /// The Location entities whose `spec.target` is `target` (`GET /entities?filter=`):
+    /// Backstage's GitHub discovery emits one per file it found, and a Location file may
+    /// name a file so; neither is a registered location. Compared without case by Backstage;
+    /// the caller checks the spelling. Empty for a target a filter cannot carry (a comma
+    /// separates filter terms).
+    pub async fn location_entities_targeting(
+        &self,
+        target: &str,
+        token: Option<&Secret>,
+    ) -> Result<Vec<(EntityRef, String)>, BackstageError> {
+        if target.contains(',') {
+            return Ok(Vec::new());
+        }
+        let filter: String = url::form_urlencoded::byte_serialize(
+            format!("kind=location,spec.target={target}").as_bytes(),
+        )
+        .collect();
+        let path = format!(
+            "/entities?filter={filter}&fields=kind,metadata.name,metadata.namespace,spec.target"
+        );
+        let Some(v) = self.get_json(&path, "entities", token).await? else {
+            return Ok(Vec::new());
+        };
+        let items = v
+            .as_array()
+            .ok_or_else(|| BackstageError::BadAnswer("entities: not an array".into()))?;
+        Ok(items
+            .iter()
+            .filter_map(|e| {
+                let md = e.get("metadata")?;
+                let r = EntityRef::new(
+                    "location",
+                    md.get("namespace")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("default"),
+                    md.get("name")?.as_str()?,
+                );
+                Some((r, e.get("spec")?.get("target")?.as_str()?.to_string()))
+            })
+            .collect())
+    }
+
     /// `DELETE /locations/{id}`; a 404 counts as done.
     pub async fn delete_location(
         &self,

@@ -2,16 +2,19 @@
 //!
 //! Refreshing an entity only re-reads entities Backstage already has; a file's new content
 //! (a renamed, added or removed entity) comes from re-reading the file, which is what
-//! processing its Location entity does. That entity is found from Backstage, never guessed
-//! from a hash of the URL: an entity Backstage read from the file (its
-//! `backstage.io/managed-by-location`) names the file, and that entity's parent in
-//! `/ancestry` is the Location entity that read it. Without such an entity, a registered
-//! location for the same file is looked up in `GET /locations`.
+//! processing its Location entity does. That entity is found from Backstage: an entity
+//! Backstage read from the file (its `backstage.io/managed-by-location`) names the file, and
+//! that entity's parent in `/ancestry` is the Location entity that read it. Without such an
+//! entity, a registered location for the same file is looked up in `GET /locations`, and
+//! last the Location entity Backstage's discovery or a Location file would have emitted for
+//! it is asked for by its name ([`refresh_owner`] says why each step is needed).
 //!
-//! "The same file" allows other spellings of one URL ([`same_file`]), so a location someone
-//! else registered, or Backstage's discovery emitted, is reused instead of registered twice.
+//! "The same file" allows other spellings of one URL ([`same_file`], GitHub's `blob`, `tree`,
+//! raw and API forms among them), so a location someone else registered, or Backstage's
+//! discovery emitted, is reused instead of registered twice.
 
 use super::backstage::{Backstage, BackstageError, RemoteEntity};
+use super::file_url;
 use super::refs::EntityRef;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,58 +35,7 @@ pub(crate) fn url_target(location_ref: &str) -> Option<&str> {
     location_ref.strip_prefix("url:")
 }
 
-/// Whether two URLs name the same file: scheme and host case, default ports, `.`/`..`
-/// segments and percent-encoding do not count; the query does, the fragment does not.
-pub(crate) fn same_file(a: &str, b: &str) -> bool {
-    a == b || matches!((normalise(a), normalise(b)), (Some(x), Some(y)) if x == y)
-}
-
-/// A URL reduced to what names the file.
-#[derive(PartialEq, Eq)]
-struct FileUrl {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-    segments: Vec<Vec<u8>>,
-    query: Option<String>,
-}
-
-fn normalise(s: &str) -> Option<FileUrl> {
-    let u = url::Url::parse(s).ok()?;
-    Some(FileUrl {
-        scheme: u.scheme().to_string(),
-        host: u.host_str()?.to_ascii_lowercase(),
-        port: u.port_or_known_default(),
-        segments: u
-            .path_segments()?
-            .map(|seg| percent_decode(seg.as_bytes()))
-            .collect(),
-        query: u.query().map(str::to_string),
-    })
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let decoded = match (s[i], s.get(i + 1), s.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
+pub(crate) use super::file_url::same_file;
 
 /// Whether Backstage read `e` from the file at `url`.
 pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
@@ -93,10 +45,32 @@ pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
         .is_some_and(|t| same_file(t, url))
 }
 
-/// The Location entity owning the file at `url`. `known` is what Backstage holds of the
-/// file's entities, old and new (absent ones left out). `None`: Backstage does not read
-/// this file yet.
-pub(crate) async fn owner(
+/// The Location entity owning the file at `url`, found from what Backstage answers.
+/// `known` is what Backstage holds of the file's entities, old and new (absent ones left
+/// out). Each candidate, in order, is refreshed until Backstage takes one (a refresh of a
+/// Location entity it lacks answers 404), and that one is returned; `None`: no Location
+/// entity reads this file yet, so it must be registered.
+///
+/// The candidates:
+/// 1. the `/ancestry` parent of an entity Backstage read from the file (the Location entity
+///    that read it, whoever registered or emitted it);
+/// 2. a registered location (`GET /locations`, the locations table: filled at registration,
+///    before Backstage produced the Location entity or read the file) for the same file;
+/// 3. a Location entity whose `spec.target` is the file (under our URL or another GitHub
+///    spelling of it): Backstage's GitHub discovery emits one per file it finds, an
+///    operator's Location file may hold one, and neither registers a location; such an
+///    entity with `presence: optional` is in the catalog even while its file is missing;
+/// 4. the Location entity Backstage names after the file's URL ([`generated_location`]),
+///    as discovery names its Location entities: one whose first read failed (the file was
+///    not pushed yet) or that was not processed yet is in no API answer, and only its
+///    name leads to it. The name is only tried, never trusted: Backstage's answer to the
+///    refresh says whether that entity exists.
+///
+/// Registering instead of refreshing one of these would give the file a second Location
+/// entity: Backstage refuses the second one's entities as a conflict (or, for 3, the
+/// registration's own Location entity, which has the same name as in 4), so the file stays
+/// unread.
+pub(crate) async fn refresh_owner(
     bs: &Backstage,
     url: &str,
     known: &[RemoteEntity],
@@ -105,7 +79,7 @@ pub(crate) async fn owner(
     for e in known.iter().filter(|e| read_from(e, url)) {
         let parents = bs.parents(&e.entity_ref, token).await?.unwrap_or_default();
         if let Some(location) = parents.into_iter().find(|p| p.kind == "location") {
-            return Ok(Some(Owner {
+            let owner = Owner {
                 location,
                 target: e
                     .location
@@ -114,20 +88,63 @@ pub(crate) async fn owner(
                     .unwrap_or(url)
                     .to_string(),
                 found: format!("parent of {}", e.entity_ref),
+            };
+            if bs.refresh(&owner.location, token).await? {
+                return Ok(Some(owner));
+            }
+        }
+    }
+    for l in bs.locations(token).await? {
+        if l.kind != "url" || !same_file(&l.target, url) {
+            continue;
+        }
+        // An older Backstage lists no `entityRef`: the name it gives the entity then.
+        let location = l
+            .entity_ref
+            .unwrap_or_else(|| generated_location(&l.kind, &l.target));
+        if bs.refresh(&location, token).await? {
+            return Ok(Some(Owner {
+                location,
+                target: l.target,
+                found: "registered location".into(),
             }));
         }
     }
-    let registered = bs.locations(token).await?;
-    Ok(registered
-        .into_iter()
-        .filter(|l| l.kind == "url" && same_file(&l.target, url))
-        .find_map(|l| {
-            Some(Owner {
-                location: l.entity_ref?,
-                target: l.target,
-                found: "registered location".into(),
-            })
-        }))
+    let spellings: Vec<String> = std::iter::once(url.to_string())
+        .chain(file_url::github_spellings(url))
+        .collect();
+    for spelling in &spellings {
+        for (location, target) in bs.location_entities_targeting(spelling, token).await? {
+            if same_file(&target, url) && bs.refresh(&location, token).await? {
+                return Ok(Some(Owner {
+                    location,
+                    target,
+                    found: "Location entity naming the file (discovery or a Location file)".into(),
+                }));
+            }
+        }
+    }
+    for target in spellings {
+        let location = generated_location("url", &target);
+        if bs.refresh(&location, token).await? {
+            return Ok(Some(Owner {
+                location,
+                target,
+                found: "Location entity Backstage made for the file, not registered here (discovery or a Location file)".into(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The Location entity Backstage makes for a `kind:target` location, registered or emitted
+/// (`locationSpecToMetadataName` of `@backstage/plugin-catalog-node`:
+/// `generated-` + hex SHA-1 of `kind:target`).
+pub(crate) fn generated_location(kind: &str, target: &str) -> EntityRef {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(format!("{kind}:{target}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    EntityRef::new("location", "default", &format!("generated-{hex}"))
 }
 
 /// Takes out of `remote` the entities pushed from here (`known`), gone from the files
@@ -177,32 +194,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn other_spellings_of_one_url_are_the_same_file() {
-        let u = "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml";
-        for other in [
-            u,
-            "HTTP://127.0.0.1:9/raw/r/main/svc/catalog%2Dinfo.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/./catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/x/../svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml#L1",
-        ] {
-            assert!(same_file(u, other), "{other}");
-        }
-        assert!(same_file(
-            "https://github.com/a/b/blob/main/c.yaml",
-            "https://GITHUB.com:443/a/b/blob/main/c.yaml"
-        ));
-        for different in [
-            "http://127.0.0.1:9/raw/r/main/catalog-info.yaml",
-            "http://127.0.0.1:8/raw/r/main/svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/dev/svc/catalog-info.yaml",
-            "http://127.0.0.1:9/raw/r/main/svc/catalog-info.yaml?ref=x",
-            "http://127.0.0.1:9/raw/r/main/svc/Catalog-info.yaml",
-            "not a url",
-        ] {
-            assert!(!same_file(u, different), "{different}");
-        }
-        assert_eq!(percent_decode(b"a%2d%zz%4"), b"a-%zz%4".to_vec());
+    fn generated_location_is_backstages_name() {
+        // node -e 'console.log(require("crypto").createHash("sha1")
+        //   .update("url:https://github.com/a/b/blob/main/catalog-info.yaml").digest("hex"))'
+        assert_eq!(
+            generated_location("url", "https://github.com/a/b/blob/main/catalog-info.yaml")
+                .to_string(),
+            "location:default/generated-b391f89a5f26c51a5e4a7c6473375b8c42a1e55c"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod changes;
 pub mod check;
 pub mod diff;
 pub mod discover;
+pub(crate) mod file_url;
 pub mod finding;
 pub mod git;
 mod location;
@@ -114,6 +115,20 @@ pub struct CatalogStatus {
     /// (no location emits them any more): it deletes them, or keeps them marked
     /// `backstage.io/orphan`, as its `catalog.orphanStrategy` says.
     pub orphans: Vec<String>,
+}
+
+/// How many notes status keeps (the newest).
+const NOTES_KEPT: usize = 20;
+
+impl CatalogStatus {
+    /// Adds a note (moved to the end when it is there already), keeping the newest
+    /// [`NOTES_KEPT`]: notes explain what a push did, so the recent ones matter.
+    pub(crate) fn add_note(&mut self, note: String) {
+        self.notes.retain(|old| *old != note);
+        self.notes.push(note);
+        let extra = self.notes.len().saturating_sub(NOTES_KEPT);
+        self.notes.drain(..extra);
+    }
 }
 
 /// Backstage as seen by the sync.

@@ -23,6 +23,10 @@ pub enum Action {
     Sync,
     /// Its file was deleted: unregister the location it came from.
     Unregister,
+    /// Its file is left with no entity at all (no document): refresh the Location entity
+    /// that reads the file, so Backstage reads it again and orphans what it held. One job
+    /// per file (see [`Job::key`]); `entity` is one it held before, for status and logs.
+    Refresh,
 }
 
 /// A pending push.
@@ -54,6 +58,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The outbox key: the entity's, or for a [`Action::Refresh`] the file's URL (an entity
+    /// that left this file may be pushed from another file in the same push).
+    pub fn key(&self) -> String {
+        match self.action {
+            Action::Refresh => format!("file:{}", self.url),
+            Action::Sync | Action::Unregister => self.entity.key(),
+        }
+    }
+
     /// A new job, not tried yet.
     pub fn new(
         entity: EntityRef,
@@ -115,7 +128,7 @@ pub struct JobStatus {
     pub entity: String,
     /// File.
     pub file: PathBuf,
-    /// `sync` or `unregister`.
+    /// `sync`, `unregister` or `refresh`.
     pub action: Action,
     /// `pending` or `failed`.
     pub state: &'static str,
@@ -186,7 +199,7 @@ impl Outbox {
     /// Queues a job, replacing any job of the same entity. Returns `false` when there is
     /// nothing to do: this version was pushed already, or it failed already for good.
     pub fn enqueue(&mut self, job: Job) -> bool {
-        let key = job.entity.key();
+        let key = job.key();
         if job.action == Action::Sync && self.data.pushed.get(&key) == Some(&job.hash) {
             if self
                 .data
@@ -249,6 +262,8 @@ impl Outbox {
                 Action::Unregister => {
                     self.data.pushed.remove(key);
                 }
+                // Nothing of the file is left to remember as pushed.
+                Action::Refresh => {}
             }
         }
     }
@@ -420,6 +435,22 @@ mod tests {
         o.fail("component:default/t", "h1", "400 again".into());
         assert!(o.enqueue(job("t", "h2")), "a new version is tried");
         assert_eq!(o.due(Instant::now()).len(), 1);
+    }
+
+    #[test]
+    fn a_refresh_job_is_keyed_by_its_file_and_leaves_no_pushed_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = Outbox::load(&tmp.path().join("outbox.json"));
+        assert!(o.enqueue(job("a", "h1")));
+        let mut refresh = job("a", "emptied:c1");
+        refresh.action = Action::Refresh;
+        assert_eq!(refresh.key(), "file:http://h/catalog-info.yaml");
+        assert!(o.enqueue(refresh.clone()), "beside the entity's own job");
+        assert!(!o.enqueue(refresh.clone()), "already pending");
+        assert_eq!(o.status().len(), 2);
+        o.complete(&refresh.key(), "emptied:c1");
+        assert!(o.pushed_hash(&refresh.key()).is_none());
+        assert_eq!(o.status().len(), 1);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! removed entity only shows once the file is read again, which refreshing the Location
 //! entity that reads it does ([`super::location`] finds it from Backstage). A file no
 //! location reads is registered as a `url` location (dry run first, so a `catalog.rules`
-//! violation is reported instead of silently dropped). A moved file's old location is
+//! violation is reported instead of silently dropped). A file left with no entity (a
+//! `refresh` job) is only refreshed, so Backstage orphans what it read from it, never
+//! registered (that would add a location yielding nothing). A moved file's old location is
 //! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
 //! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
 //! and pause every push until the token changes; but a 403 `NotAllowedError` is Backstage's
@@ -201,7 +203,7 @@ pub(crate) async fn run(w: Worker) {
         let mut pushed = false;
         for (i, unit) in units.iter().enumerate() {
             let result = match unit[0].1.action {
-                Action::Sync => {
+                Action::Sync | Action::Refresh => {
                     sync_file(
                         &w.ctx.backstage,
                         unit,
@@ -292,9 +294,6 @@ impl Outcome {
     }
 }
 
-/// How many notes status keeps (the newest).
-const NOTES_KEPT: usize = 20;
-
 impl Worker {
     /// Records a unit's outcome: jobs done or refused, notes logged and shown.
     fn settle(&self, unit: &[(String, Job)], outcome: Outcome) {
@@ -303,6 +302,10 @@ impl Worker {
                 Some((_, why)) => {
                     tracing::error!(entity = %job.entity, file = %job.file.display(), "catalog push failed: {why}");
                     self.with_outbox(|o| o.fail(key, &job.hash, why.clone()));
+                }
+                None if job.action == Action::Refresh => {
+                    tracing::info!(file = %job.file.display(), "catalog push: {}", outcome.what);
+                    self.with_outbox(|o| o.complete(key, &job.hash));
                 }
                 None => {
                     tracing::info!(entity = %job.entity, file = %job.file.display(), "catalog push: {}", outcome.what);
@@ -322,11 +325,8 @@ impl Worker {
                 b.error = None;
             }
             for n in outcome.notes {
-                s.notes.retain(|old| *old != n);
-                s.notes.push(n);
+                s.add_note(n);
             }
-            let extra = s.notes.len().saturating_sub(NOTES_KEPT);
-            s.notes.drain(..extra);
         });
     }
 }
@@ -366,7 +366,7 @@ async fn sync_file(
             !location::same_file(o, url) && !moved_from.is_some_and(|m| location::same_file(o, m))
         }) && unit
             .iter()
-            .any(|(_, j)| j.entity.key() == e.entity_ref.key())
+            .any(|(_, j)| j.action == Action::Sync && j.entity.key() == e.entity_ref.key())
         {
             notes.push(format!(
                 "{} ({file}): Backstage reads it from {other}, not from this file; it keeps that one until it is removed there",
@@ -374,29 +374,49 @@ async fn sync_file(
             ));
         }
     }
-    if let Some(owner) = location::owner(bs, url, &known, token).await? {
-        match bs.refresh(&owner.location, token).await {
-            Ok(true) => {
-                return Ok(Outcome {
-                    what: format!(
-                        "refreshed {} ({}; reads {})",
-                        owner.location, owner.found, owner.target
-                    ),
-                    refused: Vec::new(),
-                    notes,
-                });
+    let emptied: Vec<String> = unit
+        .iter()
+        .filter(|(_, j)| j.action == Action::Refresh)
+        .flat_map(|(_, j)| j.was.iter().map(ToString::to_string))
+        .collect();
+    let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
+    match location::refresh_owner(bs, url, &known, token).await {
+        Ok(Some(owner)) => {
+            if only_emptied {
+                notes.push(format!(
+                    "{file} has no entities left: refreshed {} so Backstage reads it again and orphans what it read from it ({})",
+                    owner.location,
+                    emptied.join(", ")
+                ));
             }
-            Ok(false) => {}
-            Err(denied @ BackstageError::Denied { .. }) => {
-                if let Some(mut outcome) =
-                    through_entities(bs, unit, url, &known, token, denied, who).await?
-                {
-                    outcome.notes.splice(0..0, notes);
-                    return Ok(outcome);
-                }
-            }
-            Err(other) => return Err(other),
+            return Ok(Outcome {
+                what: format!(
+                    "refreshed {} ({}; reads {})",
+                    owner.location, owner.found, owner.target
+                ),
+                refused: Vec::new(),
+                notes,
+            });
         }
+        Ok(None) => {}
+        Err(denied @ BackstageError::Denied { .. }) => {
+            if let Some(mut outcome) =
+                through_entities(bs, unit, url, &known, token, denied, who).await?
+            {
+                outcome.notes.splice(0..0, notes);
+                return Ok(outcome);
+            }
+        }
+        Err(other) => return Err(other),
+    }
+    if only_emptied {
+        // Registering a file without entities would add a location that yields nothing.
+        return Ok(Outcome {
+            what: "no entities left and no Location entity reads the file: nothing to re-read"
+                .into(),
+            refused: Vec::new(),
+            notes,
+        });
     }
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
@@ -507,8 +527,9 @@ async fn register(
         Registration::Created(refs) => refs,
     };
     let got: Vec<String> = yielded.iter().map(ToString::to_string).collect();
-    let refused: Vec<(String, String)> = unit
-        .iter()
+    let syncs = unit.iter().filter(|(_, j)| j.action == Action::Sync);
+    let refused: Vec<(String, String)> = syncs
+        .clone()
         .filter(|(_, j)| !yielded.iter().any(|r| r.key() == j.entity.key()))
         .map(|(k, j)| {
             (
@@ -521,7 +542,7 @@ async fn register(
             )
         })
         .collect();
-    if refused.len() == unit.len() {
+    if refused.len() == syncs.count() {
         return Ok(Outcome {
             what: "not registered".into(),
             refused,

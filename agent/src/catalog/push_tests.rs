@@ -827,3 +827,56 @@ async fn a_user_pushes_through_the_entities_they_own_and_is_refused_the_rest() {
     .await;
     assert_eq!(refreshed("component:default/ledger"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_file_refreshes_its_location_and_a_broken_one_is_held() {
+    let bed = bed(&[
+        ("a/catalog-info.yaml", component("payments", "team-a")),
+        ("b/catalog-info.yaml", component("billing", "team-a")),
+    ])
+    .await;
+    bed.known(
+        "component:default/payments",
+        "group:default/team-a",
+        "a/catalog-info.yaml",
+    );
+    bed.known(
+        "component:default/billing",
+        "group:default/team-a",
+        "b/catalog-info.yaml",
+    );
+    let h = bed.start(token("tok")).await;
+    // a: no document left; b: its only entity is invalid (no owner).
+    write(&bed.work, "a/catalog-info.yaml", "# gone\n");
+    write(
+        &bed.work,
+        "b/catalog-info.yaml",
+        &component("billing", "team-a").replace("  owner: team-a\n", ""),
+    );
+    commit_push(&bed.work, "empty a, break b");
+    let s = wait_for(&h, "both reported", |s| {
+        s.outbox.is_empty()
+            && s.notes.iter().any(|n| n.contains("no entities left"))
+            && s.notes.iter().any(|n| n.contains("no valid entity left"))
+    })
+    .await;
+    assert_eq!(bed.refreshes("a/catalog-info.yaml"), 1, "{:?}", s.notes);
+    assert_eq!(
+        bed.refreshes("b/catalog-info.yaml"),
+        0,
+        "held: {:?}",
+        s.notes
+    );
+    assert!(
+        !s.pushes.contains_key("component:default/payments"),
+        "the refresh is not a push of the entity that left: {:?}",
+        s.pushes
+    );
+    assert!(
+        bed.fake.with(|s| s
+            .seen
+            .iter()
+            .all(|c| !(c.method == "POST" && c.path.starts_with("/api/catalog/locations")))),
+        "nothing is registered"
+    );
+}

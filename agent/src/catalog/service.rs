@@ -790,6 +790,15 @@ impl Engine {
                 // A moved file's old location is dealt with by the new file's push.
                 if self.config.unregister_deleted && !f.moved_away {
                     queued += self.queue_unregister(&repo, &old, &f.path).await;
+                } else if !f.moved_away && !f.was.is_empty() {
+                    let was: Vec<String> = f.was.iter().map(ToString::to_string).collect();
+                    let note = format!(
+                        "{} was deleted: its location stays registered (catalog.unregister_deleted is off), so Backstage keeps {} until the location is unregistered",
+                        f.path.display(),
+                        was.join(", ")
+                    );
+                    tracing::warn!("catalog: {note}");
+                    self.shared.update(|s| s.add_note(note));
                 }
                 continue;
             }
@@ -847,6 +856,12 @@ impl Engine {
             tracing::warn!("catalog: not pushed: {f}");
         }
         let url = urls.url(path);
+        if report.entities.is_empty() && !hints.was.is_empty() {
+            return (
+                self.queue_emptied(commit, path, url, hints, &report.findings),
+                report.findings,
+            );
+        }
         let mut n = 0;
         for e in &report.entities {
             let mut job = Job::new(
@@ -871,6 +886,51 @@ impl Engine {
             }
         }
         (n, report.findings)
+    }
+
+    /// A file that held entities has none left. Without any document (emptied, or only
+    /// comments) the file is pushed all the same: refreshing its Location entity makes
+    /// Backstage read it again and orphan what it held, which nothing else would do until
+    /// Backstage's own processing loop comes round. With documents that are all invalid it
+    /// is held: the user most likely broke the file rather than emptied it, and Backstage
+    /// keeps the last good entities instead of reading a broken file; the findings say why,
+    /// and a note says that Backstage keeps the old entities. Returns the jobs queued.
+    fn queue_emptied(
+        &mut self,
+        commit: &str,
+        path: &Path,
+        url: String,
+        hints: &Hints,
+        findings: &[Finding],
+    ) -> usize {
+        let was: Vec<String> = hints.was.iter().map(ToString::to_string).collect();
+        if let Some(first) = findings.first() {
+            let note = format!(
+                "{} was pushed with no valid entity left ({} findings, first: {first}): not pushed, so Backstage keeps what it last read from it ({}) until the file is fixed",
+                path.display(),
+                findings.len(),
+                was.join(", ")
+            );
+            tracing::warn!("catalog: {note}");
+            self.shared.update(|s| s.add_note(note));
+            return 0;
+        }
+        let Some(first) = hints.was.first() else {
+            return 0;
+        };
+        let mut job = Job::new(
+            first.clone(),
+            path.to_path_buf(),
+            url,
+            format!("emptied:{commit}"),
+            Action::Refresh,
+        );
+        job.was.clone_from(&hints.was);
+        job.moved_from.clone_from(&hints.moved_from);
+        let mut queued = false;
+        self.with_outbox(|o| queued = o.enqueue(job));
+        tracing::info!(file = %path.display(), "catalog: no entities left in the file ({}); queued a refresh of its location", was.join(", "));
+        usize::from(queued)
     }
 
     async fn queue_unregister(&mut self, repo: &Repo, old: &str, path: &Path) -> usize {

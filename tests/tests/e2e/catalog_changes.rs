@@ -2,8 +2,10 @@
 //! real Backstage catalog backend within 5 s of a real `git push`, and `catalog diff` is
 //! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
 //! a kind and a namespace change, several files in one push, a moved file (with and
-//! without `catalog.unregister_deleted`), and a file someone else registered under another
-//! spelling of its URL.
+//! without `catalog.unregister_deleted`), a deleted file, a file emptied of entities or
+//! left with only invalid ones, a file someone else registered under another spelling of
+//! its URL (GitHub's `tree` against `blob`), and a file a Location entity (as discovery
+//! emits them) named before it existed.
 //!
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
 //! agent's pushes explain a change within seconds. Entities that leave a file are handled
@@ -18,11 +20,11 @@ use std::time::{Duration, Instant};
 use catalog_support::wait;
 use catalog_support::world::{
     HANG_GUARD, Repo, State, component, entity, location_targets, managed_by, orphaned_or_gone,
-    private_backstage, start, token, wait_entity,
+    parents, private_backstage_options, start, token, wait_entity,
 };
 use stagepass::catalog::{CatalogHandle, CatalogStatus};
 use stagepass_e2e::support::{free_port, unique_name};
-use stagepass_e2e::{Backstage, Bed};
+use stagepass_e2e::{Backstage, BackstageOptions, Bed};
 
 /// The promise: a pushed change is visible in Backstage within this (measured in the bench).
 const PROMISE: Duration = Duration::from_secs(5);
@@ -48,8 +50,18 @@ struct World {
 
 impl World {
     async fn new(files: &[(&str, String)]) -> World {
+        Self::with_backstage(files, |_, _| {}).await
+    }
+
+    /// Like [`World::new`], with the private Backstage's options changed by `opts`.
+    async fn with_backstage(
+        files: &[(&str, String)],
+        opts: impl FnOnce(&Bed, &mut BackstageOptions),
+    ) -> World {
         let bed = Bed::get().await.unwrap();
-        let bs = private_backstage(&bed, free_port().unwrap()).await;
+        let mut o = private_backstage_options(&bed, free_port().unwrap());
+        opts(&bed, &mut o);
+        let bs = Backstage::start(o).await.unwrap();
         let repo = Repo::new(&bed, files).await;
         World {
             bed,
@@ -66,9 +78,21 @@ impl World {
     /// Starts the agent, registers the repository's files (`catalog sync`) and waits until
     /// Backstage holds `expect`.
     async fn start(&self, unregister_deleted: bool, expect: &[String]) -> CatalogHandle {
+        self.start_with(None, unregister_deleted, expect).await
+    }
+
+    /// [`World::start`] with another `catalog.url_template` (the URL form the agent uses).
+    async fn start_with(
+        &self,
+        url_template: Option<String>,
+        unregister_deleted: bool,
+        expect: &[String],
+    ) -> CatalogHandle {
+        let base = self.repo.config(self.bs.url());
         let config = stagepass::config::CatalogConfig {
             unregister_deleted,
-            ..self.repo.config(self.bs.url())
+            url_template: url_template.or(base.url_template.clone()),
+            ..base
         };
         let h = start(&config, &self.state, token(&self.bed).await).await;
         let sync = h.sync_now().await;
@@ -420,4 +444,315 @@ async fn a_file_backstage_found_through_a_location_file_is_refreshed_there_not_r
         vec![theirs],
         "the agent refreshed the Location entity Backstage reads the file with"
     );
+}
+
+/// Waits until the agent's status has a note for which `cond` holds; returns it.
+async fn note(h: &CatalogHandle, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let s = wait(h, what, HANG_GUARD, |s| s.notes.iter().any(|n| cond(n))).await;
+    let n = s.notes.into_iter().find(|n| cond(n)).unwrap();
+    eprintln!("note: {n}");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_registered_under_its_github_tree_url_is_reused_by_an_agent_using_blob() {
+    let (old, new) = (unique_name("gh-form"), unique_name("gh-form-new"));
+    // Backstage reads GitHub-shaped URLs on `localhost:PORT` (the git host under another
+    // name) through its GitHub reader, as it reads GitHub Enterprise: owner `raw`, raw base
+    // the git host, so it fetches the git host's /raw/REPO/REF/PATH.
+    let w = World::with_backstage(&[(FILE, component(&old, "team-a"))], |bed, o| {
+        let port = bed.git.host_port().rsplit(':').next().unwrap().to_string();
+        o.github = Some((format!("localhost:{port}"), bed.git.url().to_string()));
+    })
+    .await;
+    let gh = |form: &str| {
+        let port = w
+            .bed
+            .git
+            .host_port()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        format!("http://localhost:{port}/raw/{}/{form}", w.repo.name)
+    };
+    // Someone registered the file by its tree URL (Backstage's own spelling: its GitHub
+    // integration resolves every target to `tree`, so that is what the entities name).
+    let theirs = format!("{}/main/{FILE}", gh("tree"));
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_entity(
+        &w.bs,
+        &cref(&old),
+        "read by its tree URL",
+        Instant::now(),
+        |e| e.is_some(),
+    )
+    .await;
+    // The agent names the file by its blob URL, its default for GitHub remotes.
+    let template = format!("{}/{{branch}}/{{path}}", gh("blob"));
+    let h = w.start_with(Some(template), false, &[cref(&old)]).await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs.clone()],
+        "catalog sync registered the blob URL beside their tree URL"
+    );
+
+    w.repo
+        .change(FILE, &component(&new, "team-b"), "rename the component");
+    let t = w.push();
+    w.appears(
+        &cref(&new),
+        "rename in a file registered by its tree URL",
+        t,
+    )
+    .await;
+    w.orphaned(&cref(&old), t).await;
+    settled(&h, "the rename").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed their location instead of registering the blob URL"
+    );
+}
+
+/// The name Backstage gives the Location entity of `url:TARGET`
+/// (`locationSpecToMetadataName`), which its GitHub discovery uses for each file it finds.
+fn generated_location_name(target: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let d = Sha1::digest(format!("url:{target}").as_bytes());
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("generated-{hex}")
+}
+
+/// A Location file holding one Location entity for `target`, as discovery emits it.
+fn location_entity(name: &str, target: &str, presence: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: {name}\nspec:\n  type: url\n  target: {target}\n  presence: {presence}\n"
+    )
+}
+
+/// Registers `locations.yaml` (someone else's) and waits until Backstage processed it.
+async fn register_location_file(w: &World) -> String {
+    let theirs = w.url("locations.yaml");
+    let r =
+        w.bs.register_location(&theirs, w.bs.static_token())
+            .await
+            .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let filter = format!(
+        "/entities?filter=kind=location,metadata.annotations.backstage.io/managed-by-location=url:{theirs}"
+    );
+    let t = Instant::now();
+    loop {
+        let e = w.bs.get(&filter, Some(w.bs.static_token())).await.unwrap();
+        if e.body.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            t.elapsed() < HANG_GUARD,
+            "hang guard: locations.yaml never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    theirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_location_not_processed_yet_is_refreshed_not_duplicated() {
+    let name = unique_name("discovered");
+    let w = World::new(&[("README.md", "a service\n".to_string())]).await;
+    // Backstage's GitHub discovery emits a Location entity per file, named after its URL,
+    // without registering a location. Here one names the catalog file before it exists:
+    // its first read failed (404), so Backstage holds it unprocessed, in no API answer.
+    let url = w.url(FILE);
+    let generated = generated_location_name(&url);
+    w.repo.change(
+        "locations.yaml",
+        &location_entity(&generated, &url, "required"),
+        "discovery's Location",
+    );
+    w.repo.push();
+    let theirs = register_location_file(&w).await;
+    let h = w.start(false, &[]).await;
+
+    w.repo
+        .change(FILE, &component(&name, "team-a"), "add the discovered file");
+    let t = w.push();
+    w.appears(
+        &cref(&name),
+        "a file discovery named before it was processed",
+        t,
+    )
+    .await;
+    settled(&h, "the new file").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed discovery's Location entity instead of registering the file"
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&name)).await.unwrap(),
+        vec![format!("location:default/{generated}")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_entity_naming_the_file_is_refreshed_not_duplicated() {
+    let name = unique_name("named");
+    let holder = unique_name("holder");
+    let w = World::new(&[("README.md", "a service\n".to_string())]).await;
+    // An operator's Location entity for the file, optional so it is in the catalog while
+    // the file does not exist yet (discovery's are optional too).
+    let url = w.url(FILE);
+    w.repo.change(
+        "locations.yaml",
+        &location_entity(&holder, &url, "optional"),
+        "an operator's Location",
+    );
+    w.repo.push();
+    let theirs = register_location_file(&w).await;
+    wait_entity(
+        &w.bs,
+        &format!("location:default/{holder}"),
+        "processed",
+        Instant::now(),
+        |e| e.is_some(),
+    )
+    .await;
+    let h = w.start(false, &[]).await;
+
+    w.repo
+        .change(FILE, &component(&name, "team-a"), "add the named file");
+    let t = w.push();
+    w.appears(&cref(&name), "a file a Location entity names", t)
+        .await;
+    settled(&h, "the new file").await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![theirs],
+        "the agent refreshed the Location entity naming the file instead of registering it"
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&name)).await.unwrap(),
+        vec![format!("location:default/{holder}")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_emptied_of_entities_is_read_again_and_they_become_orphans() {
+    let (a, b) = (unique_name("empty-a"), unique_name("empty-b"));
+    let w = World::new(&[(
+        FILE,
+        docs(&[component(&a, "team-a"), component(&b, "team-a")]),
+    )])
+    .await;
+    let h = w.start(false, &[cref(&a), cref(&b)]).await;
+
+    // No document left: only a comment.
+    w.repo.change(
+        FILE,
+        "# moved to the payments repository\n",
+        "empty the file",
+    );
+    let t = w.push();
+    w.orphaned(&cref(&a), t).await;
+    w.orphaned(&cref(&b), t).await;
+    reported_gone(&w, &h, &cref(&a)).await;
+    let s = settled(&h, "the emptied file").await;
+    assert!(s.outbox.is_empty(), "{:?}", s.outbox);
+    note(&h, "the agent says the file was read again", |n| {
+        n.contains("no entities left") && n.contains(&cref(&a))
+    })
+    .await;
+    assert_eq!(location_targets(&w.bs).await, vec![w.url(FILE)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_left_with_only_invalid_entities_is_held_and_the_agent_says_so() {
+    let a = unique_name("held");
+    let w = World::new(&[(FILE, component(&a, "team-a"))]).await;
+    let h = w.start(false, &[cref(&a)]).await;
+
+    // The only entity lost its owner: invalid, so nothing valid is left in the file.
+    let broken = component(&a, "team-b").replace("  owner: team-b\n", "");
+    w.repo.change(FILE, &broken, "break the file");
+    let t = w.push();
+    note(&h, "the agent says the file is held", |n| {
+        n.contains(FILE) && n.contains("no valid entity left") && n.contains(&cref(&a))
+    })
+    .await;
+    eprintln!(
+        "measured: held file reported {:?} after the push",
+        t.elapsed()
+    );
+    let s = h.status();
+    assert!(s.outbox.is_empty(), "nothing was queued: {:?}", s.outbox);
+    assert!(
+        s.findings.iter().any(|f| f.message.contains("spec.owner")),
+        "{:?}",
+        s.findings
+    );
+    assert_eq!(
+        parents(&w.bs, &cref(&a)).await.map(|p| p.len()),
+        Some(1),
+        "Backstage keeps the last good entity, still read from its location"
+    );
+    assert_eq!(
+        entity(&w.bs, &cref(&a)).await.unwrap()["spec"]["owner"],
+        "team-a"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_keeps_its_location_by_default_and_the_agent_says_so() {
+    let a = unique_name("deleted-kept");
+    let w = World::new(&[
+        (FILE, component(&a, "team-a")),
+        (
+            "other/catalog-info.yaml",
+            component(&unique_name("stays"), "team-a"),
+        ),
+    ])
+    .await;
+    let h = w.start(false, &[cref(&a)]).await;
+
+    w.repo.wt.git(&["rm", "-q", FILE]).unwrap();
+    w.repo.wt.commit_all("delete the file").unwrap();
+    w.push();
+    note(&h, "the agent says the location stays", |n| {
+        n.contains(FILE)
+            && n.contains("deleted")
+            && n.contains("catalog.unregister_deleted is off")
+            && n.contains(&cref(&a))
+    })
+    .await;
+    assert!(location_targets(&w.bs).await.contains(&w.url(FILE)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_is_unregistered_when_configured_and_its_entity_orphaned() {
+    let a = unique_name("deleted");
+    let stays = unique_name("stays");
+    let w = World::new(&[
+        (FILE, component(&a, "team-a")),
+        ("other/catalog-info.yaml", component(&stays, "team-a")),
+    ])
+    .await;
+    let h = w.start(true, &[cref(&a), cref(&stays)]).await;
+
+    w.repo.wt.git(&["rm", "-q", FILE]).unwrap();
+    w.repo.wt.commit_all("delete the file").unwrap();
+    let t = w.push();
+    w.orphaned(&cref(&a), t).await;
+    assert_eq!(
+        location_targets(&w.bs).await,
+        vec![w.url("other/catalog-info.yaml")],
+        "the deleted file's location is unregistered"
+    );
+    settled(&h, "the deletion").await;
+    assert!(entity(&w.bs, &cref(&stays)).await.is_some());
 }

@@ -28,6 +28,8 @@ pub fn component(name: &str, owner: &str) -> String {
 /// A clone with `origin` on the git host, `main` pushed and tracking `origin/main`.
 pub struct Repo {
     pub wt: Worktree,
+    /// The repository's name on the git host.
+    pub name: String,
     pub raw_base: String,
 }
 
@@ -46,6 +48,7 @@ impl Repo {
         Repo {
             wt,
             raw_base: format!("{}/raw/{name}", bed.git.url()),
+            name,
         }
     }
 
@@ -147,13 +150,18 @@ pub async fn wait_owner(bs: &Backstage, name: &str, want: &str) -> Duration {
 /// A private Backstage on a chosen port (so it can be stopped and started again at the same
 /// URL), with a long processing interval so only the agent's pushes explain fast changes.
 pub async fn private_backstage(bed: &Bed, port: u16) -> Backstage {
-    Backstage::start(BackstageOptions {
+    Backstage::start(private_backstage_options(bed, port))
+        .await
+        .unwrap()
+}
+
+/// The options of [`private_backstage`], for a test that changes one.
+pub fn private_backstage_options(bed: &Bed, port: u16) -> BackstageOptions {
+    BackstageOptions {
         processing_interval_secs: 600,
         port: Some(port),
         ..BackstageOptions::new(bed.idp.issuer(), bed.git.host_port())
-    })
-    .await
-    .unwrap()
+    }
 }
 
 /// `kind:namespace/name` held by Backstage (its JSON), `None` when absent.
