@@ -126,12 +126,19 @@ pub(crate) async fn refresh_owner(
     }
     for target in spellings {
         let location = generated_location("url", &target);
-        if bs.refresh(&location, token).await? {
-            return Ok(Some(Owner {
-                location,
-                target,
-                found: "Location entity Backstage made for the file, not registered here (discovery or a Location file)".into(),
-            }));
+        // A guess: under a policy that lets users refresh only what they own, Backstage
+        // refuses a refresh of an entity it does not have just as of one it has, so a
+        // refusal here says nothing about the file and must not stop its registration.
+        match bs.refresh(&location, token).await {
+            Ok(true) => {
+                return Ok(Some(Owner {
+                    location,
+                    target,
+                    found: "Location entity Backstage made for the file, not registered here (discovery or a Location file)".into(),
+                }));
+            }
+            Ok(false) | Err(BackstageError::Denied { .. }) => {}
+            Err(other) => return Err(other),
         }
     }
     Ok(None)
