@@ -2,24 +2,24 @@
 //!
 //! The shape follows mini-redis: [`bind`] opens the listeners (loopback TCP, Unix socket),
 //! [`run`] accepts until the shutdown future resolves, then tells every connection to finish
-//! its current request and waits for them up to a bounded drain. Each listener has its own
-//! cap on open connections: the socket's budget serves our uid only (a peer of another uid
-//! is checked before it holds a slot, and takes one of TCP's if any is free), so no flood
-//! on TCP, where any local uid can connect, delays the owner's CLI on the socket (a shared
-//! cap let 128 idle connections of uid 65534 hold `stagepass token` for 9-24 s). A
-//! connection that has not shown the secret (or our uid) gets [`UNPROVEN_TIMEOUT`] in all,
-//! whatever it sends meanwhile, and less when TCP's budget is full: a new TCP connection then
-//! takes the slot of the oldest connection that has not shown the secret (it had its chance),
-//! so the owner's own TCP clients never queue behind another uid's idle connections (they
-//! waited up to 2.4 s behind 500 of them). Only connections that showed the secret, i.e. the
-//! owner's, make new ones wait in the backlog. Accept errors (e.g. out of file descriptors) back off
-//! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
-//! started and not finished in time) and an idle timeout (no traffic and no request in
-//! flight). One watchman thread per server checks every connection a few times per timeout
-//! and signals the ones out of time; a connection task itself holds no timer. Arming and
-//! cancelling hyper's per-request timer, then a ticking timer per connection, were each a
-//! measurable share of a cache hit: every runtime park walked the timer wheel and every
-//! wake-up polled the connection's sleep (callgrind: ~800 instructions of ~12,400).
+//! its current request and waits for them up to a bounded drain. Each listener has its own cap
+//! on open connections: the socket's budget serves our uid only (a peer of another uid is
+//! checked before it holds a slot, and takes one of TCP's if any is free), so no flood on TCP,
+//! where any local uid can connect, delays the owner's CLI on the socket (a shared cap let 128
+//! idle connections of uid 65534 hold `stagepass token` for 9-24 s). A connection that has not
+//! shown the secret (or our uid) gets [`UNPROVEN_TIMEOUT`] in all, whatever it sends meanwhile,
+//! and less when TCP's budget is full: a new TCP connection then takes the slot of the oldest
+//! connection that has not shown the secret (it had its chance), so the owner's own TCP clients
+//! never queue behind another uid's idle connections (they waited up to 2.4 s behind 500 of
+//! them). Only connections that showed the secret, i.e. the owner's, make new ones wait in the
+//! backlog. Accept errors (e.g. out of file descriptors) back off instead of spinning. Each
+//! connection gets a header-read timeout (slowloris: a request head started and not finished in
+//! time) and an idle timeout (no traffic and no request in flight). One watchman thread per
+//! server checks every connection a few times per timeout and signals the ones out of time; a
+//! connection task itself holds no timer. Arming and cancelling hyper's per-request timer, then
+//! a ticking timer per connection, were each a measurable share of a cache hit: every runtime
+//! park walked the timer wheel and every wake-up polled the connection's sleep (callgrind: ~800
+//! instructions of ~12,400).
 
 use super::routes;
 use super::signal::Signal;
@@ -341,9 +341,11 @@ async fn accept_loop<A: Acceptor>(
             };
             (p, budget)
         };
+        // Registered here, not in the task: a connection holding a slot is always in the
+        // map, so the next full budget can find it to evict.
+        let (id, watch) = shared.drain.register(holds);
         let conn = shared.clone();
         tokio::spawn(async move {
-            let (id, watch) = conn.drain.register(holds);
             serve_connection(io, info, conn.state.clone(), watch).await;
             conn.drain.deregister(id);
             drop(permit);

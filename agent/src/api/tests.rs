@@ -548,6 +548,14 @@ async fn connection_cap_queues_extra_clients() {
         )
         .await
         .unwrap();
+    // Its answer: the request passed the guard (kept alive, so read only what came).
+    let mut head = [0u8; 256];
+    let n = {
+        use tokio::io::AsyncReadExt;
+        first.read(&mut head).await.unwrap()
+    };
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut second = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
