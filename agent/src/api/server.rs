@@ -2,20 +2,24 @@
 //!
 //! The shape follows mini-redis: [`bind`] opens the listeners (loopback TCP, Unix socket),
 //! [`run`] accepts until the shutdown future resolves, then tells every connection to finish
-//! its current request and waits for them up to a bounded drain. Each listener has its own
-//! cap on open connections: the socket's budget serves our uid only (a peer of another uid
-//! is checked before it holds a slot, and takes one of TCP's if any is free), so no flood
-//! on TCP, where any local uid can connect, delays the owner's CLI on the socket (a shared
-//! cap let 128 idle connections of uid 65534 hold `stagepass token` for 9-24 s). A
-//! connection that has not shown the secret (or our uid) gets [`UNPROVEN_TIMEOUT`] in all,
-//! whatever it sends meanwhile. Accept errors (e.g. out of file descriptors) back off
-//! instead of spinning. Each connection gets a header-read timeout (slowloris: a request head
-//! started and not finished in time) and an idle timeout (no traffic and no request in
-//! flight). One watchman thread per server checks every connection a few times per timeout
-//! and signals the ones out of time; a connection task itself holds no timer. Arming and
-//! cancelling hyper's per-request timer, then a ticking timer per connection, were each a
-//! measurable share of a cache hit: every runtime park walked the timer wheel and every
-//! wake-up polled the connection's sleep (callgrind: ~800 instructions of ~12,400).
+//! its current request and waits for them up to a bounded drain. Each listener has its own cap
+//! on open connections: the socket's budget serves our uid only (a peer of another uid is
+//! checked before it holds a slot, and takes one of TCP's if any is free), so no flood on TCP,
+//! where any local uid can connect, delays the owner's CLI on the socket (a shared cap let 128
+//! idle connections of uid 65534 hold `stagepass token` for 9-24 s). A connection that has not
+//! shown the secret (or our uid) gets [`UNPROVEN_TIMEOUT`] in all, whatever it sends meanwhile,
+//! and less when TCP's budget is full: a new TCP connection then takes the slot of the oldest
+//! connection that has not shown the secret (it had its chance), so the owner's own TCP clients
+//! never queue behind another uid's idle connections (they waited up to 2.4 s behind 500 of
+//! them). Only connections that showed the secret, i.e. the owner's, make new ones wait in the
+//! backlog. Accept errors (e.g. out of file descriptors) back off instead of spinning. Each
+//! connection gets a header-read timeout (slowloris: a request head started and not finished in
+//! time) and an idle timeout (no traffic and no request in flight). One watchman thread per
+//! server checks every connection a few times per timeout and signals the ones out of time; a
+//! connection task itself holds no timer. Arming and cancelling hyper's per-request timer, then
+//! a ticking timer per connection, were each a measurable share of a cache hit: every runtime
+//! park walked the timer wheel and every wake-up polled the connection's sleep (callgrind: ~800
+//! instructions of ~12,400).
 
 use super::conn_peer::ConnPeer;
 use super::routes;
@@ -45,6 +49,9 @@ use tokio::sync::{Semaphore, mpsc};
 /// secret on TCP, our uid on the socket), however busy it is: a client that holds a slot
 /// must prove it may, and quickly. Capped by the configured header timeout.
 pub const UNPROVEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection was cut to make room for a newcomer (see [`Conns::evict_oldest_unproven`]).
+const EVICTED: &str = "TCP's connection budget is full and no request passed the guard yet";
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -172,13 +179,23 @@ pub async fn run(
     let socket = bound.socket.clone();
     let tcp = async {
         match bound.tcp {
-            Some(l) => accept_loop(l, shared.clone(), shared.tcp_limit.clone()).await,
+            Some(l) => {
+                accept_loop(l, shared.clone(), shared.tcp_limit.clone(), Budget::Tcp).await;
+            }
             None => std::future::pending().await,
         }
     };
     let unix = async {
         match bound.unix {
-            Some(l) => accept_loop(l, shared.clone(), shared.socket_limit.clone()).await,
+            Some(l) => {
+                accept_loop(
+                    l,
+                    shared.clone(),
+                    shared.socket_limit.clone(),
+                    Budget::Socket,
+                )
+                .await;
+            }
             None => std::future::pending().await,
         }
     };
@@ -211,6 +228,17 @@ struct Shared {
     drain: Arc<Conns>,
     /// Dropped by each connection task when it ends; `run` waits for the last one.
     _done: mpsc::Sender<()>,
+}
+
+/// Which connection budget a connection holds a slot of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// TCP's (any local uid can connect), also taken by socket peers of another uid. Its
+    /// connections that have not shown the secret give their slot up to newcomers when it
+    /// is full.
+    Tcp,
+    /// The socket's, for our own uid only.
+    Socket,
 }
 
 /// A listener we can accept connections from, with the facts the guard needs.
@@ -266,11 +294,18 @@ impl Acceptor for UnixListener {
     }
 }
 
-/// The `Listener`: accepts, waits for a free slot of its own budget (`own`), spawns a
-/// `Handler` per connection. A socket peer of another uid never waits for a slot of the
-/// socket's budget: it is served (refused, `403 forbidden_peer`) in a free TCP slot or
-/// dropped at once.
-async fn accept_loop<A: Acceptor>(listener: A, shared: Shared, own: Arc<Semaphore>) {
+/// The `Listener`: accepts, takes a slot of its own budget (`own`), spawns a `Handler` per
+/// connection. When TCP's budget is full, the oldest connection that has not shown the
+/// secret is cut to make room (see the module docs); when every slot is held by connections
+/// that have, the loop stops accepting and new clients wait in the backlog. A socket peer of
+/// another uid never waits for a slot of the socket's budget: it is served (refused,
+/// `403 forbidden_peer`) in a free TCP slot or dropped at once.
+async fn accept_loop<A: Acceptor>(
+    listener: A,
+    shared: Shared,
+    own: Arc<Semaphore>,
+    budget: Budget,
+) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let (io, info) = match listener.accept_conn(shared.state.attestation).await {
@@ -283,23 +318,35 @@ async fn accept_loop<A: Acceptor>(listener: A, shared: Shared, own: Arc<Semaphor
             }
         };
         backoff = Duration::from_millis(10);
-        // While its cap is reached this loop stops accepting; new clients wait in the
-        // backlog.
         let foreign = matches!(info.transport, Transport::Unix { peer_uid } if peer_uid != Some(shared.state.own_uid));
-        let permit = if foreign {
+        let (permit, holds) = if foreign {
             match shared.tcp_limit.clone().try_acquire_owned() {
-                Ok(p) => p,
+                Ok(p) => (p, Budget::Tcp),
                 Err(_) => continue,
             }
         } else {
-            let Ok(p) = own.clone().acquire_owned().await else {
-                return;
+            let p = match own.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(tokio::sync::TryAcquireError::Closed) => return,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    if budget == Budget::Tcp {
+                        shared.drain.evict_oldest_unproven();
+                    }
+                    // The evicted connection gives its slot back as soon as its task sees
+                    // the signal; without one to evict, wait for a proven one to end.
+                    let Ok(p) = own.clone().acquire_owned().await else {
+                        return;
+                    };
+                    p
+                }
             };
-            p
+            (p, budget)
         };
+        // Registered here, not in the task: a connection holding a slot is always in the
+        // map, so the next full budget can find it to evict.
+        let (id, watch) = shared.drain.register(holds);
         let conn = shared.clone();
         tokio::spawn(async move {
-            let (id, watch) = conn.drain.register();
             serve_connection(io, info, conn.state.clone(), watch).await;
             conn.drain.deregister(id);
             drop(permit);
@@ -325,16 +372,19 @@ struct Watch {
     activity: Activity,
     signal: Signal,
     expired: std::sync::OnceLock<&'static str>,
+    /// The budget whose slot it holds.
+    budget: Budget,
 }
 
 impl Conns {
     /// A new connection's id and watch; already signalled if the drain has begun.
-    fn register(&self) -> (u64, Arc<Watch>) {
+    fn register(&self, budget: Budget) -> (u64, Arc<Watch>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let watch = Arc::new(Watch {
             activity: Activity::default(),
             signal: Signal::default(),
             expired: std::sync::OnceLock::new(),
+            budget,
         });
         if let Ok(mut m) = self.map.lock() {
             m.insert(id, watch.clone());
@@ -349,6 +399,31 @@ impl Conns {
     fn deregister(&self, id: u64) {
         if let Ok(mut m) = self.map.lock() {
             m.remove(&id);
+        }
+    }
+
+    /// Cuts the oldest open connection of TCP's budget that has not shown the secret (ids
+    /// grow with time), to make room for a newcomer; false when there is none. The newest
+    /// are spared because a client that has the secret sends it at once: a new connection
+    /// is almost always about to prove itself, an old unproven one almost never.
+    fn evict_oldest_unproven(&self) -> bool {
+        let Ok(m) = self.map.lock() else {
+            return false;
+        };
+        let oldest = m
+            .iter()
+            .filter(|(_, w)| {
+                w.budget == Budget::Tcp && !w.activity.is_proven() && w.expired.get().is_none()
+            })
+            .min_by_key(|(id, _)| **id);
+        match oldest {
+            Some((_, w)) => {
+                if w.expired.set(EVICTED).is_ok() {
+                    w.signal.raise();
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -764,6 +839,29 @@ mod tests {
             head_pending,
             proven: true,
         }
+    }
+
+    /// Issue 19: when TCP's budget is full, the oldest connection of that budget that has
+    /// not shown the secret makes room; proven connections and the socket's never do.
+    #[test]
+    fn a_full_tcp_budget_evicts_the_oldest_unproven_connection_only() {
+        let conns = Conns::default();
+        let (_, socket) = conns.register(Budget::Socket);
+        let (_, proven) = conns.register(Budget::Tcp);
+        proven.activity.prove();
+        let (_, old) = conns.register(Budget::Tcp);
+        let (_, young) = conns.register(Budget::Tcp);
+        assert!(conns.evict_oldest_unproven());
+        assert_eq!(old.expired.get(), Some(&EVICTED));
+        for w in [&socket, &proven, &young] {
+            assert_eq!(w.expired.get(), None);
+        }
+        // The next newcomer takes the next oldest; then nothing is left to evict.
+        assert!(conns.evict_oldest_unproven());
+        assert_eq!(young.expired.get(), Some(&EVICTED));
+        assert!(!conns.evict_oldest_unproven());
+        assert_eq!(socket.expired.get(), None);
+        assert_eq!(proven.expired.get(), None);
     }
 
     #[test]

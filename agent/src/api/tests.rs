@@ -580,13 +580,29 @@ async fn connection_cap_queues_extra_clients() {
         ..ApiConfig::default()
     };
     let r = serve(cfg).await;
+    // The first shows the secret: a proven connection keeps its slot (an unproven one would
+    // give it up to the newcomer, see the next test).
     let mut first = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();
     first
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer s3cret-0123456789\r\n\r\n",
+                r.port
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
+    // Its answer: the request passed the guard (kept alive, so read only what came).
+    let mut head = [0u8; 256];
+    let n = {
+        use tokio::io::AsyncReadExt;
+        first.read(&mut head).await.unwrap()
+    };
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut second = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
         .await
         .unwrap();

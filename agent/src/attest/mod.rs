@@ -1,6 +1,6 @@
 //! Caller attestation: which process is asking for a credential.
 //!
-//! Done once per connection, lazily, at its first credential request ([`ConnPeer`]); a
+//! Done once per connection, lazily, at its first credential request (`api::conn_peer`); a
 //! keep-alive client pays the /proc reads once. What we record and why:
 //!
 //! - **Who is on the other end** ([`peer`]): SO_PEERCRED on the Unix socket (captured at

@@ -448,21 +448,28 @@ impl Broker {
             })?
     }
 
-    /// Every access token the broker holds now (cached ones, and the environment's for
-    /// `env` profiles): values that must never be recorded (see `attest::redact`).
+    /// Every token the broker holds or held lately: values that must never be recorded
+    /// (see `attest::redact`). For each profile the environment's token (`env` profiles),
+    /// else the access and refresh tokens of its last rotations, the current ones included
+    /// (a command line may carry a token a script saved before a refresh; see
+    /// `RECENT_SECRETS` in `slot`).
     pub fn known_tokens(&self) -> Vec<Secret> {
-        self.inner
-            .slots
-            .values()
-            .filter_map(|slot| {
-                if slot.cfg.grant == GrantKind::Env {
-                    let var = slot.cfg.token_env.as_deref()?;
-                    std::env::var(var).ok().map(Secret::new)
-                } else {
-                    slot.snapshot().map(|(_, t)| t.access_token.clone())
+        let mut v = Vec::new();
+        for slot in self.inner.slots.values() {
+            if slot.cfg.grant == GrantKind::Env {
+                if let Some(t) = slot
+                    .cfg
+                    .token_env
+                    .as_deref()
+                    .and_then(|var| std::env::var(var).ok())
+                {
+                    v.push(Secret::new(t));
                 }
-            })
-            .collect()
+            } else {
+                v.extend(slot.recent_secrets());
+            }
+        }
+        v
     }
 
     /// The hot-path view of a profile whose cached token may be served without calling

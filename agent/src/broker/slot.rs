@@ -63,16 +63,64 @@ pub(super) enum FailKind {
     Error,
 }
 
+/// How many of the secrets a profile held (access and refresh tokens, the current ones
+/// included) it remembers for the audit redactor: a command line may still carry a token
+/// from an earlier rotation (a script that saved it, a shell history replayed). 16 covers
+/// the last 8 rotations of both; with hour-long tokens that is most of a working day.
+pub(super) const RECENT_SECRETS: usize = 16;
+
+/// The last [`RECENT_SECRETS`] secrets a profile held, oldest first: values the audit log
+/// must never record (see `attest::redact`). Only the redactor reads them; they are
+/// [`Secret`]s, so they print as `[redacted]` and are zeroed when they drop out or the
+/// profile goes away.
+#[derive(Default)]
+pub(super) struct Recent(std::collections::VecDeque<Secret>);
+
+impl Recent {
+    /// Remembers `s` (once), forgetting the oldest past [`RECENT_SECRETS`].
+    pub(super) fn remember(&mut self, s: &Secret) {
+        if self.0.iter().any(|k| k == s) {
+            return;
+        }
+        if self.0.len() == RECENT_SECRETS {
+            self.0.pop_front();
+        }
+        self.0.push_back(s.clone());
+    }
+
+    /// The secrets remembered, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recent({} secrets)", self.0.len())
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct SlotState {
     pub(super) token: Option<Cached>,
+    /// Set through [`SlotState::set_refresh_token`], which remembers it in `recent`.
     pub(super) refresh_token: Option<Secret>,
+    /// Every access and refresh token this profile held lately (see [`Recent`]).
+    pub(super) recent: Recent,
     pub(super) failure: Option<Failure>,
     pub(super) refreshing: bool,
     /// Claims of the last ID token (kept across refreshes that carry none).
     pub(super) identity: Option<super::idp::Identity>,
     /// When the current device login happened (for `policy.max_grant_age`).
     pub(super) logged_in_at: Option<SystemTime>,
+}
+
+impl SlotState {
+    /// Holds `rt` as the refresh token, remembering it for the redactor.
+    pub(super) fn set_refresh_token(&mut self, rt: Secret) {
+        self.recent.remember(&rt);
+        self.refresh_token = Some(rt);
+    }
 }
 
 /// Shared knobs of every slot.
@@ -299,7 +347,15 @@ impl Slot {
     /// Every change of `st.token` goes through here.
     fn set_token(&self, st: &mut SlotState, token: Option<Cached>) {
         self.published.set(token.as_ref());
+        if let Some(c) = &token {
+            st.recent.remember(&c.issued.access_token);
+        }
         st.token = token;
+    }
+
+    /// Every secret this profile held lately, the current ones included (see [`Recent`]).
+    pub(super) fn recent_secrets(&self) -> Vec<Secret> {
+        self.lock().recent.iter().cloned().collect()
     }
 
     /// The cached token if it serves a caller needing `min_valid`.
@@ -641,7 +697,7 @@ impl Slot {
             let mut st = self.lock();
             if let Some(g) = &stored {
                 // Another process may have rotated it: the store is the truth.
-                st.refresh_token = Some(g.refresh_token.clone());
+                st.set_refresh_token(g.refresh_token.clone());
                 st.logged_in_at = Some(unix(g.login_time()));
             }
             st.refresh_token.clone()
@@ -685,7 +741,7 @@ impl Slot {
                 } else {
                     drop(lock);
                 }
-                self.lock().refresh_token = Some(new_rt);
+                self.lock().set_refresh_token(new_rt);
                 Ok(self.cache_entry(&g))
             }
             Err(e) => {
@@ -884,7 +940,7 @@ impl Slot {
         self.set_token(&mut st, Some(entry));
         st.logged_in_at = Some(SystemTime::now());
         if let Some(rt) = &g.refresh_token {
-            st.refresh_token = Some(rt.clone());
+            st.set_refresh_token(rt.clone());
         }
         st.failure = None;
         drop(st);
@@ -965,7 +1021,7 @@ impl Slot {
         if self.grant_matches(&g) {
             let mut st = self.lock();
             st.logged_in_at = Some(unix(g.login_time()));
-            st.refresh_token = Some(g.refresh_token);
+            st.set_refresh_token(g.refresh_token);
         }
     }
 

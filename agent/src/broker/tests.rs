@@ -355,3 +355,26 @@ async fn concurrent_callers_share_one_idp_call() {
     assert_eq!(tokens.len(), 1);
     assert_eq!(fake.calls().len(), 1);
 }
+
+/// Issue 19: the audit redactor knows the tokens of earlier rotations, not only the current
+/// one (a command line may carry a token a script saved before a refresh), and forgets the
+/// oldest past the bound.
+#[tokio::test(start_paused = true)]
+async fn known_tokens_keep_earlier_rotations_up_to_the_bound() {
+    use super::slot::RECENT_SECRETS;
+    let fake = Fake::new(Duration::from_secs(100));
+    let s = setup(&fake, false, Backoff::default()).await;
+    let mut issued = Vec::new();
+    for _ in 0..RECENT_SECRETS + 3 {
+        let t = s.broker.token("p", TokenRequest::default()).await.unwrap();
+        issued.push(t.access_token.clone());
+        // Past the skew margin: the next call refreshes.
+        tokio::time::sleep(Duration::from_secs(80)).await;
+    }
+    let known = s.broker.known_tokens();
+    assert_eq!(known.len(), RECENT_SECRETS);
+    for (i, t) in issued.iter().enumerate() {
+        assert_eq!(known.contains(t), i >= 3, "token {i} of {}", issued.len());
+    }
+    assert!(!format!("{known:?}").contains("token-"));
+}

@@ -2,7 +2,8 @@
 //!
 //! It talks over the Unix socket (falling back to the TCP port in `endpoint.json` when the
 //! socket is turned off), presents the per-boot secret, and never hangs: connecting has a
-//! short timeout and a request a generous hang guard. An agent that is not running is
+//! short timeout ([`CONNECT_TIMEOUT`]) and one deadline ([`REQUEST_TIMEOUT`]) bounds the
+//! whole request, connect, write and answer together. An agent that is not running is
 //! [`ClientError::NotRunning`], which the CLI maps to `cli::EXIT_AGENT_DOWN`.
 
 pub mod quick;
@@ -21,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long connecting to the agent may take before we say it is not running.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Hang guard for one whole request, answer included (a token request may wait for a
-/// refresh at the IdP).
+/// Hang guard for one whole request, from connecting to the last byte of the answer (a
+/// token request may wait for a refresh at the IdP). The README states this bound.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request to the agent failed.
@@ -162,22 +163,24 @@ impl Client {
             match &self.endpoint {
                 Endpoint::Unix(p) => {
                     let what = p.display().to_string();
-                    let io = connect(tokio::net::UnixStream::connect(p), &what).await?;
+                    let io = connect(|| tokio::net::UnixStream::connect(p), &what).await?;
                     exchange(io, req).await
                 }
                 Endpoint::Tcp(port) => {
                     let what = format!("127.0.0.1:{port}");
-                    let io = connect(tokio::net::TcpStream::connect(("127.0.0.1", *port)), &what)
-                        .await?;
+                    let io = connect(
+                        || tokio::net::TcpStream::connect(("127.0.0.1", *port)),
+                        &what,
+                    )
+                    .await?;
                     exchange(io, req).await
                 }
             }
         };
+        // One deadline over every step (connect included), so no command waits longer.
         tokio::time::timeout(REQUEST_TIMEOUT, answer)
             .await
-            .map_err(|_| {
-                ClientError::Protocol(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
-            })?
+            .map_err(|_| no_answer(REQUEST_TIMEOUT))?
     }
 }
 
@@ -209,18 +212,45 @@ where
     result
 }
 
-async fn connect<S, F>(fut: F, what: &str) -> Result<TokioIo<S>, ClientError>
+/// The error of a request that got no complete answer within `total` (the CLI's is
+/// [`REQUEST_TIMEOUT`]).
+pub(super) fn no_answer(total: Duration) -> ClientError {
+    ClientError::Protocol(format!(
+        "the agent sent no complete answer within {}s (it is stuck or overloaded; \
+         `stagepass doctor` checks it)",
+        total.as_secs_f32()
+    ))
+}
+
+/// Connects with `attempt`, for at most [`CONNECT_TIMEOUT`].
+///
+/// A non-blocking connect to a Unix socket whose backlog is full (an agent stopped or stuck
+/// with clients queued) fails at once with `WouldBlock` instead of waiting: that is retried
+/// every 20 ms until the timeout, as a blocking connect would wait.
+async fn connect<S, F, Fut>(mut attempt: F, what: &str) -> Result<TokioIo<S>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: std::future::Future<Output = std::io::Result<S>>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
 {
-    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+    let tries = async {
+        loop {
+            match attempt().await {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, tries).await {
         Ok(Ok(s)) => Ok(TokioIo::new(s)),
         Ok(Err(e)) => Err(ClientError::NotRunning(format!(
             "cannot connect to {what}: {e}"
         ))),
         Err(_) => Err(ClientError::NotRunning(format!(
-            "{what} did not accept within {}s",
+            "{what} did not accept the connection within {}s (the agent is stopped or \
+             overloaded)",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }

@@ -2,24 +2,40 @@
 //!
 //! `$(stagepass token NAME)` runs in scripts and prompts, often many times a minute, so the
 //! process must be done in well under a millisecond: no tokio runtime, no config file, no
-//! HTTP library. This module opens the socket with std, writes one HTTP/1.1 request with
+//! HTTP library. This module opens the socket (a blocking connect with a send timeout, so a
+//! stopped agent with a full backlog cannot hold it), writes one HTTP/1.1 request with
 //! `Connection: close`, reads the one answer our own server sends (status line, headers, a
 //! `Content-Length` body) and stops as soon as it has all of it, without waiting for the
-//! server to close. Anything it does not expect is a protocol error; when the socket is
-//! absent the caller falls back to [`super::client`], which also knows the TCP endpoint.
+//! server to close. Every step runs under one deadline ([`REQUEST_TIMEOUT`]), so the command
+//! never waits longer, whatever the other end does. Anything it does not expect is a protocol error; when the socket is
+//! absent the caller falls back to [`super`], which also knows the TCP endpoint.
 
-use super::{ClientError, REQUEST_TIMEOUT};
+use super::{CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT, no_answer};
 use crate::paths::Paths;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// Largest answer accepted (a token answer is a few KiB).
 const MAX_ANSWER: usize = 1 << 20;
 
 /// `GET path` on the agent's socket: `Ok(None)` when there is no socket (use the full
-/// client), else the status and body of the answer.
+/// client), else the status and body of the answer. Connecting takes at most
+/// [`CONNECT_TIMEOUT`] and the whole request at most [`REQUEST_TIMEOUT`].
 pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientError> {
+    get_within(paths, path, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+}
+
+/// [`get`] with its bounds as arguments (the tests use short ones): `connect` for the agent
+/// to take the connection, `total` for every step together.
+fn get_within(
+    paths: &Paths,
+    path: &str,
+    connect_timeout: Duration,
+    total: Duration,
+) -> Result<Option<(u16, Vec<u8>)>, ClientError> {
     let socket = paths.socket();
     let secret_path = paths.api_secret();
     let secret = match crate::protocol::secret_file::read(&secret_path) {
@@ -37,9 +53,19 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
             )));
         }
     };
-    let mut stream = match UnixStream::connect(&socket) {
+    // One deadline for every step: connect, write, read head, read body.
+    let deadline = Instant::now() + total;
+    let mut stream = match connect(&socket, connect_timeout.min(total)) {
         Ok(s) => s,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return Err(ClientError::NotRunning(format!(
+                "{} did not accept the connection within {}s (the agent is stopped or \
+                 overloaded)",
+                socket.display(),
+                connect_timeout.min(total).as_secs_f32()
+            )));
+        }
         Err(e) => {
             return Err(ClientError::NotRunning(format!(
                 "cannot connect to {}: {e}",
@@ -48,23 +74,28 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
         }
     };
     let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
-    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
-    stream
-        .set_write_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(io)?;
     let mut req = Zeroizing::new(Vec::with_capacity(160 + path.len()));
     req.extend_from_slice(b"GET ");
     req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ");
     req.extend_from_slice(secret.expose().as_bytes());
     req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-    stream.write_all(&req).map_err(io)?;
+    // The connect's send timeout (at most 2 s) still bounds this write of a few hundred
+    // bytes, well inside the deadline: no extra system call on the fast path.
+    stream.write_all(&req).map_err(|e| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => no_answer(total),
+        _ => io(e),
+    })?;
     let mut answer = Zeroizing::new(Vec::with_capacity(4096));
     let mut chunk = Zeroizing::new([0u8; 4096]);
     // The head, read once as soon as all of it is in.
     let mut seen: Option<Head> = None;
     loop {
+        // What is left of the deadline, which bounds the whole answer, not each read (a
+        // trickle could otherwise wait the whole timeout per read).
+        stream
+            .set_read_timeout(Some(left(deadline, total)?))
+            .map_err(io)?;
         match stream.read(chunk.as_mut()) {
             Ok(0) => break,
             Ok(n) => {
@@ -82,17 +113,10 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
                 if seen.as_ref().is_some_and(|h| h.complete(answer.len())) {
                     break;
                 }
-                // More to read: what is left of the hang guard, which bounds the whole
-                // answer, not each read (a trickle could otherwise wait 30 s per read).
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    return Err(no_answer());
-                }
-                stream.set_read_timeout(Some(left)).map_err(io)?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(no_answer());
+                return Err(no_answer(total));
             }
             Err(e) => return Err(io(e)),
         }
@@ -101,8 +125,30 @@ pub fn get(paths: &Paths, path: &str) -> Result<Option<(u16, Vec<u8>)>, ClientEr
     body_of(&answer, &h).map(Some)
 }
 
-fn no_answer() -> ClientError {
-    ClientError::Protocol(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+/// Connects to the socket at `path`, waiting at most `timeout` for the agent to take the
+/// connection.
+///
+/// A blocking Unix-socket connect waits without end while the listener's backlog is full
+/// (an agent that is stopped, or stuck, with clients queued); `SO_SNDTIMEO`, set before
+/// connecting, bounds that wait and makes it fail with `WouldBlock`. A non-blocking connect
+/// would fail at once instead of waiting a little for a busy agent.
+fn connect(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_write_timeout(Some(timeout))?;
+    socket.connect(&SockAddr::unix(path)?)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// What is left until `deadline`, for the next socket timeout; the "no answer" error once
+/// nothing is (a zero timeout would mean "wait forever" to the kernel, and std refuses it).
+fn left(deadline: Instant, total: Duration) -> Result<Duration, ClientError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(no_answer(total))
+    } else {
+        Ok(left)
+    }
 }
 
 fn bad_answer(what: &str) -> ClientError {
@@ -209,6 +255,78 @@ mod tests {
         // Without a length only EOF ends the answer.
         let open = b"HTTP/1.1 200 OK\r\n\r\n{}";
         assert!(!head(open).unwrap().unwrap().complete(open.len()));
+    }
+
+    /// A runtime dir with a valid secret file; the socket path is the caller's to create.
+    fn runtime() -> (tempfile::TempDir, Paths) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_files: vec![],
+            state_dir: tmp.path().join("state"),
+            runtime_dir: tmp.path().to_path_buf(),
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(paths.api_secret())
+            .unwrap();
+        f.write_all(&[b'a'; super::super::secret_file::SECRET_HEX_LEN])
+            .unwrap();
+        (tmp, paths)
+    }
+
+    const SHORT: Duration = Duration::from_millis(100);
+    const TOTAL: Duration = Duration::from_millis(300);
+
+    /// [`get_within`] with the short bounds, on a thread: a request that hangs fails the
+    /// test after a hang guard (not a performance threshold) instead of hanging it.
+    fn get_guarded(paths: &Paths) -> ClientError {
+        let paths = paths.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(get_within(&paths, "/v1/token/x", SHORT, TOTAL));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => r.unwrap_err(),
+            Err(_) => panic!("the request hung past its deadline"),
+        }
+    }
+
+    /// Issue 19: an agent that takes the connection and never answers (stopped, stuck) ends
+    /// the request with a clear error at the deadline; before, only the reads were bounded.
+    #[test]
+    fn an_agent_that_accepts_and_never_answers_is_a_clear_error() {
+        let (_tmp, paths) = runtime();
+        let listener = std::os::unix::net::UnixListener::bind(paths.socket()).unwrap();
+        let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let err = get_guarded(&paths);
+        assert!(
+            matches!(&err, ClientError::Protocol(m) if m.contains("no complete answer")),
+            "{err}"
+        );
+        drop(holder.join());
+    }
+
+    /// Issue 19: a socket whose backlog is full (nobody accepts) used to hold a blocking
+    /// connect forever; now it is `NotRunning` after the connect timeout.
+    #[test]
+    fn a_socket_that_never_accepts_is_not_running_after_the_connect_timeout() {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let (_tmp, paths) = runtime();
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener
+            .bind(&SockAddr::unix(paths.socket()).unwrap())
+            .unwrap();
+        // Backlog 0: one queued connection fills it.
+        listener.listen(0).unwrap();
+        let _queued = UnixStream::connect(paths.socket()).unwrap();
+        let err = get_guarded(&paths);
+        assert!(
+            matches!(&err, ClientError::NotRunning(m) if m.contains("did not accept")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -443,3 +443,181 @@ async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
         );
     }
 }
+
+/// Issue 19: a command line carrying tokens from earlier rotations (a script that saved the
+/// access token, refresh tokens of earlier logins) is redacted too, not only the current
+/// token: a real device login, the boot refresh (rotation 1), a forced refresh (rotation 2),
+/// then curl with the first access token and both earlier refresh tokens on its command line.
+/// No sink holds any of them, not even their first 48 characters (a command line is cut at
+/// 256 bytes, so a long token may be recorded in part).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_earlier_rotations_leave_no_trace_in_any_sink() {
+    use stagepass::config::Config;
+    use stagepass::secret::Secret;
+    use stagepass::store::{GrantStore, StoredGrant};
+    let idp = Idp::start(IdpOptions {
+        access_ttl: 3600,
+        ..IdpOptions::default()
+    })
+    .await
+    .unwrap();
+    let home = Home::new("");
+    let sock = home.path().join("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    home.write_config(&format!(
+        r#"
+[api]
+port = 0
+
+[store]
+backend = "file"
+
+[audit]
+syslog = true
+syslog_socket = "{sock}"
+
+[profiles.dev]
+grant = "device"
+issuer = "{issuer}"
+client_id = "{client}"
+scopes = ["openid", "offline_access", "catalog:read"]
+audience = "{aud}"
+"#,
+        sock = sock.display(),
+        issuer = idp.issuer(),
+        client = Idp::PUBLIC_CLIENT,
+        aud = stagepass_e2e::idp::AUD_BACKSTAGE,
+    ));
+    // A real login, stored as a previous run would have.
+    let config = Config::load_files(&[home.path().join("config/stagepass/config.toml")]).unwrap();
+    let state_dir = home.path().join("state/stagepass");
+    let store = GrantStore::open(&config.store, &state_dir).await.unwrap();
+    let login = idp
+        .device_login(
+            Idp::PUBLIC_CLIENT,
+            "openid offline_access catalog:read",
+            Some(stagepass_e2e::idp::AUD_BACKSTAGE),
+            "dev",
+        )
+        .await
+        .unwrap();
+    let rt0 = login.refresh_token.unwrap();
+    store
+        .save(
+            "dev",
+            &StoredGrant::new(idp.issuer(), Idp::PUBLIC_CLIENT, rt0.clone(), None),
+        )
+        .unwrap();
+    let stored_rt = || {
+        store
+            .load("dev")
+            .unwrap()
+            .unwrap()
+            .refresh_token
+            .expose()
+            .to_string()
+    };
+    let agent = Agent::start(&home);
+    let (port, secret) = endpoint(&home);
+    let token = |home: &Home| {
+        let (_, out) = stagepass_token(home, "dev");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+
+    // Rotation 1 at the first request; rotation 2 forced by invalidating the token.
+    let at1 = token(&home);
+    let rt1 = stored_rt();
+    assert_ne!(rt1, rt0, "the IdP rotates refresh tokens");
+    let fingerprint = Secret::new(at1.clone()).fingerprint();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-H",
+            &format!("Authorization: Bearer {secret}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!(r#"{{"fingerprint":"{fingerprint}"}}"#),
+            &format!("http://127.0.0.1:{port}/v1/token/dev/invalidate"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let at2 = token(&home);
+    let rt2 = stored_rt();
+    assert_ne!(at2, at1, "the invalidated token was refreshed");
+    assert_ne!(rt2, rt1, "the forced refresh rotated the refresh token");
+
+    // The client: old refresh tokens first (whole), then the old access token (a JWT, cut
+    // at the 256-byte limit), then the README's secret from the file.
+    let line = format!(
+        r#"curl -s -H "X-Old: {rt1} {rt0} {at1}" -H "Authorization: Bearer $(cat "${{XDG_RUNTIME_DIR:-/tmp}}"/stagepass*/api-secret)" http://127.0.0.1:{port}/v1/token/dev"#
+    );
+    let mut sh = home.command(Path::new("sh"));
+    sh.args(["-c", &line]);
+    let out = run_with_stdin(sh, b"");
+    assert!(out.status.success(), "{out:?}");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["access_token"].as_str(), Some(at2.as_str()));
+
+    let recs = records(&home, 3);
+    let cmdline = recs
+        .iter()
+        .filter_map(|r| r["caller"]["cmdline"].as_str())
+        .find(|c| c.starts_with("curl "))
+        .unwrap()
+        .to_string();
+    eprintln!("recorded: {cmdline}");
+    assert!(
+        cmdline.contains("X-Old: [redacted] [redacted] [redacted]"),
+        "{cmdline}"
+    );
+
+    let mut sinks = vec![
+        (
+            "audit.jsonl",
+            std::fs::read_to_string(audit_file(&home)).unwrap(),
+        ),
+        (
+            "stagepass audit --json",
+            String::from_utf8(home.run(&["audit", "--json"], b"").stdout).unwrap(),
+        ),
+    ];
+    let mut datagrams = String::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        datagrams.push_str(&String::from_utf8_lossy(&buf[..n]));
+        datagrams.push('\n');
+    }
+    assert!(datagrams.contains("curl "), "no syslog line: {datagrams:?}");
+    sinks.push(("syslog", datagrams));
+    drop(agent);
+    let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("/v1/token"),
+        "the agent log is not the debug log:\n{log}"
+    );
+    sinks.push(("agent log", log));
+    for (what, value) in [
+        ("first refresh token", &rt0),
+        ("second refresh token", &rt1),
+        ("first access token", &at1),
+        ("current refresh token", &rt2),
+        ("current access token", &at2),
+        ("API secret", &secret),
+    ] {
+        assert!(value.len() > 20, "not a real {what}: {value:?}");
+        let start = &value[..value.len().min(48)];
+        for (name, text) in &sinks {
+            assert!(
+                !text.contains(start),
+                "the {what} (or its start) is in the {name}:\n{text}"
+            );
+        }
+    }
+}

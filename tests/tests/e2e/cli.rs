@@ -234,6 +234,113 @@ fn commands_say_the_agent_is_down_with_the_documented_exit_code() {
     }
 }
 
+/// A runtime dir that looks like a running agent's (a valid 0600 secret file) for a fake
+/// agent at its socket path.
+fn fake_runtime(home: &Home) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let run = home.runtime_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&run)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(run.join("api-secret"))
+        .unwrap()
+        .write_all(&[b'a'; 64])
+        .unwrap();
+    run.join("agent.sock")
+}
+
+/// Issue 19: every wait of the CLI is bounded as the README says: an agent whose socket
+/// takes no connection (a full backlog: stopped, or stuck with clients queued) is "not
+/// running" after the 2 s connect timeout; one that takes the connection and never answers
+/// is a clear error after the 30 s deadline. Both the `stagepass token` fast path and the
+/// full client (`status`). Before, the fast path's connect waited forever. The bounds
+/// asserted are 10x the connect timeout and the harness's hang guard (2x the deadline).
+#[test]
+fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
+    use std::time::{Duration, Instant};
+    let home = Home::new("[profiles.gh]\ngrant = \"env\"\ntoken_env = \"GH\"\n");
+    let sock = fake_runtime(&home);
+
+    // A socket nobody accepts on, its backlog (0: one connection) full.
+    {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&sock).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let _queued = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        for args in [&["token", "gh"][..], &["status"]] {
+            let t = Instant::now();
+            let out = home.run(args);
+            let took = t.elapsed();
+            eprintln!(
+                "{args:?} against a full backlog: {took:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(EXIT_AGENT_DOWN),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("did not accept the connection within 2s"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            assert!(took < Duration::from_secs(20), "{args:?} waited {took:?}");
+        }
+        std::fs::remove_file(&sock).unwrap();
+    }
+
+    // A socket that takes every connection and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (tx, held) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            if tx.send(s).is_err() {
+                return;
+            }
+        }
+    });
+    let runs: Vec<_> = [&["token", "gh"][..], &["status"]]
+        .into_iter()
+        .map(|args| {
+            let mut c = home.cmd();
+            c.args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let child = c.spawn().unwrap();
+            (
+                args,
+                Instant::now(),
+                std::thread::spawn(move || support::wait_output(child)),
+            )
+        })
+        .collect();
+    for (args, started, run) in runs {
+        let out = run.join().unwrap();
+        let took = started.elapsed();
+        eprintln!(
+            "{args:?} against a silent agent: {took:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("the agent sent no complete answer within 30s"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    drop(held);
+}
+
 #[test]
 fn doctor_fails_and_names_the_fix_when_the_agent_is_down() {
     let home = Home::new("");
