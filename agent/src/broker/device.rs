@@ -2,8 +2,8 @@
 //!
 //! `login_start` asks the IdP for a device code and spawns the poller; the CLI shows the
 //! verification URI and user code and polls `login_state` until the state leaves `pending`.
-//! On approval the refresh token is persisted (under the grant lock) before the access token
-//! is installed in the cache.
+//! On approval the refresh token is persisted with the access token (under the grant lock)
+//! before the access token is installed in the cache.
 
 use super::idp::{DeviceAuthorization, IdpError};
 use super::slot::{Slot, rfc3339};
@@ -103,12 +103,16 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
                         set_state(&slot, "complete", Some("logged in; no refresh token was issued, so the login ends when the token expires".into()));
                         return;
                     };
+                    // The access token goes into the same record, so an agent restarted
+                    // within its life serves it without spending the new refresh token.
+                    let entry = slot.login_entry(&g);
                     let grant = StoredGrant::new(
                         idp.issuer(),
                         &client.client_id,
                         rt.expose().to_string(),
                         g.scope.clone(),
-                    );
+                    )
+                    .with_access(slot.stored_access(&entry));
                     let store = slot.store.clone();
                     let name = slot.name.clone();
                     let saved = tokio::task::spawn_blocking(move || {
@@ -123,7 +127,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
                         }
                         Err(e) => Some(format!("logged in, but the store task failed: {e}")),
                     };
-                    slot.install_login(&g);
+                    slot.install_entry(entry, &g);
                     tracing::info!(profile = %slot.name, "device login complete");
                     set_state(&slot, "complete", msg);
                 }

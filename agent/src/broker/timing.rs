@@ -12,11 +12,19 @@
 //!   one early refresh per start and never refreshes later than 80 %.
 //! - After a failure it waits a capped exponential delay with full jitter
 //!   (uniform in `[0, min(cap, base * 2^attempt)]`), and at least the IdP's `Retry-After`.
+//!   A waiting caller may try sooner, at most once per [`DEMAND_RETRY`] per profile, so
+//!   recovery after an outage does not wait for a backoff grown to minutes.
 
 use std::time::Duration;
 
 /// Default skew margin (seconds of validity a handed-out token must still have).
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
+
+/// Shortest time between two IdP attempts of one profile made for waiting callers while the
+/// background backoff runs: a caller arriving after the IdP answers again gets a token within
+/// about this long, whatever the backoff reached, and a crowd of callers during an outage
+/// costs the IdP at most one request per this long per profile.
+pub const DEMAND_RETRY: Duration = Duration::from_secs(3);
 
 /// Backoff knobs; the defaults suit a real IdP, tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
