@@ -748,12 +748,14 @@ impl Slot {
         )
         .unwrap_or(stored);
         let skew = timing::skew_for(self.configured_skew(), Some(lifetime));
-        let left = lifetime.saturating_sub(Duration::from_millis(now_ms - a.issued_at_ms));
-        if left <= skew {
+        let age = Duration::from_millis(now_ms - a.issued_at_ms);
+        let planned = Duration::from_millis(a.refresh_at_ms.saturating_sub(a.issued_at_ms));
+        let timing::StoredPlan::Serve { refresh_in } =
+            timing::stored_plan(lifetime, skew, age, planned)
+        else {
             return Err(Adoption::Expired);
-        }
-        let refresh_in =
-            Duration::from_millis(a.refresh_at_ms.saturating_sub(now_ms)).min(left - skew);
+        };
+        let left = lifetime.saturating_sub(age);
         let issued = Arc::new(IssuedToken {
             access_token: a.access_token.clone(),
             token_type: a.token_type.clone(),
