@@ -1100,6 +1100,11 @@ impl Slot {
         let Some(a) = g.access else {
             return Adoption::None;
         };
+        if self.grant_too_old(&st).is_some() {
+            // `policy.max_grant_age` ends the login: nothing of it is served, not even from
+            // the cache's lock-free path before a first request enforces the age.
+            return Adoption::Expired;
+        }
         match self.stored_entry(&a, SystemTime::now(), Instant::now()) {
             Ok(entry) => {
                 if entry.identity.is_some() {

@@ -670,3 +670,33 @@ async fn an_invalidated_token_is_not_served_again_after_a_restart() {
     assert_ne!(t2.access_token, t1.access_token);
     assert_eq!(fake.calls().len(), 2);
 }
+
+/// A stored token of a login older than `policy.max_grant_age` is not adopted: not even the
+/// lock-free cache path (the API's hot path) sees it before a request enforces the age.
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_of_a_too_old_login_is_not_served() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let s = setup_in(&fake, false, Backoff::default(), DEVICE, seeded().await).await;
+    s.broker.token("p", TokenRequest::default()).await.unwrap();
+    let Setup { broker, tmp } = s;
+    drop(broker);
+    // The login happened two days ago; the profile now allows 12 h.
+    let mut v = record(&tmp);
+    v["logged_in_at"] = serde_json::json!(v["updated_at"].as_u64().unwrap() - 2 * 86_400);
+    std::fs::write(
+        tmp.path().join("state/grants/p.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+    let aged = format!("{DEVICE}[profiles.p.policy]\nmax_grant_age = \"12h\"\n");
+    let s = setup_in(&fake, false, Backoff::default(), &aged, tmp).await;
+    let hot = s.broker.hot("p").unwrap();
+    assert_eq!(hot.usable_version(None, Instant::now()), None);
+    let e = s
+        .broker
+        .token("p", TokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "login_required");
+    assert_eq!(fake.calls().len(), 1);
+}
