@@ -8,8 +8,8 @@
 //!   container user, and unsupported platforms are refused with a documented exit code.
 //!
 //! - With the real IdP on the host's loopback: one device login inside the container, a token
-//!   from `stagepass token backstage`; then stop, /tmp emptied, start: a fresh token with no
-//!   login and exactly one refresh at the IdP.
+//!   from `stagepass token backstage`; then stop, /tmp emptied, start: the stored token (still
+//!   valid) with no login and no IdP call at all.
 //!
 //! Needs root (unshare, chroot) and `tests/install/feature.sh` (rootfs, CLI); `./tests/run`
 //! does both.
