@@ -1,4 +1,5 @@
-//! (6) Fleet: 10,000 agents booting within 5 minutes with 1 h tokens, over 8 hours.
+//! (6) Fleet: 10,000 agents booting within 5 minutes with 1 h tokens, over 8 hours; and the
+//! same fleet restarting within 1 minute after an outage, with and without stored access tokens.
 //!
 //! Simulated on a virtual clock with the agent's real scheduler functions
 //! (`broker::timing::{skew_for, first_refresh_after, refresh_after, unit}`): each agent gets a
@@ -101,7 +102,7 @@ fn hours(per_second: &[u32]) -> Vec<Hour> {
         .collect()
 }
 
-/// Runs the three schedules and adds the per-hour table to the report.
+/// Runs the three schedules and adds the per-hour table to the report, then the restart case.
 pub fn run(r: &mut Report) {
     let rows: Vec<(Schedule, Vec<Hour>)> = [
         Schedule::Stagepass,
@@ -112,4 +113,107 @@ pub fn run(r: &mut Report) {
     .map(|s| (s, hours(&simulate(s))))
     .collect();
     r.fleet(AGENTS, &rows);
+    let restarts = RESTART_OUTAGES
+        .iter()
+        .map(|&down| {
+            let with = restart(down, true);
+            let without = restart(down, false);
+            (down, with, without)
+        })
+        .collect::<Vec<_>>();
+    r.fleet_restart(AGENTS, RESTART_WINDOW, &restarts);
+}
+
+// ---- "10,000 agents restart within 1 minute after an outage" (issue 23) ----
+//
+// The fleet has run for `RESTART_AT` on the schedule above (so its phases are spread as in
+// steady state); then every agent stops (the incident), stays down `down`, and starts again
+// at a uniform moment within `RESTART_WINDOW`. Without a stored access token each start is a
+// boot refresh (one IdP call per agent, all within the minute). With one, each agent decides
+// with the broker's own `timing::stored_plan`: a token still before its planned refresh is
+// served and renewed at that planned time (no call at start); one past it but usable is
+// served and renewed at once; one within the margin of its expiry is refreshed at start.
+// Afterwards every agent follows the broker's schedule (`first_refresh_after` after a boot
+// refresh, `refresh_after` otherwise). Counted: token requests per second from the restart on.
+
+/// How long the fleet ran before the incident.
+const RESTART_AT: f64 = 4.0 * 3600.0;
+/// Agents start again uniformly within this many seconds.
+pub const RESTART_WINDOW: f64 = 60.0;
+/// Outage lengths (agents down) simulated, in seconds.
+const RESTART_OUTAGES: [f64; 3] = [300.0, 1800.0, 3600.0];
+/// What is counted after the restart window opens.
+const AFTER: usize = 2 * 3600;
+
+/// The restart case of one outage length, with or without stored access tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Restart {
+    /// IdP calls made at start (within the restart minute, by the starts themselves), per agent.
+    pub calls_at_start_per_agent: f64,
+    /// Peak one-minute rate (req/s) over the 2 h from the restart.
+    pub peak_minute: f64,
+    /// Peak single second over the same 2 h.
+    pub peak_second: u32,
+    /// Mean rate (req/s) over the same 2 h.
+    pub mean: f64,
+}
+
+fn restart(down: f64, stored: bool) -> Restart {
+    let skew = timing::skew_for(timing::DEFAULT_SKEW, Some(LIFETIME));
+    let mut per_second = vec![0u32; AFTER];
+    let mut at_start = 0u64;
+    let open = RESTART_AT + down;
+    for _ in 0..AGENTS {
+        // The agent's life before the incident: its last token and its planned refresh.
+        let mut issued = timing::unit() * BOOT_WINDOW;
+        let mut next =
+            issued + timing::first_refresh_after(LIFETIME, skew, timing::unit()).as_secs_f64();
+        while next < RESTART_AT {
+            issued = next;
+            next = issued + timing::refresh_after(LIFETIME, skew, timing::unit()).as_secs_f64();
+        }
+        let start = open + timing::unit() * RESTART_WINDOW;
+        // The first call after the start, and whether the token it brings is a boot's.
+        let (mut t, mut first) = if stored {
+            let age = Duration::from_secs_f64(start - issued);
+            let planned = Duration::from_secs_f64(next - issued);
+            match timing::stored_plan(LIFETIME, skew, age, planned) {
+                timing::StoredPlan::Serve { refresh_in } => {
+                    if refresh_in.is_zero() {
+                        at_start += 1;
+                    }
+                    (start + refresh_in.as_secs_f64(), false)
+                }
+                timing::StoredPlan::Refresh => {
+                    at_start += 1;
+                    (start, true)
+                }
+            }
+        } else {
+            at_start += 1;
+            (start, true)
+        };
+        while t - open < AFTER as f64 {
+            per_second[(t - open) as usize] += 1;
+            let after = if first {
+                timing::first_refresh_after(LIFETIME, skew, timing::unit())
+            } else {
+                timing::refresh_after(LIFETIME, skew, timing::unit())
+            };
+            first = false;
+            t += after.as_secs_f64();
+        }
+    }
+    let total: u32 = per_second.iter().sum();
+    let peak_minute = per_second
+        .windows(60)
+        .map(|w| w.iter().sum::<u32>())
+        .max()
+        .unwrap_or(0);
+    Restart {
+        calls_at_start_per_agent: at_start as f64 / AGENTS as f64,
+        peak_minute: f64::from(peak_minute) / 60.0,
+        peak_second: per_second.iter().copied().max().unwrap_or(0),
+        mean: f64::from(total) / AFTER as f64,
+    }
 }

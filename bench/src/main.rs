@@ -40,7 +40,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| PathBuf::from("bench"), PathBuf::from);
     let rt = tokio::runtime::Runtime::new()?;
-    // `--only attest|http|cli|catalog|fleet|devcontainer`: one section (minutes less than everything, for iterating);
+    // `--only attest|http|cli|restart|catalog|fleet|devcontainer`: one section (minutes less than everything, for iterating);
     // the report then holds that section only.
     let only = args
         .windows(2)
@@ -58,11 +58,13 @@ fn main() -> Result<()> {
             rt.block_on(devcontainer::run(&mut r, quick))?;
             r
         }
-        Some(section @ ("attest" | "http" | "cli")) => rt.block_on(run_only(section, quick))?,
+        Some(section @ ("attest" | "http" | "cli" | "restart")) => {
+            rt.block_on(run_only(section, quick))?
+        }
         // The live catalog and, on the same Backstage, the user's sign-in (issue 22).
         Some("catalog") => rt.block_on(catalog_only(quick))?,
         Some(other) => anyhow::bail!(
-            "--only takes attest, http, cli, catalog, fleet or devcontainer, not {other:?}"
+            "--only takes attest, http, cli, restart, catalog, fleet or devcontainer, not {other:?}"
         ),
     };
     report.write(&out)?;
@@ -89,6 +91,10 @@ async fn run_only(section: &str, quick: bool) -> Result<Report> {
     let idp = proc::bench_idp().await?;
     if section == "attest" {
         attest::run(&mut r, &bin, &idp, quick).await?;
+        return Ok(r);
+    }
+    if section == "restart" {
+        restart(&mut r, &bin, &idp, if quick { 3 } else { 10 }).await?;
         return Ok(r);
     }
     let mut agent = boot(&mut r, &bin, &idp, 1).await?;
@@ -162,6 +168,9 @@ async fn run(quick: bool) -> Result<Report> {
         ),
     );
     drop(agent);
+
+    // (4b) restarts with and without a stored access token.
+    restart(&mut r, &bin, &idp, if quick { 3 } else { 10 }).await?;
 
     // (3) single flight.
     single_flight(&mut r, &idp, quick).await?;
@@ -300,6 +309,50 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
     r.boot(&answering, &fresh);
     r.fact("RSS idle", format!("{} KiB", proc::rss_kib(agent.pid())));
     Ok(agent)
+}
+
+/// (4b) Restart: IdP calls per restart and process start -> first token, with the access token
+/// the previous run stored (issue 23) against without it (the record rewritten without its
+/// access part, which is how every start went before: a boot refresh), `runs` of each,
+/// alternately in one home and against one IdP so the two share the machine's state. Catalog
+/// off, so the figure is the broker's.
+async fn restart(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<()> {
+    let home = prepare_home(idp, None).await?;
+    let paths = proc::paths_of(home.path());
+    let config = stagepass::config::Config::load_files(&paths.config_files)?;
+    let store = stagepass::store::GrantStore::open(&config.store, &paths.state_dir).await?;
+    let hang_guard = Duration::from_secs(30);
+    // A first start refreshes the seeded login and stores the access token.
+    let first = proc::spawn_agent(bin, home.path())?;
+    proc::wait_for_200(&paths, "/v1/token/dev", Instant::now() + hang_guard)?;
+    first.terminate()?;
+    let mut stored = (Vec::new(), Vec::new());
+    let mut without = (Vec::new(), Vec::new());
+    for i in 0..2 * runs {
+        let with_stored = i % 2 == 0;
+        if !with_stored {
+            let g = store.load("dev")?.context("the login is gone")?;
+            store.save("dev", &g.with_access(None))?;
+        }
+        idp.reset_stats().await?;
+        let t0 = Instant::now();
+        let child = proc::spawn_agent(bin, home.path())?;
+        proc::wait_for_200(&paths, "/v1/token/dev", t0 + hang_guard)?;
+        let took = t0.elapsed();
+        // A boot refresh still under way would be counted below: give it time to land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let calls = idp.stats().await?.token.requests;
+        child.terminate()?;
+        let into = if with_stored {
+            &mut stored
+        } else {
+            &mut without
+        };
+        into.0.push(took);
+        into.1.push(calls);
+    }
+    r.restart(&stored, &without);
+    Ok(())
 }
 
 /// (1) HTTP cache hits through the whole guard vs a bare hyper server sending the same bytes.

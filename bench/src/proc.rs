@@ -16,6 +16,15 @@ impl Child {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Stops it as a container stop would (SIGTERM) and waits for it to exit.
+    pub fn terminate(mut self) -> Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        self.0.wait()?;
+        Ok(())
+    }
 }
 
 impl Drop for Child {

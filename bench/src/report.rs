@@ -115,6 +115,43 @@ impl Report {
         });
     }
 
+    /// (4b) restarts with the stored access token against without it (a boot refresh): process
+    /// start -> first token, and IdP token requests per restart.
+    pub fn restart(
+        &mut self,
+        stored: &(Vec<Duration>, Vec<u64>),
+        without: &(Vec<Duration>, Vec<u64>),
+    ) {
+        let s = crate::series(
+            "restart -> first token (stored access token)",
+            stored.0.clone(),
+        );
+        let w = crate::series("restart -> first token (boot refresh)", without.0.clone());
+        let calls = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        let max = |v: &[Duration]| us(v.iter().copied().max().unwrap_or_default()) / 1e3;
+        let ratio = us(w.p50) / us(s.p50).max(1.0);
+        let _ = writeln!(
+            self.md,
+            "\n## Restart ({} runs each, alternating, release binary, one home, catalog off, real IdP)\n\n\
+             | start with | process start -> first token, median | max | IdP token requests per restart |\n|---|---:|---:|---:|\n\
+             | the access token stored by the previous run | {:.1} ms | {:.1} ms | {:.2} |\n\
+             | no stored access token (boot refresh, as before issue 23) | {:.1} ms | {:.1} ms | {:.2} |\n\n\
+             Median ratio without / with: **{ratio:.2}x**.\n",
+            stored.0.len(),
+            us(s.p50) / 1e3,
+            max(&stored.0),
+            calls(&stored.1),
+            us(w.p50) / 1e3,
+            max(&without.0),
+            calls(&without.1),
+        );
+        self.json["restart"] = json!({
+            "stored": {"first_token_ms": stored.0.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>(), "idp_token_requests": stored.1},
+            "without": {"first_token_ms": without.0.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>(), "idp_token_requests": without.1},
+            "median_ratio_without_over_stored": ratio,
+        });
+    }
+
     /// (1) one connection count of the HTTP comparison.
     pub fn http(&mut self, conns: usize, ours: &[WrkResult], base: &[WrkResult]) {
         if conns == 1 {
@@ -366,6 +403,46 @@ impl Report {
             );
         }
         self.json["fleet"] = json!({"agents": agents, "simulated": "virtual clock, real broker::timing code", "hours": json_rows});
+    }
+
+    /// (6b) the fleet restarting within a minute after an outage, with and without stored
+    /// access tokens.
+    pub fn fleet_restart(
+        &mut self,
+        agents: usize,
+        window: f64,
+        rows: &[(f64, crate::fleet::Restart, crate::fleet::Restart)],
+    ) {
+        let _ = writeln!(
+            self.md,
+            "\n## Fleet restart: {agents} agents start again within {window:.0} s after an outage, 1 h tokens\n\n\
+             Same virtual clock and scheduler code, plus the broker's `timing::stored_plan` (what a \
+             starting agent does with its stored access token). The fleet ran 4 h, every agent \
+             stopped, stayed down for the outage, then started within the minute. Counted over the \
+             2 h from the restart: IdP calls made by the starts per agent, peak one-minute rate, \
+             peak second, mean (req/s).\n\n\
+             | agents down for | stored access tokens: calls at start / agent | peak minute | peak second | without (boot refresh): calls at start / agent | peak minute | peak second | peak-minute ratio without / with |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut json_rows = Vec::new();
+        for (down, with, without) in rows {
+            let ratio = without.peak_minute / with.peak_minute.max(f64::MIN_POSITIVE);
+            let _ = writeln!(
+                self.md,
+                "| {:.0} min | {:.2} | {:.1} req/s | {} | {:.2} | {:.1} req/s | {} | **{ratio:.1}x** |",
+                down / 60.0,
+                with.calls_at_start_per_agent,
+                with.peak_minute,
+                with.peak_second,
+                without.calls_at_start_per_agent,
+                without.peak_minute,
+                without.peak_second,
+            );
+            let j = |r: &crate::fleet::Restart| json!({"calls_at_start_per_agent": r.calls_at_start_per_agent, "peak_minute_rps": r.peak_minute, "peak_second": r.peak_second, "mean_rps": r.mean});
+            json_rows.push(json!({"down_s": down, "stored": j(with), "without": j(without)}));
+        }
+        self.json["fleet_restart"] =
+            json!({"agents": agents, "window_s": window, "rows": json_rows});
     }
 
     /// Prints the table and writes results.md, results.json and latency.svg under `dir`.

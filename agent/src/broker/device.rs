@@ -2,8 +2,8 @@
 //!
 //! `login_start` asks the IdP for a device code and spawns the poller; the CLI shows the
 //! verification URI and user code and polls `login_state` until the state leaves `pending`.
-//! On approval the refresh token is persisted (under the grant lock) before the access token
-//! is installed in the cache.
+//! On approval the refresh token is persisted with the access token (under the grant lock)
+//! before the access token is installed in the cache.
 
 use super::idp::{DeviceAuthorization, IdpError};
 use super::login::LoginRecord;
@@ -144,7 +144,11 @@ pub(super) async fn finish(
                 .into(),
         );
     };
-    let grant = StoredGrant::new(issuer, client_id, rt.expose().to_string(), g.scope.clone());
+    // The access token goes into the same record, so an agent restarted within its life
+    // serves it without spending the new refresh token.
+    let entry = slot.login_entry(g);
+    let grant = StoredGrant::new(issuer, client_id, rt.expose().to_string(), g.scope.clone())
+        .with_access(slot.stored_access(&entry));
     let store = slot.store.clone();
     let name = slot.name.clone();
     let saved = tokio::task::spawn_blocking(move || {
@@ -157,7 +161,7 @@ pub(super) async fn finish(
         Ok(Err(e)) => Some(format!("logged in, but the login could not be stored: {e}")),
         Err(e) => Some(format!("logged in, but the store task failed: {e}")),
     };
-    slot.install_login(g);
+    slot.install_entry(entry, g);
     msg
 }
 

@@ -338,14 +338,29 @@ impl Broker {
                 Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
             );
         }
-        // Know at once which device profiles have a stored login (status before boot refresh).
+        // Know at once which device profiles have a stored login (status before boot refresh),
+        // and serve a stored access token still in its usable life without any IdP call.
         for slot in slots.values() {
             if slot.cfg.grant.stores_login() {
                 let (store, name) = (store.clone(), slot.name.clone());
                 if let Ok(Ok(Some(g))) =
                     tokio::task::spawn_blocking(move || store.load(&name)).await
                 {
-                    slot.adopt_stored(g);
+                    match slot.adopt_stored(g) {
+                        slot::Adoption::Adopted => tracing::info!(
+                            profile = %slot.name,
+                            "serving the stored access token; no refresh at start"
+                        ),
+                        slot::Adoption::Discard(why) => {
+                            tracing::info!(
+                                profile = %slot.name,
+                                reason = why,
+                                "discarding the stored access token"
+                            );
+                            slot.discard_stored_access(None).await;
+                        }
+                        slot::Adoption::None | slot::Adoption::Expired => {}
+                    }
                 }
             }
         }
@@ -375,6 +390,8 @@ impl Broker {
 
     /// Refreshes every profile that has a stored grant, at once, so tools work at the
     /// first keystroke after a container start. Returns when each has succeeded or failed.
+    /// A profile serving a stored access token still in its usable life is left alone: it is
+    /// renewed on its schedule, and the start spends no refresh token.
     pub async fn boot_refresh(&self) {
         let mut set = tokio::task::JoinSet::new();
         for slot in self.inner.slots.values() {
@@ -394,6 +411,10 @@ impl Broker {
                     .is_some();
                 if !has {
                     tracing::info!(profile = %slot.name, "no stored login; skipping boot refresh");
+                    return;
+                }
+                if slot.cached(None).is_some() {
+                    tracing::info!(profile = %slot.name, "a usable token is cached; no boot refresh");
                     return;
                 }
                 match slot.refresh_now(inner.as_ref()).await {
@@ -591,6 +612,11 @@ impl Broker {
         let slot = self.inner.slot(profile)?;
         if slot.invalidate(fingerprint) {
             tracing::info!(profile = %profile, fingerprint = %fingerprint, "token invalidated; next request refreshes");
+            // A token a server refused must not come back from the store after a restart.
+            if slot.cfg.grant == GrantKind::Device {
+                slot.discard_stored_access(Some(fingerprint.to_string()))
+                    .await;
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use super::timing::{self, Backoff};
 use super::{BrokerError, IssuedToken, ProfileState, ProfileStatus, TokenRequest};
 use crate::config::{GrantKind, ProfileConfig, SecretSource};
 use crate::secret::Secret;
-use crate::store::{GrantStore, StoredGrant};
+use crate::store::{GrantStore, StoredAccess, StoredGrant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -29,6 +29,8 @@ pub(super) struct Cached {
     pub(super) skew: Duration,
     /// Who signed in, when the answer carried an ID token.
     pub(super) identity: Option<super::idp::Identity>,
+    /// Its whole lifetime (after `policy.max_token_lifetime`), if known: kept at rest with it.
+    pub(super) lifetime: Option<Duration>,
 }
 
 impl Cached {
@@ -50,7 +52,23 @@ pub(super) struct Failure {
     pub(super) kind: FailKind,
     pub(super) reason: String,
     pub(super) attempts: u32,
+    /// When the background refresher tries again (the backoff).
     pub(super) retry_at: Option<Instant>,
+    /// The IdP's `Retry-After`: no attempt at all before it, not even for a waiting caller.
+    pub(super) not_before: Option<Instant>,
+}
+
+/// What became of the access token of a stored record when an agent starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Adoption {
+    /// The record held none.
+    None,
+    /// Served from now on; renewed when its stored schedule says.
+    Adopted,
+    /// Too close to its expiry to serve; the boot refresh replaces it.
+    Expired,
+    /// Neither served nor kept, for this reason: the record is rewritten without it.
+    Discard(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +127,8 @@ pub(super) struct SlotState {
     pub(super) recent: Recent,
     pub(super) failure: Option<Failure>,
     pub(super) refreshing: bool,
+    /// When the last IdP attempt of this profile started (rate limit of caller-driven retries).
+    pub(super) last_attempt: Option<Instant>,
     /// Claims of the last ID token (kept across refreshes that carry none).
     pub(super) identity: Option<super::idp::Identity>,
     /// When the current device login happened (for `policy.max_grant_age`).
@@ -394,6 +414,7 @@ impl Slot {
             reason: reason.clone(),
             attempts: 0,
             retry_at: None,
+            not_before: None,
         });
         drop(st);
         tracing::warn!(profile = %self.name, "{reason}");
@@ -427,9 +448,9 @@ impl Slot {
         if let Some(t) = self.cached(req.min_valid) {
             return Ok(t);
         }
-        // Honour the failure state: no IdP call before the backoff has passed, none at all
-        // once the login is gone.
-        if let Some(err) = self.gate(Instant::now()) {
+        // Honour the failure state: none at all once the login is gone; before the backoff
+        // has passed, only the rate-limited attempt of a waiting caller (see `gate`).
+        if let Some(err) = self.gate(Instant::now(), true) {
             return self.cached(None).ok_or(err);
         }
         match self.refresh_locked(subjects).await {
@@ -439,14 +460,28 @@ impl Slot {
     }
 
     /// The error to return without calling the IdP, if the failure state forbids a call now.
-    fn gate(&self, now: Instant) -> Option<BrokerError> {
+    ///
+    /// With `demand` (a caller is waiting for a token) an attempt may come before the
+    /// background backoff has passed: the backoff may have grown to minutes during an outage,
+    /// and a user whose IdP answers again must not wait for it (issue 23). Such attempts are
+    /// rate limited to one per [`timing::DEMAND_RETRY`] per profile, counted from the last IdP
+    /// attempt of any kind, and never come before the IdP's `Retry-After`; they run under the
+    /// flight lock like every attempt, so one profile never has two IdP calls in flight.
+    fn gate(&self, now: Instant, demand: bool) -> Option<BrokerError> {
         let st = self.lock();
         let f = st.failure.as_ref()?;
-        match f.kind {
-            FailKind::LoginRequired => Some(self.error_of(f)),
-            _ if f.retry_at.is_some_and(|r| r > now) => Some(self.error_of(f)),
-            _ => None,
-        }
+        let blocked = match f.kind {
+            FailKind::LoginRequired => true,
+            _ if f.retry_at.is_none_or(|r| r <= now) => false,
+            _ if demand => {
+                f.not_before.is_some_and(|t| t > now)
+                    || st
+                        .last_attempt
+                        .is_some_and(|t| now < t + timing::DEMAND_RETRY)
+            }
+            _ => true,
+        };
+        blocked.then(|| self.error_of(f))
     }
 
     fn error_of(&self, f: &Failure) -> BrokerError {
@@ -494,7 +529,7 @@ impl Slot {
         subjects: &dyn SubjectSource,
     ) -> Result<Arc<IssuedToken>, BrokerError> {
         let _flight = self.flight.lock().await;
-        if let Some(err) = self.gate(Instant::now()) {
+        if let Some(err) = self.gate(Instant::now(), false) {
             return Err(err);
         }
         if let Some(t) = self.cached(None) {
@@ -520,8 +555,17 @@ impl Slot {
         subjects: &dyn SubjectSource,
     ) -> Result<Arc<IssuedToken>, BrokerError> {
         self.enforce_grant_age()?;
-        self.lock().refreshing = true;
         let started = Instant::now();
+        // An attempt before the backoff has passed is a caller's (see `gate`): its failure
+        // must leave the background schedule as it is.
+        let demand = {
+            let mut st = self.lock();
+            st.refreshing = true;
+            st.last_attempt = Some(started);
+            st.failure
+                .as_ref()
+                .is_some_and(|f| f.retry_at.is_some_and(|r| r > started))
+        };
         let res = match self.cfg.grant {
             GrantKind::Device => self.refresh_device().await,
             GrantKind::AuthorizationCode => match self.refresh_device().await {
@@ -567,7 +611,7 @@ impl Slot {
                     other => (FailKind::Error, other.to_string()),
                 };
                 self.stats.record(Some(kind), took);
-                self.record_failure(&mut st, kind, reason, None);
+                self.record_failure(&mut st, kind, reason, None, demand);
                 Err(e)
             }
             Err(Outcome::Idp(e)) => {
@@ -588,7 +632,7 @@ impl Slot {
                     st.refresh_token = None;
                     self.set_token(&mut st, None);
                 }
-                self.record_failure(&mut st, kind, reason.clone(), retry_after);
+                self.record_failure(&mut st, kind, reason.clone(), retry_after, demand);
                 let f = st.failure.clone();
                 drop(st);
                 self.wake.notify_one();
@@ -609,7 +653,31 @@ impl Slot {
         kind: FailKind,
         reason: String,
         retry_after: Option<Duration>,
+        demand: bool,
     ) {
+        let not_before = retry_after.map(|d| Instant::now() + d);
+        if demand
+            && kind != FailKind::LoginRequired
+            && let Some(prev) = st.failure.as_mut()
+            && prev.kind != FailKind::LoginRequired
+        {
+            // A caller's attempt failed: the background refresher keeps its backoff (neither
+            // a step further nor an earlier retry); a Retry-After may only move it later.
+            prev.kind = kind;
+            prev.reason = reason;
+            if let Some(t) = not_before {
+                prev.not_before = Some(t);
+                prev.retry_at = prev.retry_at.max(Some(t));
+            }
+            tracing::warn!(
+                profile = %self.name,
+                attempts = prev.attempts,
+                retry_in_ms = prev.retry_at.map(|r| r.saturating_duration_since(Instant::now()).as_millis() as u64),
+                reason = %prev.reason,
+                "token refresh for a waiting caller failed; the background retry keeps its time"
+            );
+            return;
+        }
         let attempts = st.failure.as_ref().map_or(0, |f| f.attempts) + 1;
         let retry_at = match kind {
             FailKind::LoginRequired => None,
@@ -633,6 +701,7 @@ impl Slot {
             reason,
             attempts,
             retry_at,
+            not_before,
         });
     }
 
@@ -673,7 +742,102 @@ impl Slot {
             refresh_at,
             skew,
             identity: g.identity.clone(),
+            lifetime,
         }
+    }
+
+    /// The record of `c` to keep at rest beside the refresh token, so a restart within its
+    /// usable life serves it without an IdP call. Only for device logins (the only grants
+    /// stored) and tokens with a known lifetime; times are converted from the monotonic clock
+    /// to wall-clock milliseconds, rounded so the stored expiry is never later than the real one.
+    pub(super) fn stored_access(&self, c: &Cached) -> Option<StoredAccess> {
+        if !matches!(
+            self.cfg.grant,
+            GrantKind::Device | GrantKind::AuthorizationCode
+        ) {
+            return None;
+        }
+        let (expires, refresh_at, lifetime) = (c.expires?, c.refresh_at?, c.lifetime?);
+        let now = Instant::now();
+        let now_ms = unix_ms(SystemTime::now());
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let expires_at_ms = now_ms.saturating_add(ms(expires.saturating_duration_since(now)));
+        let issued_at_ms = expires_at_ms.saturating_sub(ms(lifetime));
+        let refresh_at_ms = now_ms
+            .saturating_add(ms(refresh_at.saturating_duration_since(now)))
+            .clamp(issued_at_ms, expires_at_ms);
+        let identity = c.identity.clone().or_else(|| self.lock().identity.clone());
+        Some(StoredAccess {
+            access_token: c.issued.access_token.clone(),
+            token_type: c.issued.token_type.clone(),
+            scope: c.issued.scope.clone(),
+            issued_at_ms,
+            expires_at_ms,
+            refresh_at_ms,
+            scopes: self.cfg.scopes.clone(),
+            audience: self.cfg.audience.clone(),
+            identity: identity.and_then(|i| serde_json::to_value(i).ok()),
+        })
+    }
+
+    /// The cache entry of a stored access token at `now_wall` / `now`, or why it cannot be one.
+    ///
+    /// Refused: a token asked for other scopes or another audience than the profile asks for
+    /// now, and one "issued in the future" (the wall clock went back since: its remaining life
+    /// cannot be trusted). Too old (within the skew margin of its expiry): left to the boot
+    /// refresh. The lifetime is capped by today's `policy.max_token_lifetime`, and the
+    /// refresh keeps its stored time (at once if that has passed), never later than the margin.
+    fn stored_entry(
+        &self,
+        a: &StoredAccess,
+        now_wall: SystemTime,
+        now: Instant,
+    ) -> Result<Cached, Adoption> {
+        if a.scopes != self.cfg.scopes || a.audience != self.cfg.audience {
+            return Err(Adoption::Discard(
+                "the profile's scopes or audience changed since it was issued",
+            ));
+        }
+        let now_ms = unix_ms(now_wall);
+        if now_ms < a.issued_at_ms {
+            return Err(Adoption::Discard(
+                "the clock is behind the time it was issued",
+            ));
+        }
+        let stored = Duration::from_millis(a.expires_at_ms.saturating_sub(a.issued_at_ms));
+        let lifetime = crate::policy::limits::capped_lifetime(
+            Some(stored),
+            self.cfg.policy.max_token_lifetime.map(|d| d.0),
+        )
+        .unwrap_or(stored);
+        let skew = timing::skew_for(self.configured_skew(), Some(lifetime));
+        let age = Duration::from_millis(now_ms - a.issued_at_ms);
+        let planned = Duration::from_millis(a.refresh_at_ms.saturating_sub(a.issued_at_ms));
+        let timing::StoredPlan::Serve { refresh_in } =
+            timing::stored_plan(lifetime, skew, age, planned)
+        else {
+            return Err(Adoption::Expired);
+        };
+        let left = lifetime.saturating_sub(age);
+        let issued = Arc::new(IssuedToken {
+            access_token: a.access_token.clone(),
+            token_type: a.token_type.clone(),
+            expires_at: Some(now_wall + left),
+            scope: a.scope.clone(),
+            profile: self.name.clone(),
+        });
+        Ok(Cached {
+            fingerprint: a.access_token.fingerprint(),
+            issued,
+            expires: Some(now + left),
+            refresh_at: Some(now + refresh_in),
+            skew,
+            identity: a
+                .identity
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
+            lifetime: Some(lifetime),
+        })
     }
 
     async fn refresh_device(&self) -> Result<Cached, Outcome> {
@@ -717,9 +881,17 @@ impl Slot {
         match res {
             Ok(g) => {
                 let new_rt = g.refresh_token.clone().unwrap_or_else(|| rt.clone());
-                if g.refresh_token.is_some() {
+                // Timed from before the write below: the cached and stored expiry err early.
+                let entry = self.cache_entry(&g);
+                let access = self.stored_access(&entry);
+                {
+                    // One record: the (rotated) refresh token and the new access token are
+                    // written together, before the token is handed out.
                     let grant = match &stored {
-                        Some(old) => old.rotated(new_rt.expose().to_string(), g.scope.clone()),
+                        Some(old) if g.refresh_token.is_some() => {
+                            old.rotated(new_rt.expose().to_string(), g.scope.clone())
+                        }
+                        Some(old) => old.clone(),
                         None => {
                             let mut n = StoredGrant::new(
                                 idp.issuer(),
@@ -737,12 +909,10 @@ impl Slot {
                             n
                         }
                     };
-                    self.persist(grant, lock).await;
-                } else {
-                    drop(lock);
+                    self.persist(grant.with_access(access), lock).await;
                 }
                 self.lock().set_refresh_token(new_rt);
-                Ok(self.cache_entry(&g))
+                Ok(entry)
             }
             Err(e) => {
                 if e.is_invalid_grant() {
@@ -804,7 +974,7 @@ impl Slot {
             Ok(Err(e)) => tracing::error!(
                 profile = %self.name,
                 error = %e,
-                "could not persist the rotated refresh token; it is kept in memory only"
+                "could not persist the login (refresh and access token); it is kept in memory only"
             ),
             Err(e) => tracing::error!(profile = %self.name, error = %e, "store task failed"),
         }
@@ -927,12 +1097,22 @@ impl Slot {
         }
     }
 
-    /// Installs a token obtained by a device login, with its (already persisted) refresh token.
+    /// Installs a token obtained by a device login (nothing stored).
     pub(super) fn install_login(&self, g: &Grant) {
-        // A login starts a new schedule: spread its first refresh like a start's.
+        let entry = self.login_entry(g);
+        self.install_entry(entry, g);
+    }
+
+    /// The cache entry of a device login's answer: a new schedule, its first refresh spread
+    /// like a start's.
+    pub(super) fn login_entry(&self, g: &Grant) -> Cached {
         self.spread_next
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let entry = self.cache_entry(g);
+        self.cache_entry(g)
+    }
+
+    /// Installs the entry of a device login, with its (already persisted) refresh token.
+    pub(super) fn install_entry(&self, entry: Cached, g: &Grant) {
         let mut st = self.lock();
         if entry.identity.is_some() {
             st.identity = entry.identity.clone();
@@ -1016,12 +1196,81 @@ impl Slot {
     }
 
     /// Takes the refresh token of a stored grant found at start, if it belongs to this
-    /// profile's issuer and client.
-    pub(super) fn adopt_stored(&self, g: StoredGrant) {
-        if self.grant_matches(&g) {
-            let mut st = self.lock();
-            st.logged_in_at = Some(unix(g.login_time()));
-            st.set_refresh_token(g.refresh_token);
+    /// profile's issuer and client, and its access token if that is still usable for this
+    /// profile as configured now: then the start costs the IdP nothing and spends no refresh
+    /// token (a kill during a boot refresh on a rotating IdP lost the login), and the token is
+    /// renewed when its stored schedule says. A stored access token of another issuer, client,
+    /// scopes or audience, or a malformed one, is to be discarded (`Adoption::Discard`).
+    pub(super) fn adopt_stored(&self, g: StoredGrant) -> Adoption {
+        if !self.grant_matches(&g) {
+            return if g.access.is_some() {
+                Adoption::Discard("the stored login belongs to another issuer or client")
+            } else {
+                Adoption::None
+            };
+        }
+        let mut st = self.lock();
+        st.logged_in_at = Some(unix(g.login_time()));
+        st.set_refresh_token(g.refresh_token);
+        if let Some(why) = g.access_dropped {
+            return Adoption::Discard(why);
+        }
+        let Some(a) = g.access else {
+            return Adoption::None;
+        };
+        if self.grant_too_old(&st).is_some() {
+            // `policy.max_grant_age` ends the login: nothing of it is served, not even from
+            // the cache's lock-free path before a first request enforces the age.
+            return Adoption::Expired;
+        }
+        match self.stored_entry(&a, SystemTime::now(), Instant::now()) {
+            Ok(entry) => {
+                if entry.identity.is_some() {
+                    st.identity = entry.identity.clone();
+                }
+                self.set_token(&mut st, Some(entry));
+                // The adopted token keeps the schedule it was given; the next one is steady.
+                self.spread_next
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Adoption::Adopted
+            }
+            Err(other) => other,
+        }
+    }
+
+    /// Rewrites the stored record without its access token (all of it, or only the one with
+    /// `fingerprint`), under the grant lock and only if the record still holds it: the
+    /// refresh token is kept as it is.
+    pub(super) async fn discard_stored_access(&self, fingerprint: Option<String>) {
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let _lock = store.lock(&name)?;
+            let Some(g) = store.load(&name)? else {
+                return Ok(false);
+            };
+            let holds = match (&g.access, &fingerprint) {
+                (None, _) => g.access_dropped.is_some(),
+                (Some(_), None) => true,
+                (Some(a), Some(fp)) => a.access_token.fingerprint() == *fp,
+            };
+            if holds {
+                store.save(&name, &g.with_access(None))?;
+            }
+            Ok::<_, crate::store::StoreError>(holds)
+        })
+        .await;
+        match res {
+            Ok(Ok(true)) => {
+                tracing::info!(profile = %self.name, "stored access token discarded");
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                profile = %self.name,
+                error = %e,
+                "could not discard the stored access token"
+            ),
+            Err(e) => tracing::warn!(profile = %self.name, error = %e, "store task failed"),
         }
     }
 
@@ -1036,6 +1285,7 @@ impl Slot {
             reason: reason.to_string(),
             attempts: 0,
             retry_at: None,
+            not_before: None,
         });
         rt
     }
@@ -1123,6 +1373,11 @@ fn unix(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod published_tests {
     use super::*;
@@ -1141,6 +1396,7 @@ mod published_tests {
             refresh_at: None,
             skew,
             identity: None,
+            lifetime: expires_in,
         }
     }
 

@@ -12,11 +12,19 @@
 //!   one early refresh per start and never refreshes later than 80 %.
 //! - After a failure it waits a capped exponential delay with full jitter
 //!   (uniform in `[0, min(cap, base * 2^attempt)]`), and at least the IdP's `Retry-After`.
+//!   A waiting caller may try sooner, at most once per [`DEMAND_RETRY`] per profile, so
+//!   recovery after an outage does not wait for a backoff grown to minutes.
 
 use std::time::Duration;
 
 /// Default skew margin (seconds of validity a handed-out token must still have).
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
+
+/// Shortest time between two IdP attempts of one profile made for waiting callers while the
+/// background backoff runs: a caller arriving after the IdP answers again gets a token within
+/// about this long, whatever the backoff reached, and a crowd of callers during an outage
+/// costs the IdP at most one request per this long per profile.
+pub const DEMAND_RETRY: Duration = Duration::from_secs(3);
 
 /// Backoff knobs; the defaults suit a real IdP, tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +86,37 @@ pub fn first_refresh_after(lifetime: Duration, skew: Duration, unit: f64) -> Dur
     lifetime.mul_f64(ratio).min(lifetime.saturating_sub(skew))
 }
 
+/// What a starting agent does with a stored access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredPlan {
+    /// Serve it, and refresh after this long (at once when its planned refresh has passed).
+    Serve {
+        /// Time left until it stops being handed out is more than this.
+        refresh_in: Duration,
+    },
+    /// Too close to its expiry to serve: refresh at start (the boot refresh).
+    Refresh,
+}
+
+/// The plan for a stored token `age` after it was issued, with `lifetime`, margin `skew`, and
+/// its refresh planned at `planned` after issue: served while more than the margin is left,
+/// renewed at the planned time (so a restart changes neither the IdP's load nor its
+/// schedule), never later than the margin. Pure, so the fleet simulation runs the same code.
+pub fn stored_plan(
+    lifetime: Duration,
+    skew: Duration,
+    age: Duration,
+    planned: Duration,
+) -> StoredPlan {
+    let left = lifetime.saturating_sub(age);
+    if left <= skew {
+        return StoredPlan::Refresh;
+    }
+    StoredPlan::Serve {
+        refresh_in: planned.saturating_sub(age).min(left - skew),
+    }
+}
+
 /// A uniform number in `[0, 1)` for jitter.
 pub fn unit() -> f64 {
     rand::random::<f64>()
@@ -124,6 +163,36 @@ mod tests {
         let l = Duration::from_secs(100);
         let s = skew_for(DEFAULT_SKEW, Some(l));
         assert_eq!(first_refresh_after(l, s, 0.99), Duration::from_secs(75));
+    }
+
+    #[test]
+    fn a_stored_token_is_served_until_the_margin_and_renewed_when_planned() {
+        let (l, s) = (Duration::from_secs(3600), Duration::from_secs(60));
+        let planned = Duration::from_secs(2000);
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            stored_plan(l, s, 10 * min, planned),
+            StoredPlan::Serve {
+                refresh_in: Duration::from_secs(1400)
+            }
+        );
+        // Past its planned refresh but usable: served, renewed at once.
+        assert_eq!(
+            stored_plan(l, s, 40 * min, planned),
+            StoredPlan::Serve {
+                refresh_in: Duration::ZERO
+            }
+        );
+        // Inside the margin, or expired: refreshed at start.
+        assert_eq!(stored_plan(l, s, 59 * min, planned), StoredPlan::Refresh);
+        assert_eq!(stored_plan(l, s, 90 * min, planned), StoredPlan::Refresh);
+        // A planned refresh past the margin is pulled in to it.
+        assert_eq!(
+            stored_plan(l, s, 50 * min, l),
+            StoredPlan::Serve {
+                refresh_in: 9 * min
+            }
+        );
     }
 
     #[test]

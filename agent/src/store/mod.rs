@@ -1,7 +1,9 @@
-//! Refresh tokens at rest: a persistent keyring when one answers, else a 0600 file store.
+//! Logins at rest: a persistent keyring when one answers, else a 0600 file store.
 //!
-//! Only refresh tokens (and what is needed to use them: issuer, client id, scope) are kept;
-//! access tokens stay in memory. Every write is atomic (see [`file`]), and a per-grant
+//! One record per profile: the refresh token and what is needed to use it (issuer, client id,
+//! scope), and since format 2 the last access token with its expiry, so that a restart within
+//! its usable life costs the IdP nothing and spends no refresh token (issue 23; SECURITY.md
+//! says why that is no weaker than the refresh token beside it). Every write is atomic (see [`file`]), and a per-grant
 //! advisory lock ([`lock`]) makes sure two processes never refresh the same grant at once,
 //! which a rotating IdP would punish by revoking the whole grant.
 
@@ -10,7 +12,7 @@ mod grant;
 mod keyring;
 pub mod lock;
 
-pub use grant::StoredGrant;
+pub use grant::{StoredAccess, StoredGrant};
 pub use lock::GrantLock;
 
 use crate::config::{StoreBackendChoice, StoreConfig};

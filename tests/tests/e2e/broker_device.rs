@@ -8,7 +8,7 @@ use stagepass::broker::{ProfileState, TokenRequest};
 use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_login_then_restart_serves_a_token_with_one_refresh() {
+async fn device_login_then_restart_serves_the_stored_token_with_no_idp_call() {
     let w = World::new(300, &device_profile("dev")).await;
     let broker = w.broker(opts(true)).await;
     assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
@@ -42,9 +42,10 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     .unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(broker.status()[0].state, ProfileState::Valid);
-    // The refresh token is on disk, the access token is not.
+    // The refresh token is on disk, and the access token with it (issue 23: a restart within
+    // its life serves it without spending the refresh token).
     let stored = std::fs::read_to_string(w.grant_file("dev")).unwrap();
-    assert!(!stored.contains(t.access_token.expose()));
+    assert!(stored.contains(t.access_token.expose()));
     let stats = w.idp.stats().await.unwrap();
     assert_eq!(stats.grant(GRANT_DEVICE_CODE).ok, 1);
     assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).requests, 0);
@@ -58,7 +59,10 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     assert_eq!(st.state, ProfileState::Valid, "{st:?}");
     broker.boot_refresh().await;
     let t2 = broker.token("dev", TokenRequest::default()).await.unwrap();
-    assert_ne!(t2.access_token, t.access_token);
+    assert_eq!(
+        t2.access_token, t.access_token,
+        "the stored token, still valid"
+    );
     let claims = stagepass_e2e::jwt::verify(
         t2.access_token.expose(),
         &jwks,
@@ -68,10 +72,28 @@ async fn device_login_then_restart_serves_a_token_with_one_refresh() {
     .unwrap();
     assert_eq!(claims["sub"], "alice");
     let stats = w.idp.stats().await.unwrap();
-    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).requests, 1, "{stats:?}");
-    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).ok, 1);
-    assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0);
+    assert_eq!(
+        stats.token.requests, 0,
+        "no IdP call at the restart: {stats:?}"
+    );
     assert_eq!(stats.device_authorization.requests, 0);
+    // Who signed in is known again without an ID token in this run.
+    assert_eq!(
+        broker.status()[0]
+            .identity
+            .as_ref()
+            .and_then(|i| i.sub.as_deref()),
+        Some("alice")
+    );
+    // The stored login itself works: a refresh forced past the token's life succeeds.
+    let force = TokenRequest {
+        min_valid: Some(std::time::Duration::from_secs(3600)),
+    };
+    let t3 = broker.token("dev", force).await.unwrap();
+    assert_ne!(t3.access_token, t.access_token);
+    let stats = w.idp.stats().await.unwrap();
+    assert_eq!(stats.grant(GRANT_REFRESH_TOKEN).ok, 1, "{stats:?}");
+    assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0);
 
     // Logout forgets the login here and at the IdP.
     broker.logout("dev").await.unwrap();

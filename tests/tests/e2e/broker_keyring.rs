@@ -58,8 +58,16 @@ fn keyring_child() {
                 broker.token("dev", TokenRequest::default()).await.unwrap();
             }
             "reuse" => {
+                // The access token came back from the keyring: no IdP call for it.
                 broker.boot_refresh().await;
                 broker.token("dev", TokenRequest::default()).await.unwrap();
+                let s = idp.stats().await.unwrap();
+                assert_eq!(s.token.requests, 0, "served from the keyring: {s:?}");
+                // The refresh token came back too: a forced refresh works.
+                let force = TokenRequest {
+                    min_valid: Some(std::time::Duration::from_secs(3600)),
+                };
+                broker.token("dev", force).await.unwrap();
             }
             other => panic!("unknown mode {other}"),
         }

@@ -102,10 +102,19 @@ async fn login_survives_kill_9_between_refreshes() {
     let rotations = w.idp.stats().await.unwrap().grant(GRANT_REFRESH_TOKEN);
     assert!(rotations.ok >= 5, "{rotations:?}");
 
-    // The next agent finds the latest rotated refresh token and needs no login.
+    // The next agent finds the latest rotated refresh token and needs no login (a refresh
+    // forced past the stored access token's life proves it).
     let broker = w.broker(opts(true)).await;
     broker.boot_refresh().await;
-    broker.token("dev", TokenRequest::default()).await.unwrap();
+    broker
+        .token(
+            "dev",
+            TokenRequest {
+                min_valid: Some(Duration::from_secs(3600)),
+            },
+        )
+        .await
+        .unwrap();
     let r = w.idp.stats().await.unwrap().grant(GRANT_REFRESH_TOKEN);
     assert!(
         r.errors.is_empty(),

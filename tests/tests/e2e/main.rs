@@ -41,6 +41,7 @@ mod broker_faults;
 mod broker_keyring;
 mod broker_logs;
 mod broker_logs_json;
+mod broker_restart;
 mod broker_revoked;
 mod broker_rotation;
 mod broker_single_flight;

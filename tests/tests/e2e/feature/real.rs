@@ -313,8 +313,9 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
         "alice"
     );
 
-    // Stop and start (closing the window, stopping a Codespace): a fresh token, no prompt;
-    // the IdP saw one refresh and no login.
+    // Stop and start (closing the window, stopping a Codespace): a token, no prompt; the IdP
+    // saw no login and at most one refresh (none while the stored access token is before its
+    // planned refresh, issue 23; one when that point passed during the stop).
     let no_login_one_refresh = |what: &str| {
         let stats = rt.block_on(idp.stats()).unwrap();
         assert_eq!(stats.device_authorization.requests, 0, "{what}: {stats:?}");
@@ -324,15 +325,19 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
             "{what}: {stats:?}"
         );
         let refresh = stats.grant(GRANT_REFRESH_TOKEN);
-        assert_eq!((refresh.requests, refresh.ok), (1, 1), "{what}: {stats:?}");
+        assert!(refresh.requests <= 1, "{what}: {stats:?}");
+        assert_eq!(refresh.requests, refresh.ok, "{what}: {stats:?}");
     };
     rt.block_on(idp.reset_stats()).unwrap();
     dc.stop().unwrap();
     let t0 = Instant::now();
     dc.start().unwrap();
     let second = wait(&dc, "a token after start", || token(&dc).ok());
-    println!("docker start -> first fresh token: {:?}", t0.elapsed());
-    assert_ne!(first, second, "a fresh token, not the old one");
+    println!("docker start -> first token: {:?}", t0.elapsed());
+    assert_eq!(
+        jwt::verify(&second, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
+        "alice"
+    );
     no_login_one_refresh("after stop/start");
     // The hooks of the next `up` find the container running and change nothing.
     dc.up(&[]).unwrap();
@@ -349,7 +354,6 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
     assert_ne!(dc.id().unwrap(), old_id, "the rebuild made a new container");
     assert_eq!(dc.volumes(), &volumes[..], "the same state volume");
     let third = wait(&dc, "a token after the rebuild", || token(&dc).ok());
-    assert_ne!(second, third);
     assert_eq!(
         jwt::verify(&third, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
         "alice"
