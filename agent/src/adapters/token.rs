@@ -63,17 +63,17 @@ pub fn invalidate_path(profile: &str) -> String {
     format!("/v1/token/{}/invalidate", encode_segment(profile))
 }
 
-/// Percent-encodes everything but unreserved characters.
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A profile or role name as one URL path segment (names are already restricted, so this
+/// is a second line of defence, not the rule).
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// One line saying what failed for `profile` and the command that fixes it.

@@ -91,7 +91,7 @@ fn key(s: &str) -> Option<Key> {
     let host = u.host_str()?.to_ascii_lowercase();
     let segments: Vec<Vec<u8>> = u
         .path_segments()?
-        .map(|seg| percent_decode(seg.as_bytes()))
+        .map(|seg| percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>())
         .collect();
     if matches!(u.scheme(), "http" | "https")
         && let Some(k) = github(&u, &host, &segments)
@@ -171,29 +171,6 @@ fn with_ref(u: &url::Url, path: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
     Some(rest)
 }
 
-pub(crate) fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let decoded = match (s[i], s.get(i + 1), s.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +199,6 @@ mod tests {
         ] {
             assert!(!same_file(u, different), "{different}");
         }
-        assert_eq!(percent_decode(b"a%2d%zz%4"), b"a-%zz%4".to_vec());
     }
 
     const BLOB: &str = "https://github.com/acme/payments/blob/main/svc/catalog-info.yaml";

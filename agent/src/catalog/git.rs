@@ -253,16 +253,20 @@ impl UrlMap {
     }
 }
 
+/// What GitHub leaves as is in a file's path segment (besides RFC 3986's unreserved
+/// characters): its blob URLs show `@+=,` unescaped, and Backstage compares URLs as text.
+const GITHUB_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b'+')
+    .remove(b'=')
+    .remove(b',');
+
 fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@+=,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, GITHUB_SEGMENT).to_string()
 }
 
 /// `owner/name` of a github.com remote (https, ssh or scp-like).
@@ -372,6 +376,11 @@ mod tests {
         assert_eq!(
             m.url(Path::new("a b/catalog-info.yaml")),
             "http://127.0.0.1:9/raw/x/y/dev/a%20b/catalog-info.yaml"
+        );
+        // GitHub's own spelling: `@+=,` and unreserved characters stay, the rest is escaped.
+        assert_eq!(
+            m.url(Path::new("v@1+x=y,z_~.-/é#?/catalog-info.yaml")),
+            "http://127.0.0.1:9/raw/x/y/dev/v@1+x=y,z_~.-/%C3%A9%23%3F/catalog-info.yaml"
         );
     }
 }
