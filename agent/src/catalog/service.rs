@@ -30,15 +30,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-/// Aborts a task when dropped, so the worker cannot outlive the engine.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use tokio_util::task::AbortOnDropHandle;
 
 struct Engine {
     config: CatalogConfig,
@@ -227,7 +219,8 @@ async fn run(
     // the newest one instead of being pushed twice (stale, then fresh).
     engine.on_ref_moved().await;
     if let Some(worker) = pending_worker.take() {
-        _worker = Some(AbortOnDrop(tokio::spawn(push::run(worker))));
+        // The worker must not outlive the engine.
+        _worker = Some(AbortOnDropHandle::new(tokio::spawn(push::run(worker))));
     }
     let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
     engine.validate_remote(&all).await;

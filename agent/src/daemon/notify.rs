@@ -4,6 +4,7 @@
 //! every call is a cheap no-op, so the agent behaves the same everywhere.
 
 use sd_notify::NotifyState;
+use tokio_util::task::AbortOnDropHandle;
 
 /// `STATUS=`: a one-line human summary for `systemctl status`.
 pub fn status(text: &str) {
@@ -22,7 +23,7 @@ pub fn stopping() {
 
 /// Pets the watchdog at half its period when `WATCHDOG_USEC` asks for it. The task ends
 /// when the returned handle is dropped.
-pub fn spawn_watchdog() -> Option<AbortOnDrop> {
+pub fn spawn_watchdog() -> Option<AbortOnDropHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
     let every = (period / 2).max(std::time::Duration::from_millis(100));
     let task = tokio::spawn(async move {
@@ -32,14 +33,5 @@ pub fn spawn_watchdog() -> Option<AbortOnDrop> {
             let _ = sd_notify::notify(&[NotifyState::Watchdog]);
         }
     });
-    Some(AbortOnDrop(task))
-}
-
-/// Owns a background task so it cannot outlive its owner.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    Some(AbortOnDropHandle::new(task))
 }
