@@ -11,7 +11,14 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use modules of lower layers only; modules of one layer do
 /// not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["secret", "paths", "lockfile", "cleartext", "timefmt"],
+    &[
+        "secret",
+        "paths",
+        "lockfile",
+        "cleartext",
+        "timefmt",
+        "atomic_file",
+    ],
     &["config"],
     &["logging", "store", "attest"],
     &["audit", "policy"],

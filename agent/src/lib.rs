@@ -20,6 +20,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod atomic_file;
 pub mod attest;
 pub mod audit;
 pub mod aws;

@@ -9,8 +9,6 @@
 use super::refs::EntityRef;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -172,7 +170,7 @@ impl Outbox {
         }
     }
 
-    /// Writes the outbox atomically (0600 temp file, fsync, rename).
+    /// Writes the outbox atomically ([`crate::atomic_file::write`]).
     pub fn save(&self) -> Result<(), OutboxError> {
         let io = |source| OutboxError::Io {
             path: self.path.clone(),
@@ -180,20 +178,7 @@ impl Outbox {
         };
         let mut data = serde_json::to_vec_pretty(&self.data).map_err(|e| io(e.into()))?;
         data.push(b'\n');
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            // Never through a symlink planted at the temp name.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&data).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        crate::atomic_file::write(&self.path, &data).map_err(|e| io(e.source))
     }
 
     /// Queues a job, replacing any job of the same entity. Returns `false` when there is

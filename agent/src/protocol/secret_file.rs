@@ -6,8 +6,7 @@
 
 use crate::secret::Secret;
 use rand::RngCore;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::Path;
 
 /// Length of the hex secret: 32 random bytes.
@@ -95,24 +94,9 @@ pub fn read(path: &Path) -> io::Result<Secret> {
     Ok(Secret::new(text))
 }
 
-/// Writes `bytes` to `path` as a 0600 file, atomically.
+/// Writes `bytes` to `path` as a 0600 file, atomically ([`crate::atomic_file::write`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write(path, bytes).map_err(|e| io::Error::new(e.source.kind(), e))
 }
 
 #[cfg(test)]
@@ -139,7 +123,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("api-secret");
         create(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("must be 0600"));
         write_private(&p, b"short\n").unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("hex secret"));

@@ -5,9 +5,6 @@
 //! either the old or the new file, never a torn one.
 
 use super::{StoreError, StoredGrant, file_stem};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub(super) struct FileStore {
@@ -47,36 +44,11 @@ impl FileStore {
     }
 
     pub(super) fn save(&self, key: &str, grant: &StoredGrant) -> Result<(), StoreError> {
-        let target = self.path(key);
-        let tmp = self.dir.join(format!(
-            ".{}.{}.{:016x}.tmp",
-            file_stem(key),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, op, source }
-        };
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io("create temp file", &tmp))?;
-            f.write_all(&grant.to_json())
-                .map_err(io("write temp file", &tmp))?;
-            f.sync_all().map_err(io("fsync temp file", &tmp))?;
-            drop(f);
-            std::fs::rename(&tmp, &target).map_err(io("rename into place", &target))?;
-            let d = std::fs::File::open(&self.dir).map_err(io("open dir", &self.dir))?;
-            d.sync_all().map_err(io("fsync dir", &self.dir))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::atomic_file::write(&self.path(key), &grant.to_json()).map_err(|e| StoreError::Io {
+            path: e.path,
+            op: e.op,
+            source: e.source,
+        })
     }
 
     pub(super) fn delete(&self, key: &str) -> Result<(), StoreError> {
