@@ -1,6 +1,6 @@
 //! `stagepass env` and `stagepass exec`: the environment tools read their credentials from.
 //!
-//! Variables (documented in the README):
+//! Variables (documented in docs/tools.md):
 //! - `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/aws/credentials/NAME` and
 //!   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=<runtime dir>/api-secret`: every AWS SDK and the
 //!   CLI then fetch role NAME's credentials from the agent, sending the per-boot secret;

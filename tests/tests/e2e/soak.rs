@@ -16,7 +16,7 @@
 //! `request` span and writes a line (hundreds of MB in 10 minutes), and tracing-subscriber's
 //! span registry keeps slots, their extension maps and formatted fields for those spans,
 //! which grew the live heap by ~145 KiB in 3.5 minutes under this load while it stayed flat
-//! at info (README, "Soak"). `STAGEPASS_SOAK_LOG` sets another filter, e.g.
+//! at info (docs/reliability.md, "Soak"). `STAGEPASS_SOAK_LOG` sets another filter, e.g.
 //! `stagepass=debug` to look at that growth.
 
 use crate::support;
@@ -163,7 +163,7 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
     // Warm up (connections, first tokens, caches, allocator arenas), then take the
     // baseline after a minute (a tenth of a shorter run); the RSS at 15 s is printed too.
     // At debug level the RSS kept growing by ~80 KiB a minute (+5.3 % in 10 minutes): the
-    // span registry of the per-request debug spans, not agent state (README, "Soak").
+    // span registry of the per-request debug spans, not agent state (docs/reliability.md, "Soak").
     std::thread::sleep(Duration::from_secs(15.min(secs / 10)));
     let (rss_early, _) = rss_and_fds(pid);
     std::thread::sleep(Duration::from_secs((secs / 10).min(60).saturating_sub(15)));
