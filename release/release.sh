@@ -166,7 +166,8 @@ for arch in $archs; do
     rm -rf "${out:?}/$name"
     mkdir -p "$out/$name"
     cp "$bins/$arch/stagepass" "$bins/$arch/stagepass-core" "$out/$name/"
-    cp "$root/README.md" "$out/$name/"
+    # The README links into docs/ and SECURITY.md: they travel with it.
+    cp -R "$root/README.md" "$root/SECURITY.md" "$root/docs" "$out/$name/"
     tar -C "$out" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
         -czf "$out/$name.tar.gz" "$name"
     rm -rf "${out:?}/$name"

@@ -181,7 +181,13 @@ fn release_writes_checksummed_artifacts_publishes_and_refuses_a_second_publish()
     );
     let listing = check(Command::new("tar").arg("-tzf").arg(out.join(&tarball)));
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for f in ["stagepass", "stagepass-core"] {
+    for f in [
+        "stagepass",
+        "stagepass-core",
+        "README.md",
+        "SECURITY.md",
+        "docs/configuration.md",
+    ] {
         assert!(
             listing
                 .lines()
@@ -268,12 +274,12 @@ fn release_refuses_a_feature_version_other_than_the_workspace_version() {
     assert!(t.contains("says version '9.9.9'"), "{t}");
 }
 
-/// A copy of what the release command reads (Cargo.toml, feature/, release/, README.md) with
+/// A copy of what the release command reads (Cargo.toml, feature/, release/, the docs) with
 /// `version` as the workspace and Feature version: a maintainer's tree after a version bump.
 pub fn copy_release_tree(dir: &Path, version: &str) -> PathBuf {
     let root = dir.join("repo");
     std::fs::create_dir_all(&root).unwrap();
-    for item in ["feature", "release", "README.md"] {
+    for item in ["feature", "release", "README.md", "SECURITY.md", "docs"] {
         check(
             Command::new("cp")
                 .arg("-R")
@@ -464,7 +470,13 @@ fn the_deb_installs_into_the_debian_rootfs_with_a_user_unit_that_verifies() {
     let mut seen = String::new();
     let started = Instant::now();
     let mut buf = [0u8; 4096];
-    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+    // The watchdog pings from the start (a slow boot refresh must not look hung to systemd),
+    // so a ping may come before READY=1: wait for one after it.
+    let ping_after_ready = |seen: &str| {
+        seen.find("READY=1")
+            .is_some_and(|r| seen.rfind("WATCHDOG=1").is_some_and(|w| w > r))
+    };
+    while !ping_after_ready(&seen) {
         if let Ok(n) = sock.recv(&mut buf) {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
             seen.push('\n');
