@@ -751,10 +751,11 @@ impl Slot {
     /// stored) and tokens with a known lifetime; times are converted from the monotonic clock
     /// to wall-clock milliseconds, rounded so the stored expiry is never later than the real one.
     pub(super) fn stored_access(&self, c: &Cached) -> Option<StoredAccess> {
-        if !matches!(
-            self.cfg.grant,
-            GrantKind::Device | GrantKind::AuthorizationCode
-        ) {
+        // Device logins only: an authorization-code profile signs in to Backstage, whose
+        // refresh tokens rotate without reuse detection (a stale one does not end the
+        // session), and its boot refresh is what tells a workspace that another one signed
+        // in with the same client.
+        if self.cfg.grant != GrantKind::Device {
             return None;
         }
         let (expires, refresh_at, lifetime) = (c.expires?, c.refresh_at?, c.lifetime?);
