@@ -79,7 +79,7 @@ pub fn encode_segment(s: &str) -> String {
 /// One line saying what failed for `profile` and the command that fixes it.
 pub fn explain(profile: &str, err: &ClientError) -> String {
     match err {
-        ClientError::NotRunning(_) => err.to_string(),
+        ClientError::NotRunning(_) | ClientError::VersionMismatch { .. } => err.to_string(),
         ClientError::Api { code, message, .. } => match code.as_str() {
             "login_required" => {
                 format!(

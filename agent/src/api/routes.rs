@@ -606,8 +606,12 @@ static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| answer_headers(APPLI
 static PROMETHEUS_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| answer_headers(PROMETHEUS_TEXT));
 
 fn answer_headers(content_type: HeaderValue) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(3);
+    let mut h = HeaderMap::with_capacity(4);
     h.insert(CONTENT_TYPE, content_type);
+    h.insert(
+        HeaderName::from_static(crate::protocol::version::HEADER),
+        HeaderValue::from_static(crate::protocol::version::VERSION),
+    );
     h.insert(CACHE_CONTROL, NO_STORE);
     h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     h

@@ -134,7 +134,9 @@ where
 fn client_error(e: &ClientError) -> ExitCode {
     eprintln!("stagepass: {e}");
     match e {
-        ClientError::NotRunning(_) => ExitCode::from(super::EXIT_AGENT_DOWN),
+        ClientError::NotRunning(_) | ClientError::VersionMismatch { .. } => {
+            ExitCode::from(super::EXIT_AGENT_DOWN)
+        }
         _ => ExitCode::FAILURE,
     }
 }

@@ -340,7 +340,7 @@ fn report(e: &ClientError) -> ExitCode {
 fn report_code(e: &ClientError) -> u8 {
     eprintln!("stagepass: {e}");
     match e {
-        ClientError::NotRunning(_) => super::EXIT_AGENT_DOWN,
+        ClientError::NotRunning(_) | ClientError::VersionMismatch { .. } => super::EXIT_AGENT_DOWN,
         ClientError::Api { code, .. } if code == "login_required" => {
             eprintln!("stagepass: run `stagepass login` for this profile");
             1

@@ -47,6 +47,16 @@ pub enum ClientError {
     /// Transport or protocol failure.
     #[error("talking to the agent failed: {0}")]
     Protocol(String),
+    /// The running agent is another version than this command (the binary was upgraded,
+    /// the agent not restarted).
+    #[error(
+        "the running stagepass agent is version {agent}, this command is {}: restart the agent (restart the dev container, or stop it and run `stagepass agent`)",
+        crate::protocol::version::VERSION
+    )]
+    VersionMismatch {
+        /// The agent's version as it said it.
+        agent: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +209,13 @@ where
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let status = resp.status().as_u16();
+        let said = resp
+            .headers()
+            .get(crate::protocol::version::HEADER)
+            .map(|v| v.as_bytes());
+        if let Some(agent) = crate::protocol::version::mismatch(said) {
+            return Err(ClientError::VersionMismatch { agent });
+        }
         let bytes = resp
             .into_body()
             .collect()

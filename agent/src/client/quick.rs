@@ -162,6 +162,8 @@ struct Head {
     body_at: usize,
     /// `Content-Length`, when given.
     length: Option<usize>,
+    /// The agent's version header, when given.
+    version: Option<Vec<u8>>,
 }
 
 impl Head {
@@ -187,6 +189,7 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or_else(|| bad_answer("has no HTTP/1.1 status line"))?;
     let mut length = None;
+    let mut version = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(bad_answer("has a malformed header"));
@@ -198,6 +201,8 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
                     .parse::<usize>()
                     .map_err(|_| bad_answer("has a bad Content-Length"))?,
             );
+        } else if name.eq_ignore_ascii_case(crate::protocol::version::HEADER) {
+            version = Some(value.as_bytes().to_vec());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(bad_answer(
                 "uses a transfer encoding this client does not read",
@@ -208,11 +213,15 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
         status,
         body_at: head_end + 4,
         length,
+        version,
     }))
 }
 
 /// The status and body of a complete answer whose head is `h`.
 fn body_of(answer: &[u8], h: &Head) -> Result<(u16, Vec<u8>), ClientError> {
+    if let Some(agent) = crate::protocol::version::mismatch(h.version.as_deref()) {
+        return Err(ClientError::VersionMismatch { agent });
+    }
     let body = &answer[h.body_at..];
     let body = match h.length {
         Some(n) => body.get(..n).ok_or_else(|| bad_answer("ended early"))?,
@@ -232,16 +241,47 @@ fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
 mod tests {
     use super::*;
 
+    /// `head` with this build's version header after the status line, as the agent answers.
+    fn answer(status_line: &str, rest: &str) -> Vec<u8> {
+        format!(
+            "{status_line}\r\nstagepass-version: {}\r\n{rest}",
+            crate::protocol::version::VERSION
+        )
+        .into_bytes()
+    }
+
     #[test]
     fn parses_a_content_length_answer() {
-        let (s, b) = parse(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
-        )
+        let (s, b) = parse(&answer(
+            "HTTP/1.1 200 OK",
+            "content-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        ))
         .unwrap();
         assert_eq!((s, b.as_slice()), (200, b"{}".as_slice()));
-        let (s, b) =
-            parse(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 3\r\n\r\nabcdef").unwrap();
+        let (s, b) = parse(&answer(
+            "HTTP/1.1 401 Unauthorized",
+            "content-length: 3\r\n\r\nabcdef",
+        ))
+        .unwrap();
         assert_eq!((s, b.as_slice()), (401, b"abc".as_slice()));
+    }
+
+    /// Issue 21: an agent of another version (or one that does not say) is refused with the
+    /// fix, not half read.
+    #[test]
+    fn an_agent_of_another_version_is_refused() {
+        let other = b"HTTP/1.1 200 OK\r\nstagepass-version: 9.9.9\r\ncontent-length: 2\r\n\r\n{}";
+        let e = parse(other).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::VersionMismatch { agent } if agent == "9.9.9"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("restart the agent"), "{e}");
+        let silent = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(matches!(
+            parse(silent).unwrap_err(),
+            ClientError::VersionMismatch { .. }
+        ));
     }
 
     #[test]
@@ -331,8 +371,9 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
+        let short = answer("HTTP/1.1 200 OK", "content-length: 9\r\n\r\n{}");
         for bad in [
-            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}".as_slice(),
+            short.as_slice(),
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\n",
             b"SSH-2.0\r\n\r\n",

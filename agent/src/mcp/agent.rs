@@ -40,5 +40,6 @@ fn safe(e: ClientError) -> String {
             format!("the agent refused the request ({code}, HTTP {status})")
         }
         ClientError::Protocol(_) => "talking to the stagepass agent failed".into(),
+        ClientError::VersionMismatch { .. } => e.to_string(),
     }
 }

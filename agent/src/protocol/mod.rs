@@ -6,6 +6,7 @@
 pub mod endpoint;
 pub mod error;
 pub mod secret_file;
+pub mod version;
 
 pub use endpoint::EndpointFile;
 pub use error::ErrorBody;
