@@ -62,6 +62,14 @@ impl Backoff {
         let floor = Duration::from_millis(50);
         jittered.max(retry_after.unwrap_or_default()).max(floor)
     }
+
+    /// "Equal jitter": half of the bound fixed, half picked by `unit` in `[0, 1)`. For a
+    /// queue that must make progress after each wait (the catalog outbox), where full
+    /// jitter's near-zero delays would only re-hit a failing Backstage.
+    pub fn equal_jitter(&self, attempt: u32, unit: f64) -> Duration {
+        let half = self.bound(attempt) / 2;
+        half + half.mul_f64(unit.clamp(0.0, 1.0))
+    }
 }
 
 /// The skew margin for a token with `lifetime`: `configured`, capped at a quarter of it.

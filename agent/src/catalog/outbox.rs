@@ -336,14 +336,14 @@ impl Outbox {
     }
 }
 
-/// Delay before attempt `attempts + 1`: 1 s doubling up to `cap`, "equal jitter" (half fixed,
-/// half random) so many agents do not retry in step. `jitter` is in `[0, 1)`.
+/// Delay before attempt `attempts + 1`: 1 s doubling up to `cap`, equal jitter so many
+/// agents do not retry in step. `jitter` is in `[0, 1)`.
 pub fn backoff(attempts: u32, cap: Duration, jitter: f64) -> Duration {
-    let exp = Duration::from_secs(1)
-        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
-        .min(cap);
-    let half = exp / 2;
-    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    crate::broker::timing::Backoff {
+        base: Duration::from_secs(1),
+        cap,
+    }
+    .equal_jitter(attempts, jitter)
 }
 
 #[cfg(test)]
