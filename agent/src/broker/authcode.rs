@@ -15,7 +15,7 @@ use super::device::{finish, login_error, set_state};
 use super::idp::{AuthorizeRequest, Target};
 use super::login::{LoginRecord, PendingCode};
 use super::slot::Slot;
-use super::{BrokerError, LoginState};
+use super::{BrokerError, LoginPhase, LoginState};
 use crate::secret::Secret;
 use crate::timefmt::rfc3339;
 use base64::Engine;
@@ -62,7 +62,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
     {
         let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = l.as_ref()
-            && rec.state.state == "pending"
+            && rec.state.state == LoginPhase::Pending
             && rec.code.is_some()
             && rec.expires > Instant::now()
         {
@@ -105,7 +105,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         .map_err(|e| login_error(slot, e))?;
     let login = LoginState {
         profile: slot.name.clone(),
-        state: "pending".into(),
+        state: LoginPhase::Pending,
         verification_uri: Some(url.to_string()),
         verification_uri_complete: None,
         user_code: None,
@@ -281,16 +281,20 @@ pub(super) async fn complete(
             None => err.clone(),
         };
         let st = if err == "access_denied" {
-            "denied"
+            LoginPhase::Denied
         } else {
-            "failed"
+            LoginPhase::Failed
         };
-        tracing::warn!(profile = %slot.name, state = st, message = %message, "sign-in ended");
+        tracing::warn!(profile = %slot.name, state = st.as_str(), message = %message, "sign-in ended");
         set_state(slot, st, Some(message.clone()));
         return Err(refused(slot, &message));
     }
     let Some(code) = code else {
-        set_state(slot, "failed", Some("the redirect carries no code".into()));
+        set_state(
+            slot,
+            LoginPhase::Failed,
+            Some("the redirect carries no code".into()),
+        );
         return Err(refused(slot, "it carries no code"));
     };
     let idp = slot
@@ -305,14 +309,14 @@ pub(super) async fn complete(
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(profile = %slot.name, error = %e, "code exchange failed");
-            set_state(slot, "failed", Some(e.to_string()));
+            set_state(slot, LoginPhase::Failed, Some(e.to_string()));
             return Err(login_error(slot, e));
         }
     };
     let msg = finish(slot, idp.issuer(), &client.client_id, &g).await;
     slot.learn_ownership(&g.access_token).await;
     tracing::info!(profile = %slot.name, "authorization code sign-in complete");
-    set_state(slot, "complete", msg);
+    set_state(slot, LoginPhase::Complete, msg);
     super::device::state(slot)
 }
 

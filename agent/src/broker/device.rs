@@ -8,17 +8,17 @@
 use super::idp::{DeviceAuthorization, IdpError};
 use super::login::LoginRecord;
 use super::slot::Slot;
-use super::{BrokerError, LoginState};
+use super::{BrokerError, LoginPhase, LoginState};
 use crate::store::StoredGrant;
 use crate::timefmt::rfc3339;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
-pub(super) fn set_state(slot: &Slot, state: &str, message: Option<String>) {
+pub(super) fn set_state(slot: &Slot, state: LoginPhase, message: Option<String>) {
     let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rec) = l.as_mut() {
-        rec.state.state = state.to_string();
+        rec.state.state = state;
         rec.state.message = message;
         rec.task = None;
     }
@@ -47,7 +47,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
     {
         let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = l.as_ref()
-            && rec.state.state == "pending"
+            && rec.state.state == LoginPhase::Pending
             && rec.expires > Instant::now()
         {
             return Ok(rec.state.clone());
@@ -68,7 +68,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         .map_err(|e| login_error(slot, e))?;
     let state = LoginState {
         profile: slot.name.clone(),
-        state: "pending".into(),
+        state: LoginPhase::Pending,
         verification_uri: Some(auth.verification_uri()),
         verification_uri_complete: auth.verification_uri_complete(),
         user_code: Some(auth.user_code()),
@@ -92,24 +92,24 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
                 Ok(g) => {
                     let msg = finish(&slot, idp.issuer(), &client.client_id, &g).await;
                     tracing::info!(profile = %slot.name, "device login complete");
-                    set_state(&slot, "complete", msg);
+                    set_state(&slot, LoginPhase::Complete, msg);
                 }
                 Err(IdpError::Rejected { code, description }) => {
                     let state = match code.as_str() {
-                        "access_denied" => "denied",
-                        "expired_token" => "expired",
-                        _ => "failed",
+                        "access_denied" => LoginPhase::Denied,
+                        "expired_token" => LoginPhase::Expired,
+                        _ => LoginPhase::Failed,
                     };
                     let message = match description {
                         Some(d) => format!("{code}: {d}"),
                         None => code,
                     };
-                    tracing::warn!(profile = %slot.name, state, message = %message, "device login ended");
+                    tracing::warn!(profile = %slot.name, state = state.as_str(), message = %message, "device login ended");
                     set_state(&slot, state, Some(message));
                 }
                 Err(e) => {
                     tracing::warn!(profile = %slot.name, error = %e, "device login failed");
-                    set_state(&slot, "failed", Some(e.to_string()));
+                    set_state(&slot, LoginPhase::Failed, Some(e.to_string()));
                 }
             }
         })
@@ -119,7 +119,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .as_mut()
-        && rec.state.state == "pending"
+        && rec.state.state == LoginPhase::Pending
     {
         rec.task = Some(poller.abort_handle());
     }
@@ -171,8 +171,8 @@ pub(super) fn state(slot: &Slot) -> Result<LoginState, BrokerError> {
     match l.as_ref() {
         Some(rec) => {
             let mut s = rec.state.clone();
-            if s.state == "pending" && rec.expires <= Instant::now() {
-                s.state = "expired".into();
+            if s.state == LoginPhase::Pending && rec.expires <= Instant::now() {
+                s.state = LoginPhase::Expired;
             }
             Ok(s)
         }

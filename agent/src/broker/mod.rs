@@ -128,13 +128,42 @@ pub struct ProfileStatus {
     pub identity: Option<idp::Identity>,
 }
 
+/// Where a login stands; on the wire as the lowercase word (`"pending"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginPhase {
+    /// Waiting for the user (device code entered, or the browser's redirect).
+    Pending,
+    /// Logged in.
+    Complete,
+    /// The user or the IdP said no.
+    Denied,
+    /// The code ran out before the user finished.
+    Expired,
+    /// Anything else went wrong (the message says what).
+    Failed,
+}
+
+impl LoginPhase {
+    /// The wire word, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Complete => "complete",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A device login in progress or finished.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoginState {
     /// Profile name.
     pub profile: String,
-    /// `pending`, `complete`, `denied`, `expired`, `failed`.
-    pub state: String,
+    /// Where it stands.
+    pub state: LoginPhase,
     /// Where the user goes.
     pub verification_uri: Option<String>,
     /// The URI with the code filled in, when the IdP gives one.

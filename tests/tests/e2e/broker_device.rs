@@ -14,7 +14,7 @@ async fn device_login_then_restart_serves_the_stored_token_with_no_idp_call() {
     assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
 
     let login = broker.login_start("dev").await.unwrap();
-    assert_eq!(login.state, "pending");
+    assert_eq!(login.state, stagepass::broker::LoginPhase::Pending);
     let code = login.user_code.clone().unwrap();
     assert!(login.verification_uri.unwrap().starts_with(w.idp.issuer()));
     // A second start while pending returns the same login.
@@ -26,10 +26,14 @@ async fn device_login_then_restart_serves_the_stored_token_with_no_idp_call() {
     w.idp.approve(&code, "alice").await.unwrap();
     let done = eventually("login completes", || async {
         let s = broker.login_state("dev").unwrap();
-        (s.state != "pending").then_some(s)
+        (s.state != stagepass::broker::LoginPhase::Pending).then_some(s)
     })
     .await;
-    assert_eq!(done.state, "complete", "{done:?}");
+    assert_eq!(
+        done.state,
+        stagepass::broker::LoginPhase::Complete,
+        "{done:?}"
+    );
 
     let t = broker.token("dev", TokenRequest::default()).await.unwrap();
     let jwks = w.idp.jwks().await.unwrap();
@@ -114,10 +118,14 @@ async fn denied_device_login_says_denied_and_stores_nothing() {
     w.idp.deny(&login.user_code.unwrap()).await.unwrap();
     let done = eventually("login ends", || async {
         let s = broker.login_state("dev").unwrap();
-        (s.state != "pending").then_some(s)
+        (s.state != stagepass::broker::LoginPhase::Pending).then_some(s)
     })
     .await;
-    assert_eq!(done.state, "denied", "{done:?}");
+    assert_eq!(
+        done.state,
+        stagepass::broker::LoginPhase::Denied,
+        "{done:?}"
+    );
     assert!(done.message.unwrap().contains("access_denied"));
     assert!(!w.grant_file("dev").exists());
     let err = broker
@@ -134,16 +142,20 @@ async fn unapproved_device_login_expires() {
     w.idp.set_ttl(None, None, Some(2)).await.unwrap();
     let broker = w.broker(opts(true)).await;
     let login = broker.login_start("dev").await.unwrap();
-    assert_eq!(login.state, "pending");
+    assert_eq!(login.state, stagepass::broker::LoginPhase::Pending);
     let done = eventually("login ends", || async {
         let s = broker.login_state("dev").unwrap();
-        (s.state != "pending").then_some(s)
+        (s.state != stagepass::broker::LoginPhase::Pending).then_some(s)
     })
     .await;
-    assert_eq!(done.state, "expired", "{done:?}");
+    assert_eq!(
+        done.state,
+        stagepass::broker::LoginPhase::Expired,
+        "{done:?}"
+    );
     assert!(!w.grant_file("dev").exists());
     // A new login can start after an expired one.
     let again = broker.login_start("dev").await.unwrap();
-    assert_eq!(again.state, "pending");
+    assert_eq!(again.state, stagepass::broker::LoginPhase::Pending);
     assert_ne!(again.user_code, login.user_code);
 }

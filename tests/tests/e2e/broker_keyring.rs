@@ -51,10 +51,15 @@ fn keyring_child() {
                     .await
                     .unwrap();
                 eventually("login", || async {
-                    (broker.login_state("dev").unwrap().state != "pending").then_some(())
+                    (broker.login_state("dev").unwrap().state
+                        != stagepass::broker::LoginPhase::Pending)
+                        .then_some(())
                 })
                 .await;
-                assert_eq!(broker.login_state("dev").unwrap().state, "complete");
+                assert_eq!(
+                    broker.login_state("dev").unwrap().state,
+                    stagepass::broker::LoginPhase::Complete
+                );
                 broker.token("dev", TokenRequest::default()).await.unwrap();
             }
             "reuse" => {

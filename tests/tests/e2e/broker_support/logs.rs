@@ -50,7 +50,8 @@ pub async fn session(format: LogFormat) {
         .await
         .unwrap();
     eventually("login", || async {
-        (broker.login_state("dev").unwrap().state == "complete").then_some(())
+        (broker.login_state("dev").unwrap().state == stagepass::broker::LoginPhase::Complete)
+            .then_some(())
     })
     .await;
     let rt_of = || {
