@@ -107,7 +107,10 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
         },
     )
     .await;
-    wait(&h, "catalog watching", |s| s.state == "watching").await?;
+    wait(&h, "catalog watching", |s| {
+        s.state == stagepass::catalog::EngineState::Watching
+    })
+    .await?;
     let sync = h.sync_now().await;
     if sync.queued != 3 {
         bail!("the first sync queued {} registrations, not 3", sync.queued);

@@ -74,11 +74,41 @@ impl Default for Options {
     }
 }
 
+/// Where the catalog engine stands; on the wire as the lowercase word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineState {
+    /// `catalog.enabled = false`.
+    Disabled,
+    /// Scanning the repository for the first time.
+    #[default]
+    Starting,
+    /// No folder to watch yet (the reason says what is missing); looks again every 2 s.
+    Waiting,
+    /// Watching files and pushes.
+    Watching,
+    /// Stopped on an error the reason names (a bad glob, a bad Backstage URL).
+    Error,
+}
+
+impl EngineState {
+    /// The wire word, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Starting => "starting",
+            Self::Waiting => "waiting",
+            Self::Watching => "watching",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// The catalog part of `/v1/status` and `/v1/catalog`.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CatalogStatus {
-    /// `disabled`, `starting`, `waiting` (no folder to watch yet), `watching` or `error`.
-    pub state: String,
+    /// Where the engine stands.
+    pub state: EngineState,
     /// Why, when not watching.
     pub reason: Option<String>,
     /// The repository watched.
@@ -265,11 +295,10 @@ impl Service {
         let shared = Arc::new(Shared {
             status: Mutex::new(CatalogStatus {
                 state: if config.enabled {
-                    "starting"
+                    EngineState::Starting
                 } else {
-                    "disabled"
-                }
-                .into(),
+                    EngineState::Disabled
+                },
                 ..CatalogStatus::default()
             }),
         });

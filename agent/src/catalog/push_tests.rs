@@ -77,7 +77,7 @@ impl Bed {
             },
         )
         .await;
-        wait_for(&h, "watching", |s| s.state == "watching").await;
+        wait_for(&h, "watching", |s| s.state == EngineState::Watching).await;
         h
     }
 
@@ -671,7 +671,7 @@ async fn pushes_are_polled_when_the_git_dir_cannot_be_watched() {
         },
     )
     .await;
-    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    let s = wait_for(&h, "watching", |s| s.state == EngineState::Watching).await;
     assert!(
         s.warnings
             .iter()

@@ -17,8 +17,8 @@ use super::root;
 use super::validate::{self, FileReport};
 use super::watch::{self, DirWatcher, WatchEvent};
 use super::{
-    BackstageStatus, CatalogStatus, Command, DiffReport, Options, ScanReport, Shared, SyncReport,
-    WatchStatus,
+    BackstageStatus, CatalogStatus, Command, DiffReport, EngineState, Options, ScanReport, Shared,
+    SyncReport, WatchStatus,
 };
 use crate::config::CatalogConfig;
 use crate::paths::Paths;
@@ -67,10 +67,10 @@ pub(crate) async fn spawn(
     )]
 }
 
-fn fail(shared: &Shared, state: &str, reason: String) {
-    tracing::warn!(reason = %reason, "catalog watcher {state}");
+fn fail(shared: &Shared, state: EngineState, reason: String) {
+    tracing::warn!(reason = %reason, "catalog watcher {}", state.as_str());
     shared.update(|s| {
-        s.state = state.into();
+        s.state = state;
         s.reason = Some(reason);
     });
 }
@@ -96,7 +96,7 @@ async fn run(
     let matcher = match Matcher::new(&config.globs) {
         Ok(m) => m,
         Err(e) => {
-            fail(&shared, "error", e.to_string());
+            fail(&shared, EngineState::Error, e.to_string());
             return;
         }
     };
@@ -164,7 +164,7 @@ async fn run(
         if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             fail(
                 &shared,
-                "error",
+                EngineState::Error,
                 format!("catalog.backstage_url {url:?} is not an http(s) URL"),
             );
             return;
@@ -226,7 +226,7 @@ async fn run(
     engine.validate_remote(&all).await;
     engine.refresh_diff().await;
     engine.publish();
-    engine.shared.update(|s| s.state = "watching".into());
+    engine.shared.update(|s| s.state = EngineState::Watching);
 
     let debounce = Duration::from_millis(config.debounce_ms);
     let mut recheck_at: Option<Instant> = None;
@@ -328,7 +328,7 @@ async fn wait_for_root(
         root::Resolution::NotYet(reason) => reason,
     };
     loop {
-        fail(shared, "waiting", reason.clone());
+        fail(shared, EngineState::Waiting, reason.clone());
         let mut tick = tokio::time::interval(ROOT_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;

@@ -109,7 +109,7 @@ async fn with_no_config_watches_the_repository_of_the_working_directory() {
         },
     )
     .await;
-    let s = wait_for(&h, "watching", |s| s.state == "watching").await;
+    let s = wait_for(&h, "watching", |s| s.state == EngineState::Watching).await;
     assert_eq!(
         s.root.as_deref(),
         Some(std::fs::canonicalize(&root).unwrap().as_path())
@@ -133,7 +133,10 @@ async fn edits_atomic_saves_new_dirs_and_deletes_are_followed() {
         ..CatalogConfig::default()
     };
     let h = Service::start_with(&config, &paths(tmp.path()), Options::default()).await;
-    wait_for(&h, "scan", |s| s.state == "watching" && s.files == 1).await;
+    wait_for(&h, "scan", |s| {
+        s.state == EngineState::Watching && s.files == 1
+    })
+    .await;
 
     // Invalid edit: owner removed -> finding with its line.
     write(
@@ -227,7 +230,7 @@ async fn exhausted_inotify_falls_back_to_polling() {
         },
     )
     .await;
-    let s = wait_for(&h, "scan", |s| s.state == "watching").await;
+    let s = wait_for(&h, "scan", |s| s.state == EngineState::Watching).await;
     assert_eq!((s.watches.inotify, s.watches.polled), (1, 1));
     write(
         &root,
@@ -250,7 +253,7 @@ async fn disabled_and_outside_a_repository() {
         Options::default(),
     )
     .await;
-    assert_eq!(h.status().state, "disabled");
+    assert_eq!(h.status().state, EngineState::Disabled);
     let h = Service::start_with(
         &CatalogConfig::default(),
         &paths(tmp.path()),
@@ -262,8 +265,8 @@ async fn disabled_and_outside_a_repository() {
         },
     )
     .await;
-    let s = wait_for(&h, "waiting", |s| s.state != "starting").await;
-    assert_eq!(s.state, "waiting");
+    let s = wait_for(&h, "waiting", |s| s.state != EngineState::Starting).await;
+    assert_eq!(s.state, EngineState::Waiting);
     assert!(
         s.reason.unwrap().contains("no workspace folder known yet"),
         "{:?}",
@@ -285,7 +288,10 @@ async fn disabled_and_outside_a_repository() {
         format!("{}\n", repo.path().join("repo/svc").display()),
     )
     .unwrap();
-    let s = wait_for(&h, "watching the hinted folder", |s| s.state == "watching").await;
+    let s = wait_for(&h, "watching the hinted folder", |s| {
+        s.state == EngineState::Watching
+    })
+    .await;
     assert_eq!(
         s.root.as_deref(),
         Some(
@@ -342,7 +348,10 @@ async fn watch_repo_fast() -> (tempfile::TempDir, std::path::PathBuf, CatalogHan
 async fn validation_runs_off_the_async_workers() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let (_tmp, root, h) = watch_repo_fast().await;
-    wait_for(&h, "scan", |s| s.state == "watching" && s.files == 1).await;
+    wait_for(&h, "scan", |s| {
+        s.state == EngineState::Watching && s.files == 1
+    })
+    .await;
 
     let text = super::hostile_tests::bad_tags(80_000);
     let t = std::time::Instant::now();
@@ -384,7 +393,10 @@ async fn validation_runs_off_the_async_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_replaced_by_a_symlink_drops_its_report() {
     let (tmp, root, h) = watch_repo_fast().await;
-    wait_for(&h, "scan", |s| s.state == "watching" && s.entities == 1).await;
+    wait_for(&h, "scan", |s| {
+        s.state == EngineState::Watching && s.entities == 1
+    })
+    .await;
     let outside = tmp.path().join("outside.yaml");
     std::fs::write(&outside, component("secret-elsewhere", "team-x")).unwrap();
     let file = root.join("svc/catalog-info.yaml");

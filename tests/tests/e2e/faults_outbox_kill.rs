@@ -93,7 +93,10 @@ fn outbox_kill_child() {
             },
         )
         .await;
-        wait(&h, "child watching", HANG_GUARD, |s| s.state == "watching").await;
+        wait(&h, "child watching", HANG_GUARD, |s| {
+            s.state == stagepass::catalog::EngineState::Watching
+        })
+        .await;
         println!("watching");
         std::future::pending::<()>().await;
     });
@@ -161,7 +164,10 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
             },
         )
         .await;
-        wait(&h, "watching", HANG_GUARD, |s| s.state == "watching").await;
+        wait(&h, "watching", HANG_GUARD, |s| {
+            s.state == stagepass::catalog::EngineState::Watching
+        })
+        .await;
         assert_eq!(h.sync_now().await.queued, ENTITIES);
         // (The status may lag the sync's answer: wait for the pushes themselves.)
         wait(&h, "registered", HANG_GUARD, |s| {
@@ -303,7 +309,10 @@ async fn sigkill_during_outbox_writes_loses_no_catalog_change() {
         },
     )
     .await;
-    wait(&h, "watching", HANG_GUARD, |s| s.state == "watching").await;
+    wait(&h, "watching", HANG_GUARD, |s| {
+        s.state == stagepass::catalog::EngineState::Watching
+    })
+    .await;
     let drained = wait(&h, "outbox drained", HANG_GUARD, |s| s.outbox.is_empty()).await;
     let stats = proxy.stats().await.unwrap();
     let mut lost = Vec::new();

@@ -118,7 +118,7 @@ pub async fn start(
     )
     .await;
     wait(&h, "catalog watching", HANG_GUARD, |s| {
-        s.state == "watching"
+        s.state == stagepass::catalog::EngineState::Watching
     })
     .await;
     h
