@@ -149,7 +149,7 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
     assert_eq!(installed_feature_version(&dc), v1, "the lockfile kept N");
 
     // `devcontainer upgrade` moves the lockfile to N+1; the rebuild with the same workspace
-    // installs it and keeps the login and state (one refresh, no device login).
+    // installs it and keeps the login and state (no device login).
     dc.upgrade_lockfile().unwrap();
     let lock = dc.lockfile().unwrap();
     assert!(lock.contains(&format!("\"version\": \"{v2}\"")), "{lock}");
@@ -159,7 +159,6 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
     assert_eq!(installed_feature_version(&dc), v2, "the rebuild took N+1");
     assert_eq!(dc.volumes(), &volumes[..], "the same state volume");
     let second = wait(&dc, "a token after the upgrade", || token(&dc).ok());
-    assert_ne!(first, second);
     assert_eq!(
         jwt::verify(&second, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
         "alice"
@@ -172,8 +171,12 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
         .unwrap();
     assert_eq!(stats.device_authorization.requests, 0, "{stats:?}");
     assert_eq!(stats.grant(GRANT_DEVICE_CODE).requests, 0, "{stats:?}");
+    // The stored access token is served again while it is usable (no IdP call); if its
+    // planned refresh time passed during the rebuild, the stored refresh token renewed it
+    // (one call). Either way no device login, and never a failed refresh.
     let refresh = stats.grant(GRANT_REFRESH_TOKEN);
-    assert_eq!((refresh.requests, refresh.ok), (1, 1), "{stats:?}");
+    let expected = if second == first { (0, 0) } else { (1, 1) };
+    assert_eq!((refresh.requests, refresh.ok), expected, "{stats:?}");
     let state_after = state_files(&dc);
     for line in state_before.lines().filter(|l| l.contains("grants")) {
         assert!(
