@@ -150,84 +150,73 @@ impl StsClient {
     }
 }
 
-/// Collects the text of the elements at the given paths (local names, namespaces ignored).
-fn collect(xml: &str, wanted: &[&[&str]]) -> Result<Vec<Option<String>>, String> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut stack: Vec<String> = Vec::new();
-    let mut found: Vec<Option<String>> = vec![None; wanted.len()];
-    let mut raw = String::new();
-    loop {
-        match reader.read_event().map_err(|e| e.to_string())? {
-            Event::Start(e) => {
-                stack.push(e.local_name().as_ref().to_string());
-                raw.clear();
-            }
-            Event::Text(t) => {
-                raw.push_str(&t);
-            }
-            Event::CData(t) => {
-                raw.push_str(&quick_xml::escape::escape(&*t));
-            }
-            Event::GeneralRef(r) => {
-                raw.push('&');
-                raw.push_str(&r);
-                raw.push(';');
-            }
-            Event::End(_) => {
-                if let Some(i) = wanted.iter().position(|w| path_is(&stack, w)) {
-                    let text = quick_xml::escape::unescape(&raw).map_err(|e| e.to_string())?;
-                    found[i] = Some(text.trim().to_string());
-                }
-                raw.clear();
-                stack.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !stack.is_empty() {
-        return Err("document ends inside an element".into());
-    }
-    Ok(found)
+/// `AssumeRoleWithWebIdentityResponse` as STS writes it (only what we read; the root's
+/// name and namespace are not checked, the path below it is).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AssumeResponse {
+    assume_role_with_web_identity_result: AssumeResult,
 }
 
-fn path_is(stack: &[String], want: &[&str]) -> bool {
-    stack.len() == want.len() && stack.iter().zip(want).all(|(a, b)| a == b)
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AssumeResult {
+    credentials: WireCredentials,
+}
+
+/// The credentials as text; the secrets go into [`Secret`] at once.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    expiration: String,
+}
+
+/// `ErrorResponse` as every AWS query API writes it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorResponse {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorDetail {
+    code: String,
+    #[serde(default)]
+    message: String,
 }
 
 /// Parses a successful answer.
 pub fn parse_credentials(xml: &str) -> Result<StsCredentials, StsError> {
-    const BASE: [&str; 3] = [
-        "AssumeRoleWithWebIdentityResponse",
-        "AssumeRoleWithWebIdentityResult",
-        "Credentials",
-    ];
-    let path = |leaf: &'static str| [BASE[0], BASE[1], BASE[2], leaf];
-    let (a, s, t, e) = (
-        path("AccessKeyId"),
-        path("SecretAccessKey"),
-        path("SessionToken"),
-        path("Expiration"),
-    );
-    let mut found = collect(xml, &[&a, &s, &t, &e])
-        .map_err(|e| StsError::Malformed(format!("not XML: {e}")))?
-        .into_iter();
-    let mut next = |name: &str| {
-        found
-            .next()
-            .flatten()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| StsError::Malformed(format!("no Credentials/{name}")))
-    };
-    let access_key_id = next("AccessKeyId")?;
-    let secret_access_key = Secret::new(next("SecretAccessKey")?);
-    let session_token = Secret::new(next("SessionToken")?);
-    let exp_text = next("Expiration")?;
-    let expiration = crate::timefmt::parse_rfc3339(&exp_text)
+    let answer: AssumeResponse = quick_xml::de::from_str(xml).map_err(|e| {
+        StsError::Malformed(format!(
+            "not an AssumeRoleWithWebIdentityResult with Credentials/AccessKeyId, \
+             SecretAccessKey, SessionToken and Expiration: {e}"
+        ))
+    })?;
+    let c = answer.assume_role_with_web_identity_result.credentials;
+    let secret_access_key = Secret::new(c.secret_access_key);
+    let session_token = Secret::new(c.session_token);
+    for (name, empty) in [
+        ("AccessKeyId", c.access_key_id.trim().is_empty()),
+        (
+            "SecretAccessKey",
+            secret_access_key.expose().trim().is_empty(),
+        ),
+        ("SessionToken", session_token.expose().trim().is_empty()),
+    ] {
+        if empty {
+            return Err(StsError::Malformed(format!("Credentials/{name} is empty")));
+        }
+    }
+    let exp_text = c.expiration.trim();
+    let expiration = crate::timefmt::parse_rfc3339(exp_text)
         .ok_or_else(|| StsError::Malformed(format!("Expiration {exp_text:?} is not RFC 3339")))?;
     Ok(StsCredentials {
-        access_key_id,
+        access_key_id: c.access_key_id.trim().to_string(),
         secret_access_key,
         session_token,
         expiration,
@@ -236,17 +225,11 @@ pub fn parse_credentials(xml: &str) -> Result<StsCredentials, StsError> {
 
 /// Parses `ErrorResponse/Error/{Code,Message}`.
 pub fn parse_error(xml: &str) -> Option<(String, String)> {
-    let found = collect(
-        xml,
-        &[
-            &["ErrorResponse", "Error", "Code"],
-            &["ErrorResponse", "Error", "Message"],
-        ],
-    )
-    .ok()?;
-    let code = found.first()?.clone()?;
-    let message = found.get(1).cloned().flatten().unwrap_or_default();
-    Some((code, message))
+    let e: ErrorResponse = quick_xml::de::from_str(xml).ok()?;
+    Some((
+        e.error.code.trim().to_string(),
+        e.error.message.trim().to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -312,6 +295,11 @@ mod tests {
         assert!(
             parse_credentials("<Credentials><AccessKeyId>x</AccessKeyId></Credentials>").is_err()
         );
+        let empty = MOTO.replace("ASIARZPUZDIKJPU3CR2N", "");
+        assert!(matches!(
+            parse_credentials(&empty),
+            Err(StsError::Malformed(m)) if m.contains("AccessKeyId is empty")
+        ));
     }
 
     #[test]
