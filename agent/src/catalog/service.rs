@@ -100,7 +100,7 @@ async fn run(
             return;
         }
     };
-    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel();
+    let (fs_tx, fs_rx) = mpsc::unbounded_channel();
     let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
     let mut engine = Engine {
         config: config.clone(),
@@ -119,23 +119,82 @@ async fn run(
     };
     engine.initial_scan().await;
 
-    // Git: the ref whose movement means "pushed", and the URL of each file.
-    let (git_tx, git_rx) = mpsc::unbounded_channel();
-    let mut git_rx = Some(git_rx);
-    let mut git_poll = None;
-    let mut _git_watch = None;
-    match Repo::open(&root, config.branch.as_deref()).await {
+    let git = open_git(&mut engine, &root, &config, &options).await;
+
+    if let Some(t) = &config.url_template
+        && !t.contains("{path}")
+    {
+        engine.warnings.push(format!(
+            "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
+        ));
+    }
+    let Some(pending_worker) = connect_backstage(
+        &mut engine,
+        &config,
+        &paths,
+        &root,
+        &options,
+        &shared,
+        &commands_tx,
+    ) else {
+        return;
+    };
+    engine.shared.update(|s| {
+        s.root = Some(root.clone());
+        s.root_source = Some(source.describe().into());
+        s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
+    });
+    engine.publish();
+    // Pushes that happened while the agent was not running, queued before the push worker
+    // starts: a job a killed agent left for an older version of an entity is replaced by
+    // the newest one instead of being pushed twice (stale, then fresh).
+    engine.on_ref_moved().await;
+    // The worker must not outlive the engine.
+    let _worker = pending_worker.map(|w| AbortOnDropHandle::new(tokio::spawn(push::run(w))));
+    let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
+    engine.validate_remote(&all).await;
+    engine.refresh_diff().await;
+    engine.publish();
+    engine.shared.update(|s| s.state = EngineState::Watching);
+
+    watch(engine, fs_rx, git, commands, &config, &options).await;
+}
+
+/// What tells the engine that the tracked ref moved: the git dir watcher's events, or, when
+/// the kernel refuses that watch, a timer to poll it with.
+struct GitEvents {
+    rx: Option<mpsc::UnboundedReceiver<WatchEvent>>,
+    poll: Option<tokio::time::Interval>,
+    /// Keeps the watcher alive.
+    _watch: Option<notify::RecommendedWatcher>,
+}
+
+/// Opens the repository (the ref whose movement means "pushed", and the URL of each file)
+/// and starts watching its git dir, or polling it where that watch is refused.
+async fn open_git(
+    engine: &mut Engine,
+    root: &std::path::Path,
+    config: &CatalogConfig,
+    options: &Options,
+) -> GitEvents {
+    let (git_tx, rx) = mpsc::unbounded_channel();
+    let mut git = GitEvents {
+        rx: Some(rx),
+        poll: None,
+        _watch: None,
+    };
+    match Repo::open(root, config.branch.as_deref()).await {
         Ok(repo) => {
             let refused = options.inotify_limit == Some(0);
             match watch::watch_git_dir(&repo.common_dir, git_tx, refused) {
-                Ok(w) => _git_watch = Some(w),
+                Ok(w) => git._watch = Some(w),
                 Err(e) => {
                     engine.warnings.push(format!(
                         "cannot watch the git dir for pushes ({e}): polling it every {:?}",
                         options.poll_interval
                     ));
-                    git_rx = None;
-                    git_poll = Some(git_poller(options.poll_interval));
+                    git.rx = None;
+                    git.poll = Some(git_poller(options.poll_interval));
                 }
             }
             engine.urls = UrlMap::new(
@@ -149,25 +208,32 @@ async fn run(
             .warnings
             .push(format!("not a git repository ({e}): pushes are off")),
     }
+    git
+}
 
-    if let Some(t) = &config.url_template
-        && !t.contains("{path}")
-    {
-        engine.warnings.push(format!(
-            "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
-        ));
-    }
-    // Backstage, when configured.
-    let mut _worker = None;
+/// Connects the engine to Backstage when one is configured: the outbox, the sync context
+/// and the push worker (returned, to be started once pushes made while the agent was down
+/// are queued). `None` when the configuration stops the engine; `Some(None)` without
+/// Backstage.
+#[allow(clippy::too_many_arguments)]
+fn connect_backstage(
+    engine: &mut Engine,
+    config: &CatalogConfig,
+    paths: &Paths,
+    root: &std::path::Path,
+    options: &Options,
+    shared: &Arc<Shared>,
+    commands_tx: &mpsc::UnboundedSender<Command>,
+) -> Option<Option<Worker>> {
     let mut pending_worker = None;
     if let Some(url) = &config.backstage_url {
         if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             fail(
-                &shared,
+                shared,
                 EngineState::Error,
                 format!("catalog.backstage_url {url:?} is not an http(s) URL"),
             );
-            return;
+            return None;
         }
         match Backstage::new(url) {
             Ok(bs) => {
@@ -177,7 +243,7 @@ async fn run(
                             .into(),
                     );
                 }
-                let outbox = Arc::new(Mutex::new(Outbox::load(&outbox_path(&paths, &root))));
+                let outbox = Arc::new(Mutex::new(Outbox::load(&outbox_path(paths, root))));
                 if let Err(e) = crate::paths::ensure_private_dir(&paths.state_dir) {
                     engine.warnings.push(format!(
                         "state dir unusable, the outbox will not persist: {e}"
@@ -208,26 +274,18 @@ async fn run(
             Err(e) => engine.warnings.push(format!("Backstage client: {e}")),
         }
     }
-    engine.shared.update(|s| {
-        s.root = Some(root.clone());
-        s.root_source = Some(source.describe().into());
-        s.tracked_ref = engine.repo.as_ref().and_then(|r| r.tracked_ref.clone());
-    });
-    engine.publish();
-    // Pushes that happened while the agent was not running, queued before the push worker
-    // starts: a job a killed agent left for an older version of an entity is replaced by
-    // the newest one instead of being pushed twice (stale, then fresh).
-    engine.on_ref_moved().await;
-    if let Some(worker) = pending_worker.take() {
-        // The worker must not outlive the engine.
-        _worker = Some(AbortOnDropHandle::new(tokio::spawn(push::run(worker))));
-    }
-    let all: Vec<PathBuf> = engine.files.keys().cloned().collect();
-    engine.validate_remote(&all).await;
-    engine.refresh_diff().await;
-    engine.publish();
-    engine.shared.update(|s| s.state = EngineState::Watching);
+    Some(pending_worker)
+}
 
+/// The engine's life once it watches: file events, pushes, and the commands of the API.
+async fn watch(
+    mut engine: Engine,
+    mut fs_rx: mpsc::UnboundedReceiver<WatchEvent>,
+    mut git: GitEvents,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    config: &CatalogConfig,
+    options: &Options,
+) {
     let debounce = Duration::from_millis(config.debounce_ms);
     let mut recheck_at: Option<Instant> = None;
     loop {
@@ -241,20 +299,20 @@ async fn run(
                     engine.on_paths(paths).await;
                 }
             }
-            ev = recv_opt(&mut git_rx) => {
-                let Some(rx) = git_rx.as_mut() else { continue };
+            ev = recv_opt(&mut git.rx) => {
+                let Some(rx) = git.rx.as_mut() else { continue };
                 if ev.is_none() {
                     // The watcher's thread is gone: poll from now on instead of spinning on
                     // a closed channel.
                     tracing::warn!("the git dir watcher stopped; polling it every {:?}", options.poll_interval);
-                    git_rx = None;
-                    git_poll = Some(git_poller(options.poll_interval));
+                    git.rx = None;
+                    git.poll = Some(git_poller(options.poll_interval));
                     continue;
                 }
                 let _ = collect(WatchEvent::Rescan, rx, Duration::from_millis(30)).await;
                 engine.on_ref_moved().await;
             }
-            _ = tick_opt(&mut git_poll) => {
+            _ = tick_opt(&mut git.poll) => {
                 engine.on_ref_moved().await;
             }
             cmd = commands.recv() => {
