@@ -162,8 +162,8 @@ async fn run(quick: bool) -> Result<Report> {
     r.fact(
         "RSS after the HTTP load",
         format!(
-            "{} KiB after {} requests",
-            proc::rss_kib(agent.pid()),
+            "{} after {} requests",
+            proc::rss_line(agent.pid()),
             agent.requests_served
         ),
     );
@@ -307,7 +307,7 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
         requests_served: 0,
     };
     r.boot(&answering, &fresh);
-    r.fact("RSS idle", format!("{} KiB", proc::rss_kib(agent.pid())));
+    r.fact("RSS idle", proc::rss_line(agent.pid()));
     Ok(agent)
 }
 

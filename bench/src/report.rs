@@ -159,8 +159,8 @@ impl Report {
                 self.md,
                 "\n## HTTP cache hit: `GET /v1/token/dev`, guard on, vs bare hyper with the same bytes\n\n\
                  wrk, keep-alive, rounds alternate stagepass / baseline; medians of the rounds.\n\n\
-                 | conns | stagepass req/s | p50 | p99 | bare hyper req/s | p50 | p99 | ratio |\n\
-                 |---:|---:|---:|---:|---:|---:|---:|---:|"
+                 | conns | stagepass req/s | p50 | p99 | p99.9 | bare hyper req/s | p50 | p99 | p99.9 | ratio |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
         }
         let m = |v: &[WrkResult], f: fn(&WrkResult) -> f64| median(v.iter().map(f).collect());
@@ -171,15 +171,17 @@ impl Report {
         };
         let _ = writeln!(
             self.md,
-            "| {conns} | {or:.0} | {:.0} us | {:.0} us | {br:.0} | {:.0} us | {:.0} us | **{ratio:.2}x** |",
+            "| {conns} | {or:.0} | {:.0} us | {:.0} us | {:.0} us | {br:.0} | {:.0} us | {:.0} us | {:.0} us | **{ratio:.2}x** |",
             p(ours, |w| w.p50),
             p(ours, |w| w.p99),
+            p(ours, |w| w.p999),
             p(base, |w| w.p50),
             p(base, |w| w.p99),
+            p(base, |w| w.p999),
         );
         let rounds = |v: &[WrkResult]| {
             v.iter()
-                .map(|w| json!({"rps": w.rps, "p50_us": us(w.p50), "p90_us": us(w.p90), "p99_us": us(w.p99), "requests": w.requests}))
+                .map(|w| json!({"rps": w.rps, "p50_us": us(w.p50), "p90_us": us(w.p90), "p99_us": us(w.p99), "p999_us": us(w.p999), "requests": w.requests}))
                 .collect::<Vec<_>>()
         };
         self.json["http"][conns.to_string()] =

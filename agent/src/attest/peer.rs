@@ -23,7 +23,20 @@ pub struct TcpSocket {
 }
 
 /// Finds the socket whose local address is `peer` and remote address is `ours`.
+///
+/// On the real `/proc`, asks the kernel for that one socket over netlink `sock_diag` first
+/// (a hash lookup, ~10 us): reading `/proc/net/tcp` walks every bucket of the kernel's
+/// established-connection table whatever the number of sockets (2.1 ms here, and 1.4 ms more
+/// for an empty `tcp6`), on a runtime worker, once per new connection, so a client opening 64
+/// connections at once held both workers for over 100 ms and every other connection waited
+/// behind them (issue 23: the p99.9 and most of the p99 at 64 connections). The tables stay
+/// the fallback (another network namespace, a kernel without `inet_diag`).
 pub fn tcp_socket(root: &Path, peer: SocketAddr, ours: SocketAddr) -> Result<TcpSocket, String> {
+    if root == Path::new("/proc")
+        && let Some(s) = diag::lookup(peer, ours)
+    {
+        return Ok(s);
+    }
     let mut errors = Vec::new();
     for file in ["net/tcp", "net/tcp6"] {
         match std::fs::read_to_string(root.join(file)) {
@@ -44,6 +57,86 @@ pub fn tcp_socket(root: &Path, peer: SocketAddr, ours: SocketAddr) -> Result<Tcp
     Err(format!(
         "no socket {peer} -> {ours} in /proc/net/tcp (the peer is in another network namespace or already closed)"
     ))
+}
+
+/// The netlink `sock_diag` lookup of one TCP socket by its addresses (`man 7 sock_diag`).
+mod diag {
+    use super::TcpSocket;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    use std::net::{IpAddr, SocketAddr};
+
+    /// `SOCK_DIAG_BY_FAMILY`.
+    const BY_FAMILY: u16 = 20;
+    /// `NLMSG_ERROR`.
+    const ERROR: u16 = 2;
+    /// `NLM_F_REQUEST`.
+    const REQUEST: u16 = 1;
+    /// `nlmsghdr` + `inet_diag_req_v2`.
+    const REQ_LEN: usize = 16 + 56;
+    /// Where `idiag_uid` and `idiag_inode` sit in an answer (after its `nlmsghdr`).
+    const UID_AT: usize = 16 + 64;
+    const INODE_AT: usize = 16 + 68;
+
+    /// The socket whose local address is `peer` and remote address is `ours`; `None` when
+    /// the kernel has none (or no `inet_diag`), for the caller to fall back on `/proc`.
+    pub(super) fn lookup(peer: SocketAddr, ours: SocketAddr) -> Option<TcpSocket> {
+        let (family, src, dst) = match (peer.ip().to_canonical(), ours.ip().to_canonical()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mut s = [0u8; 16];
+                let mut d = [0u8; 16];
+                s[..4].copy_from_slice(&a.octets());
+                d[..4].copy_from_slice(&b.octets());
+                (AddressFamily::INET, s, d)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => (AddressFamily::INET6, a.octets(), b.octets()),
+            // One side v4-mapped: the tables know how the kernel stored it.
+            _ => return None,
+        };
+        let mut req = [0u8; REQ_LEN];
+        req[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
+        req[4..6].copy_from_slice(&BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&REQUEST.to_ne_bytes());
+        // inet_diag_req_v2: family, IPPROTO_TCP, no extensions, pad, every state.
+        req[16] = u8::try_from(family.as_raw()).ok()?;
+        req[17] = 6;
+        req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // inet_diag_sockid: ports and addresses in network order, any interface, no cookie.
+        req[24..26].copy_from_slice(&peer.port().to_be_bytes());
+        req[26..28].copy_from_slice(&ours.port().to_be_bytes());
+        req[28..44].copy_from_slice(&src);
+        req[44..60].copy_from_slice(&dst);
+        req[64..72].copy_from_slice(&[0xff; 8]);
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            Some(netlink::SOCK_DIAG),
+        )
+        .ok()?;
+        if rustix::io::write(&fd, &req).ok()? != REQ_LEN {
+            return None;
+        }
+        let mut buf = [0u8; 512];
+        let n = rustix::io::read(&fd, &mut buf).ok()?;
+        parse(buf.get(..n)?)
+    }
+
+    /// The uid and inode of the first answer, if it is one (not an error message).
+    fn parse(msg: &[u8]) -> Option<TcpSocket> {
+        let kind = u16::from_ne_bytes(msg.get(4..6)?.try_into().ok()?);
+        if kind == ERROR || kind != BY_FAMILY {
+            return None;
+        }
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(msg.get(at..at + 4)?.try_into().ok()?))
+        };
+        let inode = u64::from(word(INODE_AT)?);
+        // A socket in TIME_WAIT has no owner any more.
+        (inode != 0).then_some(TcpSocket {
+            inode,
+            uid: word(UID_AT)?,
+        })
+    }
 }
 
 fn canon(a: SocketAddr) -> (IpAddr, u16) {
@@ -215,6 +308,31 @@ mod tests {
         assert_eq!((ip, port), ("::1".parse().unwrap(), 7391));
         let (ip, _) = parse_addr("0000000000000000FFFF00000100007F:0050").unwrap();
         assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    /// The netlink lookup and the kernel's table agree on a real loopback connection, and
+    /// a socket that does not exist is not found.
+    #[test]
+    fn sock_diag_finds_the_same_socket_as_the_table() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = l.local_addr().unwrap();
+        let c = std::net::TcpStream::connect(ours).unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        let Some(fast) = diag::lookup(peer, ours) else {
+            // No inet_diag in this kernel: the table is used, nothing to compare.
+            return;
+        };
+        for file in ["net/tcp", "net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(Path::new("/proc").join(file))
+                && let Some(slow) = find_in_table(&text, peer, ours)
+            {
+                assert_eq!(fast, slow);
+            }
+        }
+        // Nothing listens or connects from port 1.
+        let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(diag::lookup(nowhere, ours), None);
+        drop(c);
     }
 
     #[test]
