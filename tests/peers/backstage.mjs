@@ -121,6 +121,20 @@ const stateDir = process.env.STAGEPASS_PEER_STATE_DIR
   ?? fs.mkdtempSync(path.join(os.tmpdir(), 'stagepass-backstage-'));
 const orgFile = writeOrg(stateDir);
 
+// The key plugins sign their service-to-service tokens with, from files instead of Backstage's
+// default database key store. With SQLite the catalog has one database connection; the first
+// permission check (a user's refresh, issue 22) makes the catalog create that key and store it
+// through the same connection, and when that happened while a catalog transaction held it the
+// backend stalled until knex's acquire timeout (60 s; seen as a test's request timing out after
+// "Created new signing key"). A static key is never written, so nothing waits on that.
+const pluginKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const pluginKeyFiles = {
+  publicKeyFile: path.join(stateDir, 'plugin-key.pub.pem'),
+  privateKeyFile: path.join(stateDir, 'plugin-key.pem'),
+};
+fs.writeFileSync(pluginKeyFiles.publicKeyFile, pluginKey.publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o600 });
+fs.writeFileSync(pluginKeyFiles.privateKeyFile, pluginKey.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+
 const config = {
   app: { baseUrl },
   auth: {
@@ -142,6 +156,10 @@ const config = {
       allow: opts['git-host'].split(',').map((h) => h.trim()).filter(Boolean).map((host) => ({ host })),
     },
     auth: {
+      pluginKeyStore: {
+        type: 'static',
+        static: { keys: [{ ...pluginKeyFiles, keyId: 'stagepass-test-plugin-key' }] },
+      },
       externalAccess: [
         {
           type: 'jwks',
