@@ -70,12 +70,26 @@ pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
 /// entity: Backstage refuses the second one's entities as a conflict (or, for 3, the
 /// registration's own Location entity, which has the same name as in 4), so the file stays
 /// unread.
+///
+/// `remembered` is the owner an earlier push of this file found: tried first, because an
+/// entity Backstage has just produced from the file may not have its ancestry yet (a
+/// Location file's `spec.targets` names the file only relatively, so step 1 is the only way
+/// to that Location entity), and a 404 sends the lookup through the steps again.
 pub(crate) async fn refresh_owner(
     bs: &Backstage,
     url: &str,
     known: &[RemoteEntity],
     token: Option<&Secret>,
+    remembered: Option<&Owner>,
 ) -> Result<Option<Owner>, BackstageError> {
+    if let Some(o) = remembered
+        && bs.refresh(&o.location, token).await?
+    {
+        return Ok(Some(Owner {
+            found: format!("{}, as at an earlier push", o.found),
+            ..o.clone()
+        }));
+    }
     for e in known.iter().filter(|e| read_from(e, url)) {
         let parents = bs.parents(&e.entity_ref, token).await?.unwrap_or_default();
         if let Some(location) = parents.into_iter().find(|p| p.kind == "location") {

@@ -39,6 +39,9 @@ use tokio::time::Instant;
 /// the outbox and wakes the worker) and shared with the push worker.
 pub(crate) struct SyncCtx {
     pub(crate) backstage: Backstage,
+    /// The Location entity each file URL was last pushed through (see
+    /// [`location::refresh_owner`]).
+    pub(crate) owners: Mutex<std::collections::BTreeMap<String, location::Owner>>,
     pub(crate) tokens: Arc<dyn TokenSource>,
     pub(crate) outbox: Arc<Mutex<Outbox>>,
     pub(crate) wake: Arc<Notify>,
@@ -205,7 +208,7 @@ pub(crate) async fn run(w: Worker) {
             let result = match unit[0].1.action {
                 Action::Sync | Action::Refresh => {
                     sync_file(
-                        &w.ctx.backstage,
+                        &w.ctx,
                         unit,
                         token.as_ref(),
                         who.as_deref(),
@@ -333,12 +336,13 @@ impl Worker {
 
 /// Pushes one file: refresh the Location entity that reads it, or register it.
 async fn sync_file(
-    bs: &Backstage,
+    ctx: &SyncCtx,
     unit: &[(String, Job)],
     token: Option<&Secret>,
     who: Option<&str>,
     unregister_moved: bool,
 ) -> Result<Outcome, BackstageError> {
+    let bs = &ctx.backstage;
     let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
     let mut candidates: Vec<EntityRef> = Vec::new();
     for r in unit
@@ -380,7 +384,20 @@ async fn sync_file(
         .flat_map(|(_, j)| j.was.iter().map(ToString::to_string))
         .collect();
     let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
-    match location::refresh_owner(bs, url, &known, token).await {
+    let remembered = ctx.owners.lock().ok().and_then(|o| o.get(url).cloned());
+    let found = location::refresh_owner(bs, url, &known, token, remembered.as_ref()).await;
+    if let Ok(mut owners) = ctx.owners.lock() {
+        match &found {
+            Ok(Some(owner)) => {
+                owners.insert(url.clone(), owner.clone());
+            }
+            Ok(None) => {
+                owners.remove(url);
+            }
+            Err(_) => {}
+        }
+    }
+    match found {
         Ok(Some(owner)) => {
             if only_emptied {
                 notes.push(format!(

@@ -251,6 +251,7 @@ fn connect_backstage(
                 }
                 let ctx = Arc::new(SyncCtx {
                     backstage: bs,
+                    owners: Mutex::default(),
                     tokens: options.tokens.clone(),
                     outbox,
                     wake: Arc::new(Notify::new()),
