@@ -291,3 +291,58 @@ pub fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An "agent" on the socket that answers one request with `version_header` (a whole
+    /// header line, or nothing) and a `{}` body.
+    async fn answer_once(paths: &Paths, version_header: &'static str) {
+        let listener = tokio::net::UnixListener::bind(paths.socket()).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{version_header}content-length: 2\r\n\r\n{{}}"
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        });
+    }
+
+    /// Issue 21: the full client (every command but `token`) refuses an agent of another
+    /// version, or one that does not say, as the `token` fast path does.
+    #[tokio::test]
+    async fn the_full_client_refuses_an_agent_of_another_version() {
+        for (header, refused) in [("stagepass-version: 9.9.9\r\n", "9.9.9"), ("", "unknown")] {
+            let (_tmp, paths) = quick::tests::runtime();
+            answer_once(&paths, header).await;
+            let e = Client::new(&paths)
+                .unwrap()
+                .get_json("/v1/status")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, ClientError::VersionMismatch { agent } if agent.starts_with(refused)),
+                "{e}"
+            );
+        }
+        let (_tmp, paths) = quick::tests::runtime();
+        let ours: &'static str = Box::leak(
+            format!(
+                "stagepass-version: {}\r\n",
+                crate::protocol::version::VERSION
+            )
+            .into_boxed_str(),
+        );
+        answer_once(&paths, ours).await;
+        let v = Client::new(&paths)
+            .unwrap()
+            .get_json("/v1/status")
+            .await
+            .unwrap();
+        assert_eq!(v, serde_json::json!({}));
+    }
+}

@@ -238,7 +238,7 @@ fn parse(answer: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// `head` with this build's version header after the status line, as the agent answers.
@@ -298,7 +298,7 @@ mod tests {
     }
 
     /// A runtime dir with a valid secret file; the socket path is the caller's to create.
-    fn runtime() -> (tempfile::TempDir, Paths) {
+    pub(in crate::client) fn runtime() -> (tempfile::TempDir, Paths) {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths {
