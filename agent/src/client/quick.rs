@@ -162,8 +162,10 @@ struct Head {
     body_at: usize,
     /// `Content-Length`, when given.
     length: Option<usize>,
-    /// The agent's version header, when given.
-    version: Option<Vec<u8>>,
+    /// What to call the agent's version when it is not ours (see
+    /// [`crate::protocol::version::mismatch`]); `None` on the usual path, which allocates
+    /// nothing for it.
+    version_mismatch: Option<String>,
 }
 
 impl Head {
@@ -189,7 +191,7 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or_else(|| bad_answer("has no HTTP/1.1 status line"))?;
     let mut length = None;
-    let mut version = None;
+    let mut version: Option<&str> = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(bad_answer("has a malformed header"));
@@ -202,7 +204,7 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
                     .map_err(|_| bad_answer("has a bad Content-Length"))?,
             );
         } else if name.eq_ignore_ascii_case(crate::protocol::version::HEADER) {
-            version = Some(value.as_bytes().to_vec());
+            version = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(bad_answer(
                 "uses a transfer encoding this client does not read",
@@ -213,14 +215,16 @@ fn head(answer: &[u8]) -> Result<Option<Head>, ClientError> {
         status,
         body_at: head_end + 4,
         length,
-        version,
+        version_mismatch: crate::protocol::version::mismatch(version.map(str::as_bytes)),
     }))
 }
 
 /// The status and body of a complete answer whose head is `h`.
 fn body_of(answer: &[u8], h: &Head) -> Result<(u16, Vec<u8>), ClientError> {
-    if let Some(agent) = crate::protocol::version::mismatch(h.version.as_deref()) {
-        return Err(ClientError::VersionMismatch { agent });
+    if let Some(agent) = &h.version_mismatch {
+        return Err(ClientError::VersionMismatch {
+            agent: agent.clone(),
+        });
     }
     let body = &answer[h.body_at..];
     let body = match h.length {
