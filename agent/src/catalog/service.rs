@@ -215,7 +215,6 @@ async fn open_git(
 /// and the push worker (returned, to be started once pushes made while the agent was down
 /// are queued). `None` when the configuration stops the engine; `Some(None)` without
 /// Backstage.
-#[allow(clippy::too_many_arguments)]
 fn connect_backstage(
     engine: &mut Engine,
     config: &CatalogConfig,
