@@ -300,6 +300,20 @@ impl Outcome {
 impl Worker {
     /// Records a unit's outcome: jobs done or refused, notes logged and shown.
     fn settle(&self, unit: &[(String, Job)], outcome: Outcome) {
+        // Notes first: whoever sees the outbox drained must also see why (a status reader
+        // polls for "outbox empty", then reads the notes).
+        for n in &outcome.notes {
+            tracing::warn!("catalog: {n}");
+        }
+        self.shared.update(|s| {
+            if let Some(b) = s.backstage.as_mut() {
+                b.reachable = Some(true);
+                b.error = None;
+            }
+            for n in &outcome.notes {
+                s.add_note(n.clone());
+            }
+        });
         for (key, job) in unit {
             match outcome.refused.iter().find(|(k, _)| k == key) {
                 Some((_, why)) => {
@@ -319,18 +333,6 @@ impl Worker {
                 }
             }
         }
-        for n in &outcome.notes {
-            tracing::warn!("catalog: {n}");
-        }
-        self.shared.update(|s| {
-            if let Some(b) = s.backstage.as_mut() {
-                b.reachable = Some(true);
-                b.error = None;
-            }
-            for n in outcome.notes {
-                s.add_note(n);
-            }
-        });
     }
 }
 
