@@ -92,7 +92,7 @@ pub struct TokenRequest {
 }
 
 /// The state of a profile, as shown by status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileState {
     /// A valid token is cached.
@@ -108,7 +108,7 @@ pub enum ProfileState {
 }
 
 /// One profile in status output (no secrets).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProfileStatus {
     /// Profile name.
     pub profile: String,
@@ -158,7 +158,7 @@ impl LoginPhase {
 }
 
 /// A device login in progress or finished.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LoginState {
     /// Profile name.
     pub profile: String,

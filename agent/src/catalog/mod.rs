@@ -105,7 +105,7 @@ impl EngineState {
 }
 
 /// The catalog part of `/v1/status` and `/v1/catalog`.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct CatalogStatus {
     /// Where the engine stands.
     pub state: EngineState,
@@ -162,7 +162,7 @@ impl CatalogStatus {
 }
 
 /// Backstage as seen by the sync.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct BackstageStatus {
     /// Base URL.
     pub url: String,
@@ -175,7 +175,7 @@ pub struct BackstageStatus {
 }
 
 /// Watch counts.
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
 pub struct WatchStatus {
     /// Directories under inotify.
     pub inotify: usize,
@@ -184,7 +184,7 @@ pub struct WatchStatus {
 }
 
 /// What the initial scan found and how long it took.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct ScanReport {
     /// Files looked at.
     pub files_seen: usize,
@@ -197,7 +197,7 @@ pub struct ScanReport {
 }
 
 /// Answer of `/v1/catalog/diff`.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct DiffReport {
     /// The changes.
     pub changes: Vec<Change>,
@@ -205,12 +205,12 @@ pub struct DiffReport {
     pub error: Option<String>,
     /// Pushes Backstage refused for good (e.g. its permission policy refusing this user
     /// this entity): the local change that is not in Backstage, and why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<outbox::JobStatus>,
 }
 
 /// Answer of `/v1/catalog/sync`.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct SyncReport {
     /// Pushes queued.
     pub queued: usize,

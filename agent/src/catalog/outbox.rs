@@ -120,7 +120,7 @@ pub struct Outbox {
 }
 
 /// A job as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStatus {
     /// Entity reference.
     pub entity: String,
@@ -128,8 +128,8 @@ pub struct JobStatus {
     pub file: PathBuf,
     /// `sync`, `unregister` or `refresh`.
     pub action: Action,
-    /// `pending` or `failed`.
-    pub state: &'static str,
+    /// `pending` or `failed` (borrowed when the agent builds it, owned when a client reads it).
+    pub state: std::borrow::Cow<'static, str>,
     /// Attempts so far.
     pub attempts: u32,
     /// Last error.
@@ -328,7 +328,7 @@ impl Outbox {
                 entity: j.entity.to_string(),
                 file: j.file.clone(),
                 action: j.action,
-                state: if j.failed { "failed" } else { "pending" },
+                state: if j.failed { "failed" } else { "pending" }.into(),
                 attempts: j.attempts,
                 error: j.error.clone(),
             })
