@@ -10,6 +10,7 @@
 use super::error::ApiError;
 use super::{ApiState, ConnInfo, guard};
 use crate::broker::{BrokerError, TokenRequest};
+use crate::protocol;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -207,7 +208,7 @@ where
     };
     // The rare routes are boxed so the hot path's future (token) stays small.
     match route {
-        Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Route::Healthz => Ok(json(StatusCode::OK, &protocol::Health::ok())),
         Route::Metrics => Ok(metrics(state)),
         Route::Status => Ok(json(StatusCode::OK, &status_body(state))),
         Route::Token(p) => token(state, conn, name(p)?, query, started).await,
@@ -443,10 +444,11 @@ async fn aws_credentials(
     let gate = match super::caller::admit(state, conn, profile, route, Some(role)) {
         Ok(g) => g,
         Err(e) => {
-            return Ok(json(
-                e.status,
-                &serde_json::json!({"code": e.code, "message": e.message}),
-            ));
+            let body = protocol::AwsErrorBody {
+                code: e.code.to_string(),
+                message: e.message,
+            };
+            return Ok(json(e.status, &body));
         }
     };
     let (status, body) = aws.handle(role).await;
@@ -467,12 +469,7 @@ async fn aws_credentials(
 /// fingerprint F (git `erase` after a 401), so the next request for the profile refreshes first.
 /// A fingerprint that is not the cached token's changes nothing (an old token was refused).
 async fn invalidate(state: &ApiState, profile: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Invalidate {
-        fingerprint: String,
-    }
-    let req: Invalidate = serde_json::from_slice(body).map_err(|_| {
+    let req: protocol::InvalidateRequest = serde_json::from_slice(body).map_err(|_| {
         ApiError::bad_request("expected a JSON body {\"fingerprint\": \"<12 hex chars>\"}")
     })?;
     let fp = req.fingerprint;
@@ -482,10 +479,11 @@ async fn invalidate(state: &ApiState, profile: &str, body: &[u8]) -> Result<ApiR
         ));
     }
     state.broker.invalidate(profile, &fp).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"profile": profile, "fingerprint": fp}),
-    ))
+    let answer = protocol::Invalidated {
+        profile: profile.to_string(),
+        fingerprint: fp,
+    };
+    Ok(json(StatusCode::OK, &answer))
 }
 
 async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiResponse, ApiError> {
@@ -494,10 +492,7 @@ async fn login(state: &ApiState, profile: &str, method: &Method) -> Result<ApiRe
         Ok(json(StatusCode::ACCEPTED, &s))
     } else if method == Method::DELETE {
         state.broker.logout(profile).await?;
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"profile": profile, "state": "logged_out"}),
-        ))
+        Ok(json(StatusCode::OK, &protocol::LoggedOut::new(profile)))
     } else {
         let s = state.broker.login_state(profile)?;
         Ok(json(StatusCode::OK, &s))
@@ -511,12 +506,7 @@ async fn login_callback(
     profile: &str,
     body: &[u8],
 ) -> Result<ApiResponse, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Pasted {
-        url: String,
-    }
-    let p: Pasted = serde_json::from_slice(body)
+    let p: protocol::CallbackRequest = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("expected {\"url\": \"the redirected address\"}"))?;
     // The address carries a (single-use) code: held as a secret from here on.
     let url = crate::secret::Secret::new(p.url);
@@ -525,33 +515,39 @@ async fn login_callback(
 }
 
 /// The `/v1/status` document (shape documented in `agent/openapi.yaml`).
-pub fn status_body(state: &ApiState) -> serde_json::Value {
+pub fn status_body(state: &ApiState) -> protocol::Status {
+    use protocol::status::{AgentInfo, ApiInfo, CatalogOff, CatalogSection, StoreInfo};
     let (backend, detail) = state.broker.store_backend();
-    serde_json::json!({
-        "agent": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "pid": std::process::id(),
-            "uptime_seconds": state.started.elapsed().as_secs(),
-            "started_at": crate::timefmt::rfc3339(state.started_at),
+    let catalog = match &state.catalog {
+        None => CatalogSection::disabled(),
+        Some(c) => {
+            let status = c.status();
+            // A path that is not UTF-8 cannot be encoded: say so in the catalog part alone
+            // rather than failing the whole status.
+            match serde_json::to_value(&status) {
+                Ok(_) => CatalogSection::Running(Box::new(status)),
+                Err(e) => CatalogSection::Off(CatalogOff {
+                    state: crate::catalog::EngineState::Error,
+                    message: Some(e.to_string()),
+                }),
+            }
+        }
+    };
+    protocol::Status {
+        agent: AgentInfo {
+            pid: std::process::id(),
+            started_at: crate::timefmt::rfc3339(state.started_at),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            version: protocol::version::VERSION.to_string(),
         },
-        "api": {
-            "tcp_port": state.tcp_port,
-            "unix_socket": state.socket.as_ref().map(|p| p.display().to_string()),
+        api: ApiInfo {
+            tcp_port: state.tcp_port,
+            unix_socket: state.socket.as_ref().map(|p| p.display().to_string()),
         },
-        "store": {"backend": backend, "detail": detail},
-        "profiles": state.broker.status(),
-        "catalog": state
-            .catalog
-            .as_ref()
-            .map_or_else(
-                || serde_json::json!({"state": "disabled"}),
-                |c| {
-                    serde_json::to_value(c.status()).unwrap_or_else(
-                        |e| serde_json::json!({"state": "error", "message": e.to_string()}),
-                    )
-                },
-            ),
-    })
+        catalog,
+        profiles: state.broker.status(),
+        store: StoreInfo { backend, detail },
+    }
 }
 
 fn metrics(state: &ApiState) -> ApiResponse {

@@ -12,26 +12,16 @@
 use super::metrics::{Metrics, TokenCounters};
 use crate::broker::IssuedToken;
 use crate::broker::{Broker, HotSlot};
+use crate::protocol::TokenAnswer;
 use crate::timefmt::rfc3339;
 use bytes::Bytes;
-use serde::Serialize;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use std::time::SystemTime;
-
-/// `GET /v1/token/{profile}` answer.
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    expires_at: Option<String>,
-    expires_in: Option<u64>,
-    scope: Option<&'a str>,
-    profile: &'a str,
-}
 
 struct Entry {
     /// The token the body was encoded from (shared with the broker's cache, not a copy).
@@ -199,13 +189,13 @@ impl TokenBodies {
         {
             return Ok((e.body.clone(), e.fingerprint.clone()));
         }
-        let body = Bytes::from(serde_json::to_vec(&TokenBody {
-            access_token: t.access_token.expose(),
-            token_type: &t.token_type,
+        let body = Bytes::from(serde_json::to_vec(&TokenAnswer {
+            access_token: Cow::Borrowed(t.access_token.expose()),
+            token_type: Cow::Borrowed(&t.token_type),
             expires_at: t.expires_at.map(rfc3339),
             expires_in,
-            scope: t.scope.as_deref(),
-            profile: &t.profile,
+            scope: t.scope.as_deref().map(Cow::Borrowed),
+            profile: Cow::Borrowed(&t.profile),
         })?);
         let fingerprint: Arc<str> = match self.entries.read() {
             // Same token, next second: keep its fingerprint.
