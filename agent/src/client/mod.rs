@@ -9,13 +9,15 @@
 pub mod quick;
 
 use crate::paths::Paths;
-use crate::protocol::{EndpointFile, ErrorBody, secret_file};
+use crate::protocol::{self, EndpointFile, ErrorBody, secret_file};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -96,9 +98,81 @@ impl Client {
         Ok(Self { endpoint, secret })
     }
 
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<protocol::Status, ClientError> {
+        self.get("/v1/status").await
+    }
+
+    /// `GET /v1/token/{profile}`, the token valid at least `min_valid` seconds more when
+    /// given (the name percent-encoded as one path segment).
+    pub async fn token(
+        &self,
+        profile: &str,
+        min_valid: Option<u64>,
+    ) -> Result<protocol::TokenAnswer<'static>, ClientError> {
+        self.get(&token_path(profile, min_valid)).await
+    }
+
+    /// `POST /v1/token/{profile}/invalidate`: a server refused the token with this
+    /// fingerprint.
+    pub async fn invalidate(
+        &self,
+        profile: &str,
+        fingerprint: &str,
+    ) -> Result<protocol::Invalidated, ClientError> {
+        let body = protocol::InvalidateRequest {
+            fingerprint: fingerprint.to_string(),
+        };
+        let path = format!("/v1/token/{}/invalidate", encode_segment(profile));
+        self.post(&path, &body).await
+    }
+
+    /// `POST /v1/login/{profile}`: starts a login (or says it is complete already).
+    pub async fn login_start(&self, profile: &str) -> Result<protocol::LoginState, ClientError> {
+        self.post(&login_path(profile), &protocol::Empty {}).await
+    }
+
+    /// `GET /v1/login/{profile}`: where the login started last stands.
+    pub async fn login_state(&self, profile: &str) -> Result<protocol::LoginState, ClientError> {
+        self.get(&login_path(profile)).await
+    }
+
+    /// `POST /v1/login/{profile}/callback`: the address a browser was sent back to.
+    pub async fn login_callback(
+        &self,
+        profile: &str,
+        url: &str,
+    ) -> Result<protocol::LoginState, ClientError> {
+        let body = protocol::CallbackRequest {
+            url: url.to_string(),
+        };
+        self.post(&format!("{}/callback", login_path(profile)), &body)
+            .await
+    }
+
+    /// `DELETE /v1/login/{profile}`: forgets the stored login.
+    pub async fn logout(&self, profile: &str) -> Result<protocol::LoggedOut, ClientError> {
+        self.delete(&login_path(profile)).await
+    }
+
+    /// `GET /v1/catalog`.
+    pub async fn catalog(&self) -> Result<protocol::CatalogStatus, ClientError> {
+        self.get("/v1/catalog").await
+    }
+
+    /// `GET /v1/catalog/diff`.
+    pub async fn catalog_diff(&self) -> Result<protocol::DiffReport, ClientError> {
+        self.get("/v1/catalog/diff").await
+    }
+
+    /// `POST /v1/catalog/sync`.
+    pub async fn catalog_sync(&self) -> Result<protocol::SyncReport, ClientError> {
+        self.post("/v1/catalog/sync", &protocol::Empty {}).await
+    }
+
     /// `GET path`, returning the JSON body of a 2xx answer.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.json(Method::GET, path, None).await
+        self.get(path).await
     }
 
     /// `POST path` with a JSON body, returning the JSON body of a 2xx answer.
@@ -107,12 +181,32 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        self.json(Method::POST, path, Some(body)).await
+        self.post(path, body).await
     }
 
     /// `DELETE path`, returning the JSON body of a 2xx answer.
     pub async fn delete_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.json(Method::DELETE, path, None).await
+        self.delete(path).await
+    }
+
+    /// `GET path`, the JSON body of a 2xx answer read as `T` (the typed calls above use it).
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::GET, path, None::<&protocol::Empty>).await
+    }
+
+    /// `POST path` with a JSON body, the JSON body of a 2xx answer read as `T`.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.json(Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE path`, the JSON body of a 2xx answer read as `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::DELETE, path, None::<&protocol::Empty>)
+            .await
     }
 
     /// `GET path`, returning the raw body of a 2xx answer (e.g. `/metrics`).
@@ -123,12 +217,12 @@ impl Client {
             .map_err(|_| ClientError::Protocol("the agent's answer is not UTF-8".into()))
     }
 
-    async fn json(
+    async fn json<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value, ClientError> {
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let body =
             match body {
                 Some(v) => Some(serde_json::to_vec(v).map_err(|e| {
@@ -138,8 +232,7 @@ impl Client {
             };
         let (status, bytes) = self.send(method, path, body).await?;
         check_status(status, &bytes)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("the agent's answer is not JSON: {e}")))
+        read_answer(&bytes)
     }
 
     /// Sends one request and returns the status and the whole body.
@@ -273,6 +366,42 @@ where
     }
 }
 
+/// Reads a 2xx answer's body as `T`.
+pub fn read_answer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ClientError::Protocol(format!(
+            "the agent's answer does not have the expected shape: {e}"
+        ))
+    })
+}
+
+/// The API path of a profile's token (the name percent-encoded as one path segment), with
+/// `?min_valid=` when given.
+pub fn token_path(profile: &str, min_valid: Option<u64>) -> String {
+    let p = encode_segment(profile);
+    match min_valid {
+        Some(s) => format!("/v1/token/{p}?min_valid={s}"),
+        None => format!("/v1/token/{p}"),
+    }
+}
+
+fn login_path(profile: &str) -> String {
+    format!("/v1/login/{}", encode_segment(profile))
+}
+
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A profile or role name as one URL path segment (names are already restricted, so this
+/// is a second line of defence, not the rule).
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 /// Maps a non-2xx answer to [`ClientError::Api`] (code and message from the JSON error body).
 pub fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
     if (200..300).contains(&status) {
@@ -321,7 +450,7 @@ mod tests {
             answer_once(&paths, header).await;
             let e = Client::new(&paths)
                 .unwrap()
-                .get_json("/v1/status")
+                .get::<serde_json::Value>("/v1/status")
                 .await
                 .unwrap_err();
             assert!(
@@ -340,7 +469,7 @@ mod tests {
         answer_once(&paths, ours).await;
         let v = Client::new(&paths)
             .unwrap()
-            .get_json("/v1/status")
+            .get::<serde_json::Value>("/v1/status")
             .await
             .unwrap();
         assert_eq!(v, serde_json::json!({}));
