@@ -4,8 +4,8 @@
 //! `diff` and `sync` ask the running agent, which holds the Backstage token and the outbox.
 
 use crate::catalog::check::check_path;
-use crate::catalog::diff::Change;
 use crate::client::{Client, ClientError};
+use crate::protocol::{CatalogSection, CatalogStatus, DiffReport, SyncReport};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,18 +45,19 @@ pub fn run(extra: Option<PathBuf>, cmd: CatalogCommand) -> ExitCode {
             check(path, config.catalog.root.as_deref(), &config.catalog.globs)
         }
         CatalogCommand::Diff { json } => ask(&paths, |c| async move {
-            let v = c.get_json("/v1/catalog/diff").await?;
+            let v = c.catalog_diff().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                match serde_json::to_string_pretty(&v) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("stagepass: cannot encode the diff as JSON: {e}"),
+                }
             } else {
                 print_diff(&v);
             }
             Ok(())
         }),
         CatalogCommand::Sync => ask(&paths, |c| async move {
-            let v = c
-                .post_json("/v1/catalog/sync", &serde_json::json!({}))
-                .await?;
+            let v = c.catalog_sync().await?;
             print_sync(&v);
             Ok(())
         }),
@@ -141,147 +142,110 @@ fn client_error(e: &ClientError) -> ExitCode {
     }
 }
 
-fn print_diff(v: &serde_json::Value) {
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+fn print_diff(v: &DiffReport) {
+    if let Some(err) = &v.error {
         eprintln!("stagepass: no diff: {err}");
     }
-    let changes: Vec<Change> = v
-        .get("changes")
-        .cloned()
-        .and_then(|c| serde_json::from_value(c).ok())
-        .unwrap_or_default();
-    if changes.is_empty() {
+    if v.changes.is_empty() {
         println!("no ownership changes against Backstage");
     }
-    for c in changes {
+    for c in &v.changes {
         println!("{c}");
     }
     // Refused pushes: local changes Backstage does not have, and why (who, which
     // permission), until the file changes again.
-    if let Some(items) = v.get("failed").and_then(|i| i.as_array()) {
-        for j in items {
-            let s = |k: &str| j.get(k).and_then(|x| x.as_str()).unwrap_or_default();
-            println!(
-                "not in Backstage: {} ({}): {}",
-                s("entity"),
-                s("file"),
-                s("error")
-            );
-        }
+    for j in &v.failed {
+        println!(
+            "not in Backstage: {} ({}): {}",
+            j.entity,
+            j.file.display(),
+            j.error.as_deref().unwrap_or_default()
+        );
     }
 }
 
-fn print_sync(v: &serde_json::Value) {
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+fn print_sync(v: &SyncReport) {
+    if let Some(err) = &v.error {
         eprintln!("stagepass: sync: {err}");
     }
-    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
     println!(
         "{} push(es) queued, {} entit(ies) unchanged",
-        n("queued"),
-        n("unchanged")
+        v.queued, v.unchanged
     );
-    if let Some(items) = v.get("invalid").and_then(|i| i.as_array()) {
-        for f in items {
-            let s = |k: &str| {
-                f.get(k)
-                    .map(|x| match x {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default()
-            };
-            println!(
-                "not pushed: {}:{}:{}: {} ({})",
-                s("file"),
-                s("line"),
-                s("col"),
-                s("message"),
-                s("rule")
-            );
-        }
+    for f in &v.invalid {
+        println!("not pushed: {f}");
     }
 }
 
-/// The catalog section of `stagepass status` (text), from the `catalog` object of
+/// The catalog section of `stagepass status` (text), from the `catalog` part of
 /// `/v1/status`: state, counts, findings, owner diff, pending and failed pushes, pauses.
 /// Kept here so `status` shows the catalog the same way `catalog diff` does.
-pub fn status_text(catalog: &serde_json::Value) -> String {
-    let str_of = |v: &serde_json::Value, k: &str| {
-        v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
-    };
-    let num = |k: &str| catalog.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-    let mut out = format!("catalog: {}", str_of(catalog, "state"));
-    if let Some(reason) = catalog.get("reason").and_then(|r| r.as_str()) {
+pub fn status_text(catalog: &CatalogSection) -> String {
+    match catalog {
+        CatalogSection::Running(c) => running_text(c),
+        CatalogSection::Off(off) => match &off.message {
+            Some(m) => format!("catalog: {} ({m})\n", off.state.as_str()),
+            None => format!("catalog: {}\n", off.state.as_str()),
+        },
+    }
+}
+
+/// The first line (state, reason, root, counts), then one line per thing to know.
+fn running_text(c: &CatalogStatus) -> String {
+    let mut out = format!("catalog: {}", c.state.as_str());
+    if let Some(reason) = &c.reason {
         out.push_str(&format!(" ({reason})"));
     }
-    if let Some(root) = catalog.get("root").and_then(|r| r.as_str()) {
-        let source = catalog
-            .get("root_source")
-            .and_then(|s| s.as_str())
+    if let Some(root) = &c.root {
+        let source = c
+            .root_source
+            .as_deref()
             .map(|s| format!(" (from {s})"))
             .unwrap_or_default();
         out.push_str(&format!(
-            ", {root}{source}: {} file(s), {} entit(ies)",
-            num("files"),
-            num("entities")
+            ", {}{source}: {} file(s), {} entit(ies)",
+            root.display(),
+            c.files,
+            c.entities
         ));
     }
     out.push('\n');
-    let list = |k: &str| {
-        catalog
-            .get(k)
-            .and_then(|x| x.as_array())
-            .cloned()
-            .unwrap_or_default()
-    };
-    for f in list("findings") {
-        let finding: Result<crate::catalog::Finding, _> = serde_json::from_value(f);
-        if let Ok(f) = finding {
-            out.push_str(&format!("  {f}\n"));
-        }
+    for f in &c.findings {
+        out.push_str(&format!("  {f}\n"));
     }
-    for c in list("diff") {
-        if let Ok(c) = serde_json::from_value::<Change>(c) {
-            out.push_str(&format!("  diff: {c}\n"));
-        }
+    for d in &c.diff {
+        out.push_str(&format!("  diff: {d}\n"));
     }
-    for j in list("outbox") {
+    for j in &c.outbox {
         let error = j
-            .get("error")
-            .and_then(|e| e.as_str())
+            .error
+            .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default();
         out.push_str(&format!(
             "  push {} {} ({}){error}\n",
-            str_of(&j, "state"),
-            str_of(&j, "entity"),
-            str_of(&j, "file")
+            j.state,
+            j.entity,
+            j.file.display()
         ));
     }
-    if let Some(b) = catalog.get("backstage").filter(|b| !b.is_null()) {
-        if let Some(p) = b.get("paused").and_then(|p| p.as_str()) {
+    if let Some(b) = &c.backstage {
+        if let Some(p) = &b.paused {
             out.push_str(&format!("  pushes paused: {p}\n"));
-        } else if let Some(e) = b.get("error").and_then(|p| p.as_str()) {
+        } else if let Some(e) = &b.error {
             out.push_str(&format!("  backstage: {e}\n"));
         }
     }
-    for o in list("orphans") {
-        if let Some(o) = o.as_str() {
-            out.push_str(&format!(
-                "  orphaned: {o} (gone from the files; Backstage deletes it or keeps it marked backstage.io/orphan)\n"
-            ));
-        }
+    for o in &c.orphans {
+        out.push_str(&format!(
+            "  orphaned: {o} (gone from the files; Backstage deletes it or keeps it marked backstage.io/orphan)\n"
+        ));
     }
-    for n in list("notes") {
-        if let Some(n) = n.as_str() {
-            out.push_str(&format!("  note: {n}\n"));
-        }
+    for n in &c.notes {
+        out.push_str(&format!("  note: {n}\n"));
     }
-    for w in list("warnings") {
-        if let Some(w) = w.as_str() {
-            out.push_str(&format!("  warning: {w}\n"));
-        }
+    for w in &c.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
     }
     out
 }
@@ -292,7 +256,7 @@ mod tests {
 
     #[test]
     fn status_text_shows_findings_diff_and_pushes() {
-        let v = serde_json::json!({
+        let v: CatalogSection = serde_json::from_value(serde_json::json!({
             "state": "watching", "root": "/r", "files": 2, "entities": 1,
             "findings": [{"file": "a.yaml", "line": 6, "col": 3, "message": "spec.owner is missing", "rule": "required-field"}],
             "diff": [{"change": "owner_changed", "entity": "component:default/p", "from": "group:team-a", "to": "group:team-b"}],
@@ -300,15 +264,18 @@ mod tests {
             "backstage": {"url": "http://b", "paused": "token of profile backstage refused"},
             "orphans": ["component:default/old"],
             "notes": ["b.yaml was moved from a.yaml: unregistered that location"],
-            "warnings": []
-        });
+            "warnings": [],
+            "watches": {"inotify": 1, "polled": 0},
+            "pushes": {}
+        }))
+        .unwrap();
         let t = status_text(&v);
         assert_eq!(
             t,
             "catalog: watching, /r: 2 file(s), 1 entit(ies)\n  a.yaml:6:3: spec.owner is missing (required-field)\n  diff: component:default/p: group:team-a -> group:team-b\n  push failed component:default/t (t.yaml): 400\n  pushes paused: token of profile backstage refused\n  orphaned: component:default/old (gone from the files; Backstage deletes it or keeps it marked backstage.io/orphan)\n  note: b.yaml was moved from a.yaml: unregistered that location\n"
         );
         assert_eq!(
-            status_text(&serde_json::json!({"state": "disabled"})),
+            status_text(&CatalogSection::disabled()),
             "catalog: disabled\n"
         );
     }

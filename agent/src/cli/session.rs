@@ -14,6 +14,7 @@ mod output;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, GrantKind};
 use crate::paths::Paths;
+use crate::protocol::TokenAnswer;
 use clap::Args;
 use std::future::Future;
 use std::path::PathBuf;
@@ -98,35 +99,19 @@ impl TokenArgs {
     }
 }
 
-fn token_path(profile: &str, min_valid: Option<u64>) -> String {
-    match min_valid {
-        Some(s) => format!("/v1/token/{profile}?min_valid={s}"),
-        None => format!("/v1/token/{profile}"),
-    }
-}
-
 /// Prints a raw token answer of the fast path (or the error it carries).
 fn print_token(status: u16, body: &[u8], json: bool) -> Result<(), ClientError> {
     crate::client::check_status(status, body)?;
-    let answer: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ClientError::Protocol(format!("the agent's answer is not JSON: {e}")))?;
-    print_answer(&answer, json)
+    print_answer(&crate::client::read_answer(body)?, json);
+    Ok(())
 }
 
 /// The bare token, or with `--json` the whole answer.
-fn print_answer(answer: &serde_json::Value, json: bool) -> Result<(), ClientError> {
+fn print_answer(answer: &TokenAnswer<'_>, json: bool) {
     if json {
         output::print_json(answer);
-        return Ok(());
-    }
-    match answer.get("access_token").and_then(|t| t.as_str()) {
-        Some(t) => {
-            output::print_line(t);
-            Ok(())
-        }
-        None => Err(ClientError::Protocol(
-            "the agent's answer has no access_token".into(),
-        )),
+    } else {
+        output::print_line(&answer.access_token);
     }
 }
 
@@ -209,8 +194,8 @@ pub fn token(extra: Option<PathBuf>, args: TokenArgs) -> ExitCode {
         json,
     } = args;
     let print = move |client: Client, profile: String| async move {
-        let answer = client.get_json(&token_path(&profile, min_valid)).await?;
-        print_answer(&answer, json)?;
+        let answer = client.token(&profile, min_valid).await?;
+        print_answer(&answer, json);
         Ok(ExitCode::SUCCESS)
     };
     match profile {
@@ -251,7 +236,7 @@ pub fn token_over_socket(args: &TokenArgs) -> Option<u8> {
         .as_deref()
         .filter(|p| crate::config::valid_name(p))?;
     let paths = Paths::from_env();
-    let path = token_path(profile, args.min_valid);
+    let path = crate::client::token_path(profile, args.min_valid);
     match crate::client::quick::get(&paths, &path) {
         Ok(Some((status, body))) => Some(match print_token(status, &body, args.json) {
             Ok(()) => 0,
@@ -265,7 +250,7 @@ pub fn token_over_socket(args: &TokenArgs) -> Option<u8> {
 /// `stagepass status`.
 pub fn status(extra: Option<PathBuf>, args: StatusArgs) -> ExitCode {
     with_agent(extra, |client, _, _| async move {
-        let answer = client.get_json("/v1/status").await?;
+        let answer = client.status().await?;
         if args.json {
             output::print_json(&answer);
         } else {
@@ -282,7 +267,7 @@ pub fn logout(extra: Option<PathBuf>, args: LogoutArgs) -> ExitCode {
             Ok(p) => p,
             Err(code) => return Ok(code),
         };
-        client.delete_json(&format!("/v1/login/{profile}")).await?;
+        client.logout(&profile).await?;
         output::print_line(&format!("logged out of {profile}"));
         Ok(ExitCode::SUCCESS)
     })

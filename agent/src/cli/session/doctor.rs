@@ -3,7 +3,8 @@
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::protocol::EndpointFile;
+use crate::protocol::status::ProfileState;
+use crate::protocol::{EndpointFile, Status};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,26 +91,19 @@ pub async fn run(config: &Config, paths: &Paths) -> ExitCode {
     }
 }
 
-async fn agent_check(paths: &Paths, checks: &mut Vec<Check>) -> Option<serde_json::Value> {
+async fn agent_check(paths: &Paths, checks: &mut Vec<Check>) -> Option<Status> {
     const NAME: &str = "agent running";
     const FIX: &str = "start it with `stagepass agent` (the dev container entrypoint starts it at every container start; run `stagepass agent` in a terminal to see why it stops)";
     let answer = match Client::new(paths) {
-        Ok(c) => c.get_json("/v1/status").await,
+        Ok(c) => c.status().await,
         Err(e) => Err(e),
     };
     match answer {
         Ok(v) => {
-            let agent = v.get("agent").cloned().unwrap_or_default();
             checks.push(check(
                 NAME,
                 Level::Ok,
-                format!(
-                    "pid {}, version {}",
-                    agent
-                        .get("pid")
-                        .map_or_else(|| "?".into(), |p| p.to_string()),
-                    agent.get("version").and_then(|x| x.as_str()).unwrap_or("?")
-                ),
+                format!("pid {}, version {}", v.agent.pid, v.agent.version),
                 None,
             ));
             Some(v)
@@ -225,34 +219,35 @@ fn secret_check(paths: &Paths) -> Check {
     }
 }
 
-fn store_check(status: Option<&serde_json::Value>) -> Check {
+fn store_check(status: Option<&Status>) -> Check {
     const NAME: &str = "store backend";
-    let Some(store) = status.and_then(|s| s.get("store")) else {
+    let Some(store) = status.map(|s| &s.store) else {
         return check(NAME, Level::Skip, "agent not running", None);
     };
-    let backend = store.get("backend").and_then(|b| b.as_str()).unwrap_or("?");
-    let detail = store.get("detail").and_then(|b| b.as_str()).unwrap_or("");
-    check(NAME, Level::Ok, format!("{backend} ({detail})"), None)
+    check(
+        NAME,
+        Level::Ok,
+        format!("{} ({})", store.backend, store.detail),
+        None,
+    )
 }
 
 /// Profiles whose login ran past their `policy.max_grant_age` (issue 11): one warning each,
 /// with the agent's reason and the command that renews the login.
-fn grant_age_checks(status: Option<&serde_json::Value>) -> Vec<Check> {
-    let Some(profiles) = status
-        .and_then(|s| s.get("profiles"))
-        .and_then(|p| p.as_array())
-    else {
+fn grant_age_checks(status: Option<&Status>) -> Vec<Check> {
+    let Some(status) = status else {
         return Vec::new();
     };
-    profiles
+    status
+        .profiles
         .iter()
-        .filter(|p| p.get("state").and_then(|s| s.as_str()) == Some("login_required"))
+        .filter(|p| p.state == ProfileState::LoginRequired)
         .filter_map(|p| {
-            let reason = p.get("reason")?.as_str()?;
+            let reason = p.reason.as_deref()?;
             if !reason.contains("max_grant_age") {
                 return None;
             }
-            let name = p.get("profile")?.as_str()?;
+            let name = &p.profile;
             Some(Check {
                 name: format!("login age of {name}"),
                 level: Level::Warn,
@@ -557,11 +552,17 @@ mod tests {
 
     #[test]
     fn an_expired_login_age_is_a_warning_with_the_fix() {
-        let status = serde_json::json!({"profiles": [
-            {"profile": "gh", "state": "login_required", "reason": "the login is older than the maximum grant age of 12h (profiles.gh.policy.max_grant_age); run `stagepass login gh`"},
-            {"profile": "other", "state": "login_required", "reason": "not logged in"},
-            {"profile": "ok", "state": "valid"},
-        ]});
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "agent": {"pid": 1, "started_at": "t", "uptime_seconds": 0, "version": "0.1.0"},
+            "api": {"tcp_port": null, "unix_socket": null},
+            "catalog": {"state": "disabled"},
+            "store": {"backend": "file", "detail": "d"},
+            "profiles": [
+            {"profile": "gh", "grant": "device", "state": "login_required", "reason": "the login is older than the maximum grant age of 12h (profiles.gh.policy.max_grant_age); run `stagepass login gh`"},
+            {"profile": "other", "grant": "device", "state": "login_required", "reason": "not logged in"},
+            {"profile": "ok", "grant": "device", "state": "valid"},
+        ]}))
+        .unwrap();
         let checks = grant_age_checks(Some(&status));
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].level, Level::Warn);

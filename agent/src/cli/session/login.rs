@@ -4,6 +4,7 @@
 
 use super::output::print_line;
 use crate::client::{Client, ClientError};
+use crate::protocol::login::{LoginPhase, LoginState};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,23 +14,20 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Starts the login and waits until it ends, the code expires, or Ctrl-C.
 pub async fn run(client: &Client, profile: &str) -> Result<ExitCode, ClientError> {
-    let path = format!("/v1/login/{profile}");
-    let started = client.post_json(&path, &serde_json::json!({})).await?;
-    let field =
-        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    if field(&started, "state").as_deref() == Some("complete") {
+    let started = client.login_start(profile).await?;
+    if started.state == LoginPhase::Complete {
         print_line(&format!("{profile}: already logged in"));
         return Ok(ExitCode::SUCCESS);
     }
-    let uri = field(&started, "verification_uri").unwrap_or_default();
-    if let Some(redirect) = field(&started, "redirect_uri") {
+    let uri = started.verification_uri.unwrap_or_default();
+    if let Some(redirect) = started.redirect_uri {
         return sign_in(client, profile, &uri, &redirect).await;
     }
-    let code = field(&started, "user_code").unwrap_or_default();
+    let code = started.user_code.unwrap_or_default();
     print_line(&format!(
         "To log in to {profile}, open:\n\n    {uri}\n\nand enter the code:\n\n    {code}\n"
     ));
-    if let Some(complete) = field(&started, "verification_uri_complete") {
+    if let Some(complete) = started.verification_uri_complete {
         print_line(&format!("(or open {complete} to have the code filled in)"));
         if let Some(qr) = qr_text(&complete).filter(|_| std::io::stdout().is_terminal()) {
             print_line(&qr);
@@ -59,7 +57,7 @@ pub async fn run(client: &Client, profile: &str) -> Result<ExitCode, ClientError
             }
             () = tokio::time::sleep(POLL) => {}
         }
-        let state = client.get_json(&path).await?;
+        let state = client.login_state(profile).await?;
         if let Some(code) = ended(profile, &state, spin) {
             return Ok(code);
         }
@@ -67,20 +65,20 @@ pub async fn run(client: &Client, profile: &str) -> Result<ExitCode, ClientError
 }
 
 /// The exit code once the login state has left `pending`.
-fn ended(profile: &str, state: &serde_json::Value, spin: bool) -> Option<ExitCode> {
-    let field = |k: &str| state.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    match field("state").as_deref() {
-        Some("pending") | None => None,
-        Some("complete") => {
+fn ended(profile: &str, state: &LoginState, spin: bool) -> Option<ExitCode> {
+    match state.state {
+        LoginPhase::Pending => None,
+        LoginPhase::Complete => {
             clear(spin);
             print_line(&format!("{profile}: logged in"));
             Some(ExitCode::SUCCESS)
         }
-        Some(other) => {
+        other => {
             clear(spin);
-            let why = field("message").unwrap_or_default();
+            let why = state.message.as_deref().unwrap_or_default();
             eprintln!(
-                "stagepass: login {other}{}{why}",
+                "stagepass: login {}{}{why}",
+                other.as_str(),
                 if why.is_empty() { "" } else { ": " }
             );
             Some(ExitCode::FAILURE)
@@ -96,7 +94,6 @@ async fn sign_in(
     uri: &str,
     redirect: &str,
 ) -> Result<ExitCode, ClientError> {
-    let path = format!("/v1/login/{profile}");
     print_line(&format!(
         "To sign in to {profile}, open:\n\n    {uri}\n\nIf the browser cannot reach {redirect} (a browser Codespace), paste the address it ended on here and press Enter."
     ));
@@ -112,8 +109,7 @@ async fn sign_in(
             }
             line = pasted.recv(), if stdin_open => match line {
                 Some(l) if !l.trim().is_empty() => {
-                    let body = serde_json::json!({ "url": l.trim() });
-                    match client.post_json(&format!("{path}/callback"), &body).await {
+                    match client.login_callback(profile, l.trim()).await {
                         Ok(state) => {
                             if let Some(code) = ended(profile, &state, false) {
                                 return Ok(code);
@@ -127,7 +123,7 @@ async fn sign_in(
             },
             () = tokio::time::sleep(POLL) => {}
         }
-        let state = client.get_json(&path).await?;
+        let state = client.login_state(profile).await?;
         if let Some(code) = ended(profile, &state, false) {
             return Ok(code);
         }
