@@ -1,12 +1,13 @@
 //! What the command-line adapters get from the running agent, and how failures read.
 //!
 //! Every CLI adapter (git, docker, kubectl, exec) asks the agent's `GET /v1/token/{profile}`
-//! and turns its JSON into an [`AgentToken`]; every failure becomes one line that names the fix
+//! and turns its [`TokenAnswer`] into an [`AgentToken`]; every failure becomes one line that names the fix
 //! ([`explain`]), so each tool can print it in its own convention.
 
 use crate::client::ClientError;
+use crate::protocol::TokenAnswer;
 use crate::secret::Secret;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// A token as answered by `GET /v1/token/{profile}`.
 pub struct AgentToken {
@@ -22,59 +23,26 @@ pub struct AgentToken {
 pub struct TokenShapeError(pub String);
 
 impl AgentToken {
-    /// Reads `{"access_token", "expires_at", ...}`; `expires_at` may be RFC 3339 or Unix seconds.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self, TokenShapeError> {
-        let token = v
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| TokenShapeError("no access_token string".into()))?;
-        let expires_at = match v.get("expires_at") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Number(n)) => {
-                let secs = n
-                    .as_u64()
-                    .ok_or_else(|| TokenShapeError("expires_at is not a Unix time".into()))?;
-                Some(UNIX_EPOCH + Duration::from_secs(secs))
-            }
-            Some(serde_json::Value::String(s)) => Some(
+    /// Takes the agent's answer: a non-empty token, and `expires_at` in RFC 3339 when set.
+    pub fn from_answer(answer: TokenAnswer<'_>) -> Result<Self, TokenShapeError> {
+        if answer.access_token.is_empty() {
+            return Err(TokenShapeError("the access_token is empty".into()));
+        }
+        let expires_at = match answer.expires_at.as_deref() {
+            None => None,
+            Some(s) => Some(
                 crate::timefmt::parse_rfc3339(s)
                     .ok_or_else(|| TokenShapeError(format!("expires_at {s:?} is not RFC 3339")))?,
             ),
-            Some(_) => return Err(TokenShapeError("expires_at has the wrong type".into())),
         };
         Ok(Self {
-            access_token: Secret::new(token),
+            access_token: Secret::new(answer.access_token.into_owned()),
             expires_at,
         })
     }
 }
 
-/// The API path of a profile's token (the name percent-encoded as one path segment).
-pub fn token_path(profile: &str) -> String {
-    format!("/v1/token/{}", encode_segment(profile))
-}
-
-/// The API path that tells the agent a token was refused by a server (git `erase` after a 401).
-///
-/// `POST` with `{"fingerprint": Secret::fingerprint()}`; the agent then refreshes before its
-/// next answer for that profile (`Broker::invalidate`).
-pub fn invalidate_path(profile: &str) -> String {
-    format!("/v1/token/{}/invalidate", encode_segment(profile))
-}
-
-/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// A profile or role name as one URL path segment (names are already restricted, so this
-/// is a second line of defence, not the rule).
-pub fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
-}
+pub use crate::client::encode_segment;
 
 /// One line saying what failed for `profile` and the command that fixes it.
 pub fn explain(profile: &str, err: &ClientError) -> String {
@@ -105,45 +73,46 @@ pub fn explain(profile: &str, err: &ClientError) -> String {
 mod tests {
     use super::*;
 
+    fn answer(token: &'static str, expires_at: Option<&str>) -> TokenAnswer<'static> {
+        TokenAnswer {
+            access_token: token.into(),
+            token_type: "Bearer".into(),
+            expires_at: expires_at.map(str::to_string),
+            expires_in: None,
+            scope: None,
+            profile: "p".into(),
+        }
+    }
+
     #[test]
-    fn token_answer_with_rfc3339_or_epoch() {
-        let a = AgentToken::from_json(&serde_json::json!({
-            "access_token": "t", "token_type": "Bearer", "expires_at": "2026-11-28T23:33:40Z"
-        }))
-        .unwrap();
+    fn token_answer_with_or_without_expiry() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let a = AgentToken::from_answer(answer("t", Some("2026-11-28T23:33:40Z"))).unwrap();
         assert_eq!(a.access_token.expose(), "t");
         assert_eq!(
             a.expires_at,
             Some(UNIX_EPOCH + Duration::from_secs(1_795_908_820))
         );
-        let b = AgentToken::from_json(&serde_json::json!({"access_token": "t", "expires_at": 5}))
-            .unwrap();
-        assert_eq!(b.expires_at, Some(UNIX_EPOCH + Duration::from_secs(5)));
-        let c =
-            AgentToken::from_json(&serde_json::json!({"access_token": "t", "expires_at": null}))
-                .unwrap();
+        let c = AgentToken::from_answer(answer("t", None)).unwrap();
         assert_eq!(c.expires_at, None);
     }
 
     #[test]
     fn malformed_token_answers_are_errors() {
-        assert!(AgentToken::from_json(&serde_json::json!({})).is_err());
-        assert!(AgentToken::from_json(&serde_json::json!({"access_token": ""})).is_err());
-        assert!(
-            AgentToken::from_json(&serde_json::json!({"access_token": "t", "expires_at": "soon"}))
-                .is_err()
-        );
-        assert!(
-            AgentToken::from_json(&serde_json::json!({"access_token": "t", "expires_at": -1}))
-                .is_err()
-        );
+        assert!(AgentToken::from_answer(answer("", None)).is_err());
+        assert!(AgentToken::from_answer(answer("t", Some("soon"))).is_err());
+        // Without a token the answer does not even read as one.
+        assert!(crate::client::read_answer::<TokenAnswer<'static>>(b"{}").is_err());
     }
 
     #[test]
     fn paths_encode_the_profile() {
-        assert_eq!(token_path("backstage"), "/v1/token/backstage");
-        assert_eq!(token_path("a/b c"), "/v1/token/a%2Fb%20c");
-        assert_eq!(invalidate_path("git"), "/v1/token/git/invalidate");
+        use crate::client::token_path;
+        assert_eq!(token_path("backstage", None), "/v1/token/backstage");
+        assert_eq!(
+            token_path("a/b c", Some(60)),
+            "/v1/token/a%2Fb%20c?min_valid=60"
+        );
     }
 
     #[test]

@@ -95,23 +95,19 @@ impl Agent {
     }
 
     fn token(&self, profile: &str) -> Result<token::AgentToken, FetchError> {
-        let v = self
+        let answer = self
             .rt
-            .block_on(self.client.get_json(&token::token_path(profile)))
+            .block_on(self.client.token(profile, None))
             .map_err(|e| fetch_error(profile, &e))?;
-        token::AgentToken::from_json(&v).map_err(|e| FetchError {
+        token::AgentToken::from_answer(answer).map_err(|e| FetchError {
             message: format!("{e}; run `stagepass doctor`"),
             agent_down: false,
         })
     }
 
     fn invalidate(&self, profile: &str, fingerprint: &str) -> Result<(), FetchError> {
-        let body = serde_json::json!({ "fingerprint": fingerprint });
         self.rt
-            .block_on(
-                self.client
-                    .post_json(&token::invalidate_path(profile), &body),
-            )
+            .block_on(self.client.invalidate(profile, fingerprint))
             .map(|_| ())
             .map_err(|e| fetch_error(profile, &e))
     }
