@@ -46,12 +46,7 @@ pub fn run(extra: Option<PathBuf>, args: McpArgs) -> ExitCode {
     let result = rt.block_on(async {
         let root = match args.root {
             Some(r) => r,
-            None => match agent
-                .get("/v1/catalog")
-                .await
-                .ok()
-                .and_then(|s| s["root"].as_str().map(PathBuf::from))
-            {
+            None => match agent.catalog().await.ok().and_then(|s| s.root) {
                 Some(r) => r,
                 None => config
                     .catalog

@@ -6,6 +6,7 @@
 
 use crate::client::{Client, ClientError};
 use crate::paths::Paths;
+use crate::protocol::{CatalogStatus, DiffReport, Status};
 
 /// A way to reach the running agent; a fresh client per call, so an agent restarted while
 /// the assistant runs is found again.
@@ -20,10 +21,23 @@ impl AgentLink {
         Self { paths }
     }
 
-    /// `GET path` on the agent, as JSON, with an MCP-safe error.
-    pub async fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let client = Client::new(&self.paths).map_err(safe)?;
-        client.get_json(path).await.map_err(safe)
+    /// `GET /v1/status`, with an MCP-safe error.
+    pub async fn status(&self) -> Result<Status, String> {
+        self.client()?.status().await.map_err(safe)
+    }
+
+    /// `GET /v1/catalog`, with an MCP-safe error.
+    pub async fn catalog(&self) -> Result<CatalogStatus, String> {
+        self.client()?.catalog().await.map_err(safe)
+    }
+
+    /// `GET /v1/catalog/diff`, with an MCP-safe error.
+    pub async fn diff(&self) -> Result<DiffReport, String> {
+        self.client()?.catalog_diff().await.map_err(safe)
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        Client::new(&self.paths).map_err(safe)
     }
 }
 

@@ -7,6 +7,8 @@
 use super::agent::AgentLink;
 use super::repo::{InputError, Located, Snapshot, owner_text, summary};
 use crate::catalog::refs::parse_ref;
+use crate::protocol::DiffReport;
+use crate::protocol::catalog::Change;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -189,29 +191,25 @@ enum Held {
     Unknown(String),
 }
 
-fn held(diff: &Result<Value, String>, key: &str, files_owner: Option<&str>) -> Held {
+fn held(diff: &Result<DiffReport, String>, key: &str, files_owner: Option<&str>) -> Held {
     let report = match diff {
         Ok(r) => r,
         Err(e) => return Held::Unknown(e.clone()),
     };
-    if let Some(e) = report["error"].as_str() {
-        return Held::Unknown(e.to_string());
+    if let Some(e) = &report.error {
+        return Held::Unknown(e.clone());
     }
-    let same = |v: &Value| {
-        v["entity"]
-            .as_str()
-            .and_then(|s| parse_ref(s, Some("component"), "default").ok())
-            .is_some_and(|r| r.key() == key)
+    let same = |entity: &str| {
+        parse_ref(entity, Some("component"), "default").is_ok_and(|r| r.key() == key)
     };
-    let changes = report["changes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    match changes.iter().find(|c| same(c)) {
-        Some(c) if c["change"] == "added" => Held::Missing,
-        Some(c) if c["change"] == "owner_changed" => {
-            Held::Owner(c["from"].as_str().map(str::to_string))
-        }
+    let about = |c: &&Change| match c {
+        Change::Added { entity, .. }
+        | Change::Removed { entity, .. }
+        | Change::OwnerChanged { entity, .. } => same(entity),
+    };
+    match report.changes.iter().find(about) {
+        Some(Change::Added { .. }) => Held::Missing,
+        Some(Change::OwnerChanged { from, .. }) => Held::Owner(from.clone()),
         _ => Held::Owner(files_owner.map(str::to_string)),
     }
 }
@@ -249,7 +247,7 @@ async fn who_owns(a: WhoOwnsArgs, snap: &Snapshot, agent: &AgentLink) -> Result<
     };
     let files_owner = owner_text(located.entity.owner.as_ref());
     let key = located.entity.entity_ref.key();
-    let diff = agent.get("/v1/catalog/diff").await;
+    let diff = agent.diff().await;
     let mut out = summary(&located);
     out["query"] = resolved_from;
     out["owner_in_files"] = json!(files_owner);
@@ -286,41 +284,41 @@ async fn who_owns(a: WhoOwnsArgs, snap: &Snapshot, agent: &AgentLink) -> Result<
 }
 
 async fn ownership_diff(agent: &AgentLink) -> Value {
-    let diff = agent.get("/v1/catalog/diff").await;
-    let mut out = match diff {
-        Ok(d) => json!({
-            "changes": d["changes"].clone(),
-            "error": d["error"].clone(),
-        }),
-        Err(e) => json!({"changes": [], "error": e}),
+    let (changes, error) = match agent.diff().await {
+        Ok(d) => (d.changes, d.error),
+        Err(e) => (Vec::new(), Some(e)),
     };
-    if let Ok(status) = agent.get("/v1/catalog").await {
-        out["pending_pushes"] = status["outbox"].clone();
-        out["backstage"] = json!({
-            "url": status["backstage"]["url"],
-            "reachable": status["backstage"]["reachable"],
-        });
+    let mut out = json!({"changes": changes, "error": error});
+    if let (Ok(status), Some(o)) = (agent.catalog().await, out.as_object_mut()) {
+        let backstage = status.backstage.as_ref();
+        o.insert("pending_pushes".into(), json!(status.outbox));
+        o.insert(
+            "backstage".into(),
+            json!({
+                "url": backstage.map(|b| &b.url),
+                "reachable": backstage.and_then(|b| b.reachable),
+            }),
+        );
     }
     out
 }
 
 async fn whoami(agent: &AgentLink) -> Value {
-    match agent.get("/v1/status").await {
+    match agent.status().await {
         Ok(status) => {
-            let profiles: Vec<Value> = status["profiles"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
+            let profiles: Vec<Value> = status
+                .profiles
                 .iter()
                 .map(|p| {
+                    let id = p.identity.as_ref();
                     json!({
-                        "profile": p["profile"],
-                        "grant": p["grant"],
-                        "state": p["state"],
-                        "reason": p["reason"],
-                        "subject": p["identity"]["sub"],
-                        "groups": p["identity"]["groups"],
-                        "ownership_refs": p["identity"].get("ent").cloned().unwrap_or(json!([])),
+                        "profile": p.profile,
+                        "grant": p.grant,
+                        "state": p.state,
+                        "reason": p.reason,
+                        "subject": id.and_then(|i| i.sub.as_deref()),
+                        "groups": id.map(|i| &i.groups),
+                        "ownership_refs": id.map_or(&[][..], |i| &i.ent),
                     })
                 })
                 .collect();
@@ -333,21 +331,17 @@ async fn whoami(agent: &AgentLink) -> Value {
 /// The signed-in Backstage user (the first profile whose identity has ownership refs) and
 /// the repository's entities they own.
 async fn my_entities(snap: &Snapshot, agent: &AgentLink) -> Value {
-    let status = match agent.get("/v1/status").await {
+    let status = match agent.status().await {
         Ok(s) => s,
         Err(e) => return json!({"user": null, "entities": [], "error": e}),
     };
-    let signed_in = status["profiles"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .find(|p| {
-            p["identity"]["ent"]
-                .as_array()
-                .is_some_and(|e| !e.is_empty())
-        });
-    let Some(p) = signed_in else {
+    let signed_in = status.profiles.iter().find_map(|p| {
+        p.identity
+            .as_ref()
+            .filter(|i| !i.ent.is_empty())
+            .map(|i| (p, i))
+    });
+    let Some((p, id)) = signed_in else {
         return json!({
             "user": null,
             "entities": [],
@@ -355,18 +349,11 @@ async fn my_entities(snap: &Snapshot, agent: &AgentLink) -> Value {
                       sign-in profile, then run `stagepass login PROFILE`)",
         });
     };
-    let refs: Vec<String> = p["identity"]["ent"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
-    let entities: Vec<Value> = snap.owned_by(&refs).iter().map(summary).collect();
+    let entities: Vec<Value> = snap.owned_by(&id.ent).iter().map(summary).collect();
     json!({
-        "user": p["identity"]["sub"],
-        "profile": p["profile"],
-        "ownership_refs": refs,
+        "user": id.sub,
+        "profile": p.profile,
+        "ownership_refs": id.ent,
         "count": entities.len(),
         "entities": entities,
     })
@@ -379,10 +366,21 @@ mod tests {
     #[test]
     fn backstage_owner_comes_from_the_diff() {
         let key = "component:default/pay";
-        let diff = Ok(json!({"changes": [
-            {"change": "owner_changed", "entity": "component:default/pay", "from": "group:team-a", "to": "group:team-b"},
-            {"change": "added", "entity": "component:default/new", "owner": "group:x"}
-        ], "error": null}));
+        let diff = Ok(DiffReport {
+            changes: vec![
+                Change::OwnerChanged {
+                    entity: "component:default/pay".into(),
+                    from: Some("group:team-a".into()),
+                    to: Some("group:team-b".into()),
+                },
+                Change::Added {
+                    entity: "component:default/new".into(),
+                    owner: Some("group:x".into()),
+                },
+            ],
+            error: None,
+            failed: Vec::new(),
+        });
         assert_eq!(
             held(&diff, key, Some("group:team-b")),
             Held::Owner(Some("group:team-a".into()))
@@ -395,7 +393,10 @@ mod tests {
             held(&diff, "component:default/same", Some("group:y")),
             Held::Owner(Some("group:y".into()))
         );
-        let down = json!({"changes": [], "error": "Backstage unreachable"});
+        let down = DiffReport {
+            error: Some("Backstage unreachable".into()),
+            ..DiffReport::default()
+        };
         assert!(matches!(
             held(&Ok(down), key, None),
             Held::Unknown(e) if e.contains("unreachable")
