@@ -170,25 +170,6 @@ impl Client {
         self.post("/v1/catalog/sync", &protocol::Empty {}).await
     }
 
-    /// `GET path`, returning the JSON body of a 2xx answer.
-    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.get(path).await
-    }
-
-    /// `POST path` with a JSON body, returning the JSON body of a 2xx answer.
-    pub async fn post_json(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.post(path, body).await
-    }
-
-    /// `DELETE path`, returning the JSON body of a 2xx answer.
-    pub async fn delete_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.delete(path).await
-    }
-
     /// `GET path`, the JSON body of a 2xx answer read as `T` (the typed calls above use it).
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.json(Method::GET, path, None::<&protocol::Empty>).await
