@@ -107,30 +107,6 @@ pub fn exports(vars: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
-/// The TCP port of the running agent from its endpoint file (`{"port": N}` or
-/// `{"tcp": {"port": N}}` or `{"url": "http://127.0.0.1:N"}`), if it can be read.
-pub fn port_from_endpoint(text: &str) -> Option<u16> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let as_port = |p: &serde_json::Value| p.as_u64().and_then(|n| u16::try_from(n).ok());
-    if let Some(p) = v.get("port").and_then(as_port) {
-        return Some(p);
-    }
-    if let Some(p) = v.get("tcp").and_then(|t| t.get("port")).and_then(as_port) {
-        return Some(p);
-    }
-    for key in ["url", "tcp_url", "base_url"] {
-        if let Some(p) = v
-            .get(key)
-            .and_then(|u| u.as_str())
-            .and_then(|u| url::Url::parse(u).ok())
-            .and_then(|u| u.port())
-        {
-            return Some(p);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,17 +154,5 @@ mod tests {
         assert_eq!(pick_aws_role(&two, Some("a")).unwrap().unwrap().0, "a");
         assert!(pick_aws_role(&two, Some("c")).unwrap_err().contains("b, a"));
         assert_eq!(pick_aws_role(&[], None).unwrap(), None);
-    }
-
-    #[test]
-    fn endpoint_file_shapes() {
-        assert_eq!(port_from_endpoint(r#"{"port":7391}"#), Some(7391));
-        assert_eq!(port_from_endpoint(r#"{"tcp":{"port":8}}"#), Some(8));
-        assert_eq!(
-            port_from_endpoint(r#"{"url":"http://127.0.0.1:9/"}"#),
-            Some(9)
-        );
-        assert_eq!(port_from_endpoint(r#"{"port":70000}"#), None);
-        assert_eq!(port_from_endpoint("nope"), None);
     }
 }

@@ -287,9 +287,8 @@ fn docker_answer(extra: Option<PathBuf>, op: &str) -> Result<String, DockerError
 
 /// The agent's TCP port: the endpoint file the running agent writes, else the config.
 fn agent_port(config: &Config, paths: &Paths) -> u16 {
-    std::fs::read_to_string(paths.endpoint())
-        .ok()
-        .and_then(|t| envvars::port_from_endpoint(&t))
+    crate::protocol::EndpointFile::read(paths)
+        .and_then(|e| e.port)
         .unwrap_or(config.api.port)
 }
 
