@@ -145,18 +145,14 @@ impl DockerRouter {
     }
 
     /// The `list` answer: every configured registry (as written in the config) -> username.
-    pub fn list_json(&self) -> serde_json::Value {
-        let map: serde_json::Map<String, serde_json::Value> = self
+    pub fn list_json(&self) -> String {
+        let map: BTreeMap<&str, &str> = self
             .registries
             .values()
-            .map(|(key, reg)| {
-                (
-                    key.clone(),
-                    serde_json::Value::String(reg.username().unwrap_or(DEFAULT_USERNAME).into()),
-                )
-            })
+            .map(|(key, reg)| (key.as_str(), reg.username().unwrap_or(DEFAULT_USERNAME)))
             .collect();
-        serde_json::Value::Object(map)
+        // A map of strings always serializes; fall back to an empty object regardless.
+        serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
     }
 }
 
@@ -194,10 +190,15 @@ pub fn parse_get_input(input: &[u8]) -> Result<String, DockerError> {
 
 /// Reads the `store` input only to name the server in the refusal.
 pub fn store_server(input: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(input)
-        .ok()
-        .and_then(|v| v.get("ServerURL")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| "(unknown server)".into())
+    /// The one field of docker's `store` input read here (the secret in it is not).
+    #[derive(serde::Deserialize)]
+    struct StoreInput {
+        #[serde(rename = "ServerURL")]
+        server_url: String,
+    }
+    serde_json::from_slice::<StoreInput>(input)
+        .map(|i| i.server_url)
+        .unwrap_or_else(|_| "(unknown server)".into())
 }
 
 #[cfg(test)]
@@ -286,7 +287,7 @@ mod tests {
     #[test]
     fn list_answer_exact_bytes() {
         assert_eq!(
-            router().list_json().to_string(),
+            router().list_json(),
             r#"{"ghcr.io":"stagepass","https://registry.example:5000/":"robot"}"#
         );
     }

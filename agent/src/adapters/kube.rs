@@ -28,30 +28,65 @@ pub fn check_exec_info(info: Option<&str>) -> Result<(), KubeError> {
     let Some(info) = info.filter(|s| !s.trim().is_empty()) else {
         return Ok(());
     };
-    let v: serde_json::Value =
+    /// The one field of kubectl's `KUBERNETES_EXEC_INFO` checked here.
+    #[derive(serde::Deserialize)]
+    struct ExecInfo {
+        #[serde(rename = "apiVersion")]
+        api_version: Option<String>,
+    }
+    let v: ExecInfo =
         serde_json::from_str(info).map_err(|e| KubeError::BadExecInfo(e.to_string()))?;
-    match v.get("apiVersion").and_then(|a| a.as_str()) {
+    match v.api_version.as_deref() {
         Some(API_VERSION) => Ok(()),
         Some(other) => Err(KubeError::WrongVersion(other.to_string())),
         None => Err(KubeError::BadExecInfo("no apiVersion".into())),
     }
 }
 
-/// The `ExecCredential` JSON kubectl reads; `expirationTimestamp` only when the expiry is known.
-pub fn exec_credential(token: &Secret, expires_at: Option<SystemTime>) -> serde_json::Value {
-    let mut status = serde_json::Map::new();
-    status.insert("token".into(), token.expose().into());
-    if let Some(t) = expires_at {
-        status.insert(
-            "expirationTimestamp".into(),
-            crate::timefmt::rfc3339_z(t).into(),
-        );
+/// The `ExecCredential` kubectl reads (client.authentication.k8s.io/v1). No `Debug`: it
+/// holds the token.
+#[derive(serde::Serialize)]
+pub struct ExecCredential<'a> {
+    /// Always [`API_VERSION`].
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    /// Always `ExecCredential`.
+    pub kind: &'static str,
+    /// The credential.
+    pub status: ExecCredentialStatus<'a>,
+}
+
+/// The `status` of an [`ExecCredential`].
+#[derive(serde::Serialize)]
+pub struct ExecCredentialStatus<'a> {
+    /// When kubectl must ask again, RFC 3339 UTC; absent when the expiry is unknown.
+    #[serde(
+        rename = "expirationTimestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expiration_timestamp: Option<String>,
+    /// The bearer token.
+    pub token: &'a str,
+}
+
+/// The `ExecCredential` for `token`; `expirationTimestamp` only when the expiry is known.
+pub fn exec_credential(token: &Secret, expires_at: Option<SystemTime>) -> ExecCredential<'_> {
+    ExecCredential {
+        api_version: API_VERSION,
+        kind: "ExecCredential",
+        status: ExecCredentialStatus {
+            expiration_timestamp: expires_at.map(crate::timefmt::rfc3339_z),
+            token: token.expose(),
+        },
     }
-    serde_json::json!({
-        "apiVersion": API_VERSION,
-        "kind": "ExecCredential",
-        "status": status,
-    })
+}
+
+impl ExecCredential<'_> {
+    /// The JSON line kubectl reads.
+    pub fn to_json(&self) -> String {
+        // Four strings always serialize; fall back to an empty object regardless.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
 }
 
 #[cfg(test)]
@@ -61,16 +96,17 @@ mod tests {
 
     #[test]
     fn v1_shape_exact_bytes() {
-        let v = exec_credential(
-            &Secret::new("tok"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_795_908_820)),
-        );
+        let tok = Secret::new("tok");
+        let v = exec_credential(&tok, Some(UNIX_EPOCH + Duration::from_secs(1_795_908_820)));
         assert_eq!(
-            v.to_string(),
+            v.to_json(),
             r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"expirationTimestamp":"2026-11-28T23:33:40Z","token":"tok"}}"#
         );
-        let no_exp = exec_credential(&Secret::new("tok"), None);
-        assert_eq!(no_exp["status"].as_object().map(|o| o.len()), Some(1));
+        let no_exp = exec_credential(&tok, None);
+        assert_eq!(
+            no_exp.to_json(),
+            r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"tok"}}"#
+        );
     }
 
     #[test]

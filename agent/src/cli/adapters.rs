@@ -222,7 +222,7 @@ pub fn kube_credential(extra: Option<PathBuf>, args: KubeCredentialArgs) -> Exit
         Ok(t) => t,
         Err(e) => return fail(&e.message, e.exit_code()),
     };
-    let mut out = kube::exec_credential(&t.access_token, t.expires_at).to_string();
+    let mut out = kube::exec_credential(&t.access_token, t.expires_at).to_json();
     out.push('\n');
     write_stdout(out.as_bytes())
 }
