@@ -78,22 +78,67 @@ pub fn read(dir: &Path, filter: &Filter) -> Result<Vec<serde_json::Value>, ReadE
 }
 
 fn keep(v: &serde_json::Value, f: &Filter) -> bool {
+    let line = Line::of(v);
     if let Some(since) = f.since {
-        let t = v
-            .get("time")
-            .and_then(|t| t.as_str())
-            .and_then(crate::timefmt::parse_rfc3339);
+        let t = line.time.as_deref().and_then(crate::timefmt::parse_rfc3339);
         if t.is_none_or(|t| t < since) {
             return false;
         }
     }
     if let Some(p) = &f.profile
-        && v.get("event").is_none()
-        && v.get("profile").and_then(|x| x.as_str()) != Some(p.as_str())
+        && line.event.is_none()
+        && line.profile.as_deref() != Some(p.as_str())
     {
         return false;
     }
     true
+}
+
+/// A line of the log as it is read back: a record ([`super::record::Record::to_line`]), a
+/// drop note ([`super::record::dropped_line`]) or the note [`read`] puts in place of a line
+/// it could not read. Every field is optional, so a line from another version reads.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Line {
+    /// When, RFC 3339.
+    pub time: Option<String>,
+    /// The profile asked for.
+    pub profile: Option<String>,
+    /// `allow`, `deny` or `error`.
+    pub decision: Option<String>,
+    /// The rule that decided.
+    pub rule: Option<String>,
+    /// The error code of a refusal.
+    pub code: Option<String>,
+    /// The adapter that asked (`git-credential`, ...).
+    pub adapter: Option<String>,
+    /// The fingerprint of the token handed out.
+    pub token_fingerprint: Option<String>,
+    /// Who asked.
+    pub caller: Option<Caller>,
+    /// `dropped` for a drop note.
+    pub event: Option<String>,
+    /// How many records a drop note stands for.
+    pub dropped: Option<u64>,
+    /// `FILE:LINE` of a line that could not be read.
+    pub unreadable: Option<String>,
+}
+
+/// The caller of a [`Line`]: the process, or why it is not known.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Caller {
+    /// Why the caller is not known.
+    pub unidentified: Option<String>,
+    /// Its executable.
+    pub exe: Option<String>,
+    /// Its pid.
+    pub pid: Option<u64>,
+}
+
+impl Line {
+    /// The line `v` as read by [`read`]; one whose fields have other types reads as empty.
+    pub fn of(v: &serde_json::Value) -> Self {
+        serde::Deserialize::deserialize(v).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Reads the files in the state dir directly (same uid, 0600), so it works with the agent
 //! stopped too; oldest record first.
 
-use crate::audit::reader::{self, Filter};
+use crate::audit::reader::{self, Caller, Filter, Line};
 use crate::config::HumanDuration;
 use clap::Args;
 use std::path::PathBuf;
@@ -91,20 +91,21 @@ pub fn run(extra: Option<PathBuf>, args: AuditArgs) -> ExitCode {
     }
 }
 
-fn s<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or("")
-}
-
-fn caller(v: &serde_json::Value) -> String {
-    let c = v.get("caller").cloned().unwrap_or_default();
-    if let Some(why) = c.get("unidentified").and_then(|x| x.as_str()) {
+fn caller(c: Option<&Caller>) -> String {
+    let c = c.unwrap_or(&NO_CALLER);
+    if let Some(why) = &c.unidentified {
         return format!("unidentified: {why}");
     }
-    let exe = s(&c, "exe");
+    let exe = c.exe.as_deref().unwrap_or("");
     let name = exe.rsplit('/').next().unwrap_or(exe);
-    let pid = c.get("pid").and_then(|p| p.as_u64()).unwrap_or(0);
-    format!("{name}[{pid}]")
+    format!("{name}[{}]", c.pid.unwrap_or(0))
 }
+
+const NO_CALLER: Caller = Caller {
+    unidentified: None,
+    exe: None,
+    pid: None,
+};
 
 /// The human table: one line per record, drop notes and unreadable lines included.
 pub fn table(records: &[serde_json::Value]) -> String {
@@ -117,69 +118,53 @@ pub fn table(records: &[serde_json::Value]) -> String {
         "VIA".into(),
         "TOKEN".into(),
     ]];
-    for r in records {
-        if let Some(where_) = r.get("unreadable").and_then(|x| x.as_str()) {
-            rows.push([
-                "-".into(),
-                "-".into(),
-                "unreadable".into(),
-                "-".into(),
-                where_.into(),
-                "-".into(),
-                "-".into(),
-            ]);
-            continue;
-        }
-        if s(r, "event") == "dropped" {
-            rows.push([
-                s(r, "time").into(),
-                "-".into(),
-                "dropped".into(),
-                format!(
-                    "{} records lost",
-                    r.get("dropped").and_then(|x| x.as_u64()).unwrap_or(0)
-                ),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
-            continue;
-        }
-        let rule = match r.get("code").and_then(|x| x.as_str()) {
-            Some(code) if s(r, "decision") != "allow" => code.to_string(),
-            _ => s(r, "rule").to_string(),
-        };
-        let via = r
-            .get("adapter")
-            .and_then(|x| x.as_str())
-            .unwrap_or("-")
-            .to_string();
-        let mut time = s(r, "time").to_string();
-        // Whole seconds are enough in a table.
-        if let Some(dot) = time.find('.') {
-            time = format!("{}Z", &time[..dot]);
-        }
-        rows.push([
-            time,
-            s(r, "profile").into(),
-            s(r, "decision").into(),
-            rule,
-            caller(r),
-            via,
-            r.get("token_fingerprint")
-                .and_then(|x| x.as_str())
-                .unwrap_or("-")
-                .into(),
-        ]);
+    rows.extend(records.iter().map(|r| row(&Line::of(r))));
+    aligned(&rows)
+}
+
+/// One line of the log as a row of the table.
+fn row(r: &Line) -> [String; 7] {
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    if let Some(where_) = &r.unreadable {
+        let d = || "-".to_string();
+        return [d(), d(), "unreadable".into(), d(), where_.clone(), d(), d()];
     }
+    if r.event.as_deref() == Some("dropped") {
+        let d = || "-".to_string();
+        let lost = format!("{} records lost", r.dropped.unwrap_or(0));
+        return [s(&r.time), d(), "dropped".into(), lost, d(), d(), d()];
+    }
+    let rule = match &r.code {
+        Some(code) if r.decision.as_deref() != Some("allow") => code.clone(),
+        _ => s(&r.rule),
+    };
+    let mut time = s(&r.time);
+    // Whole seconds are enough in a table.
+    if let Some(dot) = time.find('.') {
+        time = format!("{}Z", &time[..dot]);
+    }
+    [
+        time,
+        s(&r.profile),
+        s(&r.decision),
+        rule,
+        caller(r.caller.as_ref()),
+        dash(&r.adapter),
+        dash(&r.token_fingerprint),
+    ]
+}
+
+/// Columns padded to their widest cell.
+fn aligned(rows: &[[String; 7]]) -> String {
     let mut widths = [0usize; 7];
-    for row in &rows {
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
