@@ -61,7 +61,12 @@ pub struct StoreInfo {
 
 /// The `catalog` part of [`Status`]: the catalog's whole status while its sync runs, else
 /// only its state (`{"state": "disabled"}`), as the agent always sent it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Read by hand, not `#[serde(untagged)]`: untagged tries each variant and keeps the first
+/// that reads, so a status that failed to read (serde's untagged buffer cannot hold the
+/// scan's `u128` milliseconds) silently became `Off` and `stagepass status` lost the catalog.
+/// The whole status always has `files`; only then is it read as one, and its errors show.
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum CatalogSection {
     /// The sync runs (in any [`EngineState`]).
@@ -78,6 +83,22 @@ pub struct CatalogOff {
     /// What went wrong, for `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for CatalogSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("files").is_some() {
+            CatalogStatus::deserialize(v)
+                .map(|c| Self::Running(Box::new(c)))
+                .map_err(D::Error::custom)
+        } else {
+            CatalogOff::deserialize(v)
+                .map(Self::Off)
+                .map_err(D::Error::custom)
+        }
+    }
 }
 
 impl CatalogSection {

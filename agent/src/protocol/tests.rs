@@ -93,15 +93,25 @@ fn status_round_trips_with_the_catalog_running_or_not() {
             reachable: Some(true),
             ..BackstageStatus::default()
         }),
+        scan: Some(super::catalog::ScanReport {
+            files_seen: 10,
+            dirs: 2,
+            catalog_files: 1,
+            millis: 12,
+        }),
         ..CatalogStatus::default()
     };
     catalog.outbox.push(job());
+    catalog.pushes.insert("component:default/t".into(), 1);
     let running = round_trip(&fixed_status(CatalogSection::Running(Box::new(catalog))));
     let back: Status = serde_json::from_str(&running).unwrap();
     assert!(
         matches!(&back.catalog, CatalogSection::Running(c) if c.state == EngineState::Watching && c.outbox[0].state == "failed"),
         "{running}"
     );
+    // A status that does not read is an error, not a catalog that is off.
+    let broken = running.replace(r#""files":1"#, r#""files":"one""#);
+    assert!(serde_json::from_str::<Status>(&broken).is_err());
     let off = round_trip(&fixed_status(CatalogSection::Off(CatalogOff {
         state: EngineState::Error,
         message: Some("cannot encode".into()),
