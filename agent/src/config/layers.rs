@@ -81,6 +81,48 @@ fn locate_in_text(text: &str, path: &[&str]) -> Option<usize> {
     found
 }
 
+/// The dotted key whose name or value holds byte `offset` of `text`, as deep as it goes
+/// (`profiles.ci.issuer`, `catalog.globs[1]`, `git.hosts[0].profile`): a deserialization
+/// error carries only a span, and the user should read which key it is about.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let parsed = toml::de::DeTable::parse(text).ok()?;
+    let mut key = String::new();
+    key_in_table(parsed.get_ref(), offset, &mut key).then_some(key)
+}
+
+fn key_in_table(table: &toml::de::DeTable<'_>, offset: usize, key: &mut String) -> bool {
+    for (k, v) in table {
+        let len = key.len();
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(k.get_ref());
+        if k.span().contains(&offset) || key_in_value(v, offset, key) {
+            return true;
+        }
+        key.truncate(len);
+    }
+    false
+}
+
+fn key_in_value(v: &toml::Spanned<toml::de::DeValue<'_>>, offset: usize, key: &mut String) -> bool {
+    match v.get_ref() {
+        toml::de::DeValue::Table(t) => key_in_table(t, offset, key),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = key.len();
+                key.push_str(&format!("[{i}]"));
+                if key_in_value(item, offset, key) {
+                    return true;
+                }
+                key.truncate(len);
+            }
+            v.span().contains(&offset)
+        }
+        _ => v.span().contains(&offset),
+    }
+}
+
 /// Builds the environment layer from `STAGEPASS_SECTION__KEY[__KEY...]` variables.
 ///
 /// Double underscores separate levels, names are lowercased:
@@ -220,7 +262,21 @@ pub(super) fn file_layer(path: &Path, text: &str) -> Result<Layer, ConfigError> 
         Err(e) if is_missing_field(e.message()) => {
             // Another layer may supply it; the merged config is checked again.
         }
-        Err(e) => return Err(located(e.span(), e.message().to_string())),
+        Err(e) => {
+            // A value of the wrong type or refused by its type: name the key it is about.
+            let span = e.span().unwrap_or_default();
+            let (line, column) = super::line_col(text, span.start);
+            return Err(match key_at(text, span.start) {
+                Some(key) if e.span().is_some() => ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    key,
+                    message: e.message().to_string(),
+                },
+                _ => located(e.span(), e.message().to_string()),
+            });
+        }
     }
     Ok(Layer {
         origin: Origin::File {
@@ -253,5 +309,16 @@ mod tests {
         let off = locate_in_text(text, &["profiles", "gh", "token_env"]).unwrap();
         assert_eq!(super::super::line_col(text, off).0, 6);
         assert!(locate_in_text(text, &["profiles", "gh", "nope"]).is_none());
+    }
+
+    #[test]
+    fn finds_the_key_at_an_offset() {
+        let text =
+            "[catalog]\nglobs = [\"a\", \"b\"]\n[[git.hosts]]\nhost = \"h\"\nprofile = \"p\"\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("\"b\"").as_deref(), Some("catalog.globs[1]"));
+        assert_eq!(at("globs").as_deref(), Some("catalog.globs"));
+        assert_eq!(at("\"p\"").as_deref(), Some("git.hosts[0].profile"));
+        assert_eq!(key_at(text, 0), None);
     }
 }
