@@ -1,7 +1,7 @@
 //! The configuration layers and where each key came from.
 //!
 //! A layer is a TOML table plus its origin: a file (with its text, so a key can be found back
-//! at its line), the `STAGEPASS_*` environment, or command-line flags. Errors found after
+//! at its line) or the `STAGEPASS_*` environment. Errors found after
 //! merging (validation) are pointed back at the last layer that set the offending key.
 
 use super::ConfigError;
@@ -11,19 +11,6 @@ use std::path::{Path, PathBuf};
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "STAGEPASS_";
 
-/// One `--set`-style override from the command line: a dotted key, a value, and the flag
-/// that set it (for error messages), e.g. `("agent.log_level", "debug", "--log-level")`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Override {
-    /// Dotted key, e.g. `agent.log_level` or `profiles.work.audience`.
-    pub key: String,
-    /// The value as typed; parsed as a TOML value when it is one (`true`, `7391`,
-    /// `["a","b"]`), else taken as a string.
-    pub value: String,
-    /// The flag as the user wrote it.
-    pub flag: String,
-}
-
 /// Where a layer came from.
 #[derive(Debug, Clone)]
 pub(super) enum Origin {
@@ -31,7 +18,7 @@ pub(super) enum Origin {
         path: PathBuf,
         text: String,
     },
-    /// Dotted key -> what set it (`env STAGEPASS_X__Y` or `flag --x`).
+    /// Dotted key -> the variable that set it (`env STAGEPASS_X__Y`).
     Keys(BTreeMap<String, String>),
 }
 
@@ -153,23 +140,6 @@ pub(super) fn env_layer(
     keyed_layer(entries)
 }
 
-/// Builds the flags layer.
-pub(super) fn flags_layer(flags: &[Override]) -> Result<Option<Layer>, ConfigError> {
-    let mut entries = Vec::new();
-    for f in flags {
-        let key: Vec<String> = f.key.split('.').map(str::to_string).collect();
-        if key.iter().any(String::is_empty) {
-            return Err(ConfigError::Layer {
-                origin: format!("flag {}", f.flag),
-                key: f.key.clone(),
-                message: "empty key segment".into(),
-            });
-        }
-        entries.push((key, f.value.clone(), format!("flag {}", f.flag)));
-    }
-    keyed_layer(entries)
-}
-
 fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Layer>, ConfigError> {
     if entries.is_empty() {
         return Ok(None);
@@ -178,7 +148,7 @@ fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Lay
     let mut who = BTreeMap::new();
     for (key, raw, origin) in entries {
         let value = parse_scalar(&raw);
-        // Check this key alone against the schema, so the error names the variable or flag.
+        // Check this key alone against the schema, so the error names the variable.
         let mut alone = toml::Table::new();
         insert_at(&mut alone, &key, value.clone());
         check_alone(toml::Value::Table(alone)).map_err(|message| ConfigError::Layer {
@@ -195,7 +165,7 @@ fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Lay
     }))
 }
 
-/// A value typed on a command line or in the environment: TOML when it parses as a TOML value,
+/// A value set in the environment: TOML when it parses as a TOML value,
 /// else the plain string (so `debug` needs no quotes).
 fn parse_scalar(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {

@@ -271,7 +271,6 @@ mod tests {
                 ("STAGEPASS_AUDIT__ENABLED", "false"),
                 ("STAGEPASS_ATTESTATION__ENABLED", "false"),
             ]),
-            &[],
         )
         .unwrap();
         assert!(!c.audit.enabled && !c.attestation.enabled);
@@ -287,7 +286,6 @@ mod tests {
                 ),
                 ("STAGEPASS_PROFILES__GH__POLICY__MAX_GRANT_AGE", "12h"),
             ]),
-            &[],
         )
         .unwrap_err()
         .to_string();
@@ -300,7 +298,6 @@ mod tests {
                 ("STAGEPASS_PROFILES__GH__POLICY__MAX_GRANT_AGE", "12h"),
                 ("STAGEPASS_PROFILES__GH__POLICY__MAX_TOKEN_LIFETIME", "600"),
             ]),
-            &[],
         )
         .unwrap();
         let p = &c.profiles["gh"].policy;

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde::de::value::{Error as DeError, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-use stagepass::config::{Config, Override};
+use stagepass::config::Config;
 use stagepass_e2e::support::repo_root;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -331,12 +331,8 @@ fn backticked_defaults_are_the_codes_defaults() {
             continue;
         }
         // Setting a key to its documented default must change nothing.
-        let flag = Override {
-            key: row.key.clone(),
-            value: value.to_string(),
-            flag: "docs/configuration.md".into(),
-        };
-        let loaded = Config::load(&[], std::iter::empty(), &[flag])
+        let var = env_var(&row.key).trim_matches('`').to_string();
+        let loaded = Config::load(&[], [(var, value.to_string())])
             .unwrap_or_else(|e| panic!("default of {} ({value}) is refused: {e}", row.key));
         assert_eq!(
             loaded,
