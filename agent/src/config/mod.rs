@@ -10,6 +10,8 @@
 mod adapters;
 mod api;
 mod catalog;
+#[cfg(test)]
+mod fixtures;
 mod layers;
 mod name;
 mod policy;
