@@ -54,7 +54,7 @@ impl Bed {
     fn config(&self) -> CatalogConfig {
         CatalogConfig {
             root: Some(self.work.clone()),
-            backstage_url: Some(self.fake.url.clone()),
+            backstage_url: Some(crate::config::HttpUrl::parse(&self.fake.url).unwrap()),
             url_template: Some(format!("{URL}{{path}}")),
             retry_max_ms: 200,
             ..CatalogConfig::default()

@@ -60,7 +60,10 @@ pub(crate) async fn spawn(
     let span = tracing::info_span!(
         "catalog",
         profile = config.profile.as_deref().unwrap_or("-"),
-        backstage = config.backstage_url.as_deref().unwrap_or("-")
+        backstage = config
+            .backstage_url
+            .as_ref()
+            .map_or("-", crate::config::HttpUrl::as_str)
     );
     vec![tokio::spawn(
         run(config, paths, options, shared, commands_tx, commands).instrument(span),
@@ -128,7 +131,7 @@ async fn run(
             "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
         ));
     }
-    let Some(pending_worker) = connect_backstage(
+    let pending_worker = connect_backstage(
         &mut engine,
         &config,
         &paths,
@@ -136,9 +139,7 @@ async fn run(
         &options,
         &shared,
         &commands_tx,
-    ) else {
-        return;
-    };
+    );
     engine.shared.update(|s| {
         s.root = Some(root.clone());
         s.root_source = Some(source.describe().into());
@@ -213,8 +214,7 @@ async fn open_git(
 
 /// Connects the engine to Backstage when one is configured: the outbox, the sync context
 /// and the push worker (returned, to be started once pushes made while the agent was down
-/// are queued). `None` when the configuration stops the engine; `Some(None)` without
-/// Backstage.
+/// are queued); `None` without Backstage. The URL was checked when the config was read.
 fn connect_backstage(
     engine: &mut Engine,
     config: &CatalogConfig,
@@ -223,18 +223,10 @@ fn connect_backstage(
     options: &Options,
     shared: &Arc<Shared>,
     commands_tx: &mpsc::UnboundedSender<Command>,
-) -> Option<Option<Worker>> {
+) -> Option<Worker> {
     let mut pending_worker = None;
     if let Some(url) = &config.backstage_url {
-        if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
-            fail(
-                shared,
-                EngineState::Error,
-                format!("catalog.backstage_url {url:?} is not an http(s) URL"),
-            );
-            return None;
-        }
-        match Backstage::new(url) {
+        match Backstage::new(url.as_str()) {
             Ok(bs) => {
                 if engine.urls.is_none() {
                     engine.warnings.push(
@@ -265,7 +257,7 @@ fn connect_backstage(
                 pending_worker = Some(worker);
                 shared.update(|s| {
                     s.backstage = Some(BackstageStatus {
-                        url: url.clone(),
+                        url: url.as_str().to_string(),
                         ..BackstageStatus::default()
                     });
                 });
@@ -274,7 +266,7 @@ fn connect_backstage(
             Err(e) => engine.warnings.push(format!("Backstage client: {e}")),
         }
     }
-    Some(pending_worker)
+    pending_worker
 }
 
 /// The engine's life once it watches: file events, pushes, and the commands of the API.

@@ -16,7 +16,7 @@ pub struct CatalogConfig {
     /// Debounce of file events, in milliseconds.
     pub debounce_ms: u64,
     /// Backstage base URL (e.g. `https://backstage.example.com`); none means local validation only.
-    pub backstage_url: Option<String>,
+    pub backstage_url: Option<super::HttpUrl>,
     /// Profile whose token is sent to Backstage.
     pub profile: Option<String>,
     /// URL template for a file: `{path}`, `{branch}`, `{repo}` (the remote URL's path without

@@ -23,10 +23,13 @@ fn fixtures() -> Vec<PathBuf> {
 
 /// What loading `path` says, without the path.
 fn refusal(path: &Path, text: &str) -> Result<String, String> {
-    let env = text.lines().filter_map(|l| l.strip_prefix("# env: ")).map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k.to_string(), v.to_string())
-    });
+    let env = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# env: "))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        });
     match Config::load(&[path.to_path_buf()], env) {
         Ok(_) => Err("accepted".into()),
         Err(e) => {

@@ -12,6 +12,7 @@ mod api;
 mod catalog;
 #[cfg(test)]
 mod fixtures;
+mod http_url;
 mod layers;
 mod name;
 mod policy;
@@ -22,6 +23,7 @@ pub use adapters::{
 };
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
+pub use http_url::HttpUrl;
 pub use layers::ENV_PREFIX;
 pub use name::valid_name;
 pub use policy::{AllowRule, AttestationConfig, AuditConfig, HumanDuration, PolicyConfig};
@@ -279,22 +281,11 @@ impl Config {
                 ),
             });
         }
-        // Where a token goes besides the IdP and STS: Backstage, and registries written
-        // as URLs.
-        let urls = self
-            .catalog
-            .backstage_url
-            .iter()
-            .map(|u| ("catalog.backstage_url".to_string(), u.as_str()))
-            .chain(
-                self.docker
-                    .registries
-                    .keys()
-                    .filter(|k| k.contains("://"))
-                    .map(|k| (format!("docker.registries.{k}"), k.as_str())),
-            );
-        for (key, url) in urls {
-            crate::cleartext::check(url).map_err(|message| unlocated(key, message))?;
+        // Registries written as URLs: the issuer, STS and Backstage URLs are checked by
+        // their type, `HttpUrl`.
+        for url in self.docker.registries.keys().filter(|k| k.contains("://")) {
+            crate::cleartext::check(url)
+                .map_err(|message| unlocated(format!("docker.registries.{url}"), message))?;
         }
         for (name, role) in &self.aws {
             role.validate(name)
@@ -660,15 +651,15 @@ mod tests {
         let cases = [
             (
                 "[profiles.ci]\ngrant = \"device\"\nclient_id = \"c\"\n  issuer = \"http://idp.example/realms/x\"\n",
-                "c.toml:4:3: profiles.ci.issuer",
+                "c.toml:4:12: profiles.ci.issuer",
             ),
             (
                 "[profiles.w]\ngrant = \"env\"\ntoken_env = \"T\"\n[aws.dev]\nprofile = \"w\"\nrole_arn = \"arn:aws:iam::1:role/r\"\nsts_endpoint = \"http://sts.example\"\n",
-                "c.toml:7:1: aws.dev.sts_endpoint",
+                "c.toml:7:16: aws.dev.sts_endpoint",
             ),
             (
                 "[catalog]\nbackstage_url = \"http://backstage.example\"\n",
-                "c.toml:2:1: catalog.backstage_url",
+                "c.toml:2:17: catalog.backstage_url",
             ),
             (
                 "[docker.registries]\n\"http://ghcr.io\" = \"github\"\n",

@@ -54,7 +54,7 @@ fn component(name: &str, owner: &str) -> String {
 fn config(root: PathBuf, backstage: &str, template: &str) -> CatalogConfig {
     CatalogConfig {
         root: Some(root),
-        backstage_url: Some(backstage.to_string()),
+        backstage_url: Some(stagepass::config::HttpUrl::parse(backstage).unwrap()),
         profile: Some("backstage".into()),
         url_template: Some(template.to_string()),
         retry_max_ms: 300,
