@@ -251,7 +251,7 @@ fn connect_backstage(
                     ctx: ctx.clone(),
                     shared: shared.clone(),
                     recheck: commands_tx.clone(),
-                    backoff_cap: Duration::from_millis(config.retry_max_ms.max(100)),
+                    backoff_cap: config.retry_max.max(Duration::from_millis(100)),
                     unregister_moved: config.unregister_deleted,
                 };
                 pending_worker = Some(worker);
@@ -278,7 +278,7 @@ async fn watch(
     config: &CatalogConfig,
     options: &Options,
 ) {
-    let debounce = Duration::from_millis(config.debounce_ms);
+    let debounce = config.debounce;
     let mut recheck_at: Option<Instant> = None;
     loop {
         tokio::select! {

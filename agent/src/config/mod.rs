@@ -10,6 +10,7 @@
 mod adapters;
 mod api;
 mod catalog;
+mod duration;
 #[cfg(test)]
 mod fixtures;
 mod http_url;

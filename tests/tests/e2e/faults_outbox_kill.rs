@@ -57,7 +57,7 @@ fn config(root: PathBuf, backstage: &str, template: &str) -> CatalogConfig {
         backstage_url: Some(stagepass::config::HttpUrl::parse(backstage).unwrap()),
         profile: Some("backstage".into()),
         url_template: Some(template.to_string()),
-        retry_max_ms: 300,
+        retry_max: std::time::Duration::from_millis(300),
         ..CatalogConfig::default()
     }
 }

@@ -67,7 +67,7 @@ impl Repo {
             backstage_url: Some(stagepass::config::HttpUrl::parse(backstage_url).unwrap()),
             profile: Some("backstage".into()),
             url_template: Some(format!("{}/{{branch}}/{{path}}", self.raw_base)),
-            retry_max_ms: 1000,
+            retry_max: std::time::Duration::from_secs(1),
             ..CatalogConfig::default()
         }
     }
