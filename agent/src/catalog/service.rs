@@ -96,13 +96,7 @@ async fn run(
     let Some((root, source)) = wait_for_root(&inputs, &shared, &mut commands).await else {
         return;
     };
-    let matcher = match Matcher::new(&config.globs) {
-        Ok(m) => m,
-        Err(e) => {
-            fail(&shared, EngineState::Error, e.to_string());
-            return;
-        }
-    };
+    let matcher = Matcher::configured(&config.globs);
     let (fs_tx, fs_rx) = mpsc::unbounded_channel();
     let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
     let mut engine = Engine {

@@ -12,8 +12,8 @@ pub struct CatalogConfig {
     pub enabled: bool,
     /// Repository root; default: the git top level of the agent's working directory.
     pub root: Option<PathBuf>,
-    /// Extra globs (relative to the root) besides `catalog-info.yaml|yml`.
-    pub globs: Vec<String>,
+    /// Extra globs (relative to the root) besides `catalog-info.yaml|yml`, compiled.
+    pub globs: super::CatalogGlobs,
     /// Debounce of file events (`debounce_ms`, in milliseconds; 0 = none).
     #[serde(rename = "debounce_ms", deserialize_with = "super::duration::millis")]
     pub debounce: Duration,
@@ -42,7 +42,7 @@ impl Default for CatalogConfig {
         Self {
             enabled: true,
             root: None,
-            globs: Vec::new(),
+            globs: super::CatalogGlobs::default(),
             debounce: Duration::from_millis(150),
             backstage_url: None,
             profile: None,

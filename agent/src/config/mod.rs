@@ -13,6 +13,7 @@ mod catalog;
 mod duration;
 #[cfg(test)]
 mod fixtures;
+mod glob;
 mod http_url;
 mod layers;
 mod name;
@@ -24,6 +25,7 @@ pub use adapters::{
 };
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
+pub use glob::CatalogGlobs;
 pub use http_url::HttpUrl;
 pub use layers::ENV_PREFIX;
 pub use name::valid_name;
