@@ -41,8 +41,14 @@ impl Layer {
             }
             Origin::Keys(map) => {
                 let dotted = key.join(".");
+                // The variable that set this key, a table above it or one inside it.
                 map.iter()
-                    .find(|(k, _)| **k == dotted || k.starts_with(&format!("{dotted}.")))
+                    .find(|(k, _)| {
+                        **k == dotted
+                            || k.starts_with(&format!("{dotted}."))
+                            || dotted.starts_with(&format!("{k}."))
+                            || dotted.starts_with(&format!("{k}["))
+                    })
                     .map(|(_, who)| (PathBuf::from(who), 0, 0))
             }
         }
@@ -50,22 +56,47 @@ impl Layer {
 }
 
 /// Byte offset of the key at `path` in a TOML text (the deepest segment found must be the
-/// last one).
+/// last one). The segments are joined back and matched against the document's own keys,
+/// so a key with dots (`docker.registries."ghcr.io"`) and an array element
+/// (`git.hosts[0].profile`) are found too.
 fn locate_in_text(text: &str, path: &[&str]) -> Option<usize> {
+    use toml::de::DeValue;
     let parsed = toml::de::DeTable::parse(text).ok()?;
+    let dotted = path.join(".");
+    let mut rest = dotted.as_str();
     let mut table = parsed.get_ref();
-    let mut found = None;
-    for (i, seg) in path.iter().enumerate() {
-        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg)?;
-        found = Some(k.span().start);
-        if i + 1 < path.len() {
-            match v.get_ref() {
-                toml::de::DeValue::Table(t) => table = t,
-                _ => return None,
+    loop {
+        // The longest key of this table that the rest of the path starts with.
+        let (k, v) = table
+            .iter()
+            .filter(|(k, _)| {
+                rest.strip_prefix(k.get_ref().as_ref())
+                    .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+            })
+            .max_by_key(|(k, _)| k.get_ref().len())?;
+        let mut at = k.span().start;
+        let mut value = v;
+        rest = &rest[k.get_ref().len()..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r.split_once(']')?;
+            let DeValue::Array(items) = value.get_ref() else {
+                return None;
+            };
+            value = items.get(index.parse::<usize>().ok()?)?;
+            if !matches!(value.get_ref(), DeValue::Table(_)) {
+                at = value.span().start;
             }
+            rest = after;
+        }
+        if rest.is_empty() {
+            return Some(at);
+        }
+        rest = rest.strip_prefix('.')?;
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
         }
     }
-    found
 }
 
 /// The dotted key whose name or value holds byte `offset` of `text`, as deep as it goes
@@ -279,6 +310,13 @@ mod tests {
         let off = locate_in_text(text, &["profiles", "gh", "token_env"]).unwrap();
         assert_eq!(super::super::line_col(text, off).0, 6);
         assert!(locate_in_text(text, &["profiles", "gh", "nope"]).is_none());
+        let text = "[[git.hosts]]\nhost = \"a\"\nprofile = \"p\"\n[[git.hosts]]\nhost = \"b\"\nprofile = \"q\"\n[docker.registries]\n\"ghcr.io\" = \"p\"\n";
+        let line = |key: &str| {
+            let segs: Vec<&str> = key.split('.').collect();
+            super::super::line_col(text, locate_in_text(text, &segs).unwrap()).0
+        };
+        assert_eq!(line("git.hosts[1].profile"), 6);
+        assert_eq!(line("docker.registries.ghcr.io"), 8);
     }
 
     #[test]

@@ -246,18 +246,8 @@ impl Config {
         }
         for (name, p) in &self.profiles {
             p.validate(name)?;
-            if let Some(sub) = &p.subject_profile
-                && !self.profiles.contains_key(sub)
-            {
-                return Err(ConfigError::Invalid {
-                    path: PathBuf::from("(config)"),
-                    line: 0,
-                    column: 0,
-                    key: format!("profiles.{name}.subject_profile"),
-                    message: format!("{sub:?} is not a configured profile"),
-                });
-            }
         }
+        self.check_profile_refs()?;
         if let Some(dir) = &self.agent.state_dir
             && !dir.is_absolute()
         {
@@ -293,6 +283,78 @@ impl Config {
         for (name, role) in &self.aws {
             role.validate(name)
                 .map_err(|(key, message)| unlocated(key, message))?;
+        }
+        Ok(())
+    }
+
+    /// Every place that names a profile: (dotted key, the name).
+    fn profile_refs(&self) -> Vec<(String, &str)> {
+        let mut refs = Vec::new();
+        if let Some(p) = &self.catalog.profile {
+            refs.push(("catalog.profile".to_string(), p.as_str()));
+        }
+        for (name, p) in &self.profiles {
+            if let Some(s) = &p.subject_profile {
+                refs.push((format!("profiles.{name}.subject_profile"), s.as_str()));
+            }
+        }
+        for (i, h) in self.git.hosts.iter().enumerate() {
+            refs.push((format!("git.hosts[{i}].profile"), h.profile.as_str()));
+        }
+        for (name, role) in &self.aws {
+            refs.push((format!("aws.{name}.profile"), role.profile.as_str()));
+        }
+        for (host, r) in &self.docker.registries {
+            let key = match r {
+                DockerRegistry::Profile(_) => format!("docker.registries.{host}"),
+                DockerRegistry::Detailed { .. } => format!("docker.registries.{host}.profile"),
+            };
+            refs.push((key, r.profile()));
+        }
+        refs
+    }
+
+    /// A profile named anywhere must be configured (a tool would otherwise get "unknown
+    /// profile" only when it asks), and `subject_profile` chains must end.
+    ///
+    /// With no profile configured at all, `github` may be named: it is the profile
+    /// [`Config::default_profiles_from_env`] serves from `GITHUB_TOKEN`.
+    fn check_profile_refs(&self) -> Result<(), ConfigError> {
+        for (key, name) in self.profile_refs() {
+            let implied = self.profiles.is_empty() && name == "github";
+            if !implied && !self.profiles.contains_key(name) {
+                let configured = if self.profiles.is_empty() {
+                    "none is configured".to_string()
+                } else {
+                    let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                    format!("configured: {}", names.join(", "))
+                };
+                return Err(unlocated(
+                    key,
+                    format!("profile {name:?} is not configured ({configured})"),
+                ));
+            }
+        }
+        for start in self.profiles.keys() {
+            let mut chain = vec![start.as_str()];
+            let mut cur = start.as_str();
+            while let Some(next) = self
+                .profiles
+                .get(cur)
+                .and_then(|p| p.subject_profile.as_deref())
+            {
+                if chain.contains(&next) {
+                    return Err(unlocated(
+                        format!("profiles.{start}.subject_profile"),
+                        format!(
+                            "the subject_profile chain loops: {} -> {next}",
+                            chain.join(" -> ")
+                        ),
+                    ));
+                }
+                chain.push(next);
+                cur = next;
+            }
         }
         Ok(())
     }
