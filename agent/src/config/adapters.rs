@@ -53,7 +53,10 @@ pub struct DockerConfig {
 
 /// One registry: a profile name, or a profile and the username the registry expects.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a profile name, or a table { profile = \"NAME\", username = \"USER\" }"
+)]
 pub enum DockerRegistry {
     /// Only the profile; the username defaults to `stagepass`.
     Profile(String),

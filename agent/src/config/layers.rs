@@ -125,7 +125,9 @@ fn key_in_table(table: &toml::de::DeTable<'_>, offset: usize, key: &mut String) 
 
 fn key_in_value(v: &toml::Spanned<toml::de::DeValue<'_>>, offset: usize, key: &mut String) -> bool {
     match v.get_ref() {
-        toml::de::DeValue::Table(t) => key_in_table(t, offset, key),
+        // An inline table holds the offset when none of its keys does (a value that fits no
+        // shape is reported at its `{`).
+        toml::de::DeValue::Table(t) => key_in_table(t, offset, key) || v.span().contains(&offset),
         toml::de::DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = key.len();
@@ -321,12 +323,12 @@ mod tests {
 
     #[test]
     fn finds_the_key_at_an_offset() {
-        let text =
-            "[catalog]\nglobs = [\"a\", \"b\"]\n[[git.hosts]]\nhost = \"h\"\nprofile = \"p\"\n";
+        let text = "# top\n[catalog]\nglobs = [\"a\", \"b\"]\n[[git.hosts]]\nhost = \"h\"\nprofile = \"p\"\n";
         let at = |needle: &str| key_at(text, text.find(needle).unwrap());
         assert_eq!(at("\"b\"").as_deref(), Some("catalog.globs[1]"));
         assert_eq!(at("globs").as_deref(), Some("catalog.globs"));
         assert_eq!(at("\"p\"").as_deref(), Some("git.hosts[0].profile"));
+        assert_eq!(at("[catalog]").as_deref(), Some("catalog"));
         assert_eq!(key_at(text, 0), None);
     }
 }
