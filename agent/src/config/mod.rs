@@ -25,7 +25,7 @@ pub use adapters::{
 };
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
-pub use glob::CatalogGlobs;
+pub use glob::{CatalogGlobs, ExeGlobs, GlobList};
 pub use http_url::HttpUrl;
 pub use layers::ENV_PREFIX;
 pub use name::valid_name;

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde::de::value::{Error as DeError, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-use stagepass::config::{Config, HttpUrl};
+use stagepass::config::{Config, ExeGlobs, HttpUrl};
 use stagepass_e2e::support::repo_root;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -141,7 +141,8 @@ impl<'de, 'a> de::Deserializer<'de> for Probe<'a> {
         visitor.visit_some(self)
     }
 
-    /// A URL type is given a URL (the loopback address would not parse as one).
+    /// Types that check their string are given one they accept: a URL, an absolute path
+    /// (the loopback address fits neither).
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -149,6 +150,9 @@ impl<'de, 'a> de::Deserializer<'de> for Probe<'a> {
     ) -> Result<V::Value, DeError> {
         if name == HttpUrl::SERDE_NAME {
             return visitor.visit_str("https://127.0.0.1");
+        }
+        if name == ExeGlobs::PATTERN_SERDE_NAME {
+            return visitor.visit_str("/usr/bin/git");
         }
         visitor.visit_newtype_struct(self)
     }
