@@ -65,5 +65,6 @@ fn every_fixture_is_refused_with_its_message() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(files.len() >= 40, "only {} fixtures", files.len());
+    // Fewer means a fixture was lost with its check still there, or a check dropped.
+    assert!(files.len() >= 76, "only {} fixtures", files.len());
 }
