@@ -87,10 +87,12 @@ pub async fn run(r: &mut Report, rounds: usize, pushes: usize) -> Result<()> {
     };
     let config = CatalogConfig {
         root: Some(wt.path()),
-        backstage_url: Some(bs.url().to_string()),
+        backstage_url: Some(
+            stagepass::config::HttpUrl::parse(bs.url()).map_err(|e| anyhow::anyhow!(e))?,
+        ),
         profile: Some("backstage".into()),
         url_template: Some(format!("{}/raw/{name}/{{branch}}/{{path}}", git.url())),
-        retry_max_ms: 1000,
+        retry_max: std::time::Duration::from_secs(1),
         ..CatalogConfig::default()
     };
     let minted = idp.mint("catalog-bench", AUD_BACKSTAGE, 3600).await?;

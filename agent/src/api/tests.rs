@@ -467,8 +467,8 @@ async fn slow_headers_and_idle_connections_are_cut() {
     // Each timeout is tested with the other one out of the way (30 s, beyond the bound).
     let r = serve(ApiConfig {
         port: 0,
-        header_read_timeout_secs: 1,
-        idle_timeout_secs: 30,
+        header_read_timeout: std::time::Duration::from_secs(1),
+        idle_timeout: std::time::Duration::from_secs(30),
         ..ApiConfig::default()
     })
     .await;
@@ -486,8 +486,8 @@ async fn slow_headers_and_idle_connections_are_cut() {
     // (so only the idle timeout applies): the idle timeout closes it.
     let r = serve(ApiConfig {
         port: 0,
-        header_read_timeout_secs: 30,
-        idle_timeout_secs: 1,
+        header_read_timeout: std::time::Duration::from_secs(30),
+        idle_timeout: std::time::Duration::from_secs(1),
         ..ApiConfig::default()
     })
     .await;
@@ -508,8 +508,8 @@ async fn a_trickled_head_is_cut_though_bytes_keep_coming_and_keep_alive_survives
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cfg = ApiConfig {
         port: 0,
-        header_read_timeout_secs: 1,
-        idle_timeout_secs: 30,
+        header_read_timeout: std::time::Duration::from_secs(1),
+        idle_timeout: std::time::Duration::from_secs(30),
         ..ApiConfig::default()
     };
     let r = serve(cfg).await;
@@ -576,7 +576,7 @@ async fn connection_cap_queues_extra_clients() {
     let cfg = ApiConfig {
         port: 0,
         max_connections: 1,
-        header_read_timeout_secs: 30,
+        header_read_timeout: std::time::Duration::from_secs(30),
         ..ApiConfig::default()
     };
     let r = serve(cfg).await;
@@ -631,7 +631,7 @@ async fn a_full_tcp_budget_leaves_the_socket_free_and_unproven_connections_are_c
     let cfg = ApiConfig {
         port: 0,
         max_connections: 2,
-        header_read_timeout_secs: 30,
+        header_read_timeout: std::time::Duration::from_secs(30),
         ..ApiConfig::default()
     };
     let r = serve(cfg).await;

@@ -446,7 +446,7 @@ mod tests {
                 role_arn: "arn:aws:iam::123456789012:role/dev".into(),
                 session_name: None,
                 duration_seconds: None,
-                sts_endpoint: Some(sts.url.clone()),
+                sts_endpoint: Some(crate::config::HttpUrl::parse(&sts.url).unwrap()),
             },
         );
         AwsService::with_token_source(roles, tokens)
@@ -598,7 +598,7 @@ mod tests {
                 role_arn: "arn:aws:iam::1:role/x".into(),
                 session_name: None,
                 duration_seconds: None,
-                sts_endpoint: Some(dead),
+                sts_endpoint: Some(crate::config::HttpUrl::parse(&dead).unwrap()),
             },
         );
         let svc = AwsService::with_token_source(roles, tokens());

@@ -344,7 +344,7 @@ impl Broker {
         for (name, cfg) in &config.profiles {
             let idp = match &cfg.issuer {
                 Some(iss) => {
-                    let key = iss.trim_end_matches('/').to_string();
+                    let key = iss.as_str().trim_end_matches('/').to_string();
                     match idps.get(&key) {
                         Some(i) => Some(i.clone()),
                         None => {

@@ -4,6 +4,7 @@
 use super::discover::{self, Matcher};
 use super::finding::Finding;
 use super::validate::{self, FileReport};
+use crate::config::CatalogGlobs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,6 @@ pub enum CheckError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A configured glob is invalid.
-    #[error(transparent)]
-    Glob(#[from] discover::GlobError),
 }
 
 /// The result of a check.
@@ -40,7 +38,7 @@ impl CheckOutcome {
 }
 
 /// Checks a file (whatever its name) or every catalog file under a directory.
-pub fn check_path(path: &Path, globs: &[String]) -> Result<CheckOutcome, CheckError> {
+pub fn check_path(path: &Path, globs: &CatalogGlobs) -> Result<CheckOutcome, CheckError> {
     let meta = std::fs::metadata(path).map_err(|source| CheckError::Path {
         path: path.to_path_buf(),
         source,
@@ -70,7 +68,7 @@ pub fn check_path(path: &Path, globs: &[String]) -> Result<CheckOutcome, CheckEr
         });
     }
     if meta.is_dir() {
-        let matcher = Matcher::new(globs)?;
+        let matcher = Matcher::configured(globs);
         let walk = discover::walk(path, path, None, &matcher);
         for f in walk.files {
             let rel = f.strip_prefix(path).unwrap_or(&f);
@@ -174,7 +172,7 @@ mod tests {
         std::fs::write(root.join("a/catalog-info.yaml"), C.replace("NAME", "pay")).unwrap();
         std::fs::write(root.join("b/catalog-info.yaml"), C.replace("NAME", "pay")).unwrap();
         std::fs::write(root.join("node_modules/x/catalog-info.yaml"), "bad: [").unwrap();
-        let out = check_path(root, &[]).unwrap();
+        let out = check_path(root, &CatalogGlobs::default()).unwrap();
         assert_eq!(out.files.len(), 2);
         assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
         assert_eq!(out.findings[0].rule, "duplicate-entity");
@@ -202,7 +200,7 @@ mod tests {
         let fifo = repo.join("fifo.yaml");
         crate::test_fs::mkfifo(&fifo);
         let rule = |p: &Path| {
-            let out = check_path(p, &[]).unwrap();
+            let out = check_path(p, &CatalogGlobs::default()).unwrap();
             assert_eq!(out.entities(), 0, "{p:?}");
             assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
             out.findings[0].rule.clone()
@@ -217,19 +215,24 @@ mod tests {
         assert_eq!(rule(&repo.join("linkdir")), "outside-repository");
         // The same file through its real path, and a real file inside, are read.
         assert_eq!(
-            check_path(&outside.join("catalog-info.yaml"), &[])
+            check_path(&outside.join("catalog-info.yaml"), &CatalogGlobs::default())
                 .unwrap()
                 .entities(),
             1
         );
         std::fs::write(repo.join("catalog-info.yaml"), C.replace("NAME", "near")).unwrap();
-        assert_eq!(check_path(&repo, &[]).unwrap().entities(), 1);
+        assert_eq!(
+            check_path(&repo, &CatalogGlobs::default())
+                .unwrap()
+                .entities(),
+            1
+        );
     }
 
     #[test]
     fn missing_path_is_an_error() {
         assert!(matches!(
-            check_path(Path::new("/nonexistent/x"), &[]),
+            check_path(Path::new("/nonexistent/x"), &CatalogGlobs::default()),
             Err(CheckError::Path { .. })
         ));
     }

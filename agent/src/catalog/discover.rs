@@ -31,7 +31,8 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Builds a matcher from the configured globs (relative to the repository root).
+    /// Builds a matcher from globs not checked yet (relative to the repository root); the
+    /// config's are compiled at load, see [`Matcher::configured`].
     pub fn new(globs: &[String]) -> Result<Self, GlobError> {
         let mut b = GlobSetBuilder::new();
         for g in globs {
@@ -46,6 +47,13 @@ impl Matcher {
             message: e.to_string(),
         })?;
         Ok(Self { globs })
+    }
+
+    /// A matcher for the configured globs, compiled when the config was read.
+    pub fn configured(globs: &crate::config::CatalogGlobs) -> Self {
+        Self {
+            globs: globs.set().clone(),
+        }
     }
 
     /// Whether `rel` (relative to the root) is a catalog file by name or glob, outside the

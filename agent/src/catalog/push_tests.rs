@@ -54,9 +54,9 @@ impl Bed {
     fn config(&self) -> CatalogConfig {
         CatalogConfig {
             root: Some(self.work.clone()),
-            backstage_url: Some(self.fake.url.clone()),
+            backstage_url: Some(crate::config::HttpUrl::parse(&self.fake.url).unwrap()),
             url_template: Some(format!("{URL}{{path}}")),
-            retry_max_ms: 200,
+            retry_max: Duration::from_millis(200),
             ..CatalogConfig::default()
         }
     }

@@ -60,7 +60,10 @@ pub(crate) async fn spawn(
     let span = tracing::info_span!(
         "catalog",
         profile = config.profile.as_deref().unwrap_or("-"),
-        backstage = config.backstage_url.as_deref().unwrap_or("-")
+        backstage = config
+            .backstage_url
+            .as_ref()
+            .map_or("-", crate::config::HttpUrl::as_str)
     );
     vec![tokio::spawn(
         run(config, paths, options, shared, commands_tx, commands).instrument(span),
@@ -93,13 +96,7 @@ async fn run(
     let Some((root, source)) = wait_for_root(&inputs, &shared, &mut commands).await else {
         return;
     };
-    let matcher = match Matcher::new(&config.globs) {
-        Ok(m) => m,
-        Err(e) => {
-            fail(&shared, EngineState::Error, e.to_string());
-            return;
-        }
-    };
+    let matcher = Matcher::configured(&config.globs);
     let (fs_tx, fs_rx) = mpsc::unbounded_channel();
     let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
     let mut engine = Engine {
@@ -128,7 +125,7 @@ async fn run(
             "catalog.url_template {t:?} has no {{path}}: every file would map to the same URL"
         ));
     }
-    let Some(pending_worker) = connect_backstage(
+    let pending_worker = connect_backstage(
         &mut engine,
         &config,
         &paths,
@@ -136,9 +133,7 @@ async fn run(
         &options,
         &shared,
         &commands_tx,
-    ) else {
-        return;
-    };
+    );
     engine.shared.update(|s| {
         s.root = Some(root.clone());
         s.root_source = Some(source.describe().into());
@@ -213,8 +208,7 @@ async fn open_git(
 
 /// Connects the engine to Backstage when one is configured: the outbox, the sync context
 /// and the push worker (returned, to be started once pushes made while the agent was down
-/// are queued). `None` when the configuration stops the engine; `Some(None)` without
-/// Backstage.
+/// are queued); `None` without Backstage. The URL was checked when the config was read.
 fn connect_backstage(
     engine: &mut Engine,
     config: &CatalogConfig,
@@ -223,18 +217,10 @@ fn connect_backstage(
     options: &Options,
     shared: &Arc<Shared>,
     commands_tx: &mpsc::UnboundedSender<Command>,
-) -> Option<Option<Worker>> {
+) -> Option<Worker> {
     let mut pending_worker = None;
     if let Some(url) = &config.backstage_url {
-        if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
-            fail(
-                shared,
-                EngineState::Error,
-                format!("catalog.backstage_url {url:?} is not an http(s) URL"),
-            );
-            return None;
-        }
-        match Backstage::new(url) {
+        match Backstage::new(url.as_str()) {
             Ok(bs) => {
                 if engine.urls.is_none() {
                     engine.warnings.push(
@@ -259,13 +245,13 @@ fn connect_backstage(
                     ctx: ctx.clone(),
                     shared: shared.clone(),
                     recheck: commands_tx.clone(),
-                    backoff_cap: Duration::from_millis(config.retry_max_ms.max(100)),
+                    backoff_cap: config.retry_max.max(Duration::from_millis(100)),
                     unregister_moved: config.unregister_deleted,
                 };
                 pending_worker = Some(worker);
                 shared.update(|s| {
                     s.backstage = Some(BackstageStatus {
-                        url: url.clone(),
+                        url: url.as_str().to_string(),
                         ..BackstageStatus::default()
                     });
                 });
@@ -274,7 +260,7 @@ fn connect_backstage(
             Err(e) => engine.warnings.push(format!("Backstage client: {e}")),
         }
     }
-    Some(pending_worker)
+    pending_worker
 }
 
 /// The engine's life once it watches: file events, pushes, and the commands of the API.
@@ -286,7 +272,7 @@ async fn watch(
     config: &CatalogConfig,
     options: &Options,
 ) {
-    let debounce = Duration::from_millis(config.debounce_ms);
+    let debounce = config.debounce;
     let mut recheck_at: Option<Instant> = None;
     loop {
         tokio::select! {

@@ -332,7 +332,7 @@ async fn watch_repo_fast() -> (tempfile::TempDir, std::path::PathBuf, CatalogHan
     let root = std::fs::canonicalize(tmp.path().join("repo")).unwrap();
     let config = CatalogConfig {
         root: Some(root.clone()),
-        debounce_ms: 10,
+        debounce: Duration::from_millis(10),
         ..CatalogConfig::default()
     };
     let h = Service::start_with(&config, &paths(tmp.path()), Options::default()).await;

@@ -64,7 +64,11 @@ pub fn run(extra: Option<PathBuf>, cmd: CatalogCommand) -> ExitCode {
     }
 }
 
-fn check(path: Option<PathBuf>, root: Option<&Path>, globs: &[String]) -> ExitCode {
+fn check(
+    path: Option<PathBuf>,
+    root: Option<&Path>,
+    globs: &crate::config::CatalogGlobs,
+) -> ExitCode {
     let target = path
         .or_else(|| root.map(Path::to_path_buf))
         .unwrap_or_else(default_root);

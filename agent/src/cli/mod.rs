@@ -37,7 +37,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent in the foreground (what the dev container entrypoint starts).
-    Agent(session::AgentArgs),
+    #[command(
+        long_about = "Run the agent in the foreground: it serves tokens on 127.0.0.1 and a Unix socket in the \
+runtime dir, refreshes them ahead of expiry, and syncs catalog files. Stop it with SIGTERM or Ctrl-C. \
+Only one agent runs per user (a lock in the runtime dir)."
+    )]
+    Agent,
     /// Log in to a profile with the device flow.
     Login(session::LoginArgs),
     /// Print a fresh access token (only the token, for `$(stagepass token NAME)`).
@@ -86,7 +91,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let extra = cli.config.clone();
     match cli.command {
-        Command::Agent(a) => session::agent(extra, a),
+        Command::Agent => session::agent(extra),
         Command::Login(a) => session::login(extra, a),
         Command::Token(a) => session::token(extra, a),
         Command::Status(a) => session::status(extra, a),
@@ -111,7 +116,7 @@ pub fn load(
     if let Some(p) = extra {
         paths.config_files.push(p);
     }
-    let mut config = crate::config::Config::load_from_process(&paths.config_files, &[])?;
+    let mut config = crate::config::Config::load_from_process(&paths.config_files)?;
     config.default_profiles_from_env();
     if let Some(dir) = &config.agent.state_dir {
         paths.state_dir.clone_from(dir);

@@ -25,15 +25,6 @@ pub const EXIT_USAGE: u8 = 64;
 /// Exit code when interrupted with Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// `stagepass agent`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Run the agent in the foreground: it serves tokens on 127.0.0.1 and a Unix socket in the \
-runtime dir, refreshes them ahead of expiry, and syncs catalog files. Stop it with SIGTERM or Ctrl-C. \
-Only one agent runs per user (a lock in the runtime dir)."
-)]
-pub struct AgentArgs {}
-
 /// `stagepass login [PROFILE]`.
 #[derive(Debug, Args)]
 #[command(
@@ -144,7 +135,7 @@ Exits 69 when the agent is not running, 1 when another check fails."
 pub struct DoctorArgs {}
 
 /// Runs the agent in the foreground.
-pub fn agent(extra: Option<PathBuf>, _args: AgentArgs) -> ExitCode {
+pub fn agent(extra: Option<PathBuf>) -> ExitCode {
     let (config, paths) = match super::load(extra) {
         Ok(v) => v,
         Err(e) => {

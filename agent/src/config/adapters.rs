@@ -39,7 +39,7 @@ pub struct AwsRoleConfig {
     /// Session duration in seconds (default 3600).
     pub duration_seconds: Option<u32>,
     /// STS endpoint (default `https://sts.amazonaws.com`).
-    pub sts_endpoint: Option<String>,
+    pub sts_endpoint: Option<super::HttpUrl>,
 }
 
 /// docker credential helper mapping.
@@ -53,7 +53,10 @@ pub struct DockerConfig {
 
 /// One registry: a profile name, or a profile and the username the registry expects.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a profile name, or a table { profile = \"NAME\", username = \"USER\" }"
+)]
 pub enum DockerRegistry {
     /// Only the profile; the username defaults to `stagepass`.
     Profile(String),
@@ -112,11 +115,11 @@ impl AwsRoleConfig {
     /// STS endpoint, defaulted.
     pub fn endpoint(&self) -> &str {
         self.sts_endpoint
-            .as_deref()
-            .unwrap_or(AWS_DEFAULT_STS_ENDPOINT)
+            .as_ref()
+            .map_or(AWS_DEFAULT_STS_ENDPOINT, super::HttpUrl::as_str)
     }
 
-    /// Checks what types cannot: duration range, session-name charset, endpoint URL.
+    /// Checks what types cannot: duration range, session-name charset, ARN prefix.
     /// Returns the dotted key and what is wrong.
     pub fn validate(&self, name: &str) -> Result<(), (String, String)> {
         let key = |k: &str| format!("aws.{name}.{k}");
@@ -138,7 +141,6 @@ impl AwsRoleConfig {
                 format!("{s:?} must be 2-64 characters of [A-Za-z0-9_+=,.@-]"),
             ));
         }
-        crate::cleartext::check(self.endpoint()).map_err(|m| (key("sts_endpoint"), m))?;
         if !self.role_arn.starts_with("arn:") {
             return Err((
                 key("role_arn"),
@@ -188,14 +190,6 @@ mod tests {
         assert_eq!(
             bad_name.validate("dev").unwrap_err().0,
             "aws.dev.session_name"
-        );
-        let bad_url = AwsRoleConfig {
-            sts_endpoint: Some("sts".into()),
-            ..role()
-        };
-        assert_eq!(
-            bad_url.validate("dev").unwrap_err().0,
-            "aws.dev.sts_endpoint"
         );
         let bad_arn = AwsRoleConfig {
             role_arn: "dev".into(),

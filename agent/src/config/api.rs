@@ -21,10 +21,20 @@ pub struct ApiConfig {
     pub port: u16,
     /// Serve on the Unix socket in the runtime dir.
     pub unix_socket: bool,
-    /// Seconds a client has to send a whole request head (slowloris guard).
-    pub header_read_timeout_secs: u64,
-    /// Seconds an open connection may sit without traffic or a request in flight.
-    pub idle_timeout_secs: u64,
+    /// Time a client has to send a whole request head (slowloris guard);
+    /// `header_read_timeout_secs`, at least 1.
+    #[serde(
+        rename = "header_read_timeout_secs",
+        deserialize_with = "super::duration::positive_secs"
+    )]
+    pub header_read_timeout: Duration,
+    /// Time an open connection may sit without traffic or a request in flight;
+    /// `idle_timeout_secs`, at least 1.
+    #[serde(
+        rename = "idle_timeout_secs",
+        deserialize_with = "super::duration::positive_secs"
+    )]
+    pub idle_timeout: Duration,
     /// Open connections at once per listener (TCP and the socket each); more wait in the
     /// accept queue.
     pub max_connections: usize,
@@ -43,8 +53,8 @@ impl Default for ApiConfig {
             listen: IpAddr::from([127, 0, 0, 1]),
             port: DEFAULT_PORT,
             unix_socket: true,
-            header_read_timeout_secs: 10,
-            idle_timeout_secs: 60,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 128,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
@@ -54,14 +64,14 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    /// The header-read timeout as a duration.
+    /// The header-read timeout (the field, for the server's callers).
     pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout_secs)
+        self.header_read_timeout
     }
 
-    /// The idle timeout as a duration.
+    /// The idle timeout (the field, for the server's callers).
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
+        self.idle_timeout
     }
 
     /// Refuses a non-loopback `listen` with the message shown to the user; the server
@@ -87,17 +97,14 @@ impl ApiConfig {
                 "both listeners are off (tcp = false, unix_socket = false); nothing could reach the agent".into(),
             ));
         }
-        if self.header_read_timeout_secs == 0 || self.idle_timeout_secs == 0 {
-            return Err(invalid(
-                "header_read_timeout_secs",
-                "timeouts must be at least 1 second".into(),
-            ));
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
         }
-        if self.max_connections == 0 || self.max_headers == 0 || self.max_header_bytes < 1024 {
-            return Err(invalid(
-                "max_connections",
-                "limits must allow at least 1 connection, 1 header and 1024 header bytes".into(),
-            ));
+        if self.max_headers == 0 {
+            return Err(invalid("max_headers", "must be at least 1".into()));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(invalid("max_header_bytes", "must be at least 1024".into()));
         }
         Ok(())
     }

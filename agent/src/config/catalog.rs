@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Catalog watching and Backstage sync.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -11,12 +12,13 @@ pub struct CatalogConfig {
     pub enabled: bool,
     /// Repository root; default: the git top level of the agent's working directory.
     pub root: Option<PathBuf>,
-    /// Extra globs (relative to the root) besides `catalog-info.yaml|yml`.
-    pub globs: Vec<String>,
-    /// Debounce of file events, in milliseconds.
-    pub debounce_ms: u64,
+    /// Extra globs (relative to the root) besides `catalog-info.yaml|yml`, compiled.
+    pub globs: super::CatalogGlobs,
+    /// Debounce of file events (`debounce_ms`, in milliseconds; 0 = none).
+    #[serde(rename = "debounce_ms", deserialize_with = "super::duration::millis")]
+    pub debounce: Duration,
     /// Backstage base URL (e.g. `https://backstage.example.com`); none means local validation only.
-    pub backstage_url: Option<String>,
+    pub backstage_url: Option<super::HttpUrl>,
     /// Profile whose token is sent to Backstage.
     pub profile: Option<String>,
     /// URL template for a file: `{path}`, `{branch}`, `{repo}` (the remote URL's path without
@@ -26,8 +28,13 @@ pub struct CatalogConfig {
     pub branch: Option<String>,
     /// Unregister locations whose file was deleted.
     pub unregister_deleted: bool,
-    /// Cap of the retry backoff while Backstage is unreachable or failing, in milliseconds.
-    pub retry_max_ms: u64,
+    /// Cap of the retry backoff while Backstage is unreachable or failing (`retry_max_ms`, in
+    /// milliseconds, at least 1; the worker waits at least 100 ms between tries anyway).
+    #[serde(
+        rename = "retry_max_ms",
+        deserialize_with = "super::duration::positive_millis"
+    )]
+    pub retry_max: Duration,
 }
 
 impl Default for CatalogConfig {
@@ -35,14 +42,14 @@ impl Default for CatalogConfig {
         Self {
             enabled: true,
             root: None,
-            globs: Vec::new(),
-            debounce_ms: 150,
+            globs: super::CatalogGlobs::default(),
+            debounce: Duration::from_millis(150),
             backstage_url: None,
             profile: None,
             url_template: None,
             branch: None,
             unregister_deleted: false,
-            retry_max_ms: 30_000,
+            retry_max: Duration::from_secs(30),
         }
     }
 }

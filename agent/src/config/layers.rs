@@ -1,7 +1,7 @@
 //! The configuration layers and where each key came from.
 //!
 //! A layer is a TOML table plus its origin: a file (with its text, so a key can be found back
-//! at its line), the `STAGEPASS_*` environment, or command-line flags. Errors found after
+//! at its line) or the `STAGEPASS_*` environment. Errors found after
 //! merging (validation) are pointed back at the last layer that set the offending key.
 
 use super::ConfigError;
@@ -11,19 +11,6 @@ use std::path::{Path, PathBuf};
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "STAGEPASS_";
 
-/// One `--set`-style override from the command line: a dotted key, a value, and the flag
-/// that set it (for error messages), e.g. `("agent.log_level", "debug", "--log-level")`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Override {
-    /// Dotted key, e.g. `agent.log_level` or `profiles.work.audience`.
-    pub key: String,
-    /// The value as typed; parsed as a TOML value when it is one (`true`, `7391`,
-    /// `["a","b"]`), else taken as a string.
-    pub value: String,
-    /// The flag as the user wrote it.
-    pub flag: String,
-}
-
 /// Where a layer came from.
 #[derive(Debug, Clone)]
 pub(super) enum Origin {
@@ -31,7 +18,7 @@ pub(super) enum Origin {
         path: PathBuf,
         text: String,
     },
-    /// Dotted key -> what set it (`env STAGEPASS_X__Y` or `flag --x`).
+    /// Dotted key -> the variable that set it (`env STAGEPASS_X__Y`).
     Keys(BTreeMap<String, String>),
 }
 
@@ -54,8 +41,14 @@ impl Layer {
             }
             Origin::Keys(map) => {
                 let dotted = key.join(".");
+                // The variable that set this key, a table above it or one inside it.
                 map.iter()
-                    .find(|(k, _)| **k == dotted || k.starts_with(&format!("{dotted}.")))
+                    .find(|(k, _)| {
+                        **k == dotted
+                            || k.starts_with(&format!("{dotted}."))
+                            || dotted.starts_with(&format!("{k}."))
+                            || dotted.starts_with(&format!("{k}["))
+                    })
                     .map(|(_, who)| (PathBuf::from(who), 0, 0))
             }
         }
@@ -63,22 +56,91 @@ impl Layer {
 }
 
 /// Byte offset of the key at `path` in a TOML text (the deepest segment found must be the
-/// last one).
+/// last one). The segments are joined back and matched against the document's own keys,
+/// so a key with dots (`docker.registries."ghcr.io"`) and an array element
+/// (`git.hosts[0].profile`) are found too.
 fn locate_in_text(text: &str, path: &[&str]) -> Option<usize> {
+    use toml::de::DeValue;
     let parsed = toml::de::DeTable::parse(text).ok()?;
+    let dotted = path.join(".");
+    let mut rest = dotted.as_str();
     let mut table = parsed.get_ref();
-    let mut found = None;
-    for (i, seg) in path.iter().enumerate() {
-        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg)?;
-        found = Some(k.span().start);
-        if i + 1 < path.len() {
-            match v.get_ref() {
-                toml::de::DeValue::Table(t) => table = t,
-                _ => return None,
+    loop {
+        // The longest key of this table that the rest of the path starts with.
+        let (k, v) = table
+            .iter()
+            .filter(|(k, _)| {
+                rest.strip_prefix(k.get_ref().as_ref())
+                    .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+            })
+            .max_by_key(|(k, _)| k.get_ref().len())?;
+        let mut at = k.span().start;
+        let mut value = v;
+        rest = &rest[k.get_ref().len()..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let (index, after) = r.split_once(']')?;
+            let DeValue::Array(items) = value.get_ref() else {
+                return None;
+            };
+            value = items.get(index.parse::<usize>().ok()?)?;
+            if !matches!(value.get_ref(), DeValue::Table(_)) {
+                at = value.span().start;
             }
+            rest = after;
+        }
+        if rest.is_empty() {
+            return Some(at);
+        }
+        rest = rest.strip_prefix('.')?;
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
         }
     }
-    found
+}
+
+/// The dotted key whose name or value holds byte `offset` of `text`, as deep as it goes
+/// (`profiles.ci.issuer`, `catalog.globs[1]`, `git.hosts[0].profile`): a deserialization
+/// error carries only a span, and the user should read which key it is about.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let parsed = toml::de::DeTable::parse(text).ok()?;
+    let mut key = String::new();
+    key_in_table(parsed.get_ref(), offset, &mut key).then_some(key)
+}
+
+fn key_in_table(table: &toml::de::DeTable<'_>, offset: usize, key: &mut String) -> bool {
+    for (k, v) in table {
+        let len = key.len();
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(k.get_ref());
+        if k.span().contains(&offset) || key_in_value(v, offset, key) {
+            return true;
+        }
+        key.truncate(len);
+    }
+    false
+}
+
+fn key_in_value(v: &toml::Spanned<toml::de::DeValue<'_>>, offset: usize, key: &mut String) -> bool {
+    match v.get_ref() {
+        // An inline table holds the offset when none of its keys does (a value that fits no
+        // shape is reported at its `{`).
+        toml::de::DeValue::Table(t) => key_in_table(t, offset, key) || v.span().contains(&offset),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = key.len();
+                key.push_str(&format!("[{i}]"));
+                if key_in_value(item, offset, key) {
+                    return true;
+                }
+                key.truncate(len);
+            }
+            v.span().contains(&offset)
+        }
+        _ => v.span().contains(&offset),
+    }
 }
 
 /// Builds the environment layer from `STAGEPASS_SECTION__KEY[__KEY...]` variables.
@@ -111,23 +173,6 @@ pub(super) fn env_layer(
     keyed_layer(entries)
 }
 
-/// Builds the flags layer.
-pub(super) fn flags_layer(flags: &[Override]) -> Result<Option<Layer>, ConfigError> {
-    let mut entries = Vec::new();
-    for f in flags {
-        let key: Vec<String> = f.key.split('.').map(str::to_string).collect();
-        if key.iter().any(String::is_empty) {
-            return Err(ConfigError::Layer {
-                origin: format!("flag {}", f.flag),
-                key: f.key.clone(),
-                message: "empty key segment".into(),
-            });
-        }
-        entries.push((key, f.value.clone(), format!("flag {}", f.flag)));
-    }
-    keyed_layer(entries)
-}
-
 fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Layer>, ConfigError> {
     if entries.is_empty() {
         return Ok(None);
@@ -136,7 +181,7 @@ fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Lay
     let mut who = BTreeMap::new();
     for (key, raw, origin) in entries {
         let value = parse_scalar(&raw);
-        // Check this key alone against the schema, so the error names the variable or flag.
+        // Check this key alone against the schema, so the error names the variable.
         let mut alone = toml::Table::new();
         insert_at(&mut alone, &key, value.clone());
         check_alone(toml::Value::Table(alone)).map_err(|message| ConfigError::Layer {
@@ -153,7 +198,7 @@ fn keyed_layer(entries: Vec<(Vec<String>, String, String)>) -> Result<Option<Lay
     }))
 }
 
-/// A value typed on a command line or in the environment: TOML when it parses as a TOML value,
+/// A value set in the environment: TOML when it parses as a TOML value,
 /// else the plain string (so `debug` needs no quotes).
 fn parse_scalar(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -220,7 +265,21 @@ pub(super) fn file_layer(path: &Path, text: &str) -> Result<Layer, ConfigError> 
         Err(e) if is_missing_field(e.message()) => {
             // Another layer may supply it; the merged config is checked again.
         }
-        Err(e) => return Err(located(e.span(), e.message().to_string())),
+        Err(e) => {
+            // A value of the wrong type or refused by its type: name the key it is about.
+            let span = e.span().unwrap_or_default();
+            let (line, column) = super::line_col(text, span.start);
+            return Err(match key_at(text, span.start) {
+                Some(key) if e.span().is_some() => ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    key,
+                    message: e.message().to_string(),
+                },
+                _ => located(e.span(), e.message().to_string()),
+            });
+        }
     }
     Ok(Layer {
         origin: Origin::File {
@@ -253,5 +312,23 @@ mod tests {
         let off = locate_in_text(text, &["profiles", "gh", "token_env"]).unwrap();
         assert_eq!(super::super::line_col(text, off).0, 6);
         assert!(locate_in_text(text, &["profiles", "gh", "nope"]).is_none());
+        let text = "[[git.hosts]]\nhost = \"a\"\nprofile = \"p\"\n[[git.hosts]]\nhost = \"b\"\nprofile = \"q\"\n[docker.registries]\n\"ghcr.io\" = \"p\"\n";
+        let line = |key: &str| {
+            let segs: Vec<&str> = key.split('.').collect();
+            super::super::line_col(text, locate_in_text(text, &segs).unwrap()).0
+        };
+        assert_eq!(line("git.hosts[1].profile"), 6);
+        assert_eq!(line("docker.registries.ghcr.io"), 8);
+    }
+
+    #[test]
+    fn finds_the_key_at_an_offset() {
+        let text = "# top\n[catalog]\nglobs = [\"a\", \"b\"]\n[[git.hosts]]\nhost = \"h\"\nprofile = \"p\"\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("\"b\"").as_deref(), Some("catalog.globs[1]"));
+        assert_eq!(at("globs").as_deref(), Some("catalog.globs"));
+        assert_eq!(at("\"p\"").as_deref(), Some("git.hosts[0].profile"));
+        assert_eq!(at("[catalog]").as_deref(), Some("catalog"));
+        assert_eq!(key_at(text, 0), None);
     }
 }

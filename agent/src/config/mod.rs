@@ -1,7 +1,7 @@
 //! Configuration: layered TOML parsed into typed values, with errors that name file, line and key.
 //!
 //! Layers, later overriding earlier: `/etc/stagepass/config.toml` (written by the feature),
-//! `~/.config/stagepass/config.toml`, `STAGEPASS_*` environment variables, command-line flags.
+//! `~/.config/stagepass/config.toml`, the `--config` file, `STAGEPASS_*` environment variables.
 //! Each file is checked on its own first (unknown keys, bad values) so an error points at the
 //! file and line that caused it; then the layers are merged table by table.
 //!
@@ -10,6 +10,11 @@
 mod adapters;
 mod api;
 mod catalog;
+mod duration;
+#[cfg(test)]
+mod fixtures;
+mod glob;
+mod http_url;
 mod layers;
 mod name;
 mod policy;
@@ -20,7 +25,9 @@ pub use adapters::{
 };
 pub use api::ApiConfig;
 pub use catalog::CatalogConfig;
-pub use layers::{ENV_PREFIX, Override};
+pub use glob::{CatalogGlobs, ExeGlobs, GlobList};
+pub use http_url::HttpUrl;
+pub use layers::ENV_PREFIX;
 pub use name::valid_name;
 pub use policy::{AllowRule, AttestationConfig, AuditConfig, HumanDuration, PolicyConfig};
 pub use profile::{GrantKind, ProfileConfig, SecretSource};
@@ -43,7 +50,7 @@ pub enum ConfigError {
     /// Syntax error, unknown key or a value of the wrong type.
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
-        /// The file (or `env STAGEPASS_*` / `flags` for the other layers).
+        /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
@@ -53,7 +60,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A value that parses but is not acceptable (e.g. a secret written into the file).
-    /// `path` is the file, or `env STAGEPASS_...` / `flag --...` for the other layers.
+    /// `path` is the file, or `env STAGEPASS_...` for the environment layer.
     #[error("{}{}: {key}: {message}", path.display(), match (*line, *column) { (0, _) => String::new(), (l, 0) => format!(":{l}"), (l, c) => format!(":{l}:{c}") })]
     Invalid {
         /// The file the offending key came from.
@@ -67,10 +74,10 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         message: String,
     },
-    /// An environment variable or flag that does not fit the schema.
+    /// An environment variable that does not fit the schema.
     #[error("{origin}: {key}: {message}")]
     Layer {
-        /// `env STAGEPASS_...` or `flag --...`.
+        /// `env STAGEPASS_...`.
         origin: String,
         /// Dotted key it maps to.
         key: String,
@@ -173,25 +180,24 @@ pub struct Config {
 
 impl Config {
     /// Loads and merges the given files (missing files are skipped), then validates.
-    /// No environment or flag layer; see [`Config::load`].
+    /// No environment layer; see [`Config::load`].
     pub fn load_files(files: &[PathBuf]) -> Result<Self, ConfigError> {
-        Self::load(files, std::iter::empty(), &[])
+        Self::load(files, std::iter::empty())
     }
 
     /// Loads every layer: the files in order, then the `STAGEPASS_*` variables of the process
-    /// environment, then `flags`.
-    pub fn load_from_process(files: &[PathBuf], flags: &[Override]) -> Result<Self, ConfigError> {
-        Self::load(files, std::env::vars(), flags)
+    /// environment.
+    pub fn load_from_process(files: &[PathBuf]) -> Result<Self, ConfigError> {
+        Self::load(files, std::env::vars())
     }
 
-    /// Loads and merges files (missing ones skipped), the `STAGEPASS_SECTION__KEY` variables
-    /// among `env` (e.g. `STAGEPASS_AGENT__LOG_LEVEL=debug`), and `flags`, later layers
-    /// overriding earlier ones; then validates. Every error names the file and line, the
-    /// variable, or the flag that caused it.
+    /// Loads and merges files (missing ones skipped) and the `STAGEPASS_SECTION__KEY`
+    /// variables among `env` (e.g. `STAGEPASS_AGENT__LOG_LEVEL=debug`), later layers
+    /// overriding earlier ones; then validates. Every error names the file, line and column,
+    /// or the variable, that caused it.
     pub fn load(
         files: &[PathBuf],
         env: impl IntoIterator<Item = (String, String)>,
-        flags: &[Override],
     ) -> Result<Self, ConfigError> {
         let mut all = Vec::new();
         for path in files {
@@ -208,7 +214,6 @@ impl Config {
             all.push(layers::file_layer(path, &text)?);
         }
         all.extend(layers::env_layer(env)?);
-        all.extend(layers::flags_layer(flags)?);
         let mut merged = toml::Table::new();
         for l in &all {
             merge(&mut merged, l.table.clone());
@@ -241,18 +246,8 @@ impl Config {
         }
         for (name, p) in &self.profiles {
             p.validate(name)?;
-            if let Some(sub) = &p.subject_profile
-                && !self.profiles.contains_key(sub)
-            {
-                return Err(ConfigError::Invalid {
-                    path: PathBuf::from("(config)"),
-                    line: 0,
-                    column: 0,
-                    key: format!("profiles.{name}.subject_profile"),
-                    message: format!("{sub:?} is not a configured profile"),
-                });
-            }
         }
+        self.check_profile_refs()?;
         if let Some(dir) = &self.agent.state_dir
             && !dir.is_absolute()
         {
@@ -279,26 +274,87 @@ impl Config {
                 ),
             });
         }
-        // Where a token goes besides the IdP and STS: Backstage, and registries written
-        // as URLs.
-        let urls = self
-            .catalog
-            .backstage_url
-            .iter()
-            .map(|u| ("catalog.backstage_url".to_string(), u.as_str()))
-            .chain(
-                self.docker
-                    .registries
-                    .keys()
-                    .filter(|k| k.contains("://"))
-                    .map(|k| (format!("docker.registries.{k}"), k.as_str())),
-            );
-        for (key, url) in urls {
-            crate::cleartext::check(url).map_err(|message| unlocated(key, message))?;
+        // Registries written as URLs: the issuer, STS and Backstage URLs are checked by
+        // their type, `HttpUrl`.
+        for url in self.docker.registries.keys().filter(|k| k.contains("://")) {
+            crate::cleartext::check(url)
+                .map_err(|message| unlocated(format!("docker.registries.{url}"), message))?;
         }
         for (name, role) in &self.aws {
             role.validate(name)
                 .map_err(|(key, message)| unlocated(key, message))?;
+        }
+        Ok(())
+    }
+
+    /// Every place that names a profile: (dotted key, the name).
+    fn profile_refs(&self) -> Vec<(String, &str)> {
+        let mut refs = Vec::new();
+        if let Some(p) = &self.catalog.profile {
+            refs.push(("catalog.profile".to_string(), p.as_str()));
+        }
+        for (name, p) in &self.profiles {
+            if let Some(s) = &p.subject_profile {
+                refs.push((format!("profiles.{name}.subject_profile"), s.as_str()));
+            }
+        }
+        for (i, h) in self.git.hosts.iter().enumerate() {
+            refs.push((format!("git.hosts[{i}].profile"), h.profile.as_str()));
+        }
+        for (name, role) in &self.aws {
+            refs.push((format!("aws.{name}.profile"), role.profile.as_str()));
+        }
+        for (host, r) in &self.docker.registries {
+            let key = match r {
+                DockerRegistry::Profile(_) => format!("docker.registries.{host}"),
+                DockerRegistry::Detailed { .. } => format!("docker.registries.{host}.profile"),
+            };
+            refs.push((key, r.profile()));
+        }
+        refs
+    }
+
+    /// A profile named anywhere must be configured (a tool would otherwise get "unknown
+    /// profile" only when it asks), and `subject_profile` chains must end.
+    ///
+    /// With no profile configured at all, `github` may be named: it is the profile
+    /// [`Config::default_profiles_from_env`] serves from `GITHUB_TOKEN`.
+    fn check_profile_refs(&self) -> Result<(), ConfigError> {
+        for (key, name) in self.profile_refs() {
+            let implied = self.profiles.is_empty() && name == "github";
+            if !implied && !self.profiles.contains_key(name) {
+                let configured = if self.profiles.is_empty() {
+                    "none is configured".to_string()
+                } else {
+                    let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                    format!("configured: {}", names.join(", "))
+                };
+                return Err(unlocated(
+                    key,
+                    format!("profile {name:?} is not configured ({configured})"),
+                ));
+            }
+        }
+        for start in self.profiles.keys() {
+            let mut chain = vec![start.as_str()];
+            let mut cur = start.as_str();
+            while let Some(next) = self
+                .profiles
+                .get(cur)
+                .and_then(|p| p.subject_profile.as_deref())
+            {
+                if chain.contains(&next) {
+                    return Err(unlocated(
+                        format!("profiles.{start}.subject_profile"),
+                        format!(
+                            "the subject_profile chain loops: {} -> {next}",
+                            chain.join(" -> ")
+                        ),
+                    ));
+                }
+                chain.push(next);
+                cur = next;
+            }
         }
         Ok(())
     }
@@ -570,7 +626,7 @@ mod tests {
     }
 
     #[test]
-    fn env_and_flags_layers_override_files() {
+    fn env_layer_overrides_files() {
         let tmp = tempfile::tempdir().unwrap();
         let a = write(tmp.path(), "a.toml", "[agent]\nlog_level = \"warn\"\n");
         let env = vec![
@@ -593,25 +649,17 @@ mod tests {
                 "GH_TOKEN".to_string(),
             ),
         ];
-        let c = Config::load(std::slice::from_ref(&a), env.clone(), &[]).unwrap();
+        let c = Config::load(std::slice::from_ref(&a), env).unwrap();
         assert_eq!(c.agent.log_level, "debug");
         assert_eq!(c.agent.log_format, LogFormat::Json);
         assert_eq!(c.profiles["gh"].grant, GrantKind::Env);
-        let flags = [Override {
-            key: "agent.log_level".into(),
-            value: "trace".into(),
-            flag: "--log-level".into(),
-        }];
-        let c = Config::load(&[a], env, &flags).unwrap();
-        assert_eq!(c.agent.log_level, "trace");
     }
 
     #[test]
-    fn env_and_flag_errors_name_their_origin() {
+    fn env_errors_name_their_variable() {
         let err = Config::load(
             &[],
             vec![("STAGEPASS_AGENT__BOGUS".to_string(), "1".to_string())],
-            &[],
         )
         .unwrap_err()
         .to_string();
@@ -622,23 +670,23 @@ mod tests {
         let err = Config::load(
             &[],
             vec![("STAGEPASS_AGENT__LOG_FORMAT".to_string(), "xml".to_string())],
-            &[],
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("env STAGEPASS_AGENT__LOG_FORMAT"), "{err}");
-        let flags = [Override {
-            key: "profiles.p.client_secret".into(),
-            value: "s3cret".into(),
-            flag: "--set".into(),
-        }];
-        let env = vec![(
-            "STAGEPASS_PROFILES__P__GRANT".to_string(),
-            "client-credentials".to_string(),
-        )];
-        let err = Config::load(&[], env, &flags).unwrap_err().to_string();
+        let env = vec![
+            (
+                "STAGEPASS_PROFILES__P__GRANT".to_string(),
+                "client-credentials".to_string(),
+            ),
+            (
+                "STAGEPASS_PROFILES__P__CLIENT_SECRET".to_string(),
+                "s3cret".to_string(),
+            ),
+        ];
+        let err = Config::load(&[], env).unwrap_err().to_string();
         assert!(
-            err.contains("flag --set: profiles.p.client_secret"),
+            err.contains("env STAGEPASS_PROFILES__P__CLIENT_SECRET: profiles.p.client_secret"),
             "{err}"
         );
         assert!(!err.contains("s3cret"), "{err}");
@@ -668,15 +716,15 @@ mod tests {
         let cases = [
             (
                 "[profiles.ci]\ngrant = \"device\"\nclient_id = \"c\"\n  issuer = \"http://idp.example/realms/x\"\n",
-                "c.toml:4:3: profiles.ci.issuer",
+                "c.toml:4:12: profiles.ci.issuer",
             ),
             (
                 "[profiles.w]\ngrant = \"env\"\ntoken_env = \"T\"\n[aws.dev]\nprofile = \"w\"\nrole_arn = \"arn:aws:iam::1:role/r\"\nsts_endpoint = \"http://sts.example\"\n",
-                "c.toml:7:1: aws.dev.sts_endpoint",
+                "c.toml:7:16: aws.dev.sts_endpoint",
             ),
             (
                 "[catalog]\nbackstage_url = \"http://backstage.example\"\n",
-                "c.toml:2:1: catalog.backstage_url",
+                "c.toml:2:17: catalog.backstage_url",
             ),
             (
                 "[docker.registries]\n\"http://ghcr.io\" = \"github\"\n",

@@ -38,7 +38,7 @@ pub struct ProfileConfig {
     /// How tokens are obtained.
     pub grant: GrantKind,
     /// OIDC issuer URL (discovery at `/.well-known/openid-configuration`).
-    pub issuer: Option<String>,
+    pub issuer: Option<super::HttpUrl>,
     /// OAuth client id.
     pub client_id: Option<String>,
     /// File holding the client secret.
@@ -152,9 +152,6 @@ impl ProfileConfig {
                     return Err(invalid("token_env", "required for grant = \"env\""));
                 }
             }
-        }
-        if let Some(issuer) = &self.issuer {
-            crate::cleartext::check(issuer).map_err(|m| invalid("issuer", &m))?;
         }
         if self.redirect_port.is_some() && self.grant != GrantKind::AuthorizationCode {
             return Err(invalid(

@@ -22,7 +22,7 @@ pub mod limits;
 
 use crate::attest::Attestation;
 use crate::config::{AllowRule, Config};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -35,18 +35,9 @@ struct Rule {
     parent: Option<GlobSet>,
 }
 
-fn globs(list: &[String]) -> Option<GlobSet> {
-    if list.is_empty() {
-        return None;
-    }
-    let mut b = GlobSetBuilder::new();
-    for g in list {
-        // Validated at config load; a glob failing here is skipped rather than trusted.
-        if let Ok(g) = Glob::new(g) {
-            b.add(g);
-        }
-    }
-    Some(b.build().unwrap_or_else(|_| GlobSet::empty()))
+/// The compiled set of a rule's globs; none when the rule gives none (no constraint).
+fn globs(list: &crate::config::ExeGlobs) -> Option<GlobSet> {
+    (!list.is_empty()).then(|| list.set().clone())
 }
 
 impl Rule {

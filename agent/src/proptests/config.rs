@@ -93,7 +93,7 @@ fn assert_located(
 fn check(dir: &std::path::Path, text: &str) -> Result<(), TestCaseError> {
     let file = dir.join("config.toml");
     std::fs::write(&file, text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    match Config::load(std::slice::from_ref(&file), std::iter::empty(), &[]) {
+    match Config::load(std::slice::from_ref(&file), std::iter::empty()) {
         Ok(_) => Ok(()),
         Err(e) => assert_located(&e, &file, text),
     }
@@ -123,7 +123,7 @@ fn regression_missing_required_key_names_the_file_and_table_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, "[agent]\nlog_level = \"info\"\n[aws.dev]\n").unwrap();
-    let err = Config::load(std::slice::from_ref(&file), std::iter::empty(), &[]).unwrap_err();
+    let err = Config::load(std::slice::from_ref(&file), std::iter::empty()).unwrap_err();
     match &err {
         ConfigError::Invalid {
             path, line, key, ..

@@ -34,11 +34,6 @@ role_arn = "{ROLE_ARN}"
 session_name = "stagepass-e2e"
 duration_seconds = 3600
 sts_endpoint = "{sts}/"
-
-[aws.broken]
-profile = "missing"
-role_arn = "{ROLE_ARN}"
-sts_endpoint = "{sts}/"
 "#
     )
 }
@@ -194,16 +189,6 @@ fn failures_are_json_with_code_and_message_naming_the_fix() {
             (status, r.json::<serde_json::Value>().await.unwrap())
         })
     };
-    let (status, body) = get("broken");
-    assert_eq!(status, 404, "{body}");
-    assert_eq!(body["code"], "unknown_profile");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("aws.broken.profile"),
-        "{body}"
-    );
     let (status, body) = get("nope");
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "unknown_profile");

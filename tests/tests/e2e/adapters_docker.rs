@@ -7,6 +7,14 @@ use crate::adapters_support;
 use adapters_support::{Home, run_with_stdin, stagepass_bin};
 
 const CONFIG: &str = r#"
+[profiles.github]
+grant = "env"
+token_env = "GITHUB_TOKEN"
+
+[profiles.reg]
+grant = "env"
+token_env = "STAGEPASS_TEST_REG_TOKEN"
+
 [docker.registries]
 "ghcr.io" = "github"
 "registry.example:5000" = { profile = "reg", username = "robot" }

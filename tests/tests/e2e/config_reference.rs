@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde::de::value::{Error as DeError, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-use stagepass::config::{Config, Override};
+use stagepass::config::{Config, ExeGlobs, HttpUrl};
 use stagepass_e2e::support::repo_root;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -141,11 +141,19 @@ impl<'de, 'a> de::Deserializer<'de> for Probe<'a> {
         visitor.visit_some(self)
     }
 
+    /// Types that check their string are given one they accept: a URL, an absolute path
+    /// (the loopback address fits neither).
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
+        if name == HttpUrl::SERDE_NAME {
+            return visitor.visit_str("https://127.0.0.1");
+        }
+        if name == ExeGlobs::PATTERN_SERDE_NAME {
+            return visitor.visit_str("/usr/bin/git");
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -331,12 +339,8 @@ fn backticked_defaults_are_the_codes_defaults() {
             continue;
         }
         // Setting a key to its documented default must change nothing.
-        let flag = Override {
-            key: row.key.clone(),
-            value: value.to_string(),
-            flag: "docs/configuration.md".into(),
-        };
-        let loaded = Config::load(&[], std::iter::empty(), &[flag])
+        let var = env_var(&row.key).trim_matches('`').to_string();
+        let loaded = Config::load(&[], [(var, value.to_string())])
             .unwrap_or_else(|e| panic!("default of {} ({value}) is refused: {e}", row.key));
         assert_eq!(
             loaded,

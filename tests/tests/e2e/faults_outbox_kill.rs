@@ -54,10 +54,10 @@ fn component(name: &str, owner: &str) -> String {
 fn config(root: PathBuf, backstage: &str, template: &str) -> CatalogConfig {
     CatalogConfig {
         root: Some(root),
-        backstage_url: Some(backstage.to_string()),
+        backstage_url: Some(stagepass::config::HttpUrl::parse(backstage).unwrap()),
         profile: Some("backstage".into()),
         url_template: Some(template.to_string()),
-        retry_max_ms: 300,
+        retry_max: std::time::Duration::from_millis(300),
         ..CatalogConfig::default()
     }
 }

@@ -359,7 +359,7 @@ fn install_with_a_backstage_client_adds_the_user_sign_in_profile() {
         "{config}"
     );
     assert_eq!(
-        user.issuer.as_deref(),
+        user.issuer.as_ref().map(stagepass::config::HttpUrl::as_str),
         Some("http://127.0.0.1:9/backstage/api/auth")
     );
     assert_eq!(user.client_id.as_deref(), Some("stagepass"));

@@ -262,7 +262,7 @@ async fn idp_checks(config: &Config, http: Option<&reqwest::Client>) -> Vec<Chec
     let mut issuers: Vec<&str> = config
         .profiles
         .values()
-        .filter_map(|p| p.issuer.as_deref())
+        .filter_map(|p| p.issuer.as_ref().map(crate::config::HttpUrl::as_str))
         .collect();
     issuers.sort_unstable();
     issuers.dedup();
@@ -374,7 +374,12 @@ pub fn parse_http_date(s: &str) -> Option<SystemTime> {
 
 async fn backstage_check(config: &Config, http: Option<&reqwest::Client>) -> Check {
     const NAME: &str = "backstage";
-    let Some(base) = config.catalog.backstage_url.as_deref() else {
+    let Some(base) = config
+        .catalog
+        .backstage_url
+        .as_ref()
+        .map(crate::config::HttpUrl::as_str)
+    else {
         return check(
             NAME,
             Level::Skip,

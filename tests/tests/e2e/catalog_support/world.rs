@@ -64,10 +64,10 @@ impl Repo {
     pub fn config(&self, backstage_url: &str) -> CatalogConfig {
         CatalogConfig {
             root: Some(self.wt.path()),
-            backstage_url: Some(backstage_url.to_string()),
+            backstage_url: Some(stagepass::config::HttpUrl::parse(backstage_url).unwrap()),
             profile: Some("backstage".into()),
             url_template: Some(format!("{}/{{branch}}/{{path}}", self.raw_base)),
-            retry_max_ms: 1000,
+            retry_max: std::time::Duration::from_secs(1),
             ..CatalogConfig::default()
         }
     }
