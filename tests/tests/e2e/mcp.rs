@@ -16,7 +16,7 @@ use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::support::unique_name;
 use stagepass_e2e::{Backstage, BackstageOptions, Bed, Idp, RepoAuth, Worktree};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::{Agent, Catalog, Config, Profile};
 
@@ -313,12 +313,11 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     // Same findings as `stagepass catalog check` run at the repository root.
     let v = answer(&s[5]);
     assert_eq!(v["valid"], false);
-    let check = Command::new(stagepass_e2e::support::stagepass_bin().unwrap())
-        .args(["catalog", "check"])
+    // In a home of its own: with no config, as a developer runs it in a fresh clone.
+    let check = stagepass_e2e::Home::new()
+        .unwrap()
+        .command(["catalog", "check"])
         .current_dir(wt.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", agent.home.path())
         .output()
         .unwrap();
     let cli_lines: Vec<String> = String::from_utf8_lossy(&check.stdout)
