@@ -98,18 +98,14 @@ impl LoggedIn {
 
     /// Asks until the agent answers with a token (it may still be starting).
     async fn first_token(&self, agent: &ManagedProcess) -> String {
-        let end = Instant::now() + GUARD;
-        loop {
-            match self.token(&[]) {
-                Ok(t) => return t,
-                Err(e) => assert!(
-                    Instant::now() < end,
-                    "hang guard: no token: {e}\n{}",
-                    agent.log()
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut last = String::new();
+        let token =
+            stagepass_e2e::support::poll_until("a token", GUARD, Duration::from_millis(20), || {
+                let t = self.token(&[]).map_err(|e| last = e).ok();
+                async move { Ok(t) }
+            })
+            .await;
+        token.unwrap_or_else(|e| panic!("hang guard: {e}: {last}\n{}", agent.log()))
     }
 
     fn grant_file(&self) -> std::path::PathBuf {

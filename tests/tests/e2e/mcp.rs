@@ -10,14 +10,15 @@
 
 use crate::support;
 
+use crate::catalog_support::world::{owner, wait_owner};
 use serde_json::{Value, json};
 use stagepass_e2e::home::wait_output;
 use stagepass_e2e::idp::AUD_BACKSTAGE;
-use stagepass_e2e::support::unique_name;
+use stagepass_e2e::support::{poll_until, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, Bed, Idp, RepoAuth, Worktree};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{Agent, Catalog, Config, Profile};
 
 /// Hang guard of every wait (not a performance bound).
@@ -57,25 +58,6 @@ async fn private_backstage(bed: &Bed) -> Backstage {
     })
     .await
     .unwrap()
-}
-
-async fn owner(bs: &Backstage, name: &str) -> Option<String> {
-    bs.entity("component", "default", name, bs.static_token())
-        .await
-        .unwrap()
-        .and_then(|e| e["spec"]["owner"].as_str().map(str::to_string))
-}
-
-async fn wait_owner(bs: &Backstage, name: &str, want: &str) {
-    let end = Instant::now() + HANG_GUARD;
-    while owner(bs, name).await.as_deref() != Some(want) {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {name} owned by {want} in Backstage (now {:?})",
-            owner(bs, name).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs the MCP client against `stagepass mcp` with the agent's environment; returns the
@@ -188,15 +170,17 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
             ..Catalog::pushing(&wt.path(), bs.url(), "ci")
         });
     let agent = tokio::task::block_in_place(|| Agent::start(&config));
-    let end = Instant::now() + HANG_GUARD;
-    loop {
-        let s = agent.get("/v1/catalog").json();
-        if s["state"] == "watching" {
-            break;
-        }
-        assert!(Instant::now() < end, "catalog not watching: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "the catalog watching",
+        HANG_GUARD,
+        Duration::from_millis(50),
+        || {
+            let s = agent.get("/v1/catalog").json();
+            async move { Ok((s["state"] == "watching").then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.get("/v1/catalog").json()));
 
     // Register through the agent (`catalog sync`), as a developer would.
     let r = post(&agent, "/v1/catalog/sync");
@@ -218,15 +202,17 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let user_code = r.json()["user_code"].as_str().unwrap().to_string();
     bed.idp.approve(&user_code, &subject).await.unwrap();
-    let end = Instant::now() + HANG_GUARD;
-    loop {
-        let st = agent.get("/v1/login/dev").json();
-        if st["state"] == "complete" {
-            break;
-        }
-        assert!(Instant::now() < end, "device login not complete: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "the device login",
+        HANG_GUARD,
+        Duration::from_millis(100),
+        || {
+            let st = agent.get("/v1/login/dev").json();
+            async move { Ok((st["state"] == "complete").then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.get("/v1/login/dev").json()));
 
     // The owner changes and is pushed, but not to the tracked remote ref (a push by URL), so
     // the agent does not refresh Backstage: the change is pushed, not yet refreshed.
