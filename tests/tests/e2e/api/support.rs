@@ -72,11 +72,11 @@ impl Agent {
         home
     }
 
-    /// Starts `stagepass agent` in an existing home (a restart keeps the store).
+    /// Starts `stagepass agent` in an existing home (a restart keeps the store), and waits
+    /// past the harness's readiness (endpoint file and secret written) until `/healthz`
+    /// answers on the endpoint the agent announced.
     pub fn start_in(home: Home, env: &[(&str, &str)]) -> Agent {
-        let mut cmd = home.command(["agent"]);
-        cmd.envs(env.iter().copied());
-        let mut proc = ManagedProcess::spawn("stagepass-agent", cmd).unwrap();
+        let mut proc = home.start_agent(env).unwrap();
         let run = home.runtime_dir();
         let mut found = None;
         proc.wait_until("/healthz answering", GUARD, || {
