@@ -4,7 +4,7 @@
 //! Why not the agent's own `stagepass::config` types: they only deserialize, and they carry
 //! every default, while a test wants to write just the keys it means (an absent key must
 //! stay absent, so the agent's defaults are what is tested). Every field here is therefore
-//! optional and left out of the file when unset. Names and shapes follow
+//! optional; `toml` writes no key for a `None`, so an unset field is absent from the file. Names and shapes follow
 //! `docs/configuration.md`; a test that writes broken or hostile TOML on purpose keeps a
 //! literal string ([`crate::Home::write_config_text`]).
 
@@ -19,34 +19,26 @@ use crate::error::{HarnessError, Result};
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Config {
     /// `[agent]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<Agent>,
     /// `[api]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<Api>,
     /// `[store]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<Store>,
     /// `[catalog]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<Catalog>,
     /// `[attestation]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub attestation: Option<Attestation>,
     /// `[audit]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
     /// `[profiles.NAME]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub profiles: BTreeMap<String, Profile>,
     /// `[[git.hosts]]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub git: Option<Git>,
     /// `[aws.NAME]`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub aws: BTreeMap<String, AwsRole>,
     /// `[docker.registries]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<Docker>,
 }
 
@@ -154,13 +146,10 @@ impl Config {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Agent {
     /// `log_level` (`info`, `debug`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
     /// `log_format` (`text` or `json`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// `state_dir`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -168,34 +157,24 @@ pub struct Agent {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Api {
     /// `tcp`: whether the loopback TCP listener runs.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<bool>,
     /// `listen` address.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     /// `port` (0: ephemeral).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// `unix_socket`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unix_socket: Option<bool>,
     /// `header_read_timeout_secs`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout_secs: Option<u64>,
     /// `idle_timeout_secs`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
     /// `max_connections`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     /// `max_header_bytes`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
     /// `max_headers`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_headers: Option<usize>,
     /// `max_body_bytes`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
 }
 
@@ -213,10 +192,8 @@ impl Api {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Store {
     /// `backend` (`auto`, `file`, `keyring`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     /// `dir`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
 }
 
@@ -224,40 +201,28 @@ pub struct Store {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Profile {
     /// `grant` (`device`, `authorization-code`, `client-credentials`, `exchange`, `env`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
     /// `issuer`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// `client_id`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// `client_secret_file`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<PathBuf>,
     /// `client_secret_env`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_env: Option<String>,
     /// `scopes`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     /// `audience`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// `subject_profile` (exchange).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_profile: Option<String>,
     /// `token_env` (env, exchange).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// `skew_seconds`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub skew_seconds: Option<u64>,
     /// `redirect_port` (authorization-code).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_port: Option<u16>,
     /// `[profiles.NAME.policy]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
 }
 
@@ -356,13 +321,10 @@ impl Profile {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Policy {
     /// `allow`: the callers that may have the profile's tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<AllowRule>>,
     /// `max_grant_age` (`"30d"`, `"1h"`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_grant_age: Option<String>,
     /// `max_token_lifetime`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_token_lifetime: Option<String>,
 }
 
@@ -370,7 +332,6 @@ pub struct Policy {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AllowRule {
     /// `name`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `exe`: allowed executable paths.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -398,34 +359,24 @@ impl AllowRule {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Catalog {
     /// `enabled`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// `root`: the working tree watched.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
     /// `globs`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub globs: Option<Vec<String>>,
     /// `debounce_ms`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub debounce_ms: Option<u64>,
     /// `backstage_url`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backstage_url: Option<String>,
     /// `profile` whose tokens call Backstage.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// `url_template` (`{branch}`, `{path}` placeholders).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url_template: Option<String>,
     /// `branch`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// `unregister_deleted`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unregister_deleted: Option<bool>,
     /// `retry_max_ms`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_max_ms: Option<u64>,
 }
 
@@ -446,7 +397,6 @@ impl Catalog {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Attestation {
     /// `enabled`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
 
@@ -454,22 +404,16 @@ pub struct Attestation {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Audit {
     /// `enabled`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// `max_bytes` before rotation.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
     /// `keep`: rotated files kept.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
     /// `queue` length.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<usize>,
     /// `syslog`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog: Option<bool>,
     /// `syslog_socket`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog_socket: Option<PathBuf>,
 }
 
@@ -488,10 +432,8 @@ pub struct GitHost {
     /// `profile` serving it.
     pub profile: String,
     /// `username`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// `path_prefix`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
 }
 
@@ -514,13 +456,10 @@ pub struct AwsRole {
     /// `role_arn`.
     pub role_arn: String,
     /// `session_name`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_name: Option<String>,
     /// `duration_seconds`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u32>,
     /// `sts_endpoint`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sts_endpoint: Option<String>,
 }
 
@@ -553,7 +492,6 @@ pub enum Registry {
         /// `profile`.
         profile: String,
         /// `username`.
-        #[serde(skip_serializing_if = "Option::is_none")]
         username: Option<String>,
     },
 }
