@@ -2,7 +2,7 @@
 //! file, stopped with its whole group on drop, its log printed when the test is failing.
 //!
 //! Used for the Node peers ([`crate::peer`]) and for the `stagepass` agent
-//! ([`crate::stagepass`]). Each process leads its own process group, so a grandchild
+//! ([`crate::home`]). Each process leads its own process group, so a grandchild
 //! (e.g. `git http-backend` under the git host) dies with it.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::error::{HarnessError, Result};
 use crate::support::{private_tempdir, strip_ansi};
 
 /// Grace period between SIGTERM and SIGKILL when stopping.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// A running child process, stopped (with its process group) on drop.
 pub struct ManagedProcess {
@@ -139,24 +139,69 @@ impl ManagedProcess {
             .map_err(|e| HarnessError::io(format!("signalling {}", self.name), e.into()))
     }
 
+    /// The blocking twin of [`ManagedProcess::wait_for_line`] for tests without a runtime:
+    /// waits until `ready()` holds, failing with the log if the process exits first or
+    /// after `timeout` (a hang guard).
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            if let Some(status) = self.try_exit_status() {
+                return Err(HarnessError::PeerExited {
+                    name: format!("{} (before {what})", self.name),
+                    status: status.to_string(),
+                    log: self.log(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::PeerTimeout {
+                    name: format!("{} ({what})", self.name),
+                    secs: timeout.as_secs(),
+                    log: self.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the process like [`ManagedProcess::stop`], but says whether SIGTERM alone
+    /// did it: the exit status if the process left within the grace period, `None` if it
+    /// had to be killed (a test of graceful shutdown asserts on this).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let (status, graceful) = self.stop_with_grace();
+        status.filter(|_| graceful)
+    }
+
     /// Stops the process: SIGTERM to its group, SIGKILL after a grace period, then SIGKILL
     /// to the group again for any member that ignored SIGTERM. Idempotent.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.stop_with_grace().0
+    }
+
+    /// [`ManagedProcess::stop`], and whether the process exited within the grace period.
+    fn stop_with_grace(&mut self) -> (Option<ExitStatus>, bool) {
         let Some(mut child) = self.child.take() else {
-            return self.exit;
+            return (self.exit, true);
         };
         let Some(pgid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
             let _ = child.kill();
             self.exit = child.wait().ok();
-            return self.exit;
+            return (self.exit, false);
         };
         let _ = kill_process_group(pgid, Signal::TERM);
         let deadline = Instant::now() + STOP_GRACE;
-        loop {
+        let graceful = loop {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     self.exit = Some(status);
-                    break;
+                    break true;
                 }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -164,13 +209,21 @@ impl ManagedProcess {
                 _ => {
                     let _ = kill_process_group(pgid, Signal::KILL);
                     self.exit = child.wait().ok();
-                    break;
+                    break false;
                 }
             }
-        }
+        };
         // Members of the group still alive get SIGKILL; ESRCH (no such group) is normal.
         let _ = kill_process_group(pgid, Signal::KILL);
-        self.exit
+        (self.exit, graceful)
+    }
+}
+
+/// Sends `signal` to one process by PID, for a child the test holds itself (a CLI run under
+/// a hang guard, a process started by a script); errors (it already left) are ignored.
+pub fn signal_pid(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, signal);
     }
 }
 

@@ -4,21 +4,23 @@
 //!
 //! Its address is `localhost:PORT`: the devcontainer CLI talks plain http to a registry whose
 //! host is `localhost` (https to any other), so no TLS and no test CA are needed. The registry
-//! log stays in the temp dir; [`Registry::log`] returns it for failure messages.
+//! runs as a [`ManagedProcess`]: its log is printed when a test fails, and
+//! [`Registry::log`] returns it for failure messages.
 
 use crate::error::{HarnessError, Result};
+use crate::process::ManagedProcess;
 use crate::support::{free_port, private_tempdir};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Where `tests/install/registry.sh` puts the registry.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
-/// A running registry; killed and its storage removed on drop.
+/// A running registry; stopped and its storage removed on drop.
 pub struct Registry {
-    child: Child,
+    process: ManagedProcess,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -43,51 +45,14 @@ impl Registry {
             ),
         )
         .map_err(|e| HarnessError::io("writing the registry config", e))?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))
-            .map_err(|e| HarnessError::io("creating the registry log", e))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| HarnessError::io("cloning the registry log", e))?;
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| HarnessError::io(format!("starting {REGISTRY_BIN}"), e))?;
-        let mut reg = Registry { child, port, dir };
-        let started = Instant::now();
-        loop {
-            if reg.v2_status() == Some(200) {
-                return Ok(reg);
-            }
-            if let Ok(Some(status)) = reg.child.try_wait() {
-                return Err(HarnessError::Other(format!(
-                    "docker-registry exited ({status}); its log:\n{}",
-                    reg.log()
-                )));
-            }
-            // A hang guard, not a performance threshold.
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err(HarnessError::Other(format!(
-                    "docker-registry did not answer on 127.0.0.1:{port}; its log:\n{}",
-                    reg.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The status of `GET /v2/`, or `None` when nothing answers.
-    fn v2_status(&self) -> Option<u16> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        buf.split_whitespace().nth(1)?.parse().ok()
+        let mut cmd = Command::new(REGISTRY_BIN);
+        cmd.arg("serve").arg(&config);
+        let mut process = ManagedProcess::spawn("docker-registry", cmd)?;
+        // A hang guard, not a performance threshold.
+        process.wait_until("GET /v2/ answering 200", Duration::from_secs(30), || {
+            v2_status(port) == Some(200)
+        })?;
+        Ok(Registry { process, port, dir })
     }
 
     /// `localhost:PORT`, the registry as the devcontainer CLI and the release command name it.
@@ -102,13 +67,17 @@ impl Registry {
 
     /// The registry's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        self.process.log()
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The status of `GET /v2/` on 127.0.0.1:`port`, or `None` when nothing answers.
+fn v2_status(port: u16) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
 }

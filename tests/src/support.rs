@@ -1,5 +1,6 @@
 //! Small helpers every end-to-end test needs: where things are, free ports, private temp
-//! dirs, the `stagepass` binary, and polling with a hang guard.
+//! dirs, the `stagepass` binary, and polling with a hang guard ([`poll_until`] in async
+//! tests, [`wait_until`] in blocking ones).
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -111,6 +112,30 @@ where
             });
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The blocking twin of [`poll_until`] for tests without a runtime: calls `probe` every
+/// `every` until it returns `Some`; after `timeout` (a hang guard, not a performance
+/// assertion) fails with a [`HarnessError::Timeout`] naming `what`.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(every);
     }
 }
 

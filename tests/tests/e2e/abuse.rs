@@ -5,13 +5,22 @@
 
 use crate::support;
 
+use stagepass_e2e::home::wait_output;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use support::{Agent, Home, tcp_request, wait_output};
+use support::{Agent, Api, Config, Home, Profile, tcp_request};
 
 /// An agent with no profile at all.
 fn bare_agent() -> Agent {
-    Agent::start("[api]\nport = 0\nheader_read_timeout_secs = 2\n[store]\nbackend = \"file\"\n")
+    Agent::start(
+        &Config::new()
+            .api(Api {
+                port: Some(0),
+                header_read_timeout_secs: Some(2),
+                ..Api::default()
+            })
+            .store("file"),
+    )
 }
 
 /// How many HTTP answers a raw byte stream holds.
@@ -153,41 +162,42 @@ fn a_huge_chunk_size_is_refused() {
 
 /// Runs `stagepass agent` in `home` expecting it to refuse to start; returns its stderr.
 fn refused_start(home: &Home) -> String {
-    let mut c = home.cmd();
-    c.arg("agent")
-        .stdout(std::process::Stdio::piped())
+    let mut c = home.command(["agent"]);
+    c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let out = wait_output(c.spawn().unwrap());
+    let out = wait_output(c.spawn().unwrap()).unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "agent started; stderr:\n{err}");
     err
 }
 
-const BARE: &str = "[api]\nport = 0\n[store]\nbackend = \"file\"\n";
+/// An agent with no profile, on an ephemeral port.
+fn bare() -> Config {
+    Config::agent_on_ephemeral_port()
+}
 
 #[test]
 fn a_symlinked_state_dir_is_refused_and_a_real_one_is_used() {
-    let home = Home::new(BARE);
-    let elsewhere = home.dir.path().join("attacker-owned");
+    let home = support::home(&bare());
+    let elsewhere = home.root().join("attacker-owned");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::create_dir_all(home.dir.path().join("state")).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, home.dir.path().join("state/stagepass")).unwrap();
+    std::fs::create_dir_all(home.xdg_state_home()).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, home.state_dir()).unwrap();
     let err = refused_start(&home);
     assert!(err.contains("symlink"), "{err}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     // Without the link, the same home starts.
-    std::fs::remove_file(home.dir.path().join("state/stagepass")).unwrap();
-    drop(Agent::start(BARE));
+    std::fs::remove_file(home.state_dir()).unwrap();
+    drop(Agent::start_in(home, &[]));
 }
 
 #[test]
 fn a_symlinked_runtime_dir_is_refused() {
-    let home = Home::new(BARE);
-    let elsewhere = home.dir.path().join("attacker-owned");
+    let home = support::home(&bare());
+    let elsewhere = home.root().join("attacker-owned");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::create_dir_all(home.dir.path().join("xdg-run")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, home.runtime_dir()).unwrap();
     let err = refused_start(&home);
     assert!(err.contains("symlink"), "{err}");
@@ -199,7 +209,7 @@ fn a_symlinked_runtime_dir_is_refused() {
 
 #[test]
 fn an_open_runtime_dir_is_refused() {
-    let home = Home::new(BARE);
+    let home = support::home(&bare());
     std::fs::create_dir_all(home.runtime_dir()).unwrap();
     std::fs::set_permissions(home.runtime_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = refused_start(&home);
@@ -227,17 +237,21 @@ fn files_stay_private_under_a_world_writable_umask() {
     let idp = support::start_idp();
     let secret_dir = tempfile::tempdir().unwrap();
     std::fs::write(secret_dir.path().join("ci-secret"), "stagepass-ci-secret").unwrap();
-    let config = format!(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"{}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{}\"\naudience = \"urn:stagepass:backstage\"\nscopes = [\"catalog:read\"]\n",
-        idp.issuer(),
-        secret_dir.path().join("ci-secret").display()
+    let config = bare().profile(
+        "ci",
+        Profile::client_credentials(
+            idp.issuer(),
+            stagepass_e2e::Idp::CONFIDENTIAL_CLIENT,
+            &secret_dir.path().join("ci-secret"),
+        )
+        .audience(stagepass_e2e::idp::AUD_BACKSTAGE)
+        .scopes(&["catalog:read"]),
     );
-    let home = Home::new(&config);
+    let home = support::home(&config);
     // umask 000 through a shell: whatever the agent creates must still be private.
-    let log = home.dir.path().join("agent.err");
-    // The same environment `Home::cmd` gives the agent, run through a shell that opens
+    // The same environment `Home::command` gives the agent, run through a shell that opens
     // the umask first.
-    let agent_cmd = home.cmd();
+    let agent_cmd = home.command(["agent"]);
     let mut sh = std::process::Command::new("/bin/sh");
     sh.env_clear();
     for (k, v) in agent_cmd.get_envs() {
@@ -245,17 +259,13 @@ fn files_stay_private_under_a_world_writable_umask() {
             sh.env(k, v);
         }
     }
-    sh.env("SP_BIN", support::bin())
+    sh.env("SP_BIN", stagepass_e2e::support::stagepass_bin().unwrap())
         .args(["-c", "umask 000; exec \"$SP_BIN\" agent"])
-        .current_dir(home.dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(home.dir.path().join("agent.log")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let child = sh.spawn().unwrap();
-    let mut proc = support::Proc { child, log };
+        .current_dir(home.path());
+    let mut proc = support::ManagedProcess::spawn("stagepass agent (umask 000)", sh).unwrap();
     let run = home.runtime_dir();
-    let end = std::time::Instant::now() + support::GUARD;
-    let (port, secret) = loop {
+    let mut found = None;
+    proc.wait_until("/healthz answering", support::GUARD, || {
         let ep = std::fs::read(run.join("endpoint.json")).ok();
         let secret = std::fs::read_to_string(run.join("api-secret")).ok();
         if let (Some(ep), Some(secret)) = (ep, secret) {
@@ -263,16 +273,13 @@ fn files_stay_private_under_a_world_writable_umask() {
             let port = ep["port"].as_u64().unwrap() as u16;
             let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
             if tcp_request(port, health).is_ok_and(|r| r.status == 200) {
-                break (port, secret);
+                found = Some((port, secret));
             }
         }
-        assert!(
-            std::time::Instant::now() < end,
-            "agent not ready:\n{}",
-            proc.log_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+        found.is_some()
+    })
+    .unwrap();
+    let (port, secret) = found.unwrap();
     let r = tcp_request(
         port,
         &format!(
@@ -280,10 +287,10 @@ fn files_stay_private_under_a_world_writable_umask() {
         ),
     )
     .unwrap();
-    assert_eq!(r.status, 200, "{}", proc.log_text());
+    assert_eq!(r.status, 200, "{}", proc.log());
     let mut all = Vec::new();
     modes(&run, &mut all);
-    modes(&home.dir.path().join("state/stagepass"), &mut all);
+    modes(&home.state_dir(), &mut all);
     assert!(
         all.iter().any(|(p, _, _)| p.ends_with("api-secret")),
         "{all:?}"
@@ -304,14 +311,13 @@ fn files_stay_private_under_a_world_writable_umask() {
 /// rotating the same grants). The second is now refused, naming the state dir.
 #[test]
 fn a_second_agent_on_the_same_state_dir_is_refused_even_with_another_runtime_dir() {
-    let first = Agent::start(BARE);
+    let first = Agent::start(&bare());
     let other_run = tempfile::tempdir().unwrap();
-    let mut c = first.home.cmd();
+    let mut c = first.home.command(["agent"]);
     c.env("XDG_RUNTIME_DIR", other_run.path())
-        .arg("agent")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let out = wait_output(c.spawn().unwrap());
+    let out = wait_output(c.spawn().unwrap()).unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         !out.status.success(),
@@ -319,7 +325,7 @@ fn a_second_agent_on_the_same_state_dir_is_refused_even_with_another_runtime_dir
     );
     assert!(err.contains("uses the state dir"), "{err}");
     assert!(
-        err.contains(&first.home.dir.path().join("state").display().to_string()),
+        err.contains(&first.home.xdg_state_home().display().to_string()),
         "{err}"
     );
     // The first one still serves.

@@ -7,7 +7,8 @@
 use crate::adapters_support;
 
 use adapters_support::{
-    Agent, Home, Moto, form_fields, free_port, run_with_stdin, sts_recording_proxy,
+    Api, AwsRole, Config, Home, Moto, Profile, form_fields, free_port, home, run_with_stdin,
+    start_agent, sts_recording_proxy,
 };
 use stagepass_e2e::idp::AUD_AWS;
 use stagepass_e2e::{Idp, IdpOptions};
@@ -18,24 +19,21 @@ use std::process::Command;
 const WEB_IDENTITY: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzdGFnZXBhc3MtdGVzdCJ9.sig";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/dev";
 
-fn config(port: u16, sts: &str) -> String {
-    format!(
-        r#"
-[api]
-port = {port}
+/// Role `dev` assumed with the tokens of profile `aws` at `sts`.
+fn dev_role(sts: &str) -> AwsRole {
+    AwsRole {
+        session_name: Some("stagepass-e2e".into()),
+        duration_seconds: Some(3600),
+        sts_endpoint: Some(format!("{sts}/")),
+        ..AwsRole::new("aws", ROLE_ARN)
+    }
+}
 
-[profiles.aws]
-grant = "env"
-token_env = "STAGEPASS_TEST_WEB_IDENTITY"
-
-[aws.dev]
-profile = "aws"
-role_arn = "{ROLE_ARN}"
-session_name = "stagepass-e2e"
-duration_seconds = 3600
-sts_endpoint = "{sts}/"
-"#
-    )
+fn config(port: u16, sts: &str) -> Config {
+    Config::new()
+        .api(Api::port(port))
+        .profile("aws", Profile::env("STAGEPASS_TEST_WEB_IDENTITY"))
+        .aws("dev", dev_role(sts))
 }
 
 /// `export K='V'` lines into a map (values never hold a quote here).
@@ -49,9 +47,11 @@ fn parse_exports(text: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn env_prints_the_two_aws_variables_and_the_api_url() {
-    let port = free_port();
-    let home = Home::new(&config(port, "http://127.0.0.1:9"));
-    let out = home.run(&["env", "--aws-role", "dev"], b"");
+    let port = free_port().unwrap();
+    let home = home(&config(port, "http://127.0.0.1:9"));
+    let out = home
+        .run_with_stdin(&["env", "--aws-role", "dev"], b"")
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let secret = home.api_secret();
@@ -64,7 +64,9 @@ fn env_prints_the_two_aws_variables_and_the_api_url() {
             secret.display()
         )
     );
-    let unknown = home.run(&["env", "--aws-role", "prod"], b"");
+    let unknown = home
+        .run_with_stdin(&["env", "--aws-role", "prod"], b"")
+        .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no AWS role \"prod\""));
 }
@@ -75,38 +77,30 @@ fn env_prints_the_two_aws_variables_and_the_api_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awscli_gets_credentials_from_the_agent_and_50_calls_make_one_sts_call() {
     let idp = Idp::start(IdpOptions::default()).await.unwrap();
-    let home = Home::new("");
-    let moto = Moto::start(home.path());
+    let home = Home::new().unwrap();
+    let moto = Moto::start();
     let proxy = sts_recording_proxy(&moto.url);
-    let secret_file = home.path().join("client-secret");
+    let secret_file = home.root().join("client-secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
-    home.write_config(&format!(
-        r#"
-[api]
-port = 0
-
-[profiles.aws]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{secret}"
-audience = "{AUD_AWS}"
-
-[aws.dev]
-profile = "aws"
-role_arn = "{ROLE_ARN}"
-session_name = "stagepass-e2e"
-duration_seconds = 3600
-sts_endpoint = "{sts}/"
-"#,
-        issuer = idp.issuer(),
-        client = Idp::CONFIDENTIAL_CLIENT,
-        secret = secret_file.display(),
-        sts = proxy.url,
-    ));
-    let agent = Agent::start(&home);
+    home.write_config(
+        &Config::new()
+            .api(Api::port(0))
+            .profile(
+                "aws",
+                Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                    .audience(AUD_AWS),
+            )
+            .aws("dev", dev_role(&proxy.url)),
+    )
+    .unwrap();
+    let agent = start_agent(&home, &[]);
     let vars = parse_exports(
-        &String::from_utf8(home.run(&["env", "--aws-role", "dev"], b"").stdout).unwrap(),
+        &String::from_utf8(
+            home.run_with_stdin(&["env", "--aws-role", "dev"], b"")
+                .unwrap()
+                .stdout,
+        )
+        .unwrap(),
     );
     let aws = |args: &[&str]| {
         let mut c = Command::new("aws");
@@ -131,6 +125,10 @@ sts_endpoint = "{sts}/"
             .args(["--endpoint-url", &moto.url, "--output", "json"]);
         run_with_stdin(c, b"")
     };
+    // The token `stagepass token aws` serves right after the first call, which made the STS
+    // call: the agent's first background refresh comes 10-80 % into the token's life, which
+    // the 50 calls can outlast on a loaded machine.
+    let mut token = String::new();
     for i in 0..50 {
         let out = aws(&["sts", "get-caller-identity"]);
         assert!(
@@ -141,6 +139,11 @@ sts_endpoint = "{sts}/"
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let arn = v["Arn"].as_str().unwrap();
         assert!(arn.ends_with("assumed-role/dev/stagepass-e2e"), "{arn}");
+        if i == 0 {
+            let out = home.run_with_stdin(&["token", "aws"], b"").unwrap();
+            assert!(out.status.success(), "{out:?}");
+            token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        }
     }
     let calls = proxy.requests();
     assert_eq!(
@@ -151,9 +154,6 @@ sts_endpoint = "{sts}/"
     let form: BTreeMap<_, _> = form_fields(&calls[0].body).into_iter().collect();
     assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
     // The profile's token went to STS: the one `stagepass token aws` serves, for STS's audience.
-    let token = home.run(&["token", "aws"], b"");
-    assert!(token.status.success(), "{token:?}");
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
     assert_eq!(form["WebIdentityToken"], token);
     // (Not checked as a JWT: the broker sends a non-URI audience such as sts.amazonaws.com as
     // `audience`, not `resource`, and the test IdP then issues an opaque token; moto does
@@ -167,10 +167,9 @@ sts_endpoint = "{sts}/"
 
 #[test]
 fn failures_are_json_with_code_and_message_naming_the_fix() {
-    let home = Home::new("");
-    let port = free_port();
-    home.write_config(&config(port, "http://127.0.0.1:9"));
-    let _agent = Agent::start_with_env(&home, &[("STAGEPASS_TEST_WEB_IDENTITY", WEB_IDENTITY)]);
+    let port = free_port().unwrap();
+    let home = home(&config(port, "http://127.0.0.1:9"));
+    let _agent = start_agent(&home, &[("STAGEPASS_TEST_WEB_IDENTITY", WEB_IDENTITY)]);
     let secret = std::fs::read_to_string(home.api_secret()).unwrap();
     let get = |role: &str| {
         let rt = tokio::runtime::Builder::new_current_thread()

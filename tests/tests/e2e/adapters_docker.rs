@@ -4,40 +4,41 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Home, run_with_stdin, stagepass_bin};
+use adapters_support::{Config, Home, Profile, Registry, home, run_with_stdin, stagepass_bin};
 
-const CONFIG: &str = r#"
-[profiles.github]
-grant = "env"
-token_env = "GITHUB_TOKEN"
-
-[profiles.reg]
-grant = "env"
-token_env = "STAGEPASS_TEST_REG_TOKEN"
-
-[docker.registries]
-"ghcr.io" = "github"
-"registry.example:5000" = { profile = "reg", username = "robot" }
-"#;
+/// Two registries, one in each of the config's shapes.
+fn config() -> Config {
+    Config::new()
+        .profile("github", Profile::env("GITHUB_TOKEN"))
+        .profile("reg", Profile::env("STAGEPASS_TEST_REG_TOKEN"))
+        .docker_registry("ghcr.io", Registry::Profile("github".into()))
+        .docker_registry(
+            "registry.example:5000",
+            Registry::Full {
+                profile: "reg".into(),
+                username: Some("robot".into()),
+            },
+        )
+}
 
 /// A `docker-credential-stagepass` symlink to the binary, in the home.
 fn helper_link(home: &Home) -> std::path::PathBuf {
     let link = home.path().join("docker-credential-stagepass");
     if !link.exists() {
-        std::os::unix::fs::symlink(stagepass_bin(), &link).unwrap();
+        std::os::unix::fs::symlink(stagepass_bin().unwrap(), &link).unwrap();
     }
     link
 }
 
 fn helper(home: &Home, op: &str, stdin: &[u8]) -> std::process::Output {
-    let mut c = home.command(&helper_link(home));
+    let mut c = home.command_of(&helper_link(home));
     c.arg(op);
     run_with_stdin(c, stdin)
 }
 
 #[test]
 fn list_names_every_configured_registry() {
-    let home = Home::new(CONFIG);
+    let home = home(&config());
     let out = helper(&home, "list", b"");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
@@ -45,7 +46,9 @@ fn list_names_every_configured_registry() {
         "{\"ghcr.io\":\"stagepass\",\"registry.example:5000\":\"robot\"}\n"
     );
     // The subcommand form answers the same bytes.
-    let sub = home.run(&["docker-credential", "list"], b"");
+    let sub = home
+        .run_with_stdin(&["docker-credential", "list"], b"")
+        .unwrap();
     assert!(sub.status.success(), "{sub:?}");
     assert_eq!(
         String::from_utf8(sub.stdout).unwrap(),
@@ -55,7 +58,7 @@ fn list_names_every_configured_registry() {
 
 #[test]
 fn unknown_registry_is_the_protocols_not_found() {
-    let home = Home::new(CONFIG);
+    let home = home(&config());
     let out = helper(&home, "get", b"https://index.docker.io/v1/\n");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -66,7 +69,7 @@ fn unknown_registry_is_the_protocols_not_found() {
 
 #[test]
 fn known_registry_with_agent_down_fails_at_once_naming_the_fix() {
-    let home = Home::new(CONFIG);
+    let home = home(&config());
     let out = helper(&home, "get", b"ghcr.io\n");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let msg = String::from_utf8(out.stdout).unwrap();
@@ -77,7 +80,7 @@ fn known_registry_with_agent_down_fails_at_once_naming_the_fix() {
 
 #[test]
 fn store_is_refused_and_erase_is_a_no_op() {
-    let home = Home::new(CONFIG);
+    let home = home(&config());
     let store = helper(
         &home,
         "store",
@@ -96,7 +99,7 @@ fn store_is_refused_and_erase_is_a_no_op() {
 
 #[test]
 fn bad_input_and_unknown_operation_are_protocol_errors() {
-    let home = Home::new(CONFIG);
+    let home = home(&config());
     let bad = helper(&home, "get", b"\n");
     assert_eq!(bad.status.code(), Some(1));
     assert!(

@@ -5,28 +5,28 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Agent, Home, run_with_stdin, stagepass_bin};
+use adapters_support::{
+    Api, Config, GitHost, Home, Profile, home, run_with_stdin, stagepass_bin, start_agent,
+};
 use stagepass_e2e::idp::AUD_GIT;
-use stagepass_e2e::{GitHost, Idp, IdpOptions, RepoAuth};
+use stagepass_e2e::{GitHost as GitServer, Idp, IdpOptions, RepoAuth};
 use std::path::Path;
 use std::process::Command;
 
-fn config() -> String {
-    r#"
-[profiles.gitbot]
-grant = "env"
-token_env = "STAGEPASS_TEST_GIT_TOKEN"
+/// Profile `gitbot` (an env token) serving `host`.
+fn config_for(host: &str) -> Config {
+    Config::new()
+        .profile("gitbot", Profile::env("STAGEPASS_TEST_GIT_TOKEN"))
+        .git_host(GitHost::new(host, "gitbot"))
+}
 
-[[git.hosts]]
-host = "127.0.0.1:9"
-profile = "gitbot"
-"#
-    .to_string()
+fn config() -> Config {
+    config_for("127.0.0.1:9")
 }
 
 /// `git credential fill` with only our helper configured and prompts off.
 fn git_fill(home: &Home, input: &str) -> std::process::Output {
-    let mut c = home.command(std::path::Path::new("git"));
+    let mut c = home.command_of(Path::new("git"));
     c.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -34,7 +34,7 @@ fn git_fill(home: &Home, input: &str) -> std::process::Output {
             "-c",
             &format!(
                 "credential.helper=!{} git-credential",
-                stagepass_bin().display()
+                stagepass_bin().unwrap().display()
             ),
             "credential",
             "fill",
@@ -44,12 +44,14 @@ fn git_fill(home: &Home, input: &str) -> std::process::Output {
 
 #[test]
 fn agent_down_gives_no_credential_and_one_line_naming_the_fix() {
-    let home = Home::new(&config());
+    let home = home(&config());
     // The helper alone: nothing on stdout, one line on stderr.
-    let out = home.run(
-        &["git-credential", "get"],
-        b"protocol=http\nhost=127.0.0.1:9\n\n",
-    );
+    let out = home
+        .run_with_stdin(
+            &["git-credential", "get"],
+            b"protocol=http\nhost=127.0.0.1:9\n\n",
+        )
+        .unwrap();
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -70,23 +72,27 @@ fn agent_down_gives_no_credential_and_one_line_naming_the_fix() {
 
 #[test]
 fn unknown_host_falls_through_silently() {
-    let home = Home::new(&config());
-    let out = home.run(
-        &["git-credential", "get"],
-        b"protocol=https\nhost=elsewhere.example\n\n",
-    );
+    let home = home(&config());
+    let out = home
+        .run_with_stdin(
+            &["git-credential", "get"],
+            b"protocol=https\nhost=elsewhere.example\n\n",
+        )
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 }
 
 #[test]
 fn store_and_unknown_operations_are_accepted_silently() {
-    let home = Home::new(&config());
+    let home = home(&config());
     for op in ["store", "capability", "future-op"] {
-        let out = home.run(
-            &["git-credential", op],
-            b"protocol=http\nhost=127.0.0.1:9\nusername=x\npassword=t\n\n",
-        );
+        let out = home
+            .run_with_stdin(
+                &["git-credential", op],
+                b"protocol=http\nhost=127.0.0.1:9\nusername=x\npassword=t\n\n",
+            )
+            .unwrap();
         assert!(out.status.success(), "{op}: {out:?}");
         assert!(
             out.stdout.is_empty() && out.stderr.is_empty(),
@@ -97,21 +103,13 @@ fn store_and_unknown_operations_are_accepted_silently() {
 
 #[test]
 fn cleartext_http_to_a_remote_host_is_refused() {
-    let home = Home::new(
-        r#"
-[profiles.gitbot]
-grant = "env"
-token_env = "STAGEPASS_TEST_GIT_TOKEN"
-
-[[git.hosts]]
-host = "git.example"
-profile = "gitbot"
-"#,
-    );
-    let out = home.run(
-        &["git-credential", "get"],
-        b"protocol=http\nhost=git.example\n\n",
-    );
+    let home = home(&config_for("git.example"));
+    let out = home
+        .run_with_stdin(
+            &["git-credential", "get"],
+            b"protocol=http\nhost=git.example\n\n",
+        )
+        .unwrap();
     assert!(out.stdout.is_empty());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("plain http"),
@@ -121,8 +119,10 @@ profile = "gitbot"
 
 #[test]
 fn malformed_input_is_one_typed_line() {
-    let home = Home::new(&config());
-    let out = home.run(&["git-credential", "get"], b"protocol=http\nnonsense\n\n");
+    let home = home(&config());
+    let out = home
+        .run_with_stdin(&["git-credential", "get"], b"protocol=http\nnonsense\n\n")
+        .unwrap();
     assert!(out.stdout.is_empty());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
@@ -133,7 +133,7 @@ fn malformed_input_is_one_typed_line() {
 
 /// Runs git in `cwd` with only our credential helper configured, no prompts, no user config.
 fn git(home: &Home, cwd: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = home.command(Path::new("git"));
+    let mut c = home.command_of(Path::new("git"));
     c.current_dir(cwd)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -146,7 +146,7 @@ fn git(home: &Home, cwd: &Path, args: &[&str]) -> std::process::Output {
             "-c",
             &format!(
                 "credential.helper=!{} git-credential",
-                stagepass_bin().display()
+                stagepass_bin().unwrap().display()
             ),
         ])
         .args(args);
@@ -164,41 +164,33 @@ fn ok(out: std::process::Output, what: &str) -> std::process::Output {
 
 /// The agent's current token of `profile` (`stagepass token`), to tell tokens apart.
 fn current_token(home: &Home, profile: &str) -> String {
-    let out = ok(home.run(&["token", profile], b""), "stagepass token");
+    let out = ok(
+        home.run_with_stdin(&["token", profile], b"").unwrap(),
+        "stagepass token",
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_git_clones_and_pushes_and_a_revoked_token_is_replaced_after_erase() {
     let idp = Idp::start(IdpOptions::default()).await.unwrap();
-    let host = GitHost::start(Some(idp.issuer())).await.unwrap();
+    let host = GitServer::start(Some(idp.issuer())).await.unwrap();
     let url = host.create_repo("adapters", RepoAuth::Token).await.unwrap();
-    let home = Home::new("");
-    let secret_file = home.path().join("client-secret");
+    let home = Home::new().unwrap();
+    let secret_file = home.root().join("client-secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
-    home.write_config(&format!(
-        r#"
-[api]
-port = 0
-
-[profiles.gitbot]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{secret}"
-audience = "{aud}"
-
-[[git.hosts]]
-host = "{host}"
-profile = "gitbot"
-"#,
-        issuer = idp.issuer(),
-        client = Idp::CONFIDENTIAL_CLIENT,
-        secret = secret_file.display(),
-        aud = AUD_GIT,
-        host = host.host_port(),
-    ));
-    let _agent = Agent::start(&home);
+    home.write_config(
+        &Config::new()
+            .api(Api::port(0))
+            .profile(
+                "gitbot",
+                Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                    .audience(AUD_GIT),
+            )
+            .git_host(GitHost::new(host.host_port(), "gitbot")),
+    )
+    .unwrap();
+    let _agent = start_agent(&home, &[]);
 
     // Without a token the host refuses: the repository really needs one.
     let mut anon = Command::new("git");
@@ -210,7 +202,7 @@ profile = "gitbot"
 
     // Clone (empty) and push over HTTP with nothing but the credential helper.
     ok(
-        git(&home, home.path(), &["clone", "-q", &url, "work"]),
+        git(&home, &home.path(), &["clone", "-q", &url, "work"]),
         "http clone",
     );
     let work = home.path().join("work");
@@ -227,7 +219,7 @@ profile = "gitbot"
     ok(git(&home, &work, &["push", "-q", "origin", "main"]), "push");
     // A second clone sees the pushed commit.
     ok(
-        git(&home, home.path(), &["clone", "-q", &url, "again"]),
+        git(&home, &home.path(), &["clone", "-q", &url, "again"]),
         "clone after push",
     );
     let log = ok(

@@ -4,23 +4,19 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Agent, Home, Proc, free_port, run_with_stdin, stagepass_bin};
+use adapters_support::{
+    Api, Config, Home, ManagedProcess, Profile, START_GUARD, free_port, home, run_with_stdin,
+    stagepass_bin, start_agent,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TOKEN: &str = "kube-token-from-the-env-profile";
 
-fn config(port: u16) -> String {
-    format!(
-        r#"
-[api]
-port = {port}
-
-[profiles.kube]
-grant = "env"
-token_env = "STAGEPASS_TEST_KUBE_TOKEN"
-"#
-    )
+fn config(port: u16) -> Config {
+    Config::new()
+        .api(Api::port(port))
+        .profile("kube", Profile::env("STAGEPASS_TEST_KUBE_TOKEN"))
 }
 
 /// A kubeconfig whose only user runs `stagepass kube-credential kube`.
@@ -49,7 +45,7 @@ users:
       args: ["kube-credential", "kube"]
       interactiveMode: Never
 "#,
-        bin = stagepass_bin().display(),
+        bin = stagepass_bin().unwrap().display(),
         server = api.url,
         ca = api.ca.display(),
     );
@@ -61,7 +57,7 @@ users:
 /// runs exec plugins only for TLS servers) answering 200 only to `Authorization: Bearer TOKEN`.
 /// It logs `AUTH ok` or `AUTH bad` per request (never the token).
 struct KubeApi {
-    proc: Proc,
+    proc: ManagedProcess,
     url: String,
     ca: PathBuf,
 }
@@ -115,12 +111,13 @@ impl KubeApi {
             .arg(&cert)
             .arg(&key)
             .env("EXPECTED_TOKEN", TOKEN);
-        let mut proc = Proc::spawn("kube api (python https)", c, dir.join("kube-api.log"));
-        let log = proc.log.clone();
-        proc.wait_until("ready", || {
+        let mut proc = ManagedProcess::spawn("kube api (python https)", c).unwrap();
+        let log = proc.log_path().to_path_buf();
+        proc.wait_until("ready", START_GUARD, || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains("READY port="))
-        });
-        let text = proc.log_text();
+        })
+        .unwrap();
+        let text = proc.log();
         let port = text
             .split("READY port=")
             .nth(1)
@@ -137,13 +134,13 @@ impl KubeApi {
 
     /// (`AUTH ok` count, `AUTH bad` count) so far.
     fn auth_counts(&self) -> (usize, usize) {
-        let t = self.proc.log_text();
+        let t = self.proc.log();
         (t.matches("AUTH ok").count(), t.matches("AUTH bad").count())
     }
 }
 
 fn kubectl(home: &Home, kubeconfig: &Path) -> std::process::Output {
-    let mut c = home.command(Path::new("kubectl"));
+    let mut c = home.command_of(Path::new("kubectl"));
     c.args(["--kubeconfig"])
         .arg(kubeconfig)
         .args(["get", "--raw", "/stagepass-probe"]);
@@ -152,15 +149,17 @@ fn kubectl(home: &Home, kubeconfig: &Path) -> std::process::Output {
 
 #[test]
 fn agent_down_fails_at_once_with_a_message_naming_the_fix() {
-    let home = Home::new(&config(free_port()));
-    let out = home.run(&["kube-credential", "kube"], b"");
+    let home = home(&config(free_port().unwrap()));
+    let out = home
+        .run_with_stdin(&["kube-credential", "kube"], b"")
+        .unwrap();
     assert_eq!(out.status.code(), Some(69), "{out:?}");
     assert!(out.stdout.is_empty());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("stagepass doctor"), "{err}");
 
     // The real kubectl shows our message and fails; the server sees no request.
-    let api = KubeApi::start(home.path());
+    let api = KubeApi::start(home.root());
     let kc = kubeconfig(&home, &api);
     let out = kubectl(&home, &kc);
     assert!(!out.status.success());
@@ -172,8 +171,8 @@ fn agent_down_fails_at_once_with_a_message_naming_the_fix() {
 
 #[test]
 fn wrong_exec_api_version_is_refused() {
-    let home = Home::new(&config(free_port()));
-    let mut c = home.command(&stagepass_bin());
+    let home = home(&config(free_port().unwrap()));
+    let mut c = home.command_of(&stagepass_bin().unwrap());
     c.args(["kube-credential", "kube"]).env(
         "KUBERNETES_EXEC_INFO",
         r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential"}"#,
@@ -185,9 +184,11 @@ fn wrong_exec_api_version_is_refused() {
 
 #[test]
 fn exec_credential_v1_shape_and_real_kubectl_sends_the_bearer_token() {
-    let home = Home::new(&config(free_port()));
-    let _agent = Agent::start_with_env(&home, &[("STAGEPASS_TEST_KUBE_TOKEN", TOKEN)]);
-    let out = home.run(&["kube-credential", "kube"], b"");
+    let home = home(&config(free_port().unwrap()));
+    let _agent = start_agent(&home, &[("STAGEPASS_TEST_KUBE_TOKEN", TOKEN)]);
+    let out = home
+        .run_with_stdin(&["kube-credential", "kube"], b"")
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["apiVersion"], "client.authentication.k8s.io/v1");
@@ -200,7 +201,7 @@ fn exec_credential_v1_shape_and_real_kubectl_sends_the_bearer_token() {
         assert!(exp.len() == 20 && exp.ends_with('Z'), "{exp}");
     }
 
-    let api = KubeApi::start(home.path());
+    let api = KubeApi::start(home.root());
     let kc = kubeconfig(&home, &api);
     let out = kubectl(&home, &kc);
     assert!(

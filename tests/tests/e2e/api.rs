@@ -6,42 +6,39 @@
 use crate::support;
 
 use stagepass_e2e::Idp;
-use support::{Agent, OpenApi, start_idp, tcp_request};
+use stagepass_e2e::idp::AUD_BACKSTAGE;
+use support::{Agent, Api, Config, OpenApi, Profile, start_idp, tcp_request};
 
-/// Config with a client-credentials profile `ci` at the IdP (no login needed) and a free port.
-fn config(idp: &Idp, home_hint: &str, extra: &str) -> String {
-    format!(
-        r#"
-[api]
-port = 0
-header_read_timeout_secs = 2
+/// No profile, a free port, a short header timeout (the guard tests need no IdP).
+fn bare() -> Config {
+    Config::new()
+        .api(Api {
+            port: Some(0),
+            header_read_timeout_secs: Some(2),
+            ..Api::default()
+        })
+        .store("file")
+}
 
-[store]
-backend = "file"
-
-[profiles.ci]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "stagepass-ci"
-client_secret_file = "{home_hint}/ci-secret"
-audience = "urn:stagepass:backstage"
-scopes = ["catalog:read"]
-{extra}
-"#,
-        issuer = idp.issuer()
+/// Starts an agent with `config` plus a client-credentials profile `ci` at `idp` (no login
+/// needed).
+fn agent(idp: &Idp, config: Config) -> Agent {
+    let secret_dir = tempfile::tempdir().unwrap().keep();
+    let secret_file = secret_dir.join("ci-secret");
+    std::fs::write(&secret_file, "stagepass-ci-secret").unwrap();
+    Agent::start(
+        &config.profile(
+            "ci",
+            Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["catalog:read"]),
+        ),
     )
 }
 
-/// Starts an agent whose `ci` profile works against `idp`.
-fn agent(idp: &Idp, extra: &str) -> Agent {
-    let secret_dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(secret_dir.join("ci-secret"), "stagepass-ci-secret").unwrap();
-    Agent::start(&config(idp, secret_dir.to_str().unwrap(), extra))
-}
-
-/// An agent with no profile at all (guard tests need no IdP).
+/// An agent with no profile at all.
 fn bare_agent() -> Agent {
-    Agent::start("[api]\nport = 0\nheader_read_timeout_secs = 2\n[store]\nbackend = \"file\"\n")
+    Agent::start(&bare())
 }
 
 #[test]
@@ -160,7 +157,7 @@ fn another_uid_on_the_socket_is_refused_and_ours_passes() {
     loop {
         let mode = if p == sock { 0o666 } else { 0o711 };
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        if p == a.home.dir.path() {
+        if p == a.home.root() {
             break;
         }
         p = p.parent().unwrap().to_path_buf();
@@ -205,8 +202,12 @@ fn another_uid_on_the_socket_is_refused_and_ours_passes() {
 
 #[test]
 fn binding_any_address_is_refused() {
-    let home = support::Home::new("[api]\nlisten = \"0.0.0.0\"\nport = 0\n");
-    let out = home.run(&["agent"]);
+    let home = support::home(&Config::new().api(Api {
+        listen: Some("0.0.0.0".into()),
+        port: Some(0),
+        ..Api::default()
+    }));
+    let out = home.run(&["agent"]).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0.0.0.0 is not a loopback address"), "{err}");
@@ -230,9 +231,9 @@ fn socket_inodes(pid: u32) -> Vec<String> {
 #[test]
 fn nothing_of_ours_listens_on_a_non_loopback_address() {
     let idp = start_idp();
-    let a = agent(&idp, "");
+    let a = agent(&idp, bare());
     assert_eq!(a.get("/v1/token/ci").status, 200, "{}", a.log());
-    let inodes = socket_inodes(a.proc.pid());
+    let inodes = socket_inodes(a.pid());
     let mut ours = 0;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         for line in std::fs::read_to_string(table).unwrap().lines().skip(1) {
@@ -256,7 +257,7 @@ fn nothing_of_ours_listens_on_a_non_loopback_address() {
 #[test]
 fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
     let idp = start_idp();
-    let a = agent(&idp, "");
+    let a = agent(&idp, bare());
     let r = a.get("/v1/token/ci?min_valid=60");
     assert_eq!(r.status, 200, "{}", a.log());
     let v = r.json();
@@ -296,7 +297,7 @@ fn token_route_serves_the_idp_token_and_unknown_profiles_say_so() {
 fn cache_hits_and_refusals_on_one_connection_are_answered_and_counted_once() {
     use std::io::{Read, Write};
     let idp = start_idp();
-    let a = agent(&idp, "");
+    let a = agent(&idp, bare());
     // The first request fills the cache (a miss, from the broker).
     assert_eq!(a.get("/v1/token/ci").status, 200, "{}", a.log());
     let hit = a.head("GET", "/v1/token/ci", &[]);
@@ -382,12 +383,13 @@ fn cache_hits_and_refusals_on_one_connection_are_answered_and_counted_once() {
 #[test]
 fn openapi_matches_every_route() {
     let idp = start_idp();
-    let dev = format!(
-        "[profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
-         audience = \"urn:stagepass:backstage\"\nscopes = [\"openid\", \"offline_access\", \"catalog:read\"]\n",
-        idp.issuer()
+    let dev = bare().profile(
+        "dev",
+        Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
+            .audience(AUD_BACKSTAGE)
+            .scopes(&["openid", "offline_access", "catalog:read"]),
     );
-    let a = agent(&idp, &dev);
+    let a = agent(&idp, dev);
     let spec = OpenApi::load();
     let h = |m: &str, p: &str| a.head(m, p, &[]);
     // (template, method, raw request, expected status)
@@ -542,7 +544,7 @@ fn sigterm_stops_the_agent_and_removes_its_runtime_files() {
 #[test]
 fn a_second_agent_is_refused_by_the_lock() {
     let a = bare_agent();
-    let out = a.home.run(&["agent"]);
+    let out = a.home.run(&["agent"]).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
@@ -560,7 +562,7 @@ fn service_manager_gets_ready_status_and_watchdog_notifications() {
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(support::GUARD)).unwrap();
     let a = Agent::start_env(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n",
+        &Config::agent_on_ephemeral_port(),
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "200000"),
@@ -589,10 +591,8 @@ fn service_manager_gets_ready_status_and_watchdog_notifications() {
 fn a_busy_port_fails_plainly_and_leaves_no_runtime_files() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let home = support::Home::new(&format!(
-        "[api]\nport = {port}\n[store]\nbackend = \"file\"\n"
-    ));
-    let out = home.run(&["agent"]);
+    let home = support::home(&Config::new().api(Api::port(port)).store("file"));
+    let out = home.run(&["agent"]).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

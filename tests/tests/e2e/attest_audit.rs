@@ -8,8 +8,9 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Agent, Home, run_with_stdin, stagepass_bin};
-use stagepass_e2e::idp::AUD_GIT;
+use adapters_support::{Api, Config, Home, Profile, run_with_stdin, stagepass_bin, start_agent};
+use stagepass_e2e::config::{AllowRule, Audit, GitHost as GitHostEntry, Policy};
+use stagepass_e2e::idp::{AUD_BACKSTAGE, AUD_GIT};
 use stagepass_e2e::{GitHost, Idp, IdpOptions, RepoAuth};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 const AUDIT_GUARD: Duration = Duration::from_secs(20);
 
 fn audit_file(home: &Home) -> PathBuf {
-    home.path().join("state/stagepass/audit/audit.jsonl")
+    home.state_dir().join("audit/audit.jsonl")
 }
 
 /// The audit records once at least `n` are written.
@@ -87,7 +88,7 @@ fn curl(home: &Home, path: &str) -> (u32, u16, serde_json::Value) {
 
 /// Real `stagepass token PROFILE` over the socket: (pid, output).
 fn stagepass_token(home: &Home, profile: &str) -> (u32, std::process::Output) {
-    let mut c = home.command(&stagepass_bin());
+    let mut c = home.command_of(&stagepass_bin().unwrap());
     c.args(["token", profile])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -124,34 +125,31 @@ fn assert_private_and_token_free(home: &Home, secrets: &[&str]) {
     }
 }
 
-fn ci_config(idp: &Idp, home: &Home, extra: &str) -> String {
-    let secret_file = home.path().join("client-secret");
+fn ci_config(idp: &Idp, home: &Home) -> Config {
+    let secret_file = home.root().join("client-secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
-    format!(
-        r#"
-[api]
-port = 0
-
-[profiles.ci]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{secret}"
-audience = "urn:stagepass:backstage"
-{extra}
-"#,
-        issuer = idp.issuer(),
-        client = Idp::CONFIDENTIAL_CLIENT,
-        secret = secret_file.display(),
+    Config::new().api(Api::port(0)).profile(
+        "ci",
+        Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+            .audience(AUD_BACKSTAGE),
     )
+}
+
+/// `[audit]` sending to the syslog socket `sock` too.
+fn syslog_to(sock: &Path) -> Audit {
+    Audit {
+        syslog: Some(true),
+        syslog_socket: Some(sock.to_path_buf()),
+        ..Audit::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_and_pid() {
     let idp = Idp::start(IdpOptions::default()).await.unwrap();
-    let home = Home::new("");
-    home.write_config(&ci_config(&idp, &home, ""));
-    let _agent = Agent::start(&home);
+    let home = Home::new().unwrap();
+    home.write_config(&ci_config(&idp, &home)).unwrap();
+    let _agent = start_agent(&home, &[]);
 
     let (curl_pid, status, body) = curl(&home, "/v1/token/ci");
     assert_eq!(status, 200, "{body}");
@@ -189,7 +187,7 @@ async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_
     assert_eq!(s["caller"]["transport"], "unix");
     assert_eq!(
         s["caller"]["exe"],
-        real_path(stagepass_bin().to_str().unwrap())
+        real_path(stagepass_bin().unwrap().to_str().unwrap())
     );
     assert!(
         s["caller"]["via"].is_null(),
@@ -230,23 +228,31 @@ async fn curl_over_tcp_and_stagepass_token_over_the_socket_are_audited_with_exe_
     assert_eq!(value("stagepass_audit_dropped_total"), 0, "{metrics}");
 
     // `stagepass audit` shows both, as a table and as JSON.
-    let table = home.run(&["audit", "--profile", "ci"], b"");
+    let table = home
+        .run_with_stdin(&["audit", "--profile", "ci"], b"")
+        .unwrap();
     assert!(table.status.success(), "{table:?}");
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.contains(&format!("curl[{curl_pid}]")), "{text}");
     assert!(text.contains(&format!("stagepass[{sp_pid}]")), "{text}");
-    let json = home.run(&["audit", "--json", "--since", "1h"], b"");
+    let json = home
+        .run_with_stdin(&["audit", "--json", "--since", "1h"], b"")
+        .unwrap();
     assert_eq!(String::from_utf8(json.stdout).unwrap().lines().count(), 2);
-    let none = home.run(&["audit", "--profile", "other"], b"");
+    let none = home
+        .run_with_stdin(&["audit", "--profile", "other"], b"")
+        .unwrap();
     assert_eq!(String::from_utf8(none.stdout).unwrap().lines().count(), 1);
-    let bad = home.run(&["audit", "--since", "yesterday"], b"");
+    let bad = home
+        .run_with_stdin(&["audit", "--since", "yesterday"], b"")
+        .unwrap();
     assert_eq!(bad.status.code(), Some(64), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
 }
 
 /// Runs git in `cwd` with only our credential helper configured, no prompts, no user config.
 fn git(home: &Home, cwd: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = home.command(Path::new("git"));
+    let mut c = home.command_of(Path::new("git"));
     c.current_dir(cwd)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -255,7 +261,7 @@ fn git(home: &Home, cwd: &Path, args: &[&str]) -> std::process::Output {
             "-c",
             &format!(
                 "credential.helper=!{} git-credential",
-                stagepass_bin().display()
+                stagepass_bin().unwrap().display()
             ),
         ])
         .args(args);
@@ -267,43 +273,36 @@ async fn a_git_only_policy_serves_git_through_the_helper_and_refuses_curl() {
     let idp = Idp::start(IdpOptions::default()).await.unwrap();
     let host = GitHost::start(Some(idp.issuer())).await.unwrap();
     let url = host.create_repo("attest", RepoAuth::Token).await.unwrap();
-    let home = Home::new("");
-    let secret_file = home.path().join("client-secret");
+    let home = Home::new().unwrap();
+    let secret_file = home.root().join("client-secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
     let git_bin = which("git");
     let exec_path = {
         let out = Command::new("git").arg("--exec-path").output().unwrap();
         real_path(String::from_utf8(out.stdout).unwrap().trim())
     };
-    home.write_config(&format!(
-        r#"
-[api]
-port = 0
-
-[profiles.gitbot]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{secret}"
-audience = "{aud}"
-
-[profiles.gitbot.policy]
-allow = [{{ name = "git", exe = ["{git_bin}", "{exec_path}/*"] }}]
-
-[[git.hosts]]
-host = "{host}"
-profile = "gitbot"
-"#,
-        issuer = idp.issuer(),
-        client = Idp::CONFIDENTIAL_CLIENT,
-        secret = secret_file.display(),
-        aud = AUD_GIT,
-        host = host.host_port(),
-    ));
-    let _agent = Agent::start(&home);
+    home.write_config(
+        &Config::new()
+            .api(Api::port(0))
+            .profile(
+                "gitbot",
+                Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                    .audience(AUD_GIT)
+                    .policy(Policy {
+                        allow: Some(vec![AllowRule::exe(
+                            "git",
+                            &[&git_bin, &format!("{exec_path}/*")],
+                        )]),
+                        ..Policy::default()
+                    }),
+            )
+            .git_host(GitHostEntry::new(host.host_port(), "gitbot")),
+    )
+    .unwrap();
+    let _agent = start_agent(&home, &[]);
 
     // Real git clones through the credential helper: allowed, attributed to git.
-    let out = git(&home, home.path(), &["clone", "-q", &url, "work"]);
+    let out = git(&home, &home.path(), &["clone", "-q", &url, "work"]);
     assert!(
         out.status.success(),
         "clone: {}",
@@ -373,21 +372,15 @@ profile = "gitbot"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
     let idp = Idp::start(IdpOptions::default()).await.unwrap();
-    let home = Home::new("");
-    let sock = home.path().join("syslog.sock");
+    let home = Home::new().unwrap();
+    let sock = home.root().join("syslog.sock");
     let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
     syslog
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    home.write_config(&ci_config(
-        &idp,
-        &home,
-        &format!(
-            "[audit]\nsyslog = true\nsyslog_socket = \"{}\"\n",
-            sock.display()
-        ),
-    ));
-    let agent = Agent::start(&home);
+    home.write_config(&ci_config(&idp, &home).audit(syslog_to(&sock)))
+        .unwrap();
+    let mut agent = start_agent(&home, &[]);
     let (port, secret) = endpoint(&home);
 
     // The README's line as written, with this agent's port.
@@ -395,7 +388,7 @@ async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
         r#"curl -s -H "Authorization: Bearer $(cat "${{XDG_RUNTIME_DIR:-/tmp}}"/stagepass*/api-secret)" \
   http://127.0.0.1:{port}/v1/token/ci"#
     );
-    let mut sh = home.command(Path::new("sh"));
+    let mut sh = home.command_of(Path::new("sh"));
     sh.args(["-c", &line]);
     let out = run_with_stdin(sh, b"");
     assert!(out.status.success(), "{out:?}");
@@ -414,7 +407,12 @@ async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
         ),
         (
             "stagepass audit --json",
-            String::from_utf8(home.run(&["audit", "--json"], b"").stdout).unwrap(),
+            String::from_utf8(
+                home.run_with_stdin(&["audit", "--json"], b"")
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap(),
         ),
     ];
     let mut datagrams = String::new();
@@ -425,8 +423,8 @@ async fn the_readme_curl_line_leaves_no_secret_in_any_sink() {
     }
     assert!(datagrams.contains("curl "), "no syslog line: {datagrams:?}");
     sinks.push(("syslog", datagrams));
-    drop(agent);
-    let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap();
+    agent.stop();
+    let log = agent.log();
     assert!(
         log.contains("/v1/token"),
         "the agent log is not the debug log:\n{log}"
@@ -461,39 +459,27 @@ async fn tokens_of_earlier_rotations_leave_no_trace_in_any_sink() {
     })
     .await
     .unwrap();
-    let home = Home::new("");
-    let sock = home.path().join("syslog.sock");
+    let home = Home::new().unwrap();
+    let sock = home.root().join("syslog.sock");
     let syslog = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
     syslog
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    home.write_config(&format!(
-        r#"
-[api]
-port = 0
-
-[store]
-backend = "file"
-
-[audit]
-syslog = true
-syslog_socket = "{sock}"
-
-[profiles.dev]
-grant = "device"
-issuer = "{issuer}"
-client_id = "{client}"
-scopes = ["openid", "offline_access", "catalog:read"]
-audience = "{aud}"
-"#,
-        sock = sock.display(),
-        issuer = idp.issuer(),
-        client = Idp::PUBLIC_CLIENT,
-        aud = stagepass_e2e::idp::AUD_BACKSTAGE,
-    ));
+    let config_file = home
+        .write_config(
+            &stagepass_e2e::Config::agent_on_ephemeral_port()
+                .audit(syslog_to(&sock))
+                .profile(
+                    "dev",
+                    Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
+                        .scopes(&["openid", "offline_access", "catalog:read"])
+                        .audience(AUD_BACKSTAGE),
+                ),
+        )
+        .unwrap();
     // A real login, stored as a previous run would have.
-    let config = Config::load_files(&[home.path().join("config/stagepass/config.toml")]).unwrap();
-    let state_dir = home.path().join("state/stagepass");
+    let config = Config::load_files(&[config_file]).unwrap();
+    let state_dir = home.state_dir();
     let store = GrantStore::open(&config.store, &state_dir).await.unwrap();
     let login = idp
         .device_login(
@@ -520,7 +506,7 @@ audience = "{aud}"
             .expose()
             .to_string()
     };
-    let agent = Agent::start(&home);
+    let mut agent = start_agent(&home, &[]);
     let (port, secret) = endpoint(&home);
     let token = |home: &Home| {
         let (_, out) = stagepass_token(home, "dev");
@@ -558,7 +544,7 @@ audience = "{aud}"
     let line = format!(
         r#"curl -s -H "X-Old: {rt1} {rt0} {at1}" -H "Authorization: Bearer $(cat "${{XDG_RUNTIME_DIR:-/tmp}}"/stagepass*/api-secret)" http://127.0.0.1:{port}/v1/token/dev"#
     );
-    let mut sh = home.command(Path::new("sh"));
+    let mut sh = home.command_of(Path::new("sh"));
     sh.args(["-c", &line]);
     let out = run_with_stdin(sh, b"");
     assert!(out.status.success(), "{out:?}");
@@ -585,7 +571,12 @@ audience = "{aud}"
         ),
         (
             "stagepass audit --json",
-            String::from_utf8(home.run(&["audit", "--json"], b"").stdout).unwrap(),
+            String::from_utf8(
+                home.run_with_stdin(&["audit", "--json"], b"")
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap(),
         ),
     ];
     let mut datagrams = String::new();
@@ -596,8 +587,8 @@ audience = "{aud}"
     }
     assert!(datagrams.contains("curl "), "no syslog line: {datagrams:?}");
     sinks.push(("syslog", datagrams));
-    drop(agent);
-    let log = std::fs::read_to_string(home.path().join("agent.log")).unwrap();
+    agent.stop();
+    let log = agent.log();
     assert!(
         log.contains("/v1/token"),
         "the agent log is not the debug log:\n{log}"

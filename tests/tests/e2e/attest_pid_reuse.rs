@@ -14,7 +14,8 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Home, run_with_stdin, stagepass_bin};
+use adapters_support::{Api, Config, Profile, home, run_with_stdin, stagepass_bin};
+use stagepass_e2e::config::{AllowRule, Policy};
 use std::process::Command;
 
 const CLIENT: &str = r#"
@@ -125,26 +126,22 @@ fn sleep_path() -> String {
 fn a_caller_whose_pid_is_reused_is_not_mistaken_for_the_new_process() {
     let py = python();
     let sleep = sleep_path();
-    let home = Home::new(&format!(
-        r#"
-[api]
-tcp = false
-
-[profiles.sleepers]
-grant = "env"
-token_env = "STAGEPASS_TEST_TOKEN"
-
-[profiles.sleepers.policy]
-allow = [{{ name = "sleep", exe = ["{sleep}"] }}]
-
-[profiles.py]
-grant = "env"
-token_env = "STAGEPASS_TEST_TOKEN"
-
-[profiles.py.policy]
-allow = [{{ name = "python", exe = ["{py}"] }}]
-"#
-    ));
+    // An env profile that only the executable `exe` (named `name`) may have.
+    let only = |name: &str, exe: &str| {
+        Profile::env("STAGEPASS_TEST_TOKEN").policy(Policy {
+            allow: Some(vec![AllowRule::exe(name, &[exe])]),
+            ..Policy::default()
+        })
+    };
+    let home = home(
+        &Config::new()
+            .api(Api {
+                tcp: Some(false),
+                ..Api::default()
+            })
+            .profile("sleepers", only("sleep", &sleep))
+            .profile("py", only("python", &py)),
+    );
     let client = home.path().join("client.py");
     std::fs::write(&client, format!("{CLIENT}{CLIENT_REUSE}")).unwrap();
     let out_file = home.path().join("result.json");
@@ -162,13 +159,13 @@ done
 kill "$agent"
 wait "$agent" || true
 "#,
-        bin = stagepass_bin().display(),
+        bin = stagepass_bin().unwrap().display(),
         home = home.path().display(),
         rt = runtime.display(),
         client = client.display(),
         out = out_file.display(),
     );
-    let mut c = home.command(std::path::Path::new("unshare"));
+    let mut c = home.command_of(std::path::Path::new("unshare"));
     c.args([
         "--user",
         "--map-root-user",
@@ -210,8 +207,7 @@ wait "$agent" || true
     let msg = reuse["body"]["message"].as_str().unwrap();
     assert!(msg.contains("reused"), "{msg}");
 
-    let text =
-        std::fs::read_to_string(home.path().join("state/stagepass/audit/audit.jsonl")).unwrap();
+    let text = std::fs::read_to_string(home.state_dir().join("audit/audit.jsonl")).unwrap();
     let recs: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -8,9 +8,10 @@
 // Test code: a failed unwrap is a failed test, with its message.
 use crate::adapters_support;
 
-use adapters_support::{Agent, Home, run_with_stdin, stagepass_bin};
+use adapters_support::{Home, Profile, run_with_stdin, stagepass_bin, start_agent};
 use stagepass::config::Config;
 use stagepass::store::{GrantStore, StoredGrant};
+use stagepass_e2e::config::{Config as TestConfig, Policy};
 use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::{Idp, IdpOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -18,22 +19,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SCOPES: &str = "openid offline_access catalog:read";
 
-fn profile(name: &str, issuer: &str) -> String {
-    format!(
-        r#"
-[profiles.{name}]
-grant = "device"
-issuer = "{issuer}"
-client_id = "{client}"
-scopes = ["openid", "offline_access", "catalog:read"]
-audience = "{AUD_BACKSTAGE}"
-
-[profiles.{name}.policy]
-max_grant_age = "12h"
-max_token_lifetime = "10m"
-"#,
-        client = Idp::PUBLIC_CLIENT
-    )
+/// A device profile whose logins are good for `max_grant_age` and tokens for 10 minutes.
+fn profile(issuer: &str, max_grant_age: &str) -> Profile {
+    Profile::device(issuer, Idp::PUBLIC_CLIENT)
+        .scopes(&["openid", "offline_access", "catalog:read"])
+        .audience(AUD_BACKSTAGE)
+        .policy(Policy {
+            max_grant_age: Some(max_grant_age.into()),
+            max_token_lifetime: Some("10m".into()),
+            ..Policy::default()
+        })
 }
 
 fn now_secs() -> u64 {
@@ -44,7 +39,7 @@ fn now_secs() -> u64 {
 }
 
 fn audit_records(home: &Home, n: usize) -> (String, Vec<serde_json::Value>) {
-    let path = home.path().join("state/stagepass/audit/audit.jsonl");
+    let path = home.state_dir().join("audit/audit.jsonl");
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -71,16 +66,18 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
     })
     .await
     .unwrap();
-    let home = Home::new("");
-    home.write_config(&format!(
-        "[api]\nport = 0\n\n[store]\nbackend = \"file\"\n{}{}",
-        profile("old", idp.issuer()),
-        profile("fresh", idp.issuer())
-    ));
+    let home = Home::new().unwrap();
+    let config_file = home
+        .write_config(
+            &TestConfig::agent_on_ephemeral_port()
+                .profile("old", profile(idp.issuer(), "12h"))
+                .profile("fresh", profile(idp.issuer(), "12h")),
+        )
+        .unwrap();
     // Two real logins through the IdP's device flow, stored as a previous run would have:
     // one 13 hours old, one just now.
-    let config = Config::load_files(&[home.path().join("config/stagepass/config.toml")]).unwrap();
-    let state_dir = home.path().join("state/stagepass");
+    let config = Config::load_files(&[config_file]).unwrap();
+    let state_dir = home.state_dir();
     let store = GrantStore::open(&config.store, &state_dir).await.unwrap();
     let mut refresh_tokens = Vec::new();
     for (name, age) in [("old", 13 * 3600), ("fresh", 60)] {
@@ -96,10 +93,10 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
     }
     let fresh_login_time = store.load("fresh").unwrap().unwrap().logged_in_at;
     drop(store);
-    let _agent = Agent::start(&home);
+    let _agent = start_agent(&home, &[]);
 
     // The old login: login_required, naming the limit and the fix.
-    let out = home.run(&["token", "old"], b"");
+    let out = home.run_with_stdin(&["token", "old"], b"").unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let err = String::from_utf8(out.stderr).unwrap();
@@ -108,7 +105,7 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
             && err.contains("stagepass login old"),
         "{err}"
     );
-    let status = home.run(&["status", "--json"], b"");
+    let status = home.run_with_stdin(&["status", "--json"], b"").unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let old = status["profiles"]
         .as_array()
@@ -126,7 +123,7 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
     );
 
     // So does doctor, with the fix.
-    let doctor = home.run(&["doctor"], b"");
+    let doctor = home.run_with_stdin(&["doctor"], b"").unwrap();
     let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert!(
         text.contains(
@@ -137,14 +134,16 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
     assert!(text.contains("fix: stagepass login old"), "{text}");
 
     // The fresh login works; its token is advertised with at most 10 minutes.
-    let out = home.run(&["token", "fresh", "--json"], b"");
+    let out = home
+        .run_with_stdin(&["token", "fresh", "--json"], b"")
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = answer["access_token"].as_str().unwrap().to_string();
     let expires_in = answer["expires_in"].as_u64().unwrap();
     assert!(expires_in <= 600 && expires_in > 500, "{answer}");
     // kubectl's ExecCredential says the same (the adapter reads the agent's answer).
-    let mut kube = home.command(&stagepass_bin());
+    let mut kube = home.command_of(&stagepass_bin().unwrap());
     kube.args(["kube-credential", "fresh"]).env(
         "KUBERNETES_EXEC_INFO",
         r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"}"#,
@@ -202,7 +201,7 @@ async fn an_old_login_is_login_required_with_the_reason_and_tokens_are_advertise
             "a token is in the audit log"
         );
     }
-    let mode = std::fs::metadata(home.path().join("state/stagepass/audit/audit.jsonl"))
+    let mode = std::fs::metadata(home.state_dir().join("audit/audit.jsonl"))
         .unwrap()
         .permissions()
         .mode();
@@ -219,13 +218,14 @@ async fn a_login_that_ages_out_while_the_agent_runs_is_refused_from_then_on() {
     })
     .await
     .unwrap();
-    let home = Home::new("");
-    home.write_config(&format!(
-        "[api]\nport = 0\n\n[store]\nbackend = \"file\"\n{}",
-        profile("dev", idp.issuer()).replace("max_grant_age = \"12h\"", "max_grant_age = \"3s\"")
-    ));
-    let config = Config::load_files(&[home.path().join("config/stagepass/config.toml")]).unwrap();
-    let store = GrantStore::open(&config.store, &home.path().join("state/stagepass"))
+    let home = Home::new().unwrap();
+    let config_file = home
+        .write_config(
+            &TestConfig::agent_on_ephemeral_port().profile("dev", profile(idp.issuer(), "3s")),
+        )
+        .unwrap();
+    let config = Config::load_files(&[config_file]).unwrap();
+    let store = GrantStore::open(&config.store, &home.state_dir())
         .await
         .unwrap();
     let t = idp
@@ -244,15 +244,15 @@ async fn a_login_that_ages_out_while_the_agent_runs_is_refused_from_then_on() {
         )
         .unwrap();
     drop(store);
-    let _agent = Agent::start(&home);
+    let _agent = start_agent(&home, &[]);
     // Young: served, several times (the later ones are cache hits).
     for _ in 0..3 {
-        let out = home.run(&["token", "dev"], b"");
+        let out = home.run_with_stdin(&["token", "dev"], b"").unwrap();
         assert!(out.status.success(), "{out:?}");
     }
     // Let the login age past 3 s (waiting for time to pass, not measuring it).
     std::thread::sleep(Duration::from_secs(4));
-    let out = home.run(&["token", "dev"], b"");
+    let out = home.run_with_stdin(&["token", "dev"], b"").unwrap();
     assert!(!out.status.success(), "an aged-out login was served");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("maximum grant age of 3s"), "{err}");

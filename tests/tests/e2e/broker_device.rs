@@ -3,13 +3,13 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, eventually, opts};
+use broker_support::{World, dev_only, eventually, opts};
 use stagepass::broker::{ProfileState, TokenRequest};
 use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_login_then_restart_serves_the_stored_token_with_no_idp_call() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     let broker = w.broker(opts(true)).await;
     assert_eq!(broker.status()[0].state, ProfileState::LoginRequired);
 
@@ -112,7 +112,7 @@ async fn device_login_then_restart_serves_the_stored_token_with_no_idp_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_device_login_says_denied_and_stores_nothing() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     let broker = w.broker(opts(true)).await;
     let login = broker.login_start("dev").await.unwrap();
     w.idp.deny(&login.user_code.unwrap()).await.unwrap();
@@ -137,7 +137,7 @@ async fn denied_device_login_says_denied_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unapproved_device_login_expires() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     // Device codes issued from now on live 2 s; nobody approves this one.
     w.idp.set_ttl(None, None, Some(2)).await.unwrap();
     let broker = w.broker(opts(true)).await;

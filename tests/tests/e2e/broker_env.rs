@@ -1,16 +1,25 @@
 //! `env` profiles and exchange from an environment token, with the no-config default.
 //!
-//! This file holds one test only: it sets process environment variables before any thread
-//! exists, which is sound only while nothing else runs in the process (nextest runs each test
-//! in its own process; `cargo test` runs this binary's single test alone too).
+//! The tokens live in the environment, which a test must not change in its own process
+//! (`set_var` races with every other thread of the runtime): the test starts this binary
+//! again as a child with the variables set, the child runs the broker and prints what it
+//! was served, and the parent checks it against the real IdP.
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
 use base64::Engine;
-use broker_support::{World, opts};
+use broker_support::{World, child_broker};
 use stagepass::broker::{ProfileState, TokenRequest};
 use stagepass::config::{Config, GrantKind};
+use stagepass_e2e::Idp;
+use stagepass_e2e::config::{Config as TestConfig, Profile};
 use stagepass_e2e::idp::AUD_BACKSTAGE;
+use std::io::Read;
+
+/// The expiry the child must report for the `github` token (the JWT's `exp`).
+const EXP_ENV: &str = "STAGEPASS_E2E_EXP";
+/// The prefix of the child's line holding the exchanged Backstage token.
+const BACKSTAGE_LINE: &str = "backstage-token ";
 
 fn jwt_with_exp(exp: u64) -> String {
     let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -21,45 +30,80 @@ fn jwt_with_exp(exp: u64) -> String {
     )
 }
 
-#[test]
-fn env_profiles_and_exchange_of_an_env_token() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_profiles_and_exchange_of_an_env_token() {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
-    let gh = jwt_with_exp(exp);
-    // SAFETY: no other thread exists yet (the runtime is built below) and this binary has
-    // no other test.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("GITHUB_TOKEN", &gh);
-        std::env::set_var("STAGEPASS_E2E_SUBJECT", "ghs_opaque_codespace_token");
-        std::env::remove_var("GH_TOKEN");
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let w = World::new(300, |issuer| {
+        TestConfig::new()
+            .profile("github", Profile::env("GITHUB_TOKEN"))
+            .profile(
+                "backstage",
+                Profile::exchange_of_env(issuer, Idp::PUBLIC_CLIENT, "STAGEPASS_E2E_SUBJECT")
+                    .audience(AUD_BACKSTAGE)
+                    .scopes(&["catalog:read"]),
+            )
+            .profile("missing", Profile::env("STAGEPASS_E2E_UNSET"))
+    })
+    .await;
+    w.idp
+        .trust_subject_token("ghs_opaque_codespace_token", "carol")
+        .await
         .unwrap();
-    rt.block_on(async {
-        // No configuration at all: the github env profile.
-        let mut c = Config::default();
-        c.default_profiles_from_env();
-        assert_eq!(c.profiles["github"].grant, GrantKind::Env);
-        assert_eq!(c.profiles["github"].token_env.as_deref(), Some("GITHUB_TOKEN"));
+    let mut child = w.spawn_child_with(
+        &test_name!(env_child),
+        std::process::Stdio::inherit(),
+        &[
+            ("GITHUB_TOKEN", &jwt_with_exp(exp)),
+            ("STAGEPASS_E2E_SUBJECT", "ghs_opaque_codespace_token"),
+            (EXP_ENV, &exp.to_string()),
+        ],
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the child failed ({status}):\n{out}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix(BACKSTAGE_LINE))
+        .unwrap_or_else(|| panic!("no Backstage token in the child's output:\n{out}"));
+    let jwks = w.idp.jwks().await.unwrap();
+    let claims = stagepass_e2e::jwt::verify(token, &jwks, w.idp.issuer(), AUD_BACKSTAGE).unwrap();
+    assert_eq!(claims["sub"], "carol");
+    assert_eq!(claims["act"]["sub"], "stagepass-cli");
+}
 
-        let profiles = format!(
-            "[profiles.github]\ngrant = \"env\"\ntoken_env = \"GITHUB_TOKEN\"\n\n[profiles.backstage]\ngrant = \"exchange\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-cli\"\ntoken_env = \"STAGEPASS_E2E_SUBJECT\"\naudience = \"{AUD_BACKSTAGE}\"\nscopes = [\"catalog:read\"]\n\n[profiles.missing]\ngrant = \"env\"\ntoken_env = \"STAGEPASS_E2E_UNSET\"\n"
-        );
-        let w = World::new(300, &profiles).await;
-        w.idp
-            .trust_subject_token("ghs_opaque_codespace_token", "carol")
+/// The child of [`env_profiles_and_exchange_of_an_env_token`]: the broker over the parent's
+/// config, with `GITHUB_TOKEN` and the subject token in its environment.
+#[test]
+#[ignore = "child process of env_profiles_and_exchange_of_an_env_token; started by it"]
+fn env_child() {
+    let gh = std::env::var("GITHUB_TOKEN").unwrap();
+    let exp: u64 = std::env::var(EXP_ENV).unwrap().parse().unwrap();
+
+    // No configuration at all: the github env profile.
+    let mut c = Config::default();
+    c.default_profiles_from_env();
+    assert_eq!(c.profiles["github"].grant, GrantKind::Env);
+    assert_eq!(
+        c.profiles["github"].token_env.as_deref(),
+        Some("GITHUB_TOKEN")
+    );
+
+    let (rt, broker) = child_broker();
+    rt.block_on(async {
+        let t = broker
+            .token("github", TokenRequest::default())
             .await
             .unwrap();
-        let broker = w.broker(opts(true)).await;
-
-        let t = broker.token("github", TokenRequest::default()).await.unwrap();
         assert_eq!(t.access_token.expose(), gh);
         let got = t
             .expires_at
@@ -68,17 +112,6 @@ fn env_profiles_and_exchange_of_an_env_token() {
             .unwrap()
             .as_secs();
         assert_eq!(got, exp, "a JWT's exp is the expiry");
-
-        // Re-read on each request: a new token in the environment is served at once.
-        let gh2 = jwt_with_exp(exp + 60);
-        #[allow(unsafe_code)]
-        // SAFETY: no other code of this process reads or writes the environment concurrently
-        // at this point: the broker reads it only inside `token`, which is not running.
-        unsafe {
-            std::env::set_var("GITHUB_TOKEN", &gh2);
-        }
-        let t2 = broker.token("github", TokenRequest::default()).await.unwrap();
-        assert_eq!(t2.access_token.expose(), gh2);
 
         let err = broker
             .token("missing", TokenRequest::default())
@@ -90,16 +123,10 @@ fn env_profiles_and_exchange_of_an_env_token() {
         let missing = st.iter().find(|s| s.profile == "missing").unwrap();
         assert_eq!(missing.state, ProfileState::Error);
 
-        let b = broker.token("backstage", TokenRequest::default()).await.unwrap();
-        let jwks = w.idp.jwks().await.unwrap();
-        let claims = stagepass_e2e::jwt::verify(
-            b.access_token.expose(),
-            &jwks,
-            w.idp.issuer(),
-            AUD_BACKSTAGE,
-        )
-        .unwrap();
-        assert_eq!(claims["sub"], "carol");
-        assert_eq!(claims["act"]["sub"], "stagepass-cli");
+        let b = broker
+            .token("backstage", TokenRequest::default())
+            .await
+            .unwrap();
+        println!("{BACKSTAGE_LINE}{}", b.access_token.expose());
     });
 }

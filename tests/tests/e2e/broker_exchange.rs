@@ -3,18 +3,23 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, opts};
+use broker_support::{World, dev_only, opts};
 use stagepass::broker::TokenRequest;
 use stagepass_e2e::Idp;
+use stagepass_e2e::config::{Config, Profile};
 use stagepass_e2e::idp::{AUD_BACKSTAGE, AUD_GIT, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_of_another_profiles_token_has_the_new_aud_and_act() {
-    let profiles = format!(
-        "{}\n[profiles.git]\ngrant = \"exchange\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-cli\"\nsubject_profile = \"dev\"\naudience = \"{AUD_GIT}\"\nscopes = [\"git:read\"]\n",
-        device_profile("dev")
-    );
-    let w = World::new(300, &profiles).await;
+    let w = World::new(300, |issuer| {
+        dev_only(issuer).profile(
+            "git",
+            Profile::exchange(issuer, Idp::PUBLIC_CLIENT, "dev")
+                .audience(AUD_GIT)
+                .scopes(&["git:read"]),
+        )
+    })
+    .await;
     w.seed_login("dev", "alice").await;
     let broker = w.broker(opts(true)).await;
     broker.boot_refresh().await;
@@ -39,11 +44,15 @@ async fn client_credentials_with_secret_file_gets_its_audience() {
     let w0 = stagepass_e2e::support::private_tempdir().unwrap();
     let secret = w0.path().join("secret");
     std::fs::write(&secret, format!("{}\n", Idp::DEFAULT_CLIENT_SECRET)).unwrap();
-    let profiles = format!(
-        "[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{}\"\naudience = \"{AUD_BACKSTAGE}\"\nscopes = [\"catalog:read\"]\n",
-        secret.display()
-    );
-    let w = World::new(300, &profiles).await;
+    let w = World::new(300, |issuer| {
+        Config::new().profile(
+            "ci",
+            Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, &secret)
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["catalog:read"]),
+        )
+    })
+    .await;
     let broker = w.broker(opts(true)).await;
     let t = broker.token("ci", TokenRequest::default()).await.unwrap();
     let jwks = w.idp.jwks().await.unwrap();

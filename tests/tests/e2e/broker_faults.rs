@@ -4,14 +4,14 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, eventually, opts};
+use broker_support::{World, dev_only, eventually, opts};
 use stagepass::broker::{ProfileState, TokenRequest};
 use stagepass_e2e::Fault;
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::time::Duration;
 
 async fn check_fault(fault: Fault) {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "alice").await;
     let broker = w.broker(opts(false)).await;
     let good = broker.token("dev", TokenRequest::default()).await.unwrap();
@@ -88,7 +88,7 @@ async fn idp_429_serves_cached_then_idp_unavailable_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "alice").await;
     let broker = w.broker(opts(false)).await;
     w.idp

@@ -9,7 +9,7 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{device_profile, eventually, opts};
+use broker_support::{dev_only, eventually, opts};
 use stagepass::broker::{Broker, TokenRequest};
 use stagepass_e2e::Idp;
 use stagepass_e2e::idp::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
@@ -129,11 +129,10 @@ async fn secret_service_backend_is_used_and_persists() {
         .unwrap();
     let tmp = stagepass_e2e::support::private_tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("home")).unwrap();
-    let text = format!(
-        "[store]\nbackend = \"auto\"\n\n{}",
-        device_profile("dev").replace("{issuer}", idp.issuer())
-    );
-    std::fs::write(tmp.path().join("config.toml"), text).unwrap();
+    dev_only(idp.issuer())
+        .store("auto")
+        .write_to(&tmp.path().join("config.toml"))
+        .unwrap();
 
     let dir = tmp.path().to_path_buf();
     let idp = std::sync::Arc::new(idp);

@@ -13,8 +13,9 @@
 use rustix::process::Signal;
 use stagepass::config::Config;
 use stagepass::store::{GrantStore, StoredGrant};
+use stagepass_e2e::config::{Agent as AgentSection, Config as TestConfig, Profile};
 use stagepass_e2e::idp::{AUD_BACKSTAGE, GRANT_REFRESH_TOKEN};
-use stagepass_e2e::{Fault, Idp, IdpOptions, ManagedProcess, Sandbox};
+use stagepass_e2e::{Fault, Home, Idp, IdpOptions, ManagedProcess};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Hang guard for every wait below (never a pass/fail threshold).
@@ -25,30 +26,30 @@ fn fp(token: &str) -> String {
     stagepass::secret::Secret::new(token).fingerprint()
 }
 
-/// A sandboxed home with a device profile `dev` logged in at a private IdP.
-struct Home {
+/// A private home with a device profile `dev` logged in at a private IdP.
+struct LoggedIn {
     idp: Idp,
-    sb: Sandbox,
+    sb: Home,
 }
 
-impl Home {
-    /// `extra` is appended to the config (TOML).
-    async fn new(access_ttl: u64, extra: &str) -> Home {
+impl LoggedIn {
+    /// `agent` is the config's `[agent]` section, if any.
+    async fn new(access_ttl: u64, agent: Option<AgentSection>) -> LoggedIn {
         let idp = Idp::start(IdpOptions {
             access_ttl,
             ..IdpOptions::default()
         })
         .await
         .unwrap();
-        let sb = Sandbox::new().unwrap();
-        let path = sb
-            .write_config(&format!(
-                "[api]\nport = 0\n[store]\nbackend = \"file\"\n[catalog]\nenabled = false\n{extra}\n\
-                 [profiles.dev]\ngrant = \"device\"\nissuer = \"{}\"\nclient_id = \"stagepass-cli\"\n\
-                 scopes = [\"openid\", \"offline_access\", \"catalog:read\"]\naudience = \"{AUD_BACKSTAGE}\"\n",
-                idp.issuer()
-            ))
-            .unwrap();
+        let sb = Home::new().unwrap();
+        let mut config = TestConfig::agent_on_ephemeral_port().catalog_off().profile(
+            "dev",
+            Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
+                .scopes(&["openid", "offline_access", "catalog:read"])
+                .audience(AUD_BACKSTAGE),
+        );
+        config.agent = agent;
+        let path = sb.write_config(&config).unwrap();
         let t = idp
             .device_login(
                 Idp::PUBLIC_CLIENT,
@@ -73,7 +74,7 @@ impl Home {
                 ),
             )
             .unwrap();
-        Home { idp, sb }
+        LoggedIn { idp, sb }
     }
 
     fn agent(&self) -> ManagedProcess {
@@ -97,18 +98,14 @@ impl Home {
 
     /// Asks until the agent answers with a token (it may still be starting).
     async fn first_token(&self, agent: &ManagedProcess) -> String {
-        let end = Instant::now() + GUARD;
-        loop {
-            match self.token(&[]) {
-                Ok(t) => return t,
-                Err(e) => assert!(
-                    Instant::now() < end,
-                    "hang guard: no token: {e}\n{}",
-                    agent.log()
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut last = String::new();
+        let token =
+            stagepass_e2e::support::poll_until("a token", GUARD, Duration::from_millis(20), || {
+                let t = self.token(&[]).map_err(|e| last = e).ok();
+                async move { Ok(t) }
+            })
+            .await;
+        token.unwrap_or_else(|e| panic!("hang guard: {e}: {last}\n{}", agent.log()))
     }
 
     fn grant_file(&self) -> std::path::PathBuf {
@@ -120,7 +117,7 @@ impl Home {
 /// serves the same token, stored beside the refresh token in the same 0600 file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_within_the_tokens_life_calls_the_idp_zero_times() {
-    let h = Home::new(300, "").await;
+    let h = LoggedIn::new(300, None).await;
     let mut agent = h.agent();
     let first = h.first_token(&agent).await;
     let s = h.idp.stats().await.unwrap();
@@ -169,7 +166,7 @@ async fn a_restart_within_the_tokens_life_calls_the_idp_zero_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_within_a_second_of_start_loses_no_login_while_the_stored_token_is_valid() {
     const KILLS: usize = 30;
-    let h = std::sync::Arc::new(Home::new(300, "").await);
+    let h = std::sync::Arc::new(LoggedIn::new(300, None).await);
     let mut agent = h.agent();
     let stored = h.first_token(&agent).await;
     agent.stop();
@@ -271,7 +268,14 @@ fn next_background_retry(log: &str) -> Option<SystemTime> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_gets_a_token_within_seconds_of_the_idps_return() {
     // 8 s tokens (2 s margin): the cached one is unusable soon after the outage starts.
-    let h = Home::new(8, "[agent]\nlog_format = \"json\"\n").await;
+    let h = LoggedIn::new(
+        8,
+        Some(AgentSection {
+            log_format: Some("json".into()),
+            ..AgentSection::default()
+        }),
+    )
+    .await;
     let mut agent = h.agent();
     let before = h.first_token(&agent).await;
     agent

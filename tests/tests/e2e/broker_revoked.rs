@@ -3,13 +3,13 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, opts};
+use broker_support::{World, dev_only, opts};
 use stagepass::broker::{ProfileState, TokenRequest};
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_grant_means_login_required_without_retry_storm() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "bob").await;
     let broker = w.broker(opts(true)).await;
     broker.boot_refresh().await;

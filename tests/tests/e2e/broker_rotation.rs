@@ -6,14 +6,14 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, opts};
+use broker_support::{World, dev_only, opts};
 use stagepass::broker::TokenRequest;
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_rotations_never_invalid_grant() {
-    let w = World::new(2, &device_profile("dev")).await;
+    let w = World::new(2, dev_only).await;
     w.seed_login("dev", "alice").await;
     let a = w.broker(opts(true)).await;
     let b = w.broker(opts(true)).await;

@@ -3,7 +3,7 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, device_profile, opts};
+use broker_support::{World, dev_only, opts};
 use stagepass::broker::TokenRequest;
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_callers_on_an_expired_token_cause_one_refresh() {
     // 2 s access tokens; no background refresher, so the token really expires.
-    let w = World::new(2, &device_profile("dev")).await;
+    let w = World::new(2, dev_only).await;
     w.seed_login("dev", "alice").await;
     let broker = w.broker(opts(false)).await;
     let first = broker.token("dev", TokenRequest::default()).await.unwrap();

@@ -4,7 +4,7 @@
 // Test code: a failed unwrap is a failed test with its message.
 use crate::broker_support;
 
-use broker_support::{World, child_broker, device_profile, opts};
+use broker_support::{World, child_broker, dev_only, opts};
 use stagepass::broker::{Broker, TokenRequest};
 use stagepass_e2e::idp::GRANT_REFRESH_TOKEN;
 use std::io::BufRead;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_is_chosen_with_reason_and_locked_down() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "alice").await;
     // SAFETY-free check of the precondition this test is about.
     assert!(
@@ -72,7 +72,7 @@ fn kill9_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_survives_kill_9_between_refreshes() {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "alice").await;
     w.idp.reset_stats().await.unwrap();
     let mut child = w.spawn_child(&test_name!(kill9_child), std::process::Stdio::inherit());

@@ -7,40 +7,36 @@ use crate::support;
 mod signin;
 
 use stagepass_e2e::Idp;
+use stagepass_e2e::idp::AUD_BACKSTAGE;
 use std::io::BufRead;
-use support::{Agent, Home, OpenApi, start_idp};
+use support::{Agent, Config, Home, OpenApi, Profile, start_idp};
 
 /// EX_UNAVAILABLE, documented as `cli::EXIT_AGENT_DOWN`.
 const EXIT_AGENT_DOWN: i32 = 69;
 
-fn config(idp: &Idp, dir: &std::path::Path) -> String {
-    std::fs::write(dir.join("ci-secret"), "stagepass-ci-secret").unwrap();
-    format!(
-        r#"
-[api]
-port = 0
+/// A client-credentials profile `ci` (its secret written in `dir`) and a device profile
+/// `dev`, both at `idp`.
+fn config(idp: &Idp, dir: &std::path::Path) -> Config {
+    let secret_file = dir.join("ci-secret");
+    std::fs::write(&secret_file, "stagepass-ci-secret").unwrap();
+    Config::agent_on_ephemeral_port()
+        .profile(
+            "ci",
+            Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["catalog:read"]),
+        )
+        .profile(
+            "dev",
+            Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["openid", "offline_access", "catalog:read"]),
+        )
+}
 
-[store]
-backend = "file"
-
-[profiles.ci]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "stagepass-ci"
-client_secret_file = "{dir}/ci-secret"
-audience = "urn:stagepass:backstage"
-scopes = ["catalog:read"]
-
-[profiles.dev]
-grant = "device"
-issuer = "{issuer}"
-client_id = "stagepass-cli"
-audience = "urn:stagepass:backstage"
-scopes = ["openid", "offline_access", "catalog:read"]
-"#,
-        issuer = idp.issuer(),
-        dir = dir.display()
-    )
+/// Only an env profile `gh`, and no agent settings.
+fn gh_only() -> Config {
+    Config::new().profile("gh", Profile::env("GH"))
 }
 
 fn agent(idp: &Idp) -> (Agent, tempfile::TempDir) {
@@ -60,20 +56,23 @@ fn stderr(o: &std::process::Output) -> String {
 fn token_prints_only_the_token_the_http_route_serves() {
     let idp = start_idp();
     let (a, _d) = agent(&idp);
-    let out = a.home.run(&["token", "ci"]);
+    let out = a.home.run(&["token", "ci"]).unwrap();
     assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
     let http = a.get("/v1/token/ci").json();
     assert_eq!(
         stdout(&out),
         format!("{}\n", http["access_token"].as_str().unwrap())
     );
-    let out = a.home.run(&["token", "ci", "--json", "--min-valid", "30"]);
+    let out = a
+        .home
+        .run(&["token", "ci", "--json", "--min-valid", "30"])
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     OpenApi::load().check_schema("Token", &v);
     assert_eq!(v["access_token"], http["access_token"]);
     // More than one profile configured: the CLI asks for a name instead of guessing.
-    let out = a.home.run(&["token"]);
+    let out = a.home.run(&["token"]).unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("name one of: ci, dev"),
@@ -91,13 +90,13 @@ fn the_front_serves_tokens_alone_and_names_the_missing_core_for_the_rest() {
     let (a, _d) = agent(&idp);
     let lonely = tempfile::tempdir().unwrap();
     let front = lonely.path().join("stagepass");
-    std::fs::copy(support::bin(), &front).unwrap();
+    std::fs::copy(stagepass_e2e::support::stagepass_bin().unwrap(), &front).unwrap();
     let run = |args: &[&str]| {
-        let mut c = a.home.cmd_of(&front);
+        let mut c = a.home.command_of(&front);
         c.args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        support::wait_output(c.spawn().unwrap())
+        stagepass_e2e::home::wait_output(c.spawn().unwrap()).unwrap()
     };
     let out = run(&["token", "ci"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
@@ -123,7 +122,7 @@ fn the_front_serves_tokens_alone_and_names_the_missing_core_for_the_rest() {
         assert!(stdout(&out).is_empty());
     }
     // Beside its core, the same commands work.
-    let out = a.home.run(&["status", "--json"]);
+    let out = a.home.run(&["status", "--json"]).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -131,13 +130,13 @@ fn the_front_serves_tokens_alone_and_names_the_missing_core_for_the_rest() {
 fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
     let idp = start_idp();
     let (a, _d) = agent(&idp);
-    assert!(a.home.run(&["token", "ci"]).status.success());
-    let out = a.home.run(&["status", "--json"]);
+    assert!(a.home.run(&["token", "ci"]).unwrap().status.success());
+    let out = a.home.run(&["status", "--json"]).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     OpenApi::load().check_schema("Status", &v);
     assert_eq!(v["api"]["tcp_port"], a.port);
-    assert_eq!(v["agent"]["pid"], a.proc.pid());
+    assert_eq!(v["agent"]["pid"], a.pid());
     let names: Vec<&str> = v["profiles"]
         .as_array()
         .unwrap()
@@ -145,7 +144,7 @@ fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
         .map(|p| p["profile"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ci", "dev"]);
-    let out = a.home.run(&["status"]);
+    let out = a.home.run(&["status"]).unwrap();
     assert!(out.status.success());
     let table = stdout(&out);
     let ci = table
@@ -163,7 +162,7 @@ fn status_json_matches_its_documented_shape_and_the_table_shows_profiles() {
 fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
     let idp = start_idp();
     let (a, _d) = agent(&idp);
-    let mut cmd = a.home.cmd();
+    let mut cmd = a.home.command_of(a.home.bin());
     cmd.args(["login", "dev"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -188,7 +187,7 @@ fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
     assert!(seen.iter().any(|l| l.contains(idp.issuer())), "{seen:?}");
     support::block_on(idp.approve(&code, "alice")).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = support::wait_output(child);
+    let out = stagepass_e2e::home::wait_output(child).unwrap();
     assert!(
         out.status.success(),
         "{rest:?} {}\n{}",
@@ -199,26 +198,26 @@ fn login_shows_the_code_waits_for_approval_then_token_and_logout_work() {
         rest.iter().any(|l| l.contains("dev: logged in")),
         "{rest:?}"
     );
-    let tok = a.home.run(&["token", "dev"]);
+    let tok = a.home.run(&["token", "dev"]).unwrap();
     assert!(tok.status.success(), "{}", stderr(&tok));
     assert!(!stdout(&tok).trim().is_empty());
-    let out = a.home.run(&["logout", "dev"]);
+    let out = a.home.run(&["logout", "dev"]).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let tok = a.home.run(&["token", "dev"]);
+    let tok = a.home.run(&["token", "dev"]).unwrap();
     assert_eq!(tok.status.code(), Some(1));
     assert!(stderr(&tok).contains("login_required"), "{}", stderr(&tok));
 }
 
 #[test]
 fn commands_say_the_agent_is_down_with_the_documented_exit_code() {
-    let home = Home::new("[profiles.gh]\ngrant = \"env\"\ntoken_env = \"GH\"\n");
+    let home = support::home(&gh_only());
     for args in [
         &["token", "gh"][..],
         &["status"],
         &["logout", "gh"],
         &["login", "gh"],
     ] {
-        let out = home.run(args);
+        let out = home.run(args).unwrap();
         assert_eq!(
             out.status.code(),
             Some(EXIT_AGENT_DOWN),
@@ -265,7 +264,7 @@ fn fake_runtime(home: &Home) -> std::path::PathBuf {
 #[test]
 fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
     use std::time::{Duration, Instant};
-    let home = Home::new("[profiles.gh]\ngrant = \"env\"\ntoken_env = \"GH\"\n");
+    let home = support::home(&gh_only());
     let sock = fake_runtime(&home);
 
     // A socket nobody accepts on, its backlog (0: one connection) full.
@@ -277,7 +276,7 @@ fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
         let _queued = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         for args in [&["token", "gh"][..], &["status"]] {
             let t = Instant::now();
-            let out = home.run(args);
+            let out = home.run(args).unwrap();
             let took = t.elapsed();
             eprintln!(
                 "{args:?} against a full backlog: {took:?}: {}",
@@ -312,7 +311,7 @@ fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
     let runs: Vec<_> = [&["token", "gh"][..], &["status"]]
         .into_iter()
         .map(|args| {
-            let mut c = home.cmd();
+            let mut c = home.command_of(home.bin());
             c.args(args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
@@ -320,7 +319,7 @@ fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
             (
                 args,
                 Instant::now(),
-                std::thread::spawn(move || support::wait_output(child)),
+                std::thread::spawn(move || stagepass_e2e::home::wait_output(child).unwrap()),
             )
         })
         .collect();
@@ -343,8 +342,8 @@ fn a_stuck_agent_is_a_clear_error_within_the_documented_bounds() {
 
 #[test]
 fn doctor_fails_and_names_the_fix_when_the_agent_is_down() {
-    let home = Home::new("");
-    let out = home.run(&["doctor"]);
+    let home = support::home(&Config::new());
+    let out = home.run(&["doctor"]).unwrap();
     assert_eq!(out.status.code(), Some(EXIT_AGENT_DOWN), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("[FAIL] agent running"), "{text}");
@@ -358,7 +357,7 @@ fn doctor_fails_and_names_the_fix_when_the_agent_is_down() {
 fn doctor_passes_with_the_agent_and_idp_up() {
     let idp = start_idp();
     let (a, _d) = agent(&idp);
-    let out = a.home.run(&["doctor"]);
+    let out = a.home.run(&["doctor"]).unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     for check in [
@@ -383,15 +382,21 @@ fn doctor_passes_with_the_agent_and_idp_up() {
 #[test]
 fn with_the_socket_off_the_cli_uses_the_tcp_port_from_endpoint_json() {
     let a = Agent::start(
-        "[api]\nport = 0\nunix_socket = false\n[store]\nbackend = \"file\"\n\
-         [profiles.gh]\ngrant = \"env\"\ntoken_env = \"HOME\"\n",
+        &Config::new()
+            .api(support::Api {
+                port: Some(0),
+                unix_socket: Some(false),
+                ..support::Api::default()
+            })
+            .store("file")
+            .profile("gh", Profile::env("HOME")),
     );
     assert!(!a.socket().exists());
-    let out = a.home.run(&["token", "gh"]);
+    let out = a.home.run(&["token", "gh"]).unwrap();
     assert!(out.status.success(), "{}\n{}", stderr(&out), a.log());
     // The env profile serves the variable's value; HOME is the agent's private home.
-    assert_eq!(stdout(&out).trim(), a.home.dir.path().to_str().unwrap());
-    let out = a.home.run(&["status", "--json"]);
+    assert_eq!(stdout(&out).trim(), a.home.path().to_str().unwrap());
+    let out = a.home.run(&["status", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(v["api"]["unix_socket"].is_null());
 }

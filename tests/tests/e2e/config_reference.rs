@@ -357,11 +357,17 @@ fn backticked_defaults_are_the_codes_defaults() {
 fn untagged_keys_are_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[profiles.reg]\ngrant = \"env\"\ntoken_env = \"T\"\n[docker.registries.\"r.example\"]\nprofile = \"reg\"\nusername = \"robot\"\n",
-    )
-    .unwrap();
+    stagepass_e2e::Config::new()
+        .profile("reg", stagepass_e2e::config::Profile::env("T"))
+        .docker_registry(
+            "r.example",
+            stagepass_e2e::config::Registry::Full {
+                profile: "reg".into(),
+                username: Some("robot".into()),
+            },
+        )
+        .write_to(&p)
+        .unwrap();
     let c = Config::load_files(&[p]).unwrap();
     assert_eq!(c.docker.registries["r.example"].username(), Some("robot"));
 }

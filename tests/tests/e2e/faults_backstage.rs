@@ -12,9 +12,10 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
+use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::support::unique_name;
 use stagepass_e2e::{Bed, FaultProxy, Idp, ProxyFault, RepoAuth, Worktree};
-use support::{Agent, block_on};
+use support::{Agent, Catalog, Config, Profile, block_on};
 
 /// Hang guard of every wait (not a performance bound).
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -56,14 +57,23 @@ impl World {
         let secret = tempfile::tempdir().unwrap();
         let secret_file = secret.path().join("ci-secret");
         std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
-        let config = format!(
-            "[api]\nport = 0\n[store]\nbackend = \"file\"\n[catalog]\nenabled = true\nroot = \"{root}\"\nbackstage_url = \"{backstage}\"\nprofile = \"bs\"\nurl_template = \"{git}/raw/{repo}/{{branch}}/{{path}}\"\nretry_max_ms = 500\n[profiles.bs]\ngrant = \"client-credentials\"\nissuer = \"{issuer}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{secret}\"\naudience = \"urn:stagepass:backstage\"\nscopes = [\"catalog:read\", \"catalog:write\"]\n",
-            root = wt.path().display(),
-            backstage = proxy.url(),
-            git = bed.git.url(),
-            issuer = bed.idp.issuer(),
-            secret = secret_file.display(),
-        );
+        let config = Config::agent_on_ephemeral_port()
+            .catalog(Catalog {
+                enabled: Some(true),
+                url_template: Some(format!("{}/raw/{repo}/{{branch}}/{{path}}", bed.git.url())),
+                retry_max_ms: Some(500),
+                ..Catalog::pushing(&wt.path(), proxy.url(), "bs")
+            })
+            .profile(
+                "bs",
+                Profile::client_credentials(
+                    bed.idp.issuer(),
+                    Idp::CONFIDENTIAL_CLIENT,
+                    &secret_file,
+                )
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["catalog:read", "catalog:write"]),
+            );
         let agent = Agent::start(&config);
         let w = World {
             bed,

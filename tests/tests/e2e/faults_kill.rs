@@ -19,7 +19,7 @@
 
 use crate::broker_support;
 
-use broker_support::{World, child_broker, device_profile, opts};
+use broker_support::{World, child_broker, dev_only, opts};
 use stagepass::broker::{BrokerError, TokenRequest};
 use stagepass::secret::Secret;
 use stagepass_e2e::idp::{GRANT_REFRESH_TOKEN, RefreshLog};
@@ -163,7 +163,7 @@ impl World {
 /// (0: back to back). Each kill lands after a random number of outcome lines plus a random
 /// pause, so it falls anywhere in a refresh: before, on the wire, mid-write, after.
 async fn campaign(pace_ms: u64, kills: usize) -> Counts {
-    let w = World::new(300, &device_profile("dev")).await;
+    let w = World::new(300, dev_only).await;
     w.seed_login("dev", "alice").await;
     w.idp.reset_stats().await.unwrap();
     let mut c = Counts::default();

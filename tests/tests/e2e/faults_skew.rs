@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::jwt::claims_unverified;
 use stagepass_e2e::{Backstage, BackstageOptions, Idp, IdpOptions};
-use support::{Agent, block_on};
+use support::{Agent, Config, Profile, block_on};
 
 /// The skew the issue asks for.
 const SKEW: i64 = 300;
@@ -34,10 +34,12 @@ fn epoch(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
 }
 
-fn config(issuer: &str, secret_file: &std::path::Path) -> String {
-    format!(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[profiles.bs]\ngrant = \"client-credentials\"\nissuer = \"{issuer}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{}\"\naudience = \"{AUD_BACKSTAGE}\"\nscopes = [\"catalog:read\"]\n",
-        secret_file.display()
+fn config(issuer: &str, secret_file: &std::path::Path) -> Config {
+    Config::agent_on_ephemeral_port().profile(
+        "bs",
+        Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, secret_file)
+            .audience(AUD_BACKSTAGE)
+            .scopes(&["catalog:read"]),
     )
 }
 
@@ -123,7 +125,7 @@ fn run_with_offset(idp: &Idp, bs: &Backstage, offset: i64) -> SkewResult {
     let long_token_backstage = backstage_status(bs, &t.token);
 
     // `stagepass doctor` names the skew (read from the IdP's Date header).
-    let out = agent.home.run(&["doctor"]);
+    let out = agent.home.run(&["doctor"]).unwrap();
     let doctor = String::from_utf8_lossy(&out.stdout).to_string();
     let line = doctor
         .lines()

@@ -76,10 +76,10 @@ fn opts<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// A free loopback port (the agent binds the host's loopback: the network is shared).
+/// A free loopback port as the Feature option takes it (the agent binds the host's
+/// loopback: the network is shared).
 fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
+    stagepass_e2e::support::free_port().unwrap().to_string()
 }
 
 #[test]

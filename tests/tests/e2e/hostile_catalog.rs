@@ -11,7 +11,7 @@ use crate::support;
 
 use stagepass_e2e::Worktree;
 use std::time::{Duration, Instant};
-use support::{Agent, unix_request};
+use support::{Agent, Catalog, Config, Profile, unix_request};
 
 /// A token answer slower than this is a stall (a cache hit takes microseconds; the bound
 /// allows for a loaded debug build).
@@ -71,12 +71,16 @@ fn token_round(a: &Agent) -> Duration {
 fn catalog_bombs_neither_crash_the_agent_nor_delay_tokens() {
     let wt = Worktree::init().unwrap();
     wt.write("catalog-info.yaml", &component("")).unwrap();
-    let config = format!(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[catalog]\nenabled = true\nroot = \"{}\"\ndebounce_ms = 50\n[profiles.ci]\ngrant = \"env\"\ntoken_env = \"STAGEPASS_TEST_HOSTILE_TOKEN\"\n",
-        wt.path().display()
-    );
+    let config = Config::agent_on_ephemeral_port()
+        .catalog(Catalog {
+            enabled: Some(true),
+            root: Some(wt.path().to_path_buf()),
+            debounce_ms: Some(50),
+            ..Catalog::default()
+        })
+        .profile("ci", Profile::env("STAGEPASS_TEST_HOSTILE_TOKEN"));
     let a = Agent::start_env(&config, &[("STAGEPASS_TEST_HOSTILE_TOKEN", "tok-hostile")]);
-    let pid = a.proc.pid();
+    let pid = a.pid();
     for (what, text, rule) in bombs() {
         wt.write("catalog-info.yaml", &text).unwrap();
         // Tokens without pause until the report shows the file was handled, then a bit more.
@@ -112,6 +116,6 @@ fn catalog_bombs_neither_crash_the_agent_nor_delay_tokens() {
         eprintln!("{what}: slowest token {slowest:?} in {rounds} rounds, peak RSS {hwm} kB");
     }
     // Still the same agent.
-    assert_eq!(a.proc.pid(), pid);
+    assert_eq!(a.pid(), pid);
     assert!(token_round(&a) < STALL);
 }

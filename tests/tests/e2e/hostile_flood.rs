@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::Agent;
+use support::{Agent, Api, Config, Profile};
 
 const NOBODY: u32 = 65534;
 const CONNECTIONS: usize = 500;
@@ -22,7 +22,7 @@ const CONNECTIONS: usize = 500;
 /// `stagepass token ci` once; its wall time.
 fn token_time(a: &Agent) -> Duration {
     let t = Instant::now();
-    let out = a.home.run(&["token", "ci"]);
+    let out = a.home.run(&["token", "ci"]).unwrap();
     let took = t.elapsed();
     assert!(
         out.status.success(),
@@ -80,8 +80,16 @@ done"#
     (child, opened)
 }
 
+/// The env profile `ci` with `api`.
+fn config(api: Api) -> Config {
+    Config::new()
+        .api(api)
+        .store("file")
+        .profile("ci", Profile::env("STAGEPASS_TEST_FLOOD_TOKEN"))
+}
+
 /// Token timings alone and under the flood, asserted within a small multiple.
-fn token_under_flood(config: &str, over: &str) {
+fn token_under_flood(config: &Config, over: &str) {
     let a = Agent::start_env(config, &[("STAGEPASS_TEST_FLOOD_TOKEN", "tok-flood")]);
     let (base_median, base_max) = timings(&a, 15);
     let (mut flood, opened) = flood(a.port);
@@ -111,10 +119,7 @@ fn a_flood_of_idle_and_slow_connections_from_another_uid_leaves_the_socket_fast(
         return;
     }
     // Before: 9-24 s (one shared cap of 128 connections, idle ones held for 60 s).
-    token_under_flood(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[profiles.ci]\ngrant = \"env\"\ntoken_env = \"STAGEPASS_TEST_FLOOD_TOKEN\"\n",
-        "the socket",
-    );
+    token_under_flood(&config(Api::port(0)), "the socket");
 }
 
 /// The owner's own TCP clients (the socket turned off, so `stagepass token` talks TCP with
@@ -127,7 +132,11 @@ fn a_flood_of_idle_and_slow_connections_from_another_uid_leaves_owner_tcp_client
         return;
     }
     token_under_flood(
-        "[api]\nport = 0\nunix_socket = false\n[store]\nbackend = \"file\"\n[profiles.ci]\ngrant = \"env\"\ntoken_env = \"STAGEPASS_TEST_FLOOD_TOKEN\"\n",
+        &config(Api {
+            port: Some(0),
+            unix_socket: Some(false),
+            ..Api::default()
+        }),
         "TCP",
     );
 }

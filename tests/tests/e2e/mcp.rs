@@ -10,13 +10,16 @@
 
 use crate::support;
 
+use crate::catalog_support::world::{owner, wait_owner};
 use serde_json::{Value, json};
-use stagepass_e2e::support::unique_name;
+use stagepass_e2e::home::wait_output;
+use stagepass_e2e::idp::AUD_BACKSTAGE;
+use stagepass_e2e::support::{poll_until, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, Bed, Idp, RepoAuth, Worktree};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{Agent, wait_output};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Agent, Catalog, Config, Profile};
 
 /// Hang guard of every wait (not a performance bound).
 const HANG_GUARD: Duration = Duration::from_secs(90);
@@ -57,51 +60,29 @@ async fn private_backstage(bed: &Bed) -> Backstage {
     .unwrap()
 }
 
-async fn owner(bs: &Backstage, name: &str) -> Option<String> {
-    bs.entity("component", "default", name, bs.static_token())
-        .await
-        .unwrap()
-        .and_then(|e| e["spec"]["owner"].as_str().map(str::to_string))
-}
-
-async fn wait_owner(bs: &Backstage, name: &str, want: &str) {
-    let end = Instant::now() + HANG_GUARD;
-    while owner(bs, name).await.as_deref() != Some(want) {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {name} owned by {want} in Backstage (now {:?})",
-            owner(bs, name).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs the MCP client against `stagepass mcp` with the agent's environment; returns the
 /// driver's JSON document and its raw stdout+stderr (searched for secrets).
 fn drive(agent: &Agent, steps: &Value) -> (Value, String) {
-    let dir = agent.home.dir.path();
-    let steps_file = dir.join(format!("steps-{}.json", unique_name("s")));
+    let steps_file = agent
+        .home
+        .root()
+        .join(format!("steps-{}.json", unique_name("s")));
     std::fs::write(&steps_file, steps.to_string()).unwrap();
     let driver = stagepass_e2e::support::repo_root().join("tests/tests/e2e/mcp/driver.py");
-    let child = Command::new(python())
+    // The agent's environment (its home, config and runtime dir), at the default log level.
+    let child = agent
+        .home
+        .command_of(&python())
         .arg(&driver)
         .arg(&steps_file)
-        .arg(support::bin())
+        .arg(agent.home.bin())
         .arg("mcp")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("XDG_RUNTIME_DIR", dir.join("xdg-run"))
-        .env("XDG_STATE_HOME", dir.join("state"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("STAGEPASS_CONFIG", &agent.home.config)
-        .current_dir(dir)
-        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = wait_output(child);
+    let out = wait_output(child).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -168,61 +149,38 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     // A profile whose secret file is missing: its failure reason names the file, which the
     // MCP server must not relay.
     let missing_file = secrets_dir.path().join("missing-secret");
-    let config = format!(
-        r#"
-[api]
-port = 0
-
-[store]
-backend = "file"
-
-[profiles.ci]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{secret_file}"
-audience = "urn:stagepass:backstage"
-scopes = ["catalog:read"]
-
-[profiles.broken]
-grant = "client-credentials"
-issuer = "{issuer}"
-client_id = "{client}"
-client_secret_file = "{missing_file}"
-audience = "urn:stagepass:backstage"
-scopes = ["catalog:read"]
-
-[profiles.dev]
-grant = "device"
-issuer = "{issuer}"
-client_id = "stagepass-cli"
-audience = "urn:stagepass:backstage"
-scopes = ["openid", "offline_access", "catalog:read"]
-
-[catalog]
-root = "{root}"
-backstage_url = "{bs}"
-profile = "ci"
-url_template = "{raw_base}/{{branch}}/{{path}}"
-retry_max_ms = 1000
-"#,
-        issuer = bed.idp.issuer(),
-        client = Idp::CONFIDENTIAL_CLIENT,
-        secret_file = secret_file.display(),
-        missing_file = missing_file.display(),
-        root = wt.path().display(),
-        bs = bs.url(),
-    );
+    let issuer = bed.idp.issuer();
+    let ci = |secret: &Path| {
+        Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, secret)
+            .audience(AUD_BACKSTAGE)
+            .scopes(&["catalog:read"])
+    };
+    let config = Config::agent_on_ephemeral_port()
+        .profile("ci", ci(&secret_file))
+        .profile("broken", ci(&missing_file))
+        .profile(
+            "dev",
+            Profile::device(issuer, Idp::PUBLIC_CLIENT)
+                .audience(AUD_BACKSTAGE)
+                .scopes(&["openid", "offline_access", "catalog:read"]),
+        )
+        .catalog(Catalog {
+            url_template: Some(format!("{raw_base}/{{branch}}/{{path}}")),
+            retry_max_ms: Some(1000),
+            ..Catalog::pushing(&wt.path(), bs.url(), "ci")
+        });
     let agent = tokio::task::block_in_place(|| Agent::start(&config));
-    let end = Instant::now() + HANG_GUARD;
-    loop {
-        let s = agent.get("/v1/catalog").json();
-        if s["state"] == "watching" {
-            break;
-        }
-        assert!(Instant::now() < end, "catalog not watching: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "the catalog watching",
+        HANG_GUARD,
+        Duration::from_millis(50),
+        || {
+            let s = agent.get("/v1/catalog").json();
+            async move { Ok((s["state"] == "watching").then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.get("/v1/catalog").json()));
 
     // Register through the agent (`catalog sync`), as a developer would.
     let r = post(&agent, "/v1/catalog/sync");
@@ -244,15 +202,17 @@ retry_max_ms = 1000
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let user_code = r.json()["user_code"].as_str().unwrap().to_string();
     bed.idp.approve(&user_code, &subject).await.unwrap();
-    let end = Instant::now() + HANG_GUARD;
-    loop {
-        let st = agent.get("/v1/login/dev").json();
-        if st["state"] == "complete" {
-            break;
-        }
-        assert!(Instant::now() < end, "device login not complete: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "the device login",
+        HANG_GUARD,
+        Duration::from_millis(100),
+        || {
+            let st = agent.get("/v1/login/dev").json();
+            async move { Ok((st["state"] == "complete").then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.get("/v1/login/dev").json()));
 
     // The owner changes and is pushed, but not to the tracked remote ref (a push by URL), so
     // the agent does not refresh Backstage: the change is pushed, not yet refreshed.
@@ -339,12 +299,11 @@ retry_max_ms = 1000
     // Same findings as `stagepass catalog check` run at the repository root.
     let v = answer(&s[5]);
     assert_eq!(v["valid"], false);
-    let check = Command::new(support::bin())
-        .args(["catalog", "check"])
+    // In a home of its own: with no config, as a developer runs it in a fresh clone.
+    let check = stagepass_e2e::Home::new()
+        .unwrap()
+        .command(["catalog", "check"])
         .current_dir(wt.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", agent.home.dir.path())
         .output()
         .unwrap();
     let cli_lines: Vec<String> = String::from_utf8_lossy(&check.stdout)

@@ -10,7 +10,7 @@ use stagepass_e2e::idp::{
 };
 use stagepass_e2e::support::unique_name;
 use stagepass_e2e::{
-    Backstage, Bed, Fault, FaultScope, GitHost, Idp, IdpOptions, RepoAuth, Sandbox, Worktree, jwt,
+    Backstage, Bed, Fault, FaultScope, GitHost, Home, Idp, IdpOptions, RepoAuth, Worktree, jwt,
 };
 
 /// (a) Device flow with headless approval gives a JWT access token signed by the IdP's
@@ -537,7 +537,7 @@ async fn smoke_backstage_rejects_the_forbidden_kind() {
 /// private temp dirs (what every black-box test of the agent builds on).
 #[tokio::test]
 async fn smoke_stagepass_binary_runs_in_a_sandbox() {
-    let sandbox = Sandbox::new().unwrap();
+    let sandbox = Home::new().unwrap();
     let out = sandbox.command(["--version"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let version = String::from_utf8_lossy(&out.stdout);
@@ -545,8 +545,8 @@ async fn smoke_stagepass_binary_runs_in_a_sandbox() {
         version.contains(env!("CARGO_PKG_VERSION")),
         "unexpected version output {version:?}"
     );
-    assert!(sandbox.home().starts_with(std::env::temp_dir()));
-    let config = sandbox.write_config("# empty\n").unwrap();
+    assert!(sandbox.path().starts_with(std::env::temp_dir()));
+    let config = sandbox.write_config(&stagepass_e2e::Config::new()).unwrap();
     assert!(config.starts_with(sandbox.xdg_config_home()));
 }
 

@@ -24,7 +24,7 @@ use crate::support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-use support::Agent;
+use support::{Agent, Catalog, Config, Profile};
 
 const CONNECTIONS: usize = 64;
 
@@ -99,17 +99,27 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
         )
     };
     std::fs::write(&file, component(0)).unwrap();
-    let config = format!(
-        "[api]\nport = 0\n[store]\nbackend = \"file\"\n[catalog]\nenabled = true\nroot = \"{root}\"\n[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"{issuer}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{secret}\"\naudience = \"urn:stagepass:backstage\"\nscopes = [\"catalog:read\"]\n",
-        root = repo.path().display(),
-        issuer = idp.issuer(),
-        secret = secret_dir.path().join("ci-secret").display()
-    );
+    let config = Config::agent_on_ephemeral_port()
+        .catalog(Catalog {
+            enabled: Some(true),
+            root: Some(repo.path().to_path_buf()),
+            ..Catalog::default()
+        })
+        .profile(
+            "ci",
+            Profile::client_credentials(
+                idp.issuer(),
+                stagepass_e2e::Idp::CONFIDENTIAL_CLIENT,
+                &secret_dir.path().join("ci-secret"),
+            )
+            .audience(stagepass_e2e::idp::AUD_BACKSTAGE)
+            .scopes(&["catalog:read"]),
+        );
     // The agent's own default level unless asked otherwise (see the module docs).
     let log_filter = std::env::var("STAGEPASS_SOAK_LOG").unwrap_or_else(|_| "info".to_string());
     println!("agent log filter: RUST_LOG={log_filter}");
     let agent = Agent::start_env(&config, &[("RUST_LOG", log_filter.as_str())]);
-    let pid = agent.proc.pid();
+    let pid = agent.pid();
     let url = format!("http://127.0.0.1:{}/v1/token/ci", agent.port);
     let auth = format!("Bearer {}", agent.secret);
     let counters = Arc::new(Counters::default());

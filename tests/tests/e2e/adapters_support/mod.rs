@@ -1,251 +1,55 @@
-//! Shared plumbing of the adapter end-to-end tests: an isolated home for the `stagepass`
-//! binary, running it with stdin and a hang guard, the running agent, moto's STS, and a
-//! recording proxy in front of it. Every process is stopped by PID on drop and its log is
-//! printed when the test is failing.
-#![allow(dead_code)]
+//! Shared plumbing of the adapter end-to-end tests: moto's STS, a recording proxy in front
+//! of it and a tiny loopback server for the tests' own peers. The home, the agent, the
+//! process wrapper and the hang-guarded runs are the harness's (`stagepass_e2e`).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Hang guard for one CLI invocation (never a performance threshold).
-pub const RUN_GUARD: Duration = Duration::from_secs(60);
+pub use stagepass_e2e::config::{Api, AwsRole, Config, GitHost, Profile, Registry};
+pub use stagepass_e2e::support::{free_port, stagepass_bin};
+pub use stagepass_e2e::{Home, ManagedProcess};
+
 /// Hang guard for a peer or the agent to come up.
 pub const START_GUARD: Duration = Duration::from_secs(60);
 
-/// The built `stagepass` binary: `target/debug/stagepass` next to this test's `deps/` dir.
-/// `tests/run` builds the workspace first; alone, run `cargo build -p stagepass`.
-pub fn stagepass_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("stagepass");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p stagepass` first",
-        bin.display()
-    );
-    bin
+/// A private home with `config` as its user config.
+pub fn home(config: &Config) -> Home {
+    Home::with_config(config).unwrap()
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Runs a prepared command with `stdin` under the harness's hang guard.
+pub fn run_with_stdin(c: Command, stdin: &[u8]) -> Output {
+    stagepass_e2e::home::run_guarded(c, Some(stdin)).unwrap()
 }
 
-/// An isolated HOME with the XDG dirs, a config file and the env a child needs.
-pub struct Home {
-    pub dir: tempfile::TempDir,
-}
-
-impl Home {
-    /// A new home whose user config is `config` (TOML).
-    pub fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let h = Self { dir };
-        for d in ["config/stagepass", "state", "runtime"] {
-            std::fs::create_dir_all(h.path().join(d)).unwrap();
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            h.path().join("runtime"),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
-        h.write_config(config);
-        h
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn write_config(&self, config: &str) {
-        std::fs::write(self.path().join("config/stagepass/config.toml"), config).unwrap();
-    }
-
-    /// The agent's runtime dir (socket, API secret, endpoint file).
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.path().join("runtime/stagepass")
-    }
-
-    /// The per-boot API secret file.
-    pub fn api_secret(&self) -> PathBuf {
-        self.runtime_dir().join("api-secret")
-    }
-
-    /// A command for the stagepass binary (or a link to it) with only this home's env.
-    pub fn command(&self, program: &Path) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("XDG_CONFIG_HOME", self.path().join("config"))
-            .env("XDG_STATE_HOME", self.path().join("state"))
-            .env("XDG_RUNTIME_DIR", self.path().join("runtime"))
-            .env("RUST_LOG", "stagepass=debug")
-            .current_dir(self.path());
-        c
-    }
-
-    /// Runs `stagepass ARGS` with `stdin`, under the hang guard.
-    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut c = self.command(&stagepass_bin());
-        c.args(args);
-        run_with_stdin(c, stdin)
-    }
-}
-
-/// Runs a prepared command with `stdin`, killing it if it outlives [`RUN_GUARD`].
-pub fn run_with_stdin(mut c: Command, stdin: &[u8]) -> Output {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > RUN_GUARD {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "command hung (killed after {RUN_GUARD:?}): {c:?}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = writer.join();
-    child.wait_with_output().unwrap()
-}
-
-/// A spawned process stopped by PID on drop; its log is printed if the test fails.
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Spawns `c` with stdout+stderr to `log`.
-    pub fn spawn(name: &str, mut c: Command, log: PathBuf) -> Self {
-        let f = std::fs::File::create(&log).unwrap();
-        c.stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f);
-        let child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self {
-            name: name.into(),
-            child,
-            log,
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `ready()` holds, failing with the log if the process exits or the guard ends.
-    pub fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !ready() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{} exited ({status}) before {what}:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            assert!(
-                start.elapsed() < START_GUARD,
-                "{} not {what} after {START_GUARD:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first so the process can clean up, then make sure.
-        let pid = self.child.id() as libc::pid_t;
-        #[allow(unsafe_code)]
-        // SAFETY: kill(2) on our own child's PID has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-/// `stagepass agent` running in a [`Home`], ready once its endpoint file exists.
-pub struct Agent {
-    pub proc: Proc,
-}
-
-impl Agent {
-    pub fn start(home: &Home) -> Self {
-        Self::start_with_env(home, &[])
-    }
-
-    /// Starts the agent with extra environment (e.g. the variable an `env` profile serves).
-    pub fn start_with_env(home: &Home, env: &[(&str, &str)]) -> Self {
-        let mut c = home.command(&stagepass_bin());
-        c.arg("agent");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut proc = Proc::spawn("stagepass agent", c, home.path().join("agent.log"));
-        let endpoint = home.runtime_dir().join("endpoint.json");
-        let secret = home.api_secret();
-        proc.wait_until("listening", || endpoint.exists() && secret.exists());
-        Self { proc }
-    }
+/// `stagepass agent` running in `home` (extra environment, e.g. the variable an `env`
+/// profile serves), ready once its endpoint file exists; stopped by PID on drop.
+pub fn start_agent(home: &Home, env: &[(&str, &str)]) -> ManagedProcess {
+    home.start_agent(env).unwrap()
 }
 
 /// moto's server mode on a free port, stopped by PID on drop.
 pub struct Moto {
-    pub proc: Proc,
+    pub proc: ManagedProcess,
     pub url: String,
 }
 
 impl Moto {
-    pub fn start(dir: &Path) -> Self {
-        let port = free_port();
+    pub fn start() -> Self {
+        let port = free_port().unwrap();
         let mut c = Command::new("moto_server");
         c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let mut proc = Proc::spawn("moto_server", c, dir.join("moto.log"));
+        let mut proc = ManagedProcess::spawn("moto_server", c).unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let probe = format!("127.0.0.1:{port}");
-        proc.wait_until("listening", || std::net::TcpStream::connect(&probe).is_ok());
+        proc.wait_until("listening", START_GUARD, || {
+            std::net::TcpStream::connect(&probe).is_ok()
+        })
+        .unwrap();
         Self { proc, url }
     }
 }

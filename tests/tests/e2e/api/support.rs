@@ -2,25 +2,22 @@
 //! real test IdP (`tests/peers/idp.mjs`) as child processes in private temp dirs, raw HTTP
 //! over loopback TCP and the Unix socket, and the OpenAPI checker.
 //!
-//! Every child is stopped by PID on drop; its log stays in the temp dir and is printed in
-//! assertion messages. Waits are hang guards only (generous, never a pass/fail threshold).
+//! The home, the process wrapper and polling are the harness's (`stagepass_e2e::home`,
+//! `process`, `support`); this module adds the running agent with its API secret, raw HTTP
+//! and the OpenAPI checker. Waits are hang guards only (never a pass/fail threshold).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use stagepass_e2e::config::{Api, Catalog, Config, Profile};
+pub use stagepass_e2e::support::repo_root;
+pub use stagepass_e2e::{Home, ManagedProcess};
 
 /// Hang guard for anything we wait on.
 pub const GUARD: Duration = Duration::from_secs(60);
-
-pub use stagepass_e2e::support::repo_root;
-
-/// The built `stagepass` binary (the shared harness finds it).
-pub fn bin() -> PathBuf {
-    stagepass_e2e::support::stagepass_bin().unwrap()
-}
 
 /// Runs a future to completion on a fresh current-thread runtime (the tests are sync).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -39,194 +36,83 @@ pub fn start_idp() -> stagepass_e2e::Idp {
     .unwrap()
 }
 
-/// Sends `sig` to one of our children by pid.
-#[allow(unsafe_code)]
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a pid we spawned; no memory is involved.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+/// A private home with `config` as its user config.
+pub fn home(config: &Config) -> Home {
+    Home::with_config(config).unwrap()
 }
 
-/// A child process stopped (SIGTERM, then SIGKILL) on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits (hang guard) for the exit status.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            return Some(st);
-        }
-        signal(self.child.id(), libc::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// A private home for one agent: config, state and runtime dirs.
-pub struct Home {
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
-}
-
-impl Home {
-    pub fn new(config_toml: &str) -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, config_toml).unwrap();
-        Home { dir, config }
-    }
-
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.dir.path().join("xdg-run/stagepass")
-    }
-
-    /// A `stagepass` command with this home's environment and nothing else of ours.
-    pub fn cmd(&self) -> Command {
-        self.cmd_of(&bin())
-    }
-
-    /// [`Home::cmd`] running `program` (another copy of a binary) instead of `stagepass`.
-    pub fn cmd_of(&self, program: &std::path::Path) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))
-            .env("XDG_STATE_HOME", self.dir.path().join("state"))
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("STAGEPASS_CONFIG", &self.config)
-            .env("RUST_LOG", "stagepass=debug")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs a CLI command to completion (hang guard) and returns its output.
-    pub fn run(&self, args: &[&str]) -> Output {
-        let mut c = self.cmd();
-        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = c.spawn().unwrap();
-        wait_output(child)
-    }
-}
-
-/// Waits for a child's output with the hang guard.
-pub fn wait_output(child: Child) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(GUARD) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            signal(pid, libc::SIGKILL);
-            panic!("command hung (pid {pid})");
-        }
-    }
+/// Polls `f` every 100 ms until it gives a value (hang guard: [`GUARD`]).
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    stagepass_e2e::support::wait_until(what, GUARD, Duration::from_millis(100), f).unwrap()
 }
 
 /// A running agent.
 pub struct Agent {
     pub home: Home,
-    pub proc: Proc,
+    pub proc: ManagedProcess,
     pub port: u16,
     pub secret: String,
 }
 
 impl Agent {
     /// Starts `stagepass agent` and waits until `/healthz` answers on the socket.
-    pub fn start(config_toml: &str) -> Agent {
-        Self::start_env(config_toml, &[])
+    pub fn start(config: &Config) -> Agent {
+        Self::start_env(config, &[])
     }
 
     /// [`Agent::start`] with extra environment variables.
-    pub fn start_env(config_toml: &str, env: &[(&str, &str)]) -> Agent {
-        Self::start_in(Home::new(config_toml), env)
+    pub fn start_env(config: &Config, env: &[(&str, &str)]) -> Agent {
+        Self::start_in(home(config), env)
     }
 
     /// Stops the agent (SIGTERM) and gives its home back, for a restart with the same state.
-    #[allow(dead_code)] // not every test binary restarts an agent
     pub fn stop(self) -> Home {
         let Agent { home, mut proc, .. } = self;
         proc.terminate();
         home
     }
 
-    /// Starts `stagepass agent` in an existing home (a restart keeps the store).
+    /// Starts `stagepass agent` in an existing home (a restart keeps the store), and waits
+    /// past the harness's readiness (endpoint file and secret written) until `/healthz`
+    /// answers on the endpoint the agent announced.
     pub fn start_in(home: Home, env: &[(&str, &str)]) -> Agent {
-        let log = home.dir.path().join("agent.log");
-        let child = home
-            .cmd()
-            .envs(env.iter().copied())
-            .arg("agent")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(home.dir.path().join("agent.err")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut proc = Proc {
-            child,
-            log: home.dir.path().join("agent.err"),
-        };
+        let mut proc = home.start_agent(env).unwrap();
         let run = home.runtime_dir();
-        let end = Instant::now() + GUARD;
-        loop {
-            if let Ok(Some(st)) = proc.child.try_wait() {
-                panic!("agent exited early ({st}); log:\n{}", proc.log_text());
-            }
+        let mut found = None;
+        proc.wait_until("/healthz answering", GUARD, || {
             let endpoint = std::fs::read(run.join("endpoint.json")).ok();
             let secret = std::fs::read_to_string(run.join("api-secret")).ok();
-            if let (Some(ep), Some(secret)) = (endpoint, secret) {
-                let ep: serde_json::Value = serde_json::from_slice(&ep).unwrap();
-                let port = ep["port"].as_u64().unwrap() as u16;
-                let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
-                let r = if ep["socket"].is_null() {
-                    tcp_request(port, health)
-                } else {
-                    unix_request(&run.join("agent.sock"), health)
-                };
-                if r.as_ref().is_ok_and(|r| r.status == 200) {
-                    return Agent {
-                        home,
-                        proc,
-                        port,
-                        secret,
-                    };
-                }
+            let (Some(ep), Some(secret)) = (endpoint, secret) else {
+                return false;
+            };
+            let Ok(ep) = serde_json::from_slice::<serde_json::Value>(&ep) else {
+                return false;
+            };
+            let port = ep["port"].as_u64().unwrap() as u16;
+            let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            let r = if ep["socket"].is_null() {
+                tcp_request(port, health)
+            } else {
+                unix_request(&run.join("agent.sock"), health)
+            };
+            if r.as_ref().is_ok_and(|r| r.status == 200) {
+                found = Some((port, secret));
             }
-            assert!(
-                Instant::now() < end,
-                "agent not ready; log:\n{}",
-                proc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            found.is_some()
+        })
+        .unwrap();
+        let (port, secret) = found.unwrap();
+        Agent {
+            home,
+            proc,
+            port,
+            secret,
         }
+    }
+
+    /// The agent's PID.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid().unwrap()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -234,7 +120,7 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        self.proc.log_text()
+        self.proc.log()
     }
 
     /// A request head with our Host and secret, plus `extra` header lines.
@@ -263,7 +149,6 @@ impl Agent {
     }
 
     /// POST of a JSON body with the secret over TCP.
-    #[allow(dead_code)] // not every test binary posts
     pub fn post_json(&self, path: &str, body: &str) -> Resp {
         let head = self.head(
             "POST",
@@ -275,19 +160,6 @@ impl Agent {
             ],
         );
         self.tcp(&format!("{head}{body}"))
-    }
-}
-
-/// Polls `f` every 100 ms until it gives a value (hang guard: [`GUARD`]).
-#[allow(dead_code)] // not every test binary polls
-pub fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + GUARD;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "condition not met within {GUARD:?}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

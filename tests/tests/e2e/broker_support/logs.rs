@@ -1,9 +1,10 @@
 //! The no-secret-in-logs session shared by `broker_logs` (text) and `broker_logs_json`.
 
-use super::{World, device_profile, eventually, opts};
+use super::{World, dev_only, eventually, opts};
 use stagepass::broker::TokenRequest;
 use stagepass::config::LogFormat;
 use stagepass_e2e::Idp;
+use stagepass_e2e::config::Profile;
 use stagepass_e2e::idp::AUD_GIT;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -35,12 +36,19 @@ pub async fn session(format: LogFormat) {
     let secret_dir = stagepass_e2e::support::private_tempdir().unwrap();
     let secret_file = secret_dir.path().join("secret");
     std::fs::write(&secret_file, Idp::DEFAULT_CLIENT_SECRET).unwrap();
-    let profiles = format!(
-        "{}\n[profiles.git]\ngrant = \"exchange\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-cli\"\nsubject_profile = \"dev\"\naudience = \"{AUD_GIT}\"\n\n[profiles.ci]\ngrant = \"client-credentials\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-ci\"\nclient_secret_file = \"{}\"\naudience = \"{AUD_GIT}\"\n",
-        device_profile("dev"),
-        secret_file.display()
-    );
-    let w = World::new(300, &profiles).await;
+    let w = World::new(300, |issuer| {
+        dev_only(issuer)
+            .profile(
+                "git",
+                Profile::exchange(issuer, Idp::PUBLIC_CLIENT, "dev").audience(AUD_GIT),
+            )
+            .profile(
+                "ci",
+                Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, &secret_file)
+                    .audience(AUD_GIT),
+            )
+    })
+    .await;
     let broker = w.broker(opts(true)).await;
     let mut secrets: Vec<String> = vec![Idp::DEFAULT_CLIENT_SECRET.to_string()];
 

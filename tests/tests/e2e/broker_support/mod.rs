@@ -9,6 +9,7 @@ use stagepass::broker::{Broker, BrokerOptions};
 use stagepass::config::Config;
 use stagepass::paths::Paths;
 use stagepass::store::{GrantStore, StoredGrant};
+use stagepass_e2e::config::{Config as TestConfig, Profile};
 use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::{Idp, IdpOptions};
 use std::path::PathBuf;
@@ -26,9 +27,9 @@ pub struct World {
 }
 
 impl World {
-    /// Starts a private IdP with `access_ttl` seconds and writes `profiles` (TOML, with
-    /// `{issuer}` replaced) plus a file store under a private temp dir.
-    pub async fn new(access_ttl: u64, profiles: &str) -> World {
+    /// Starts a private IdP with `access_ttl` seconds and writes the config `profiles`
+    /// makes of its issuer URL, with `[store] backend = "auto"`, under a private temp dir.
+    pub async fn new(access_ttl: u64, profiles: impl FnOnce(&str) -> TestConfig) -> World {
         let idp = Idp::start(IdpOptions {
             access_ttl,
             ..IdpOptions::default()
@@ -41,11 +42,10 @@ impl World {
             state_dir: tmp.path().join("state"),
             runtime_dir: tmp.path().join("run"),
         };
-        let text = format!(
-            "[store]\nbackend = \"auto\"\n\n{}",
-            profiles.replace("{issuer}", idp.issuer())
-        );
-        std::fs::write(&paths.config_files[0], text).unwrap();
+        profiles(idp.issuer())
+            .store("auto")
+            .write_to(&paths.config_files[0])
+            .unwrap();
         let config = Config::load_files(&paths.config_files).unwrap();
         World {
             idp,
@@ -92,11 +92,16 @@ impl World {
     }
 }
 
-/// The device profile `dev` (public client, Backstage audience).
-pub fn device_profile(name: &str) -> String {
-    format!(
-        "[profiles.{name}]\ngrant = \"device\"\nissuer = \"{{issuer}}\"\nclient_id = \"stagepass-cli\"\nscopes = [\"openid\", \"offline_access\", \"catalog:read\"]\naudience = \"{AUD_BACKSTAGE}\"\n"
-    )
+/// A device profile at `issuer` (public client, Backstage audience).
+pub fn device_profile(issuer: &str) -> Profile {
+    Profile::device(issuer, Idp::PUBLIC_CLIENT)
+        .scopes(&["openid", "offline_access", "catalog:read"])
+        .audience(AUD_BACKSTAGE)
+}
+
+/// The config of most broker tests: the device profile `dev` only.
+pub fn dev_only(issuer: &str) -> TestConfig {
+    TestConfig::new().profile("dev", device_profile(issuer))
 }
 
 /// Test options: quick backoff so recovery tests are short; no background refresher when
@@ -112,23 +117,24 @@ pub fn opts(background: bool) -> BrokerOptions {
     }
 }
 
-/// Polls `f` every 50 ms until it returns Some, failing after a generous hang guard.
+/// Polls `f` every 50 ms until it returns Some, failing after a generous hang guard (the
+/// harness's [`stagepass_e2e::support::poll_until`], for probes that cannot fail).
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "hang guard: {what} did not happen within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stagepass_e2e::support::poll_until(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let probe = f();
+            async move { Ok(probe.await) }
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// Environment variables through which a parent test hands a child agent process its config

@@ -3,7 +3,8 @@
 pub mod world;
 
 use stagepass::catalog::{CatalogHandle, CatalogStatus};
-use std::time::{Duration, Instant};
+use stagepass_e2e::support::poll_until;
+use std::time::Duration;
 
 /// Polls the catalog service's status until `cond` holds; panics with the last status
 /// (pretty JSON) once `hang_guard` has passed. A hang guard, not a time budget.
@@ -13,17 +14,18 @@ pub async fn wait(
     hang_guard: Duration,
     cond: impl Fn(&CatalogStatus) -> bool,
 ) -> CatalogStatus {
-    let deadline = Instant::now() + hang_guard;
-    loop {
+    let mut last = None;
+    let found = poll_until(what, hang_guard, Duration::from_millis(50), || {
         let s = h.status();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hang guard: timed out waiting for {what}; status: {}",
-            serde_json::to_string_pretty(&s).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let done = cond(&s).then(|| s.clone());
+        last = Some(s);
+        async move { Ok(done) }
+    })
+    .await;
+    found.unwrap_or_else(|e| {
+        panic!(
+            "hang guard: {e}; status: {}",
+            serde_json::to_string_pretty(&last).unwrap()
+        )
+    })
 }

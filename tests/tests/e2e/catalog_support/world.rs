@@ -13,7 +13,7 @@ use stagepass::config::CatalogConfig;
 use stagepass::paths::Paths;
 use stagepass::secret::Secret;
 use stagepass_e2e::idp::AUD_BACKSTAGE;
-use stagepass_e2e::support::{private_tempdir, unique_name};
+use stagepass_e2e::support::{poll_until, private_tempdir, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, Bed, RepoAuth, Worktree};
 
 /// Hang guard of every wait (not a performance bound).
@@ -134,17 +134,15 @@ pub async fn owner(bs: &Backstage, name: &str) -> Option<String> {
 
 pub async fn wait_owner(bs: &Backstage, name: &str, want: &str) -> Duration {
     let started = Instant::now();
-    loop {
-        if owner(bs, name).await.as_deref() == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < HANG_GUARD,
-            "timed out waiting for {name} owned by {want} in Backstage (now {:?})",
-            owner(bs, name).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let what = format!("{name} owned by {want} in Backstage");
+    let found = poll_until(&what, HANG_GUARD, Duration::from_millis(100), || async {
+        Ok((owner(bs, name).await.as_deref() == Some(want)).then_some(()))
+    })
+    .await;
+    if let Err(e) = found {
+        panic!("{e} (now {:?})", owner(bs, name).await);
     }
+    started.elapsed()
 }
 
 /// A private Backstage on a chosen port (so it can be stopped and started again at the same
@@ -180,17 +178,18 @@ pub async fn wait_entity(
     since: Instant,
     cond: impl Fn(Option<&serde_json::Value>) -> bool,
 ) -> Duration {
-    loop {
-        let e = entity(bs, r).await;
-        if cond(e.as_ref()) {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < HANG_GUARD,
-            "hang guard: timed out waiting for {r} {what}; Backstage holds {e:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let guard = HANG_GUARD.saturating_sub(since.elapsed());
+    let found = poll_until(
+        &format!("{r} {what}"),
+        guard,
+        Duration::from_millis(100),
+        || async { Ok(cond(entity(bs, r).await.as_ref()).then_some(())) },
+    )
+    .await;
+    if let Err(e) = found {
+        panic!("hang guard: {e}; Backstage holds {:?}", entity(bs, r).await);
     }
+    since.elapsed()
 }
 
 /// The parents Backstage's `/ancestry` lists for entity `r` (empty for an orphan), `None`

@@ -5,7 +5,7 @@
 //! `status` showing the user entity and its ownership, logout revoking at `/v1/revoke`, and
 //! two workspaces of one user.
 
-use super::support::{self, Agent, Home};
+use super::support::{self, Agent, Config, Home, Profile};
 use stagepass_e2e::Bed;
 use std::io::{BufRead, Write};
 use std::process::Stdio;
@@ -14,35 +14,24 @@ fn bed() -> Bed {
     support::block_on(Bed::get()).unwrap()
 }
 
-fn config(bed: &Bed, client_id: &str) -> String {
+fn config(bed: &Bed, client_id: &str) -> Config {
     let port = bed
         .backstage
         .oauth_client(client_id)
         .unwrap()
         .free_redirect_port()
         .expect("a free redirect port of the static client");
-    format!(
-        r#"
-[api]
-port = 0
-
-[store]
-backend = "file"
-
-[profiles.bs]
-grant = "authorization-code"
-issuer = "{issuer}"
-client_id = "{client_id}"
-redirect_port = {port}
-scopes = ["openid", "offline_access"]
-"#,
-        issuer = bed.backstage.auth_issuer(),
+    Config::agent_on_ephemeral_port().profile(
+        "bs",
+        Profile::authorization_code(&bed.backstage.auth_issuer(), client_id)
+            .redirect_port(port)
+            .scopes(&["openid", "offline_access"]),
     )
 }
 
 /// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
 fn stored_refresh_token(home: &Home) -> String {
-    let dir = home.dir.path().join("state/stagepass/grants");
+    let dir = home.state_dir().join("grants");
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(Result::ok)
@@ -57,7 +46,7 @@ fn stored_refresh_token(home: &Home) -> String {
 }
 
 fn profile_status(a: &Agent) -> serde_json::Value {
-    let out = a.home.run(&["status", "--json"]);
+    let out = a.home.run(&["status", "--json"]).unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -100,7 +89,7 @@ struct Login {
 }
 
 fn start_login(a: &Agent) -> Login {
-    let mut cmd = a.home.cmd();
+    let mut cmd = a.home.command_of(a.home.bin());
     cmd.args(["login", "bs"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -137,7 +126,7 @@ impl Login {
         } = self;
         drop(stdin);
         let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let out = support::wait_output(child);
+        let out = stagepass_e2e::home::wait_output(child).unwrap();
         assert!(
             out.status.success(),
             "{seen:?} {rest:?} {}\n{}",
@@ -151,7 +140,7 @@ impl Login {
 }
 
 fn access_token_sub(a: &Agent) -> String {
-    let tok = a.home.run(&["token", "bs"]);
+    let tok = a.home.run(&["token", "bs"]).unwrap();
     assert!(
         tok.status.success(),
         "{}",
@@ -242,7 +231,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     // 3. Restart: the stored login is refreshed at boot, with no prompt.
     let home = a.stop();
     let a = Agent::start_in(home, &[]);
-    let st = support::eventually(|| {
+    let st = support::eventually("the sign-in status", || {
         let st = profile_status(&a);
         (st["state"] == "valid" && st["token_fingerprint"].is_string()).then_some(st)
     });
@@ -253,7 +242,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     assert_eq!(access_token_sub(&a), "user:default/alice");
 
     // 4. Logout revokes at Backstage: the stored refresh token no longer works there.
-    let out = a.home.run(&["logout", "bs"]);
+    let out = a.home.run(&["logout", "bs"]).unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -287,7 +276,7 @@ fn two_workspaces_with_their_own_clients_stay_signed_in() {
     // Both restart and refresh: the second sign-in did not end the first.
     for a in [one, two] {
         let a = Agent::start_in(a.stop(), &[]);
-        let st = support::eventually(|| {
+        let st = support::eventually("the sign-in status", || {
             let st = profile_status(&a);
             (st["state"] == "valid" && st["token_fingerprint"].is_string()).then_some(st)
         });
@@ -304,7 +293,7 @@ fn a_second_sign_in_with_the_same_client_is_named_as_the_cause() {
     sign_in_headless(&bed, &other, "dave");
     // Backstage keeps one session per user and client: the first workspace's is gone.
     let one = Agent::start_in(one.stop(), &[]);
-    let st = support::eventually(|| {
+    let st = support::eventually("the sign-in status", || {
         let st = profile_status(&one);
         (st["state"] == "login_required").then_some(st)
     });

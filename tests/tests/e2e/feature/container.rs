@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The remote user every test container has (as common-utils would create it).
@@ -50,12 +49,7 @@ chmod +x ./install.sh
 ";
 
 /// The workspace root (the parent of the tests crate).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub use stagepass_e2e::support::repo_root as workspace_root;
 
 /// The test cache filled by `tests/install/feature.sh`.
 pub fn cache_dir() -> PathBuf {
@@ -84,29 +78,6 @@ pub fn cli_node_modules() -> PathBuf {
     p
 }
 
-/// The `stagepass` binary, found as the harness finds it (`STAGEPASS_BIN`, else next to the
-/// test executable: `tests/run` builds it first); built here once when it does not exist yet.
-/// (Building it unconditionally would fight the test build over shared dependencies, whose
-/// features differ, and recompile both every run.)
-pub fn stagepass_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = stagepass_e2e::support::stagepass_bin() {
-            return p;
-        }
-        let root = workspace_root();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--locked", "-p", "stagepass"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p stagepass failed");
-        stagepass_e2e::support::stagepass_bin().unwrap()
-    })
-    .clone()
-}
-
 /// Runs a command to completion and returns its output; panics if it cannot be spawned.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -128,25 +99,9 @@ pub fn check(cmd: &mut Command) -> Output {
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `guard` (a hang guard, not a
 /// performance threshold) with `what` and the container's logs.
-pub fn wait_for<T>(
-    c: &Container,
-    guard: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > guard {
-            panic!(
-                "timed out after {guard:?} waiting for {what}\n{}",
-                c.diagnostics()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_for<T>(c: &Container, guard: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    stagepass_e2e::support::wait_until(what, guard, Duration::from_millis(20), f)
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.diagnostics()))
 }
 
 /// What [`Container::snapshot`] records per file: (type+mode, uid, gid, size, mtime ns,
@@ -218,7 +173,7 @@ impl Container {
     /// the CLI puts it, with the two env files the CLI writes.
     pub fn stage_feature(&self, remote_user: &str, options: &[(&str, &str)]) {
         let stage = self.dir.path().join("stage");
-        let bin = stagepass_binary();
+        let bin = stagepass_e2e::support::stagepass_bin().unwrap();
         check(
             Command::new("sh")
                 .arg(workspace_root().join("feature/package.sh"))

@@ -422,11 +422,10 @@ fn the_deb_installs_into_the_debian_rootfs_with_a_user_unit_that_verifies() {
     let port = super::free_port();
     let home = c.path("/home/vscode");
     std::fs::create_dir_all(home.join(".config/stagepass")).unwrap();
-    std::fs::write(
-        home.join(".config/stagepass/config.toml"),
-        format!("[api]\nport = {port}\n"),
-    )
-    .unwrap();
+    stagepass_e2e::Config::new()
+        .api(stagepass_e2e::config::Api::port(port.parse().unwrap()))
+        .write_to(&home.join(".config/stagepass/config.toml"))
+        .unwrap();
     std::fs::create_dir_all(c.path("/run/user/1000")).unwrap();
     check(
         Command::new("chown")
