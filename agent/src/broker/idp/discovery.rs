@@ -1,0 +1,82 @@
+//! OIDC discovery: the issuer's endpoints, fetched once, checked and cached.
+
+use super::Idp;
+use super::error::IdpError;
+use super::transport::retry_after;
+use super::wire::Endpoints;
+use std::sync::Arc;
+
+impl Idp {
+    /// The discovery document's endpoints, fetched once and cached (a failure is not cached).
+    pub async fn endpoints(&self) -> Result<Arc<Endpoints>, IdpError> {
+        let mut cached = self.endpoints.lock().await;
+        if let Some(e) = cached.as_ref() {
+            return Ok(e.clone());
+        }
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let req = http::Request::get(&url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| IdpError::Unsupported(format!("bad issuer URL {url}: {e}")))?;
+        let resp = self
+            .transport
+            .send(req)
+            .await
+            .map_err(|e| IdpError::unavailable(format!("discovery at {url} failed: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(IdpError::Unavailable {
+                detail: format!("discovery at {url} answered HTTP {}", status.as_u16()),
+                retry_after: retry_after(resp.headers()),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            issuer: Option<String>,
+            token_endpoint: url::Url,
+            device_authorization_endpoint: Option<url::Url>,
+            revocation_endpoint: Option<url::Url>,
+            authorization_endpoint: Option<url::Url>,
+            userinfo_endpoint: Option<url::Url>,
+        }
+        let doc: Doc = serde_json::from_slice(resp.body()).map_err(|e| {
+            IdpError::unavailable(format!("discovery at {url} is not a valid document: {e}"))
+        })?;
+        if let Some(i) = &doc.issuer
+            && i.trim_end_matches('/') != self.issuer
+        {
+            return Err(IdpError::Unsupported(format!(
+                "discovery at {url} names issuer {i}, not {}",
+                self.issuer
+            )));
+        }
+        // The client secret and tokens go to these endpoints: an https issuer may not send
+        // them to plain http, and nothing goes over plain http off this machine.
+        let https_issuer = self.issuer.starts_with("https://");
+        for (name, ep) in [
+            ("token_endpoint", Some(&doc.token_endpoint)),
+            (
+                "device_authorization_endpoint",
+                doc.device_authorization_endpoint.as_ref(),
+            ),
+            ("revocation_endpoint", doc.revocation_endpoint.as_ref()),
+        ] {
+            if let Some(ep) = ep
+                && (!crate::cleartext::allows(ep) || (https_issuer && ep.scheme() != "https"))
+            {
+                return Err(IdpError::Unsupported(format!(
+                    "discovery at {url} gives {name} {ep}, which is not https: credentials would travel in clear text; refused"
+                )));
+            }
+        }
+        let e = Arc::new(Endpoints {
+            token: doc.token_endpoint,
+            device: doc.device_authorization_endpoint,
+            revocation: doc.revocation_endpoint,
+            authorization: doc.authorization_endpoint,
+            userinfo: doc.userinfo_endpoint,
+        });
+        *cached = Some(e.clone());
+        Ok(e)
+    }
+}
