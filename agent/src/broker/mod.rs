@@ -15,6 +15,7 @@ mod authcode;
 mod device;
 mod login;
 mod slot;
+mod source;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,8 @@ use crate::secret::Secret;
 use crate::store::GrantStore;
 use idp::{Flows, Idp};
 use slot::{Slot, SubjectSource};
+
+pub use source::{BoxFuture, TokenSource};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -26,7 +26,7 @@ use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
 use super::location;
 use super::outbox::{Action, Job, Outbox};
 use super::refs::EntityRef;
-use super::token::TokenSource;
+use super::token::BackstageTokens;
 use super::{Command, Shared};
 use crate::secret::Secret;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ pub(crate) struct SyncCtx {
     /// The Location entity each file URL was last pushed through (see
     /// [`location::refresh_owner`]).
     pub(crate) owners: Mutex<std::collections::BTreeMap<String, location::Owner>>,
-    pub(crate) tokens: Arc<dyn TokenSource>,
+    pub(crate) tokens: BackstageTokens,
     pub(crate) outbox: Arc<Mutex<Outbox>>,
     pub(crate) wake: Arc<Notify>,
 }
@@ -101,7 +101,8 @@ impl Worker {
         self.ctx
             .tokens
             .profile()
-            .unwrap_or_else(|| "(none configured: set catalog.profile)".into())
+            .unwrap_or("(none configured: set catalog.profile)")
+            .to_string()
     }
 
     /// Sorts a failure; returns whether the rest of this round should wait. `this`: how

@@ -57,6 +57,7 @@ impl Bed {
             backstage_url: Some(self.fake.url.clone()),
             url_template: Some(format!("{URL}{{path}}")),
             retry_max_ms: 200,
+            profile: Some("backstage".into()),
             ..CatalogConfig::default()
         }
     }

@@ -14,6 +14,7 @@ use super::outbox::{Action, Job, Outbox};
 use super::push::{self, SyncCtx, Worker};
 use super::refs::EntityRef;
 use super::root;
+use super::token::BackstageTokens;
 use super::validate::{self, FileReport};
 use super::watch::{self, DirWatcher, WatchEvent};
 use super::{
@@ -251,7 +252,7 @@ fn connect_backstage(
                 let ctx = Arc::new(SyncCtx {
                     backstage: bs,
                     owners: Mutex::default(),
-                    tokens: options.tokens.clone(),
+                    tokens: BackstageTokens::new(options.tokens.clone(), config.profile.clone()),
                     outbox,
                     wake: Arc::new(Notify::new()),
                 });
