@@ -413,4 +413,74 @@ mod tests {
         );
         assert!(text.contains("stagepass_profile_state{profile=\"backstage\",state=\"valid\"} 1"));
     }
+
+    /// The whole text for a fixed input, byte for byte: how every family is written (HELP,
+    /// TYPE, sample order, label escaping) is part of the scrape contract.
+    #[test]
+    fn renders_the_exposition_text_exactly() {
+        let m = Metrics::default();
+        m.record_request("/v1/token/{profile}", 200, Duration::from_millis(2));
+        m.record_request("/v1/status", 401, Duration::from_millis(1));
+        m.record_request("/v1/odd", 299, Duration::from_millis(1));
+        m.record_token("back\"stage", "ok");
+        m.record_token("dev", "login_required");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = ProfileStatus {
+            profile: "backstage".into(),
+            grant: "device".into(),
+            state: ProfileState::Valid,
+            reason: None,
+            expires_at: Some("2023-11-14T22:33:20Z".into()),
+            token_fingerprint: None,
+            identity: None,
+        };
+        let r = RefreshStats {
+            profile: "backstage".into(),
+            ok: 3,
+            idp_unavailable: 1,
+            duration: Duration::from_millis(250),
+            ..RefreshStats::default()
+        };
+        let text = m.render(&[p], &[r], Duration::from_secs(5), now);
+        assert_eq!(text, GOLDEN, "{text}");
+    }
+
+    const GOLDEN: &str = r#"# HELP stagepass_up The agent answers.
+# TYPE stagepass_up gauge
+stagepass_up 1
+# HELP stagepass_uptime_seconds Seconds since the agent started.
+# TYPE stagepass_uptime_seconds gauge
+stagepass_uptime_seconds 5
+# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.
+# TYPE stagepass_api_requests_total counter
+stagepass_api_requests_total{route="/v1/odd",status="299"} 1
+stagepass_api_requests_total{route="/v1/status",status="401"} 1
+stagepass_api_requests_total{route="/v1/token/{profile}",status="200"} 1
+# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.
+# TYPE stagepass_api_request_duration_seconds summary
+stagepass_api_request_duration_seconds_sum{route="/v1/status"} 0.001
+stagepass_api_request_duration_seconds_count{route="/v1/status"} 1
+stagepass_api_request_duration_seconds_sum{route="/v1/token/{profile}"} 0.002
+stagepass_api_request_duration_seconds_count{route="/v1/token/{profile}"} 1
+# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.
+# TYPE stagepass_token_requests_total counter
+stagepass_token_requests_total{profile="back\"stage",outcome="ok"} 1
+stagepass_token_requests_total{profile="dev",outcome="login_required"} 1
+# HELP stagepass_token_expires_in_seconds Remaining lifetime of each profile's cached token.
+# TYPE stagepass_token_expires_in_seconds gauge
+stagepass_token_expires_in_seconds{profile="backstage"} 1200
+# HELP stagepass_refreshes_total Token refreshes at the IdP, by profile and outcome.
+# TYPE stagepass_refreshes_total counter
+stagepass_refreshes_total{profile="backstage",outcome="ok"} 3
+stagepass_refreshes_total{profile="backstage",outcome="login_required"} 0
+stagepass_refreshes_total{profile="backstage",outcome="idp_unavailable"} 1
+stagepass_refreshes_total{profile="backstage",outcome="error"} 0
+# HELP stagepass_refresh_duration_seconds Time spent refreshing: the IdP round trip plus persisting a rotated grant.
+# TYPE stagepass_refresh_duration_seconds summary
+stagepass_refresh_duration_seconds_sum{profile="backstage"} 0.25
+stagepass_refresh_duration_seconds_count{profile="backstage"} 4
+# HELP stagepass_profile_state Current state of each profile (1 for the state it is in).
+# TYPE stagepass_profile_state gauge
+stagepass_profile_state{profile="backstage",state="valid"} 1
+"#;
 }
