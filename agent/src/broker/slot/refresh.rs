@@ -1,13 +1,15 @@
 //! When a profile asks the IdP: the caller's single-flight refresh, the background schedule,
 //! and how one attempt's outcome becomes the cache or the failure state.
 
+use super::cache::Cached;
 use super::failure::FailKind;
 use super::fetch::Outcome;
-use super::{Slot, SubjectSource};
+use super::{Slot, SlotState, SubjectSource};
 use crate::broker::idp::IdpError;
 use crate::broker::{BrokerError, IssuedToken, TokenRequest};
 use crate::config::GrantKind;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 use tokio::time::Instant;
 
 impl Slot {
@@ -87,35 +89,16 @@ impl Slot {
         }
     }
 
-    /// Does the IdP work for this profile's grant kind. Caller holds the flight lock.
+    /// Does the IdP work for this profile's grant kind and records the outcome (cache or
+    /// failure state, counters). Caller holds the flight lock.
     pub(super) async fn refresh_locked(
         &self,
         subjects: &dyn SubjectSource,
     ) -> Result<Arc<IssuedToken>, BrokerError> {
         self.enforce_grant_age()?;
         let started = Instant::now();
-        // An attempt before the backoff has passed is a caller's (see `gate`): its failure
-        // must leave the background schedule as it is.
-        let demand = {
-            let mut st = self.lock();
-            st.refreshing = true;
-            st.last_attempt = Some(started);
-            st.failure
-                .as_ref()
-                .is_some_and(|f| f.retry_at.is_some_and(|r| r > started))
-        };
-        let res = match self.cfg.grant {
-            GrantKind::Device => self.refresh_device().await,
-            GrantKind::AuthorizationCode => match self.refresh_device().await {
-                Ok(c) => Ok(self.with_ownership(c).await),
-                Err(e) => Err(e),
-            },
-            GrantKind::ClientCredentials => self.fetch_client_credentials().await,
-            GrantKind::Exchange => self.fetch_exchange(subjects).await,
-            GrantKind::Env => Err(Outcome::Broker(
-                self.internal("env profiles are read from the environment, not refreshed".into()),
-            )),
-        };
+        let demand = self.begin_attempt(started);
+        let res = self.fetch(subjects).await;
         let took = started.elapsed();
         let mut st = self.lock();
         st.refreshing = false;
@@ -152,36 +135,70 @@ impl Slot {
                 self.record_failure(&mut st, kind, reason, None, demand);
                 Err(e)
             }
-            Err(Outcome::Idp(e)) => {
-                let (kind, retry_after) = match &e {
-                    IdpError::Rejected { .. }
-                        if e.is_invalid_grant() && self.cfg.grant.stores_login() =>
-                    {
-                        (FailKind::LoginRequired, None)
-                    }
-                    IdpError::Unavailable { retry_after, .. } => {
-                        (FailKind::Unavailable, *retry_after)
-                    }
-                    _ => (FailKind::Error, None),
-                };
-                self.stats.record(Some(kind), took);
-                let reason = e.to_string();
-                if kind == FailKind::LoginRequired {
-                    st.refresh_token = None;
-                    self.set_token(&mut st, None);
-                }
-                self.record_failure(&mut st, kind, reason.clone(), retry_after, demand);
-                let f = st.failure.clone();
-                drop(st);
-                self.wake.notify_one();
-                Err(f.map_or_else(
-                    || BrokerError::IdpUnavailable {
-                        profile: self.name.clone(),
-                        detail: reason,
-                    },
-                    |f| self.error_of(&f),
-                ))
-            }
+            Err(Outcome::Idp(e)) => Err(self.idp_failed(st, e, took, demand)),
         }
+    }
+
+    /// Marks an attempt as under way; whether it is a caller's early one. An attempt before
+    /// the backoff has passed is a caller's (see `gate`): its failure must leave the
+    /// background schedule as it is.
+    fn begin_attempt(&self, started: Instant) -> bool {
+        let mut st = self.lock();
+        st.refreshing = true;
+        st.last_attempt = Some(started);
+        st.failure
+            .as_ref()
+            .is_some_and(|f| f.retry_at.is_some_and(|r| r > started))
+    }
+
+    /// The fetcher of this profile's grant kind.
+    async fn fetch(&self, subjects: &dyn SubjectSource) -> Result<Cached, Outcome> {
+        match self.cfg.grant {
+            GrantKind::Device => self.refresh_device().await,
+            GrantKind::AuthorizationCode => match self.refresh_device().await {
+                Ok(c) => Ok(self.with_ownership(c).await),
+                Err(e) => Err(e),
+            },
+            GrantKind::ClientCredentials => self.fetch_client_credentials().await,
+            GrantKind::Exchange => self.fetch_exchange(subjects).await,
+            GrantKind::Env => Err(Outcome::Broker(
+                self.internal("env profiles are read from the environment, not refreshed".into()),
+            )),
+        }
+    }
+
+    /// Sorts an IdP error into the failure state (an `invalid_grant` of a stored login ends
+    /// it; a `Retry-After` is kept) and the error for the caller.
+    fn idp_failed(
+        &self,
+        mut st: MutexGuard<'_, SlotState>,
+        e: IdpError,
+        took: Duration,
+        demand: bool,
+    ) -> BrokerError {
+        let (kind, retry_after) = match &e {
+            IdpError::Rejected { .. } if e.is_invalid_grant() && self.cfg.grant.stores_login() => {
+                (FailKind::LoginRequired, None)
+            }
+            IdpError::Unavailable { retry_after, .. } => (FailKind::Unavailable, *retry_after),
+            _ => (FailKind::Error, None),
+        };
+        self.stats.record(Some(kind), took);
+        let reason = e.to_string();
+        if kind == FailKind::LoginRequired {
+            st.refresh_token = None;
+            self.set_token(&mut st, None);
+        }
+        self.record_failure(&mut st, kind, reason.clone(), retry_after, demand);
+        let f = st.failure.clone();
+        drop(st);
+        self.wake.notify_one();
+        f.map_or_else(
+            || BrokerError::IdpUnavailable {
+                profile: self.name.clone(),
+                detail: reason,
+            },
+            |f| self.error_of(&f),
+        )
     }
 }
