@@ -108,69 +108,50 @@ fn caller(v: &serde_json::Value) -> String {
 
 /// The human table: one line per record, drop notes and unreadable lines included.
 pub fn table(records: &[serde_json::Value]) -> String {
-    let mut rows = vec![[
-        "TIME".to_string(),
-        "PROFILE".into(),
-        "DECISION".into(),
-        "RULE/CODE".into(),
-        "CALLER".into(),
-        "VIA".into(),
-        "TOKEN".into(),
-    ]];
+    let header = [
+        "TIME",
+        "PROFILE",
+        "DECISION",
+        "RULE/CODE",
+        "CALLER",
+        "VIA",
+        "TOKEN",
+    ];
+    let mut rows = vec![header.map(String::from)];
     for r in records {
-        if let Some(where_) = r.get("unreadable").and_then(|x| x.as_str()) {
-            rows.push([
-                "-".into(),
-                "-".into(),
-                "unreadable".into(),
-                "-".into(),
-                where_.into(),
-                "-".into(),
-                "-".into(),
-            ]);
+        let text = |k: &str| r.get(k).and_then(|x| x.as_str());
+        if let Some(where_) = text("unreadable") {
+            rows.push(["-", "-", "unreadable", "-", where_, "-", "-"].map(String::from));
             continue;
         }
         if s(r, "event") == "dropped" {
-            rows.push([
-                s(r, "time").into(),
-                "-".into(),
-                "dropped".into(),
-                format!(
-                    "{} records lost",
-                    r.get("dropped").and_then(|x| x.as_u64()).unwrap_or(0)
-                ),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+            let lost = r.get("dropped").and_then(|x| x.as_u64()).unwrap_or(0);
+            let lost = format!("{lost} records lost");
+            rows.push([s(r, "time"), "-", "dropped", &lost, "-", "-", "-"].map(String::from));
             continue;
         }
-        let rule = match r.get("code").and_then(|x| x.as_str()) {
-            Some(code) if s(r, "decision") != "allow" => code.to_string(),
-            _ => s(r, "rule").to_string(),
+        let rule = match text("code") {
+            Some(code) if s(r, "decision") != "allow" => code,
+            _ => s(r, "rule"),
         };
-        let via = r
-            .get("adapter")
-            .and_then(|x| x.as_str())
-            .unwrap_or("-")
-            .to_string();
-        let mut time = s(r, "time").to_string();
         // Whole seconds are enough in a table.
-        if let Some(dot) = time.find('.') {
-            time = format!("{}Z", &time[..dot]);
-        }
-        rows.push([
-            time,
-            s(r, "profile").into(),
-            s(r, "decision").into(),
-            rule,
-            caller(r),
-            via,
-            r.get("token_fingerprint")
-                .and_then(|x| x.as_str())
-                .unwrap_or("-")
-                .into(),
-        ]);
+        let time = match s(r, "time").split_once('.') {
+            Some((whole, _)) => format!("{whole}Z"),
+            None => s(r, "time").to_string(),
+        };
+        let caller = caller(r);
+        rows.push(
+            [
+                time.as_str(),
+                s(r, "profile"),
+                s(r, "decision"),
+                rule,
+                &caller,
+                text("adapter").unwrap_or("-"),
+                text("token_fingerprint").unwrap_or("-"),
+            ]
+            .map(String::from),
+        );
     }
     let mut widths = [0usize; 7];
     for row in &rows {
