@@ -103,21 +103,13 @@ async fn run(
     };
     let (fs_tx, fs_rx) = mpsc::unbounded_channel();
     let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
-    let mut engine = Engine {
-        config: config.clone(),
-        shared: shared.clone(),
-        root: root.clone(),
+    let mut engine = Engine::new(
+        config.clone(),
+        shared.clone(),
+        root.clone(),
         matcher,
-        files: BTreeMap::new(),
-        remote_findings: BTreeMap::new(),
         watcher,
-        repo: None,
-        urls: None,
-        sync: None,
-        logged_diff: BTreeSet::new(),
-        logged_findings: BTreeSet::new(),
-        warnings: Vec::new(),
-    };
+    );
     engine.initial_scan().await;
 
     let git = open_git(&mut engine, &root, &config, &options).await;
@@ -490,6 +482,31 @@ fn outbox_path(paths: &Paths, root: &Path) -> PathBuf {
 }
 
 impl Engine {
+    /// An engine for `root` that has read nothing yet: no files, no repository, no sync.
+    fn new(
+        config: CatalogConfig,
+        shared: Arc<Shared>,
+        root: PathBuf,
+        matcher: Matcher,
+        watcher: DirWatcher,
+    ) -> Self {
+        Self {
+            config,
+            shared,
+            root,
+            matcher,
+            files: BTreeMap::new(),
+            remote_findings: BTreeMap::new(),
+            watcher,
+            repo: None,
+            urls: None,
+            sync: None,
+            logged_diff: BTreeSet::new(),
+            logged_findings: BTreeSet::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn rel<'a>(&self, p: &'a Path) -> Option<&'a Path> {
         p.strip_prefix(&self.root).ok()
     }
