@@ -119,3 +119,23 @@ impl BackstageTokens {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_catalog_asks_for_its_profile_and_sends_nothing_without_one() {
+        let source = Arc::new(StaticToken::new("backstage", Secret::new("t")));
+        let bound = BackstageTokens::new(source.clone(), Some("backstage".into()));
+        let token = bound.token().await.unwrap().unwrap();
+        assert_eq!(token.expose(), "t");
+        // A fixed token belongs to one profile.
+        let other = BackstageTokens::new(source.clone(), Some("git".into()));
+        let err = other.token().await.unwrap_err();
+        assert!(err.contains("unknown profile \"git\""), "{err}");
+        // No catalog.profile: no Authorization header, the source is not asked.
+        let unbound = BackstageTokens::new(Arc::new(NoToken), None);
+        assert!(unbound.token().await.unwrap().is_none());
+    }
+}
