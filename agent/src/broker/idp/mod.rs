@@ -5,6 +5,12 @@
 //! Requests go through the `oauth2` crate with our own HTTP function, so we can see the
 //! status and `Retry-After` of every answer (the crate does not expose them). RFC 8693 has
 //! no helper in `oauth2`; it is one form POST whose answer is parsed with the crate's types.
+//!
+//! [`Idp`] is here; each concept has a file: errors (`error`), the values on the wire
+//! (`wire`, `identity`), the [`Flows`] trait (`flows`), the HTTP [`Transport`]
+//! (`transport`), discovery, the device flow (`device`), the token endpoint's other grants
+//! and revocation (`token`), and the authorization code flow (`authcode`). Every public
+//! item is re-exported here, so paths stay `broker::idp::X`.
 
 mod authcode;
 mod device;

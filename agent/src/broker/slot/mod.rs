@@ -4,6 +4,12 @@
 //! Single flight: callers that find no usable token queue on one async mutex; the first one
 //! refreshes, the rest find the fresh token when they get the mutex and return it without an
 //! IdP call. The fast path (a usable token is cached) takes a short std mutex and clones.
+//!
+//! The slot itself is here; its parts each have a file: the cache entry and its lock-free
+//! view (`cache`), the failure state and backoff (`failure`), `policy.max_grant_age`
+//! (`grant_age`), when to ask the IdP (`refresh`), one fetcher per grant kind (`fetch`),
+//! the login at rest (`persist`), what a sign-in installs (`signin`), and what a profile
+//! reports (`status`).
 
 use super::idp::{ClientAuth, Flows, Target};
 use super::timing::{self, Backoff};
