@@ -160,3 +160,122 @@ pub(super) async fn sleep_or_expire(
     tokio::time::sleep(d).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::idp::{HttpFuture, Transport};
+    use oauth2::HttpRequest;
+
+    /// A scripted IdP: discovery, device authorization without `interval` (like
+    /// oidc-provider), then the token endpoint's answers in order.
+    struct Script {
+        token_answers: Mutex<std::collections::VecDeque<(u16, &'static str)>>,
+        token_calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Transport for Script {
+        fn send(&self, req: HttpRequest) -> HttpFuture {
+            let path = req.uri().path().to_string();
+            let (status, body): (u16, String) = match path.as_str() {
+                "/.well-known/openid-configuration" => (
+                    200,
+                    r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#.into(),
+                ),
+                "/device/auth" => (
+                    200,
+                    r#"{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"https://idp.test/device","expires_in":600}"#.into(),
+                ),
+                _ => {
+                    self.token_calls.lock().unwrap().push(tokio::time::Instant::now());
+                    let (st, b) = self.token_answers.lock().unwrap().pop_front().unwrap();
+                    (st, b.into())
+                }
+            };
+            let ct = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            let mut resp = http::Response::new(body.into_bytes());
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            Box::pin(async move { Ok(resp) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn device_poll_defaults_to_5s_and_slow_down_adds_5s_across_transient_errors() {
+        let script = Arc::new(Script {
+            token_answers: Mutex::new(
+                [
+                    (400, r#"{"error":"authorization_pending"}"#),
+                    (400, r#"{"error":"slow_down"}"#),
+                    (503, "<html>down</html>"),
+                    (400, r#"{"error":"authorization_pending"}"#),
+                    (200, r#"{"access_token":"at","token_type":"Bearer","expires_in":60,"refresh_token":"rt","id_token":"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiAiYWxpY2UiLCAiZ3JvdXBzIjogWyJ0ZWFtLWEiLCAib3BzIl0sICJpc3MiOiAiaHR0cHM6Ly9pZHAudGVzdCJ9.sig"}"#),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            token_calls: Mutex::new(Vec::new()),
+        });
+        let idp = Idp::with_transport("https://idp.test", script.clone());
+        let client = ClientAuth {
+            client_id: "c".into(),
+            secret: None,
+        };
+        let auth = idp
+            .device_authorize(&client, &Target::default())
+            .await
+            .unwrap();
+        assert_eq!(auth.interval(), Duration::from_secs(5), "RFC 8628 default");
+        assert_eq!(auth.user_code(), "ABCD-EFGH");
+        let start = tokio::time::Instant::now();
+        let g = idp.device_poll(&client, &auth).await.unwrap();
+        assert_eq!(g.access_token.expose(), "at");
+        // The ID token's claims are kept (not the token): who signed in, for whoami.
+        let who = g.identity.clone().unwrap();
+        assert_eq!(who.sub.as_deref(), Some("alice"));
+        assert_eq!(who.groups, ["team-a", "ops"]);
+        assert_eq!(g.refresh_token.unwrap().expose(), "rt");
+        let at: Vec<u64> = script
+            .token_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (*t - start).as_secs())
+            .collect();
+        // 0: pending -> 5 s; 5: slow_down -> 10 s; 15: 503 -> wait 10 s, restart keeping 10 s;
+        // 25: pending -> 10 s; 35: token.
+        assert_eq!(at, vec![0, 5, 15, 25, 35]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn device_poll_reports_denial_and_expiry_as_rejections() {
+        for (answer, code) in [
+            (r#"{"error":"access_denied"}"#, "access_denied"),
+            (r#"{"error":"expired_token"}"#, "expired_token"),
+        ] {
+            let script = Arc::new(Script {
+                token_answers: Mutex::new([(400, answer)].into_iter().collect()),
+                token_calls: Mutex::new(Vec::new()),
+            });
+            let idp = Idp::with_transport("https://idp.test", script);
+            let client = ClientAuth {
+                client_id: "c".into(),
+                secret: None,
+            };
+            let auth = idp
+                .device_authorize(&client, &Target::default())
+                .await
+                .unwrap();
+            let err = idp.device_poll(&client, &auth).await.unwrap_err();
+            assert!(
+                matches!(&err, IdpError::Rejected { code: c, .. } if c == code),
+                "{err:?}"
+            );
+        }
+    }
+}

@@ -80,3 +80,54 @@ impl Idp {
         Ok(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::idp::{ClientAuth, HttpFuture, Target, Transport};
+    use oauth2::HttpRequest;
+
+    /// A discovery document that sends an https issuer's credentials to http endpoints.
+    struct Downgrade(&'static str);
+
+    impl Transport for Downgrade {
+        fn send(&self, _req: HttpRequest) -> HttpFuture {
+            let mut resp = http::Response::new(self.0.as_bytes().to_vec());
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                "application/json".parse().unwrap(),
+            );
+            Box::pin(async move { Ok(resp) })
+        }
+    }
+
+    /// Issue 19: discovery may not point an https issuer at plain http endpoints.
+    #[tokio::test]
+    async fn discovery_pointing_https_at_http_is_refused() {
+        let client = ClientAuth {
+            client_id: "c".into(),
+            secret: None,
+        };
+        for doc in [
+            r#"{"issuer":"https://idp.test","token_endpoint":"http://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#,
+            r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"http://127.0.0.1/device/auth"}"#,
+        ] {
+            let idp = Idp::with_transport("https://idp.test", Arc::new(Downgrade(doc)));
+            let err = idp
+                .device_authorize(&client, &Target::default())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("clear text"), "{err}");
+        }
+        // An all-https document passes discovery (and fails later, on the scripted answer).
+        let ok = r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#;
+        let idp = Idp::with_transport("https://idp.test", Arc::new(Downgrade(ok)));
+        let err = idp
+            .device_authorize(&client, &Target::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("clear text"), "{err}");
+    }
+}

@@ -95,3 +95,21 @@ pub(super) fn classify_any<TE: ErrorResponse + 'static>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_message_is_plain() {
+        let e = IdpError::Rejected {
+            code: "invalid_grant".into(),
+            description: Some("grant request is invalid".into()),
+        };
+        assert!(e.is_invalid_grant());
+        assert_eq!(
+            e.to_string(),
+            "the identity provider refused: invalid_grant (grant request is invalid)"
+        );
+    }
+}

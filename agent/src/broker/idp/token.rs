@@ -164,3 +164,24 @@ pub(super) fn audience_params(target: &Target) -> Vec<(&'static str, String)> {
 pub(super) fn is_absolute_uri(s: &str) -> bool {
     url::Url::parse(s).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audience_goes_as_resource_only_when_it_is_a_uri() {
+        let t = |a: &str| Target {
+            scopes: vec![],
+            audience: Some(a.into()),
+        };
+        assert_eq!(
+            audience_params(&t("urn:stagepass:git")),
+            vec![("resource", "urn:stagepass:git".to_string())]
+        );
+        assert_eq!(
+            audience_params(&t("sts.amazonaws.com")),
+            vec![("audience", "sts.amazonaws.com".to_string())]
+        );
+    }
+}
