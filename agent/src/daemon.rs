@@ -12,6 +12,7 @@ mod notify;
 pub use lock::{InstanceLock, LockError, acquire as acquire_lock};
 
 use crate::api::{ApiState, server};
+use crate::audit::WriterGuard;
 use crate::aws::AwsService;
 use crate::broker::Broker;
 use crate::config::Config;
@@ -40,30 +41,14 @@ pub async fn run(config: Config, paths: Paths) -> anyhow::Result<()> {
     run_until(config, paths, stop).await
 }
 
-/// Runs the agent until `stop` resolves (tests pass their own future).
+/// Runs the agent until `stop` resolves (tests pass their own future). The start order is
+/// the module doc's; each step below is one of its stages.
 pub async fn run_until(
     config: Config,
     paths: Paths,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    config
-        .api
-        .check_listen()
-        .map_err(|m| anyhow::anyhow!("api.listen: {m}"))?;
-    tracing::info!(
-        profiles = ?config.profiles.keys().collect::<Vec<_>>(),
-        state_dir = %paths.state_dir.display(),
-        runtime_dir = %paths.runtime_dir.display(),
-        "stagepass agent starting"
-    );
-    crate::paths::ensure_private_dir(&paths.runtime_dir)
-        .with_context(|| format!("runtime dir {}", paths.runtime_dir.display()))?;
-    let _lock = lock::acquire(&paths.lock())?;
-    // The runtime dir's lock keeps one agent per runtime dir; two agents with different
-    // runtime dirs on one state dir would refresh and rotate the same grants.
-    crate::paths::ensure_private_dir(&paths.state_dir)
-        .with_context(|| format!("state dir {}", paths.state_dir.display()))?;
-    let _state_lock = lock::acquire_state(&paths.state_dir, &paths.state_lock())?;
+    let _locks = claim_dirs(&config, &paths)?;
     notify::status("starting");
 
     let broker = Broker::start(&config, &paths)
@@ -74,45 +59,12 @@ pub async fn run_until(
     let secret = secret_file::create(&paths.api_secret())
         .with_context(|| format!("writing the API secret {}", paths.api_secret().display()))?;
     let bound = server::bind(&config.api, &paths).await?;
-    let endpoint = EndpointFile {
-        port: bound.tcp_port(),
-        pid: std::process::id(),
-        socket: bound.socket().map(std::path::Path::to_path_buf),
-    };
-    let endpoint_json = serde_json::to_vec(&endpoint).context("encoding endpoint.json")?;
-    secret_file::write_private(&paths.endpoint(), &endpoint_json)
-        .with_context(|| format!("writing {}", paths.endpoint().display()))?;
+    let endpoint = publish_endpoint(&paths, &bound)?;
 
     let catalog =
         crate::catalog::Service::start(&config.catalog, &paths, Some(broker.clone())).await;
-    // Sessions no longer than the profile's policy.max_token_lifetime (issue 11).
-    let aws = AwsService::new(crate::policy::limits::aws_roles(&config), broker.clone());
-    let (audit, audit_writer) = if config.audit.enabled {
-        let (a, w) =
-            crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(|| {
-                format!(
-                    "opening the audit log in {}",
-                    crate::audit::writer::dir(&paths.state_dir).display()
-                )
-            })?;
-        (Some(a), Some(w))
-    } else {
-        (None, None)
-    };
-    let state = ApiState::new(
-        broker.clone(),
-        secret,
-        config.api.clone(),
-        endpoint.port,
-        endpoint.socket.clone(),
-    )
-    .with_catalog(catalog.clone())
-    .with_aws(aws)
-    .with_guard_rails(
-        config.attestation.enabled,
-        crate::policy::Policies::from_config(&config),
-        audit,
-    );
+    let (audit, audit_writer) = open_audit(&config, &paths)?;
+    let state = api_state(&config, &broker, secret, &endpoint, catalog.clone(), audit);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::run(
@@ -130,46 +82,139 @@ pub async fn run_until(
     );
     let _watchdog = notify::spawn_watchdog();
 
-    tokio::pin!(stop);
-    notify::status("refreshing stored logins");
-    let stopped_early = tokio::select! {
-        () = broker.boot_refresh() => false,
-        () = &mut stop => true,
-    };
-    if !stopped_early {
-        let profiles = broker.status();
-        let summary = format!(
-            "serving {} profile(s) on port {}",
-            profiles.len(),
-            endpoint
-                .port
-                .map_or_else(|| "-".to_string(), |p| p.to_string())
-        );
-        notify::ready(&summary);
-        tracing::info!(%summary, "stagepass agent ready");
-        stop.await;
-    }
+    serve(&broker, &endpoint, stop).await;
 
     notify::stopping();
     let _ = stop_tx.send(());
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "the API task ended abnormally");
     }
-    // The API state (and with it the last audit handle) is normally gone now: let the
-    // writer drain. A connection still open after the drain keeps a handle; do not wait
-    // for it forever.
-    if let Some(w) = audit_writer {
+    finish_audit(audit_writer).await;
+    // Dropping the handle stops the catalog tasks (watcher, outbox) before we exit.
+    #[allow(clippy::drop_non_drop)]
+    drop(catalog);
+    tracing::info!("stagepass agent stopped");
+    Ok(())
+}
+
+/// Checks the listen address, creates the runtime and state dirs and takes their
+/// single-instance locks (held while the returned guards live).
+fn claim_dirs(config: &Config, paths: &Paths) -> anyhow::Result<(InstanceLock, InstanceLock)> {
+    config
+        .api
+        .check_listen()
+        .map_err(|m| anyhow::anyhow!("api.listen: {m}"))?;
+    tracing::info!(
+        profiles = ?config.profiles.keys().collect::<Vec<_>>(),
+        state_dir = %paths.state_dir.display(),
+        runtime_dir = %paths.runtime_dir.display(),
+        "stagepass agent starting"
+    );
+    crate::paths::ensure_private_dir(&paths.runtime_dir)
+        .with_context(|| format!("runtime dir {}", paths.runtime_dir.display()))?;
+    let lock = lock::acquire(&paths.lock())?;
+    // The runtime dir's lock keeps one agent per runtime dir; two agents with different
+    // runtime dirs on one state dir would refresh and rotate the same grants.
+    crate::paths::ensure_private_dir(&paths.state_dir)
+        .with_context(|| format!("state dir {}", paths.state_dir.display()))?;
+    let state_lock = lock::acquire_state(&paths.state_dir, &paths.state_lock())?;
+    Ok((lock, state_lock))
+}
+
+/// Writes `endpoint.json` once the listeners are bound: clients find the agent through it.
+fn publish_endpoint(paths: &Paths, bound: &server::Bound) -> anyhow::Result<EndpointFile> {
+    let endpoint = EndpointFile {
+        port: bound.tcp_port(),
+        pid: std::process::id(),
+        socket: bound.socket().map(std::path::Path::to_path_buf),
+    };
+    let endpoint_json = serde_json::to_vec(&endpoint).context("encoding endpoint.json")?;
+    secret_file::write_private(&paths.endpoint(), &endpoint_json)
+        .with_context(|| format!("writing {}", paths.endpoint().display()))?;
+    Ok(endpoint)
+}
+
+/// The audit log and its writer, when `[audit]` is enabled.
+fn open_audit(
+    config: &Config,
+    paths: &Paths,
+) -> anyhow::Result<(Option<crate::audit::Audit>, Option<WriterGuard>)> {
+    if !config.audit.enabled {
+        return Ok((None, None));
+    }
+    let (a, w) =
+        crate::audit::Audit::start(&config.audit, &paths.state_dir).with_context(|| {
+            format!(
+                "opening the audit log in {}",
+                crate::audit::writer::dir(&paths.state_dir).display()
+            )
+        })?;
+    Ok((Some(a), Some(w)))
+}
+
+/// Everything the API serves: the broker, the catalog, AWS credentials and the guard rails.
+fn api_state(
+    config: &Config,
+    broker: &Broker,
+    secret: crate::secret::Secret,
+    endpoint: &EndpointFile,
+    catalog: crate::catalog::CatalogHandle,
+    audit: Option<crate::audit::Audit>,
+) -> ApiState {
+    // Sessions no longer than the profile's policy.max_token_lifetime (issue 11).
+    let aws = AwsService::new(crate::policy::limits::aws_roles(config), broker.clone());
+    ApiState::new(
+        broker.clone(),
+        secret,
+        config.api.clone(),
+        endpoint.port,
+        endpoint.socket.clone(),
+    )
+    .with_catalog(catalog)
+    .with_aws(aws)
+    .with_guard_rails(
+        config.attestation.enabled,
+        crate::policy::Policies::from_config(config),
+        audit,
+    )
+}
+
+/// Runs the boot refresh while the API already serves, then says ready and serves until
+/// `stop` (which may also come during the boot refresh).
+async fn serve(broker: &Broker, endpoint: &EndpointFile, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    notify::status("refreshing stored logins");
+    let stopped_early = tokio::select! {
+        () = broker.boot_refresh() => false,
+        () = &mut stop => true,
+    };
+    if stopped_early {
+        return;
+    }
+    let profiles = broker.status();
+    let summary = format!(
+        "serving {} profile(s) on port {}",
+        profiles.len(),
+        endpoint
+            .port
+            .map_or_else(|| "-".to_string(), |p| p.to_string())
+    );
+    notify::ready(&summary);
+    tracing::info!(%summary, "stagepass agent ready");
+    stop.await;
+}
+
+/// Lets the audit writer drain. The API state (and with it the last audit handle) is
+/// normally gone now; a connection still open after the drain keeps a handle, so this does
+/// not wait for it forever.
+async fn finish_audit(writer: Option<WriterGuard>) {
+    if let Some(w) = writer {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             tokio::task::spawn_blocking(move || w.finish()),
         )
         .await;
     }
-    // Dropping the handle stops the catalog tasks (watcher, outbox) before we exit.
-    #[allow(clippy::drop_non_drop)]
-    drop(catalog);
-    tracing::info!("stagepass agent stopped");
-    Ok(())
 }
 
 /// Per-boot files removed when the agent stops, on success and on error alike.

@@ -3,11 +3,12 @@
 //! Labels are bounded: routes are counted by their template (`/v1/token/{profile}`), never
 //! by raw path, and profiles come from the config. Token requests are counted here, by the
 //! API, per profile and outcome (`ok` or the error code), because that is what the API sees;
-//! remaining token lifetimes come from the broker's status.
+//! remaining token lifetimes come from the broker's status. The text is written by
+//! [`super::exposition`], one function per metric family (why no crate: see there).
 
+use super::exposition::{Encoder, Kind};
 use crate::broker::{ProfileStatus, RefreshStats};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -167,7 +168,8 @@ impl Metrics {
         );
     }
 
-    /// Renders everything in the Prometheus text exposition format (0.0.4).
+    /// Renders everything in the Prometheus text exposition format (0.0.4), one family
+    /// after another in a fixed order (scrapers do not care, people reading it do).
     pub fn render(
         &self,
         profiles: &[ProfileStatus],
@@ -175,19 +177,33 @@ impl Metrics {
         uptime: Duration,
         now: SystemTime,
     ) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP stagepass_up The agent answers.\n# TYPE stagepass_up gauge\nstagepass_up 1\n",
+        let mut e = Encoder::default();
+        e.family("stagepass_up", Kind::Gauge, "The agent answers.");
+        e.sample("stagepass_up", &[], 1);
+        e.family(
+            "stagepass_uptime_seconds",
+            Kind::Gauge,
+            "Seconds since the agent started.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP stagepass_uptime_seconds Seconds since the agent started.\n\
-             # TYPE stagepass_uptime_seconds gauge\nstagepass_uptime_seconds {}",
-            uptime.as_secs()
-        );
-        out.push_str(
-            "# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.\n\
-             # TYPE stagepass_api_requests_total counter\n",
+        e.sample("stagepass_uptime_seconds", &[], uptime.as_secs());
+        self.api_requests(&mut e);
+        self.api_request_durations(&mut e);
+        self.token_requests(&mut e);
+        token_lifetimes(&mut e, profiles, now);
+        refresh_outcomes(&mut e, refreshes);
+        refresh_durations(&mut e, refreshes);
+        profile_states(&mut e, profiles);
+        e.finish()
+    }
+
+    /// `stagepass_api_requests_total`: the shards' route/status counters summed, plus the
+    /// unusual pairs counted in the map.
+    fn api_requests(&self, e: &mut Encoder) {
+        let name = "stagepass_api_requests_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "API requests answered, by route template and HTTP status.",
         );
         let mut by_status: BTreeMap<(&str, u16), u64> = BTreeMap::new();
         for shard in &self.shards {
@@ -206,15 +222,19 @@ impl Metrics {
             }
         }
         for ((route, status), n) in &by_status {
-            let _ = writeln!(
-                out,
-                "stagepass_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+            let status = status.to_string();
+            e.sample(name, &[("route", route), ("status", &status)], n);
         }
-        out.push_str(
-            "# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.\n\
-             # TYPE stagepass_api_request_duration_seconds summary\n",
+    }
+
+    /// `stagepass_api_request_duration_seconds`: time per known route, routes never asked
+    /// left out.
+    fn api_request_durations(&self, e: &mut Encoder) {
+        let name = "stagepass_api_request_duration_seconds";
+        e.family(
+            name,
+            Kind::Summary,
+            "Time spent answering API requests, by route.",
         );
         for (i, route) in ROUTES.iter().enumerate() {
             let (count, nanos) = self.shards.iter().fold((0u64, 0u64), |(n, t), s| {
@@ -228,16 +248,19 @@ impl Metrics {
                 continue;
             }
             let sum = Duration::from_nanos(nanos).as_secs_f64();
-            let r = escape(route);
-            let _ = writeln!(
-                out,
-                "stagepass_api_request_duration_seconds_sum{{route=\"{r}\"}} {sum}\n\
-                 stagepass_api_request_duration_seconds_count{{route=\"{r}\"}} {count}"
-            );
+            e.sample(&format!("{name}_sum"), &[("route", route)], sum);
+            e.sample(&format!("{name}_count"), &[("route", route)], count);
         }
-        out.push_str(
-            "# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.\n\
-             # TYPE stagepass_token_requests_total counter\n",
+    }
+
+    /// `stagepass_token_requests_total`: the shards' per-profile outcome counters summed;
+    /// outcomes never seen left out.
+    fn token_requests(&self, e: &mut Encoder) {
+        let name = "stagepass_token_requests_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Token requests through the API, by profile and outcome.",
         );
         let mut tokens: BTreeMap<String, [u64; OUTCOMES.len()]> = BTreeMap::new();
         for shard in &self.shards {
@@ -253,95 +276,84 @@ impl Metrics {
         for (profile, counters) in &tokens {
             for (outcome, n) in OUTCOMES.iter().zip(counters.iter()) {
                 if *n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "stagepass_token_requests_total{{profile=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        escape(profile)
-                    );
+                    e.sample(name, &[("profile", profile), ("outcome", outcome)], n);
                 }
             }
         }
-        out.push_str(
-            "# HELP stagepass_token_expires_in_seconds Remaining lifetime of each profile's cached token.\n\
-             # TYPE stagepass_token_expires_in_seconds gauge\n",
-        );
-        for p in profiles {
-            if let Some(left) = p
-                .expires_at
-                .as_deref()
-                .and_then(|e| crate::timefmt::seconds_until(e, now))
-            {
-                let _ = writeln!(
-                    out,
-                    "stagepass_token_expires_in_seconds{{profile=\"{}\"}} {left}",
-                    escape(&p.profile)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP stagepass_refreshes_total Token refreshes at the IdP, by profile and outcome.\n\
-             # TYPE stagepass_refreshes_total counter\n",
-        );
-        for r in refreshes {
-            let p = escape(&r.profile);
-            for (outcome, n) in [
-                ("ok", r.ok),
-                ("login_required", r.login_required),
-                ("idp_unavailable", r.idp_unavailable),
-                ("error", r.error),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "stagepass_refreshes_total{{profile=\"{p}\",outcome=\"{outcome}\"}} {n}"
-                );
-            }
-        }
-        out.push_str(
-            "# HELP stagepass_refresh_duration_seconds Time spent refreshing: the IdP round trip plus persisting a rotated grant.\n\
-             # TYPE stagepass_refresh_duration_seconds summary\n",
-        );
-        for r in refreshes {
-            let p = escape(&r.profile);
-            let count = r.ok + r.login_required + r.idp_unavailable + r.error;
-            let _ = writeln!(
-                out,
-                "stagepass_refresh_duration_seconds_sum{{profile=\"{p}\"}} {}\n\
-                 stagepass_refresh_duration_seconds_count{{profile=\"{p}\"}} {count}",
-                r.duration.as_secs_f64()
-            );
-        }
-        out.push_str(
-            "# HELP stagepass_profile_state Current state of each profile (1 for the state it is in).\n\
-             # TYPE stagepass_profile_state gauge\n",
-        );
-        for p in profiles {
-            let state = serde_json::to_value(p.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "stagepass_profile_state{{profile=\"{}\",state=\"{}\"}} 1",
-                escape(&p.profile),
-                escape(&state)
-            );
-        }
-        out
     }
 }
 
-/// Escapes a label value as the exposition format requires.
-fn escape(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+/// `stagepass_token_expires_in_seconds`: from the broker's status, profiles without a
+/// cached token left out.
+fn token_lifetimes(e: &mut Encoder, profiles: &[ProfileStatus], now: SystemTime) {
+    let name = "stagepass_token_expires_in_seconds";
+    e.family(
+        name,
+        Kind::Gauge,
+        "Remaining lifetime of each profile's cached token.",
+    );
+    for p in profiles {
+        if let Some(left) = p
+            .expires_at
+            .as_deref()
+            .and_then(|e| crate::timefmt::seconds_until(e, now))
+        {
+            e.sample(name, &[("profile", &p.profile)], left);
         }
     }
-    s
+}
+
+/// `stagepass_refreshes_total`: every outcome of every profile, zeros included.
+fn refresh_outcomes(e: &mut Encoder, refreshes: &[RefreshStats]) {
+    let name = "stagepass_refreshes_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Token refreshes at the IdP, by profile and outcome.",
+    );
+    for r in refreshes {
+        for (outcome, n) in [
+            ("ok", r.ok),
+            ("login_required", r.login_required),
+            ("idp_unavailable", r.idp_unavailable),
+            ("error", r.error),
+        ] {
+            e.sample(name, &[("profile", &r.profile), ("outcome", outcome)], n);
+        }
+    }
+}
+
+/// `stagepass_refresh_duration_seconds`: the count is every refresh, whatever its outcome.
+fn refresh_durations(e: &mut Encoder, refreshes: &[RefreshStats]) {
+    let name = "stagepass_refresh_duration_seconds";
+    e.family(
+        name,
+        Kind::Summary,
+        "Time spent refreshing: the IdP round trip plus persisting a rotated grant.",
+    );
+    for r in refreshes {
+        let count = r.ok + r.login_required + r.idp_unavailable + r.error;
+        let labels = [("profile", r.profile.as_str())];
+        e.sample(&format!("{name}_sum"), &labels, r.duration.as_secs_f64());
+        e.sample(&format!("{name}_count"), &labels, count);
+    }
+}
+
+/// `stagepass_profile_state`: one sample per profile, labelled with its state's wire name.
+fn profile_states(e: &mut Encoder, profiles: &[ProfileStatus]) {
+    let name = "stagepass_profile_state";
+    e.family(
+        name,
+        Kind::Gauge,
+        "Current state of each profile (1 for the state it is in).",
+    );
+    for p in profiles {
+        let state = serde_json::to_value(p.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        e.sample(name, &[("profile", &p.profile), ("state", &state)], 1);
+    }
 }
 
 #[cfg(test)]
@@ -413,4 +425,74 @@ mod tests {
         );
         assert!(text.contains("stagepass_profile_state{profile=\"backstage\",state=\"valid\"} 1"));
     }
+
+    /// The whole text for a fixed input, byte for byte: how every family is written (HELP,
+    /// TYPE, sample order, label escaping) is part of the scrape contract.
+    #[test]
+    fn renders_the_exposition_text_exactly() {
+        let m = Metrics::default();
+        m.record_request("/v1/token/{profile}", 200, Duration::from_millis(2));
+        m.record_request("/v1/status", 401, Duration::from_millis(1));
+        m.record_request("/v1/odd", 299, Duration::from_millis(1));
+        m.record_token("back\"stage", "ok");
+        m.record_token("dev", "login_required");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = ProfileStatus {
+            profile: "backstage".into(),
+            grant: "device".into(),
+            state: ProfileState::Valid,
+            reason: None,
+            expires_at: Some("2023-11-14T22:33:20Z".into()),
+            token_fingerprint: None,
+            identity: None,
+        };
+        let r = RefreshStats {
+            profile: "backstage".into(),
+            ok: 3,
+            idp_unavailable: 1,
+            duration: Duration::from_millis(250),
+            ..RefreshStats::default()
+        };
+        let text = m.render(&[p], &[r], Duration::from_secs(5), now);
+        assert_eq!(text, GOLDEN, "{text}");
+    }
+
+    const GOLDEN: &str = r#"# HELP stagepass_up The agent answers.
+# TYPE stagepass_up gauge
+stagepass_up 1
+# HELP stagepass_uptime_seconds Seconds since the agent started.
+# TYPE stagepass_uptime_seconds gauge
+stagepass_uptime_seconds 5
+# HELP stagepass_api_requests_total API requests answered, by route template and HTTP status.
+# TYPE stagepass_api_requests_total counter
+stagepass_api_requests_total{route="/v1/odd",status="299"} 1
+stagepass_api_requests_total{route="/v1/status",status="401"} 1
+stagepass_api_requests_total{route="/v1/token/{profile}",status="200"} 1
+# HELP stagepass_api_request_duration_seconds Time spent answering API requests, by route.
+# TYPE stagepass_api_request_duration_seconds summary
+stagepass_api_request_duration_seconds_sum{route="/v1/status"} 0.001
+stagepass_api_request_duration_seconds_count{route="/v1/status"} 1
+stagepass_api_request_duration_seconds_sum{route="/v1/token/{profile}"} 0.002
+stagepass_api_request_duration_seconds_count{route="/v1/token/{profile}"} 1
+# HELP stagepass_token_requests_total Token requests through the API, by profile and outcome.
+# TYPE stagepass_token_requests_total counter
+stagepass_token_requests_total{profile="back\"stage",outcome="ok"} 1
+stagepass_token_requests_total{profile="dev",outcome="login_required"} 1
+# HELP stagepass_token_expires_in_seconds Remaining lifetime of each profile's cached token.
+# TYPE stagepass_token_expires_in_seconds gauge
+stagepass_token_expires_in_seconds{profile="backstage"} 1200
+# HELP stagepass_refreshes_total Token refreshes at the IdP, by profile and outcome.
+# TYPE stagepass_refreshes_total counter
+stagepass_refreshes_total{profile="backstage",outcome="ok"} 3
+stagepass_refreshes_total{profile="backstage",outcome="login_required"} 0
+stagepass_refreshes_total{profile="backstage",outcome="idp_unavailable"} 1
+stagepass_refreshes_total{profile="backstage",outcome="error"} 0
+# HELP stagepass_refresh_duration_seconds Time spent refreshing: the IdP round trip plus persisting a rotated grant.
+# TYPE stagepass_refresh_duration_seconds summary
+stagepass_refresh_duration_seconds_sum{profile="backstage"} 0.25
+stagepass_refresh_duration_seconds_count{profile="backstage"} 4
+# HELP stagepass_profile_state Current state of each profile (1 for the state it is in).
+# TYPE stagepass_profile_state gauge
+stagepass_profile_state{profile="backstage",state="valid"} 1
+"#;
 }

@@ -36,6 +36,7 @@
 pub mod caller;
 pub mod conn_peer;
 pub mod error;
+mod exposition;
 pub mod guard;
 pub mod metrics;
 pub mod routes;

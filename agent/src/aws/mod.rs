@@ -11,12 +11,10 @@
 //! a request renews first and, if STS fails, still gets the cached credentials. Concurrent
 //! requests for one role wait for one STS call.
 
-use crate::broker::{Broker, BrokerError, IssuedToken, TokenRequest};
+use crate::broker::{Broker, BrokerError, TokenRequest, TokenSource};
 use crate::config::AwsRoleConfig;
 use crate::secret::Secret;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
@@ -29,24 +27,6 @@ use sts::{AssumeRequest, StsClient, StsCredentials, StsError};
 pub const SERVE_MIN: Duration = Duration::from_secs(16 * 60);
 /// Renewal starts at least this long before [`SERVE_MIN`] is reached.
 pub const RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// Where the web identity token comes from: the broker in the agent, a fake in unit tests.
-pub trait TokenSource: Send + Sync {
-    /// A valid token of `profile`.
-    fn token<'a>(
-        &'a self,
-        profile: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>>;
-}
-
-impl TokenSource for Broker {
-    fn token<'a>(
-        &'a self,
-        profile: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>> {
-        Box::pin(Broker::token(self, profile, TokenRequest::default()))
-    }
-}
 
 /// What to do with cached credentials at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +214,7 @@ impl AwsService {
         let token: Secret = self
             .inner
             .tokens
-            .token(profile)
+            .token(profile, TokenRequest::default())
             .await
             .map_err(|e| broker_failure(name, profile, &e))?
             .access_token
@@ -304,6 +284,7 @@ fn broker_failure(role: &str, profile: &str, e: &BrokerError) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{BoxFuture, IssuedToken};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -341,8 +322,8 @@ mod tests {
         fn token<'a>(
             &'a self,
             profile: &'a str,
-        ) -> Pin<Box<dyn Future<Output = Result<Arc<IssuedToken>, BrokerError>> + Send + 'a>>
-        {
+            _req: TokenRequest,
+        ) -> BoxFuture<'a, Result<Arc<IssuedToken>, BrokerError>> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             let fail = self.fail.lock().unwrap().take();
             Box::pin(async move {

@@ -220,6 +220,32 @@ fn query_of(input: &str) -> String {
     }
 }
 
+/// The parameters of a sign-in redirect that matter here.
+#[derive(Default)]
+struct Redirect {
+    code: Option<Secret>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl Redirect {
+    /// Reads them from `input`: the query, or the whole address when pasted.
+    fn parse(input: &str) -> Self {
+        let mut r = Self::default();
+        for (k, v) in url::form_urlencoded::parse(query_of(input).as_bytes()) {
+            match k.as_ref() {
+                "code" => r.code = Some(Secret::new(v.into_owned())),
+                "state" => r.state = Some(v.into_owned()),
+                "error" => r.error = Some(v.into_owned()),
+                "error_description" => r.error_description = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
 /// Ends the pending sign-in with the redirect's parameters (`input`: the query, or the
 /// whole address when pasted). `pasted`: the listener is stopped afterwards.
 pub(super) async fn complete(
@@ -227,69 +253,15 @@ pub(super) async fn complete(
     input: &str,
     pasted: bool,
 ) -> Result<LoginState, BrokerError> {
-    let query = query_of(input);
-    let mut code = None;
-    let mut state = None;
-    let mut error = None;
-    let mut error_description = None;
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "code" => code = Some(Secret::new(v.into_owned())),
-            "state" => state = Some(v.into_owned()),
-            "error" => error = Some(v.into_owned()),
-            "error_description" => error_description = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    let Some(state) = state else {
+    let r = Redirect::parse(input);
+    let Some(state) = r.state else {
         return Err(refused(slot, "it carries no state"));
     };
-    // Take the pending sign-in only if the state matches: a wrong state must not cancel it.
-    let pending = {
-        let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(rec) = l.as_mut().filter(|r| r.expires > Instant::now()) else {
-            return Err(refused(
-                slot,
-                "no sign-in is waiting (start one with `stagepass login`)",
-            ));
-        };
-        let Some(p) = rec.code.as_ref() else {
-            return Err(refused(
-                slot,
-                "this sign-in already ended; an answer is used once",
-            ));
-        };
-        if !p.state.ct_eq(state.as_bytes()) {
-            tracing::warn!(profile = %slot.name, "sign-in redirect with a wrong state refused");
-            return Err(refused(
-                slot,
-                "the state does not match the pending sign-in",
-            ));
-        }
-        let p = rec.code.take();
-        if pasted && let Some(t) = rec.task.take() {
-            t.abort();
-        }
-        p
-    };
-    let Some(pending) = pending else {
-        return Err(refused(slot, "this sign-in already ended"));
-    };
-    if let Some(err) = error {
-        let message = match error_description {
-            Some(d) => format!("{err}: {d}"),
-            None => err.clone(),
-        };
-        let st = if err == "access_denied" {
-            LoginPhase::Denied
-        } else {
-            LoginPhase::Failed
-        };
-        tracing::warn!(profile = %slot.name, state = st.as_str(), message = %message, "sign-in ended");
-        set_state(slot, st, Some(message.clone()));
-        return Err(refused(slot, &message));
+    let pending = take_pending(slot, &state, pasted)?;
+    if let Some(err) = r.error {
+        return Err(idp_refused(slot, err, r.error_description));
     }
-    let Some(code) = code else {
+    let Some(code) = r.code else {
         set_state(
             slot,
             LoginPhase::Failed,
@@ -318,6 +290,56 @@ pub(super) async fn complete(
     tracing::info!(profile = %slot.name, "authorization code sign-in complete");
     set_state(slot, LoginPhase::Complete, msg);
     super::device::state(slot)
+}
+
+/// Takes the pending sign-in, only if `state` matches it: a wrong state must not cancel
+/// it. An answer is used once; `pasted` also stops the redirect listener.
+fn take_pending(slot: &Slot, state: &str, pasted: bool) -> Result<PendingCode, BrokerError> {
+    let pending = {
+        let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = l.as_mut().filter(|r| r.expires > Instant::now()) else {
+            return Err(refused(
+                slot,
+                "no sign-in is waiting (start one with `stagepass login`)",
+            ));
+        };
+        let Some(p) = rec.code.as_ref() else {
+            return Err(refused(
+                slot,
+                "this sign-in already ended; an answer is used once",
+            ));
+        };
+        if !p.state.ct_eq(state.as_bytes()) {
+            tracing::warn!(profile = %slot.name, "sign-in redirect with a wrong state refused");
+            return Err(refused(
+                slot,
+                "the state does not match the pending sign-in",
+            ));
+        }
+        let p = rec.code.take();
+        if pasted && let Some(t) = rec.task.take() {
+            t.abort();
+        }
+        p
+    };
+    pending.ok_or_else(|| refused(slot, "this sign-in already ended"))
+}
+
+/// The IdP's own refusal in the redirect (`error`, `error_description`): the sign-in ends
+/// denied (`access_denied`) or failed.
+fn idp_refused(slot: &Slot, err: String, description: Option<String>) -> BrokerError {
+    let message = match description {
+        Some(d) => format!("{err}: {d}"),
+        None => err.clone(),
+    };
+    let st = if err == "access_denied" {
+        LoginPhase::Denied
+    } else {
+        LoginPhase::Failed
+    };
+    tracing::warn!(profile = %slot.name, state = st.as_str(), message = %message, "sign-in ended");
+    set_state(slot, st, Some(message.clone()));
+    refused(slot, &message)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! On approval the refresh token is persisted with the access token (under the grant lock)
 //! before the access token is installed in the cache.
 
-use super::idp::{DeviceAuthorization, IdpError};
+use super::idp::{ClientAuth, DeviceAuthorization, Flows, IdpError};
 use super::login::LoginRecord;
 use super::slot::Slot;
 use super::{BrokerError, LoginPhase, LoginState};
@@ -44,14 +44,8 @@ pub(super) fn login_error(slot: &Slot, e: IdpError) -> BrokerError {
 
 /// Starts a login, or returns the one still pending.
 pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
-    {
-        let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rec) = l.as_ref()
-            && rec.state.state == LoginPhase::Pending
-            && rec.expires > Instant::now()
-        {
-            return Ok(rec.state.clone());
-        }
+    if let Some(pending) = still_pending(slot) {
+        return Ok(pending);
     }
     let idp = slot.idp.clone().ok_or_else(|| BrokerError::Internal {
         profile: slot.name.clone(),
@@ -84,36 +78,7 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         task: None,
         code: None,
     });
-    let poller = {
-        let slot = slot.clone();
-        tokio::spawn(async move {
-            let res = idp.device_poll(&client, &auth).await;
-            match res {
-                Ok(g) => {
-                    let msg = finish(&slot, idp.issuer(), &client.client_id, &g).await;
-                    tracing::info!(profile = %slot.name, "device login complete");
-                    set_state(&slot, LoginPhase::Complete, msg);
-                }
-                Err(IdpError::Rejected { code, description }) => {
-                    let state = match code.as_str() {
-                        "access_denied" => LoginPhase::Denied,
-                        "expired_token" => LoginPhase::Expired,
-                        _ => LoginPhase::Failed,
-                    };
-                    let message = match description {
-                        Some(d) => format!("{code}: {d}"),
-                        None => code,
-                    };
-                    tracing::warn!(profile = %slot.name, state = state.as_str(), message = %message, "device login ended");
-                    set_state(&slot, state, Some(message));
-                }
-                Err(e) => {
-                    tracing::warn!(profile = %slot.name, error = %e, "device login failed");
-                    set_state(&slot, LoginPhase::Failed, Some(e.to_string()));
-                }
-            }
-        })
-    };
+    let poller = tokio::spawn(poll(slot.clone(), idp, client, auth));
     if let Some(rec) = slot
         .login
         .lock()
@@ -124,6 +89,45 @@ pub(super) async fn start(slot: &Arc<Slot>) -> Result<LoginState, BrokerError> {
         rec.task = Some(poller.abort_handle());
     }
     Ok(state)
+}
+
+/// The login still pending and not expired, if any: a second `login` shows it again
+/// instead of starting another.
+fn still_pending(slot: &Slot) -> Option<LoginState> {
+    let l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
+    l.as_ref()
+        .filter(|rec| rec.state.state == LoginPhase::Pending && rec.expires > Instant::now())
+        .map(|rec| rec.state.clone())
+}
+
+/// The background poller of a device login: waits for the user at the IdP and ends the
+/// login with what the IdP says.
+async fn poll(slot: Arc<Slot>, idp: Arc<dyn Flows>, client: ClientAuth, auth: DeviceAuthorization) {
+    let res = idp.device_poll(&client, &auth).await;
+    match res {
+        Ok(g) => {
+            let msg = finish(&slot, idp.issuer(), &client.client_id, &g).await;
+            tracing::info!(profile = %slot.name, "device login complete");
+            set_state(&slot, LoginPhase::Complete, msg);
+        }
+        Err(IdpError::Rejected { code, description }) => {
+            let state = match code.as_str() {
+                "access_denied" => LoginPhase::Denied,
+                "expired_token" => LoginPhase::Expired,
+                _ => LoginPhase::Failed,
+            };
+            let message = match description {
+                Some(d) => format!("{code}: {d}"),
+                None => code,
+            };
+            tracing::warn!(profile = %slot.name, state = state.as_str(), message = %message, "device login ended");
+            set_state(&slot, state, Some(message));
+        }
+        Err(e) => {
+            tracing::warn!(profile = %slot.name, error = %e, "device login failed");
+            set_state(&slot, LoginPhase::Failed, Some(e.to_string()));
+        }
+    }
 }
 
 /// Ends a successful login of any kind: stores the refresh token (under the grant lock)

@@ -15,6 +15,7 @@ mod authcode;
 mod device;
 mod login;
 mod slot;
+mod source;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,8 @@ use crate::secret::Secret;
 use crate::store::GrantStore;
 use idp::{Flows, Idp};
 use slot::{Slot, SubjectSource};
+
+pub use source::{BoxFuture, TokenSource};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -339,60 +342,8 @@ impl Broker {
                 detail: e.to_string(),
             })?;
         let store = Arc::new(store);
-        let mut idps: BTreeMap<String, Arc<dyn Flows>> = BTreeMap::new();
-        let mut slots = BTreeMap::new();
-        for (name, cfg) in &config.profiles {
-            let idp = match &cfg.issuer {
-                Some(iss) => {
-                    let key = iss.as_str().trim_end_matches('/').to_string();
-                    match idps.get(&key) {
-                        Some(i) => Some(i.clone()),
-                        None => {
-                            let i = make_flows(&key).map_err(|e| BrokerError::Internal {
-                                profile: name.clone(),
-                                detail: e.to_string(),
-                            })?;
-                            idps.insert(key, i.clone());
-                            Some(i)
-                        }
-                    }
-                }
-                None => None,
-            };
-            let env = slot::SlotEnv {
-                backoff: opts.backoff,
-            };
-            slots.insert(
-                name.clone(),
-                Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
-            );
-        }
-        // Know at once which device profiles have a stored login (status before boot refresh),
-        // and serve a stored access token still in its usable life without any IdP call.
-        for slot in slots.values() {
-            if slot.cfg.grant.stores_login() {
-                let (store, name) = (store.clone(), slot.name.clone());
-                if let Ok(Ok(Some(g))) =
-                    tokio::task::spawn_blocking(move || store.load(&name)).await
-                {
-                    match slot.adopt_stored(g) {
-                        slot::Adoption::Adopted => tracing::info!(
-                            profile = %slot.name,
-                            "serving the stored access token; no refresh at start"
-                        ),
-                        slot::Adoption::Discard(why) => {
-                            tracing::info!(
-                                profile = %slot.name,
-                                reason = why,
-                                "discarding the stored access token"
-                            );
-                            slot.discard_stored_access(None).await;
-                        }
-                        slot::Adoption::None | slot::Adoption::Expired => {}
-                    }
-                }
-            }
-        }
+        let slots = make_slots(config, &store, opts, make_flows)?;
+        adopt_stored_logins(&slots, &store).await;
         let inner = Arc::new(Inner {
             slots,
             store,
@@ -707,4 +658,70 @@ fn check_subject_cycles(config: &crate::config::Config) -> Result<(), BrokerErro
         }
     }
     Ok(())
+}
+
+/// One slot per profile; profiles of one issuer share its flows (one discovery cache).
+fn make_slots(
+    config: &crate::config::Config,
+    store: &Arc<GrantStore>,
+    opts: BrokerOptions,
+    make_flows: &MakeFlows,
+) -> Result<BTreeMap<String, Arc<Slot>>, BrokerError> {
+    let mut idps: BTreeMap<String, Arc<dyn Flows>> = BTreeMap::new();
+    let mut slots = BTreeMap::new();
+    for (name, cfg) in &config.profiles {
+        let idp = match &cfg.issuer {
+            Some(iss) => {
+                let key = iss.as_str().trim_end_matches('/').to_string();
+                match idps.get(&key) {
+                    Some(i) => Some(i.clone()),
+                    None => {
+                        let i = make_flows(&key).map_err(|e| BrokerError::Internal {
+                            profile: name.clone(),
+                            detail: e.to_string(),
+                        })?;
+                        idps.insert(key, i.clone());
+                        Some(i)
+                    }
+                }
+            }
+            None => None,
+        };
+        let env = slot::SlotEnv {
+            backoff: opts.backoff,
+        };
+        slots.insert(
+            name.clone(),
+            Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
+        );
+    }
+    Ok(slots)
+}
+
+/// Know at once which device profiles have a stored login (status before boot refresh),
+/// and serve a stored access token still in its usable life without any IdP call.
+async fn adopt_stored_logins(slots: &BTreeMap<String, Arc<Slot>>, store: &Arc<GrantStore>) {
+    // and serve a stored access token still in its usable life without any IdP call.
+    for slot in slots.values() {
+        if slot.cfg.grant.stores_login() {
+            let (store, name) = (store.clone(), slot.name.clone());
+            if let Ok(Ok(Some(g))) = tokio::task::spawn_blocking(move || store.load(&name)).await {
+                match slot.adopt_stored(g) {
+                    slot::Adoption::Adopted => tracing::info!(
+                        profile = %slot.name,
+                        "serving the stored access token; no refresh at start"
+                    ),
+                    slot::Adoption::Discard(why) => {
+                        tracing::info!(
+                            profile = %slot.name,
+                            reason = why,
+                            "discarding the stored access token"
+                        );
+                        slot.discard_stored_access(None).await;
+                    }
+                    slot::Adoption::None | slot::Adoption::Expired => {}
+                }
+            }
+        }
+    }
 }

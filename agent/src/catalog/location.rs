@@ -90,6 +90,28 @@ pub(crate) async fn refresh_owner(
             ..o.clone()
         }));
     }
+    if let Some(owner) = by_parent(bs, url, known, token).await? {
+        return Ok(Some(owner));
+    }
+    if let Some(owner) = by_registered_location(bs, url, token).await? {
+        return Ok(Some(owner));
+    }
+    let spellings: Vec<String> = std::iter::once(url.to_string())
+        .chain(file_url::github_spellings(url))
+        .collect();
+    if let Some(owner) = by_location_entity(bs, url, &spellings, token).await? {
+        return Ok(Some(owner));
+    }
+    by_generated_name(bs, spellings, token).await
+}
+
+/// Step 1: the Location entity that is the parent of an entity read from the file.
+async fn by_parent(
+    bs: &Backstage,
+    url: &str,
+    known: &[RemoteEntity],
+    token: Option<&Secret>,
+) -> Result<Option<Owner>, BackstageError> {
     for e in known.iter().filter(|e| read_from(e, url)) {
         let parents = bs.parents(&e.entity_ref, token).await?.unwrap_or_default();
         if let Some(location) = parents.into_iter().find(|p| p.kind == "location") {
@@ -108,6 +130,15 @@ pub(crate) async fn refresh_owner(
             }
         }
     }
+    Ok(None)
+}
+
+/// Step 2: the Location entity of a registered location of the file.
+async fn by_registered_location(
+    bs: &Backstage,
+    url: &str,
+    token: Option<&Secret>,
+) -> Result<Option<Owner>, BackstageError> {
     for l in bs.locations(token).await? {
         if l.kind != "url" || !same_file(&l.target, url) {
             continue;
@@ -124,10 +155,17 @@ pub(crate) async fn refresh_owner(
             }));
         }
     }
-    let spellings: Vec<String> = std::iter::once(url.to_string())
-        .chain(file_url::github_spellings(url))
-        .collect();
-    for spelling in &spellings {
+    Ok(None)
+}
+
+/// Step 3: a Location entity whose target is (a spelling of) the file's URL.
+async fn by_location_entity(
+    bs: &Backstage,
+    url: &str,
+    spellings: &[String],
+    token: Option<&Secret>,
+) -> Result<Option<Owner>, BackstageError> {
+    for spelling in spellings {
         for (location, target) in bs.location_entities_targeting(spelling, token).await? {
             if same_file(&target, url) && bs.refresh(&location, token).await? {
                 return Ok(Some(Owner {
@@ -138,6 +176,15 @@ pub(crate) async fn refresh_owner(
             }
         }
     }
+    Ok(None)
+}
+
+/// Step 4: the Location entity Backstage names after (a spelling of) the file's URL.
+async fn by_generated_name(
+    bs: &Backstage,
+    spellings: Vec<String>,
+    token: Option<&Secret>,
+) -> Result<Option<Owner>, BackstageError> {
     for target in spellings {
         let location = generated_location("url", &target);
         // A guess: under a policy that lets users refresh only what they own, Backstage

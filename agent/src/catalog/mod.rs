@@ -25,7 +25,7 @@ pub mod validate;
 pub mod watch;
 pub mod yaml;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, TokenSource};
 use crate::config::CatalogConfig;
 use crate::paths::Paths;
 use serde::Serialize;
@@ -37,7 +37,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use diff::Change;
 pub use finding::Finding;
-pub use token::TokenSource;
 
 /// Starts the catalog watcher and sync in the background.
 pub struct Service;
@@ -268,12 +267,9 @@ impl Service {
         paths: &Paths,
         broker: Option<Broker>,
     ) -> CatalogHandle {
-        let tokens: Arc<dyn TokenSource> = match (broker, &config.profile) {
-            (Some(broker), Some(profile)) => Arc::new(token::BrokerTokens {
-                broker,
-                profile: profile.clone(),
-            }),
-            _ => Arc::new(token::NoToken),
+        let tokens: Arc<dyn TokenSource> = match broker {
+            Some(broker) => Arc::new(broker),
+            None => Arc::new(token::NoToken),
         };
         Self::start_with(
             config,

@@ -26,7 +26,7 @@ use super::backstage::{Backstage, BackstageError, Registration, RemoteEntity};
 use super::location;
 use super::outbox::{Action, Job, Outbox};
 use super::refs::EntityRef;
-use super::token::TokenSource;
+use super::token::BackstageTokens;
 use super::{Command, Shared};
 use crate::secret::Secret;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ pub(crate) struct SyncCtx {
     /// The Location entity each file URL was last pushed through (see
     /// [`location::refresh_owner`]).
     pub(crate) owners: Mutex<std::collections::BTreeMap<String, location::Owner>>,
-    pub(crate) tokens: Arc<dyn TokenSource>,
+    pub(crate) tokens: BackstageTokens,
     pub(crate) outbox: Arc<Mutex<Outbox>>,
     pub(crate) wake: Arc<Notify>,
 }
@@ -101,7 +101,8 @@ impl Worker {
         self.ctx
             .tokens
             .profile()
-            .unwrap_or_else(|| "(none configured: set catalog.profile)".into())
+            .unwrap_or("(none configured: set catalog.profile)")
+            .to_string()
     }
 
     /// Sorts a failure; returns whether the rest of this round should wait. `this`: how
@@ -160,92 +161,124 @@ impl Worker {
     }
 }
 
+/// The push worker: waits for due jobs, takes a token for the round (unless Backstage
+/// refused that very token), and pushes the round unit by unit.
 pub(crate) async fn run(w: Worker) {
     let mut paused: Option<String> = None;
     loop {
         let (due, next) = w.due();
         if due.is_empty() {
-            tokio::select! {
-                _ = w.ctx.wake.notified() => {}
-                _ = async {
-                    match next {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
+            w.idle(next).await;
             continue;
         }
-        let token = match w.ctx.tokens.token().await {
+        let Some(round) = w.round_token(&due, &mut paused).await else {
+            continue;
+        };
+        if w.push_round(due, &round, &mut paused).await {
+            let _ = w.recheck.send(Command::Recheck);
+        }
+    }
+}
+
+/// The token of one push round, with its fingerprint and subject.
+struct RoundToken {
+    token: Option<Secret>,
+    fingerprint: String,
+    who: Option<String>,
+}
+
+impl Worker {
+    /// Waits until woken or until the next job is due.
+    async fn idle(&self, next: Option<Instant>) {
+        tokio::select! {
+            _ = self.ctx.wake.notified() => {}
+            _ = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+
+    /// The token for a round over `due`; `None` (the jobs postponed) when there is none or
+    /// it is the one Backstage refused. A new token ends the pause.
+    async fn round_token(
+        &self,
+        due: &[(String, Job)],
+        paused: &mut Option<String>,
+    ) -> Option<RoundToken> {
+        let token = match self.ctx.tokens.token().await {
             Ok(t) => t,
             Err(e) => {
-                let why = format!("no token for profile {}: {e}", w.profile());
+                let why = format!("no token for profile {}: {e}", self.profile());
                 tracing::warn!("catalog push waiting: {why}");
-                w.postpone_all(&due, &why);
-                continue;
+                self.postpone_all(due, &why);
+                return None;
             }
         };
         let fingerprint = token.as_ref().map(Secret::fingerprint).unwrap_or_default();
         let who = token.as_ref().and_then(subject);
         if paused.as_deref() == Some(fingerprint.as_str()) {
-            w.postpone_all(
-                &due,
+            self.postpone_all(
+                due,
                 "paused: Backstage refused this token; waiting for a new one",
             );
-            continue;
+            return None;
         }
         if paused.take().is_some() {
-            tracing::info!(profile = %w.profile(), "token changed; resuming catalog pushes");
-            w.shared.update(|s| {
+            tracing::info!(profile = %self.profile(), "token changed; resuming catalog pushes");
+            self.shared.update(|s| {
                 if let Some(b) = s.backstage.as_mut() {
                     b.paused = None;
                 }
             });
         }
+        Some(RoundToken {
+            token,
+            fingerprint,
+            who,
+        })
+    }
+
+    /// Pushes `due` unit by unit until done or a failure stops the round; whether anything
+    /// was pushed.
+    async fn push_round(
+        &self,
+        due: Vec<(String, Job)>,
+        round: &RoundToken,
+        paused: &mut Option<String>,
+    ) -> bool {
+        let token = round.token.as_ref();
+        let who = round.who.as_deref();
         let units = units(due);
         let mut pushed = false;
         for (i, unit) in units.iter().enumerate() {
             let result = match unit[0].1.action {
                 Action::Sync | Action::Refresh => {
-                    sync_file(
-                        &w.ctx,
-                        unit,
-                        token.as_ref(),
-                        who.as_deref(),
-                        w.unregister_moved,
-                    )
-                    .await
+                    sync_file(&self.ctx, unit, token, who, self.unregister_moved).await
                 }
-                Action::Unregister => unregister_one(&w.ctx.backstage, &unit[0].1, token.as_ref())
+                Action::Unregister => unregister_one(&self.ctx.backstage, &unit[0].1, token)
                     .await
                     .map(Outcome::done),
             };
             match result {
                 Ok(outcome) => {
-                    w.settle(unit, outcome);
+                    self.settle(unit, outcome);
                     pushed = true;
                 }
                 Err(e) => {
                     let rest: Vec<(String, Job)> = units[i..].concat();
-                    if let Next::StopRound = w
-                        .failed(
-                            e,
-                            &rest,
-                            unit.len(),
-                            &fingerprint,
-                            who.as_deref(),
-                            &mut paused,
-                        )
-                        .await
-                    {
+                    let next = self
+                        .failed(e, &rest, unit.len(), &round.fingerprint, who, paused)
+                        .await;
+                    if let Next::StopRound = next {
                         break;
                     }
                 }
             }
         }
-        if pushed {
-            let _ = w.recheck.send(Command::Recheck);
-        }
+        pushed
     }
 }
 
@@ -346,17 +379,8 @@ async fn sync_file(
 ) -> Result<Outcome, BackstageError> {
     let bs = &ctx.backstage;
     let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
-    let mut candidates: Vec<EntityRef> = Vec::new();
-    for r in unit
-        .iter()
-        .flat_map(|(_, j)| std::iter::once(&j.entity).chain(&j.was))
-    {
-        if !candidates.iter().any(|c| c.key() == r.key()) {
-            candidates.push(r.clone());
-        }
-    }
     let known: Vec<RemoteEntity> = bs
-        .by_refs(&candidates, token)
+        .by_refs(&candidates(unit), token)
         .await?
         .into_iter()
         .flatten()
@@ -366,46 +390,15 @@ async fn sync_file(
     if let Some(from) = moved_from {
         notes.extend(moved(bs, from, &unit[0].1, &known, token, unregister_moved).await?);
     }
-    for e in &known {
-        let elsewhere = e.location.as_deref().and_then(location::url_target);
-        if let Some(other) = elsewhere.filter(|o| {
-            !location::same_file(o, url) && !moved_from.is_some_and(|m| location::same_file(o, m))
-        }) && unit
-            .iter()
-            .any(|(_, j)| j.action == Action::Sync && j.entity.key() == e.entity_ref.key())
-        {
-            notes.push(format!(
-                "{} ({file}): Backstage reads it from {other}, not from this file; it keeps that one until it is removed there",
-                e.entity_ref
-            ));
-        }
-    }
-    let emptied: Vec<String> = unit
-        .iter()
-        .filter(|(_, j)| j.action == Action::Refresh)
-        .flat_map(|(_, j)| j.was.iter().map(ToString::to_string))
-        .collect();
+    notes.extend(read_elsewhere(unit, &known, moved_from));
     let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
-    let remembered = ctx.owners.lock().ok().and_then(|o| o.get(url).cloned());
-    let found = location::refresh_owner(bs, url, &known, token, remembered.as_ref()).await;
-    if let Ok(mut owners) = ctx.owners.lock() {
-        match &found {
-            Ok(Some(owner)) => {
-                owners.insert(url.clone(), owner.clone());
-            }
-            Ok(None) => {
-                owners.remove(url);
-            }
-            Err(_) => {}
-        }
-    }
-    match found {
+    match refresh_owner(ctx, url, &known, token).await {
         Ok(Some(owner)) => {
             if only_emptied {
                 notes.push(format!(
                     "{file} has no entities left: refreshed {} so Backstage reads it again and orphans what it read from it ({})",
                     owner.location,
-                    emptied.join(", ")
+                    emptied(unit).join(", ")
                 ));
             }
             return Ok(Outcome {
@@ -440,6 +433,79 @@ async fn sync_file(
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
     Ok(outcome)
+}
+
+/// Every entity the unit's file has or had, once each: what to ask Backstage about.
+fn candidates(unit: &[(String, Job)]) -> Vec<EntityRef> {
+    let mut candidates: Vec<EntityRef> = Vec::new();
+    for r in unit
+        .iter()
+        .flat_map(|(_, j)| std::iter::once(&j.entity).chain(&j.was))
+    {
+        if !candidates.iter().any(|c| c.key() == r.key()) {
+            candidates.push(r.clone());
+        }
+    }
+    candidates
+}
+
+/// Notes for entities of this file that Backstage reads from another file (not the one it
+/// was moved from): it keeps that one, so the push changes nothing for them.
+fn read_elsewhere(
+    unit: &[(String, Job)],
+    known: &[RemoteEntity],
+    moved_from: Option<&str>,
+) -> Vec<String> {
+    let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
+    let mut notes = Vec::new();
+    for e in known {
+        let elsewhere = e.location.as_deref().and_then(location::url_target);
+        if let Some(other) = elsewhere.filter(|o| {
+            !location::same_file(o, url) && !moved_from.is_some_and(|m| location::same_file(o, m))
+        }) && unit
+            .iter()
+            .any(|(_, j)| j.action == Action::Sync && j.entity.key() == e.entity_ref.key())
+        {
+            notes.push(format!(
+                "{} ({file}): Backstage reads it from {other}, not from this file; it keeps that one until it is removed there",
+                e.entity_ref
+            ));
+        }
+    }
+    notes
+}
+
+/// The entities a file that became empty had, for the note that says what gets orphaned.
+fn emptied(unit: &[(String, Job)]) -> Vec<String> {
+    unit.iter()
+        .filter(|(_, j)| j.action == Action::Refresh)
+        .flat_map(|(_, j)| j.was.iter().map(ToString::to_string))
+        .collect()
+}
+
+/// Refreshes the Location entity that reads `url`, trying first the one it was last pushed
+/// through; remembers the one found (or forgets it when there is none).
+async fn refresh_owner(
+    ctx: &SyncCtx,
+    url: &str,
+    known: &[RemoteEntity],
+    token: Option<&Secret>,
+) -> Result<Option<location::Owner>, BackstageError> {
+    let remembered = ctx.owners.lock().ok().and_then(|o| o.get(url).cloned());
+    let found =
+        location::refresh_owner(&ctx.backstage, url, known, token, remembered.as_ref()).await;
+    if let Ok(mut owners) = ctx.owners.lock() {
+        match &found {
+            Ok(Some(owner)) => {
+                owners.insert(url.to_string(), owner.clone());
+            }
+            Ok(None) => {
+                owners.remove(url);
+            }
+            Err(_) => {}
+        }
+    }
+    found
 }
 
 /// Backstage's permission policy refused refreshing the file's Location entity (`denied`),

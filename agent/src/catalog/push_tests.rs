@@ -57,6 +57,7 @@ impl Bed {
             backstage_url: Some(crate::config::HttpUrl::parse(&self.fake.url).unwrap()),
             url_template: Some(format!("{URL}{{path}}")),
             retry_max: Duration::from_millis(200),
+            profile: Some("backstage".into()),
             ..CatalogConfig::default()
         }
     }

@@ -14,6 +14,7 @@ use super::outbox::{Action, Job, Outbox};
 use super::push::{self, SyncCtx, Worker};
 use super::refs::EntityRef;
 use super::root;
+use super::token::BackstageTokens;
 use super::validate::{self, FileReport};
 use super::watch::{self, DirWatcher, WatchEvent};
 use super::{
@@ -99,21 +100,13 @@ async fn run(
     let matcher = Matcher::configured(&config.globs);
     let (fs_tx, fs_rx) = mpsc::unbounded_channel();
     let watcher = DirWatcher::new(fs_tx, options.inotify_limit, options.poll_interval);
-    let mut engine = Engine {
-        config: config.clone(),
-        shared: shared.clone(),
-        root: root.clone(),
+    let mut engine = Engine::new(
+        config.clone(),
+        shared.clone(),
+        root.clone(),
         matcher,
-        files: BTreeMap::new(),
-        remote_findings: BTreeMap::new(),
         watcher,
-        repo: None,
-        urls: None,
-        sync: None,
-        logged_diff: BTreeSet::new(),
-        logged_findings: BTreeSet::new(),
-        warnings: Vec::new(),
-    };
+    );
     engine.initial_scan().await;
 
     let git = open_git(&mut engine, &root, &config, &options).await;
@@ -237,7 +230,7 @@ fn connect_backstage(
                 let ctx = Arc::new(SyncCtx {
                     backstage: bs,
                     owners: Mutex::default(),
-                    tokens: options.tokens.clone(),
+                    tokens: BackstageTokens::new(options.tokens.clone(), config.profile.clone()),
                     outbox,
                     wake: Arc::new(Notify::new()),
                 });
@@ -475,6 +468,31 @@ fn outbox_path(paths: &Paths, root: &Path) -> PathBuf {
 }
 
 impl Engine {
+    /// An engine for `root` that has read nothing yet: no files, no repository, no sync.
+    fn new(
+        config: CatalogConfig,
+        shared: Arc<Shared>,
+        root: PathBuf,
+        matcher: Matcher,
+        watcher: DirWatcher,
+    ) -> Self {
+        Self {
+            config,
+            shared,
+            root,
+            matcher,
+            files: BTreeMap::new(),
+            remote_findings: BTreeMap::new(),
+            watcher,
+            repo: None,
+            urls: None,
+            sync: None,
+            logged_diff: BTreeSet::new(),
+            logged_findings: BTreeSet::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn rel<'a>(&self, p: &'a Path) -> Option<&'a Path> {
         p.strip_prefix(&self.root).ok()
     }

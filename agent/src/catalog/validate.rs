@@ -426,6 +426,8 @@ impl Checker<'_> {
         }
     }
 
+    /// One document's entity: the root's shape and fields, kind and apiVersion, metadata
+    /// and (built-in kinds) spec are checked; `None` when it cannot be named.
     fn entity(&mut self, root: &Node, doc_pos: Pos) -> Option<Entity> {
         if !matches!(root.value, Value::Map(_)) {
             self.push(
@@ -438,6 +440,44 @@ impl Checker<'_> {
             );
             return None;
         }
+        self.root_fields(root);
+        let api_version = self.required_str(root, "apiVersion", "apiVersion", "api-version");
+        let kind = self.required_str(root, "kind", "kind", "kind");
+        let builtin = self.kind_and_version(api_version, kind);
+        let (name, namespace) = match self.metadata_node(root) {
+            Some(m) => self.metadata(m),
+            None => (None, None),
+        };
+        let namespace = namespace.unwrap_or_else(|| "default".into());
+        let spec = self.spec_node(root);
+        let mut owner = None;
+        if builtin && let Some((k, _)) = kind {
+            match spec {
+                None if root.get("spec").is_none() => self.push(
+                    root.pos,
+                    "spec",
+                    format!("spec is missing; kind {k} requires it"),
+                ),
+                None => {}
+                Some(spec) => owner = self.spec(k, spec, &namespace),
+            }
+        }
+        let (Some((_, _)), Some((k, _)), Some(name)) = (api_version, kind, name) else {
+            return None;
+        };
+        let json = root.to_json();
+        let hash = content_hash(&json);
+        Some(Entity {
+            entity_ref: EntityRef::new(k, &namespace, &name),
+            owner,
+            pos: doc_pos,
+            json,
+            hash,
+        })
+    }
+
+    /// Fields at the root other than Backstage's own are reported (a typo loses data).
+    fn root_fields(&mut self, root: &Node) {
         if let Value::Map(entries) = &root.value {
             for (k, _) in entries {
                 let key = k.key_string();
@@ -454,8 +494,15 @@ impl Checker<'_> {
                 }
             }
         }
-        let api_version = self.required_str(root, "apiVersion", "apiVersion", "api-version");
-        let kind = self.required_str(root, "kind", "kind", "kind");
+    }
+
+    /// Checks `kind` and `apiVersion` alone and together; whether the entity is of a
+    /// built-in kind (whose spec is then checked).
+    fn kind_and_version(
+        &mut self,
+        api_version: Option<(&str, Pos)>,
+        kind: Option<(&str, Pos)>,
+    ) -> bool {
         if let Some((v, pos)) = api_version
             && !is_valid_api_version(v)
         {
@@ -478,44 +525,56 @@ impl Checker<'_> {
                     ),
                 );
             } else if v.starts_with("backstage.io/") {
-                if let Some(proper) = BUILTIN_KINDS.iter().find(|b| b.eq_ignore_ascii_case(k)) {
-                    if *proper != k {
-                        self.push(
-                            kpos,
-                            "kind",
-                            format!(
-                                "kind {} is not a built-in kind; did you mean {proper:?}?",
-                                excerpt(k)
-                            ),
-                        );
-                    } else if !BUILTIN_API_VERSIONS.contains(&v) {
-                        self.push(
-                            vpos,
-                            "api-version",
-                            format!(
-                                "apiVersion {} is not valid for kind {k}; expected one of {}",
-                                excerpt(v),
-                                BUILTIN_API_VERSIONS.join(", ")
-                            ),
-                        );
-                    } else {
-                        builtin = true;
-                    }
-                } else {
-                    self.push(
-                        kpos,
-                        "kind",
-                        format!(
-                            "kind {} is not a built-in kind of {}; expected one of {}",
-                            excerpt(k),
-                            excerpt(v),
-                            BUILTIN_KINDS.join(", ")
-                        ),
-                    );
-                }
+                builtin = self.builtin_kind((v, vpos), (k, kpos));
             }
         }
-        let metadata = match root.get("metadata") {
+        builtin
+    }
+
+    /// Whether `k` of a `backstage.io/` apiVersion `v` is a built-in kind spelled right with
+    /// an apiVersion it has; a finding says what is wrong when not.
+    fn builtin_kind(&mut self, (v, vpos): (&str, Pos), (k, kpos): (&str, Pos)) -> bool {
+        if let Some(proper) = BUILTIN_KINDS.iter().find(|b| b.eq_ignore_ascii_case(k)) {
+            if *proper != k {
+                self.push(
+                    kpos,
+                    "kind",
+                    format!(
+                        "kind {} is not a built-in kind; did you mean {proper:?}?",
+                        excerpt(k)
+                    ),
+                );
+            } else if !BUILTIN_API_VERSIONS.contains(&v) {
+                self.push(
+                    vpos,
+                    "api-version",
+                    format!(
+                        "apiVersion {} is not valid for kind {k}; expected one of {}",
+                        excerpt(v),
+                        BUILTIN_API_VERSIONS.join(", ")
+                    ),
+                );
+            } else {
+                return true;
+            }
+        } else {
+            self.push(
+                kpos,
+                "kind",
+                format!(
+                    "kind {} is not a built-in kind of {}; expected one of {}",
+                    excerpt(k),
+                    excerpt(v),
+                    BUILTIN_KINDS.join(", ")
+                ),
+            );
+        }
+        false
+    }
+
+    /// The metadata mapping, if there is one (its absence or shape is a finding).
+    fn metadata_node<'n>(&mut self, root: &'n Node) -> Option<&'n Node> {
+        match root.get("metadata") {
             None => {
                 self.push(
                     root.pos,
@@ -533,13 +592,12 @@ impl Checker<'_> {
                 None
             }
             Some((_, m)) => Some(m),
-        };
-        let (name, namespace) = match metadata {
-            Some(m) => self.metadata(m),
-            None => (None, None),
-        };
-        let namespace = namespace.unwrap_or_else(|| "default".into());
-        let spec = match root.get("spec") {
+        }
+    }
+
+    /// The spec mapping, if there is one of the right shape.
+    fn spec_node<'n>(&mut self, root: &'n Node) -> Option<&'n Node> {
+        match root.get("spec") {
             Some((_, s)) if !matches!(s.value, Value::Map(_)) => {
                 self.push(
                     s.pos,
@@ -550,42 +608,33 @@ impl Checker<'_> {
             }
             Some((_, s)) => Some(s),
             None => None,
-        };
-        let mut owner = None;
-        if builtin && let Some((k, _)) = kind {
-            match spec {
-                None if root.get("spec").is_none() => self.push(
-                    root.pos,
-                    "spec",
-                    format!("spec is missing; kind {k} requires it"),
-                ),
-                None => {}
-                Some(spec) => owner = self.spec(k, spec, &namespace),
-            }
         }
-        let (Some((_, _)), Some((k, _)), Some(name)) = (api_version, kind, name) else {
-            return None;
-        };
-        let json = root.to_json();
-        let hash = {
-            let canonical = serde_json::to_vec(&json).unwrap_or_default();
-            Sha256::digest(&canonical)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        };
-        Some(Entity {
-            entity_ref: EntityRef::new(k, &namespace, &name),
-            owner,
-            pos: doc_pos,
-            json,
-            hash,
-        })
     }
 
+    /// The metadata's name and namespace (when valid), every metadata field checked.
     fn metadata(&mut self, m: &Node) -> (Option<String>, Option<String>) {
-        let name = self
-            .required_str(m, "name", "metadata.name", "name-format")
+        let name = self.metadata_name(m);
+        let namespace = self.metadata_namespace(m);
+        for key in ["title", "description"] {
+            if let Some((_, v)) = m.get(key)
+                && v.as_str().is_none()
+            {
+                self.push(
+                    v.pos,
+                    "field-type",
+                    format!("metadata.{key} must be a string, found {}", v.type_name()),
+                );
+            }
+        }
+        self.labels_and_annotations(m);
+        self.tags(m);
+        self.links(m);
+        (name, namespace)
+    }
+
+    /// `metadata.name`: required, and a valid object name.
+    fn metadata_name(&mut self, m: &Node) -> Option<String> {
+        self.required_str(m, "name", "metadata.name", "name-format")
             .and_then(|(n, pos)| {
                 if refs::is_valid_object_name(n) {
                     Some(n.to_string())
@@ -601,8 +650,12 @@ impl Checker<'_> {
                     );
                     None
                 }
-            });
-        let namespace = match m.get("namespace") {
+            })
+    }
+
+    /// `metadata.namespace`: optional, a valid namespace when given.
+    fn metadata_namespace(&mut self, m: &Node) -> Option<String> {
+        match m.get("namespace") {
             None => None,
             Some((_, v)) => match v.as_str() {
                 Some(ns) if refs::is_valid_namespace(ns) => Some(ns.to_string()),
@@ -630,18 +683,12 @@ impl Checker<'_> {
                     None
                 }
             },
-        };
-        for key in ["title", "description"] {
-            if let Some((_, v)) = m.get(key)
-                && v.as_str().is_none()
-            {
-                self.push(
-                    v.pos,
-                    "field-type",
-                    format!("metadata.{key} must be a string, found {}", v.type_name()),
-                );
-            }
         }
+    }
+
+    /// `metadata.labels` and `metadata.annotations`: mappings of valid keys to strings
+    /// (label values also valid names, or empty).
+    fn labels_and_annotations(&mut self, m: &Node) {
         for (field, rule_key, rule_value) in [
             ("labels", "label-key", "label-value"),
             ("annotations", "annotation-key", "annotation-value"),
@@ -692,6 +739,10 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+
+    /// `metadata.tags`: a sequence of valid tags.
+    fn tags(&mut self, m: &Node) {
         if let Some((_, v)) = m.get("tags") {
             match &v.value {
                 Value::Seq(items) => {
@@ -720,6 +771,10 @@ impl Checker<'_> {
                 ),
             }
         }
+    }
+
+    /// `metadata.links`: a sequence of mappings, each with a `url`.
+    fn links(&mut self, m: &Node) {
         if let Some((_, v)) = m.get("links") {
             match &v.value {
                 Value::Seq(items) => {
@@ -742,9 +797,9 @@ impl Checker<'_> {
                 ),
             }
         }
-        (name, namespace)
     }
 
+    /// The spec fields of built-in kind `kind` checked; the owner ref, when valid.
     fn spec(&mut self, kind: &str, spec: &Node, namespace: &str) -> Option<EntityRef> {
         let fields = kind_fields(kind)?;
         let mut owner = None;
@@ -760,61 +815,8 @@ impl Checker<'_> {
                 }
                 continue;
             };
-            let strings: Vec<(&str, Pos)> = match (field.ty, &v.value) {
-                (Str | StrOrPlaceholder, Value::Str(s)) if s.is_empty() => {
-                    self.push(v.pos, "required-field", format!("{path} must not be empty"));
-                    continue;
-                }
-                (Str | StrOrPlaceholder, Value::Str(s)) => vec![(s.as_str(), v.pos)],
-                (StrOrPlaceholder, Value::Map(entries))
-                    if entries.len() == 1 && entries[0].0.key_string().starts_with('$') =>
-                {
-                    continue;
-                }
-                (StrList, Value::Seq(items)) => {
-                    let mut out = Vec::new();
-                    for it in items {
-                        match it.as_str() {
-                            Some(s) => out.push((s, it.pos)),
-                            None => self.push(
-                                it.pos,
-                                "field-type",
-                                format!("{path} items must be strings, found {}", it.type_name()),
-                            ),
-                        }
-                    }
-                    out
-                }
-                (Object, Value::Map(_)) => continue,
-                (OneOf(allowed), Value::Str(s)) if allowed.contains(&s.as_str()) => continue,
-                (OneOf(allowed), _) => {
-                    self.push(
-                        v.pos,
-                        "field-type",
-                        format!("{path} must be one of {}", allowed.join(", ")),
-                    );
-                    continue;
-                }
-                (ty, _) => {
-                    let want = match ty {
-                        Str => "a string",
-                        StrOrPlaceholder => "a string or a {$text: ...} placeholder",
-                        StrList => "a sequence of strings",
-                        Object => "a mapping",
-                        OneOf(_) => "one of the allowed values",
-                    };
-                    let (rule, pos) = if matches!(v.value, Value::Null) && field.required {
-                        ("required-field", key_node.pos)
-                    } else {
-                        ("field-type", v.pos)
-                    };
-                    self.push(
-                        pos,
-                        rule,
-                        format!("{path} must be {want}, found {}", v.type_name()),
-                    );
-                    continue;
-                }
+            let Some(strings) = self.spec_strings(field, &path, key_node, v) else {
+                continue;
             };
             let default_kind = match field.refs {
                 RefKind::No => continue,
@@ -835,6 +837,83 @@ impl Checker<'_> {
         }
         owner
     }
+
+    /// The strings of spec field `v` to read as entity refs once its type is checked; `None`
+    /// when there is nothing more to check (a wrong type is a finding).
+    fn spec_strings<'n>(
+        &mut self,
+        field: &Field,
+        path: &str,
+        key_node: &Node,
+        v: &'n Node,
+    ) -> Option<Vec<(&'n str, Pos)>> {
+        Some(match (field.ty, &v.value) {
+            (Str | StrOrPlaceholder, Value::Str(s)) if s.is_empty() => {
+                self.push(v.pos, "required-field", format!("{path} must not be empty"));
+                return None;
+            }
+            (Str | StrOrPlaceholder, Value::Str(s)) => vec![(s.as_str(), v.pos)],
+            (StrOrPlaceholder, Value::Map(entries))
+                if entries.len() == 1 && entries[0].0.key_string().starts_with('$') =>
+            {
+                return None;
+            }
+            (StrList, Value::Seq(items)) => {
+                let mut out = Vec::new();
+                for it in items {
+                    match it.as_str() {
+                        Some(s) => out.push((s, it.pos)),
+                        None => self.push(
+                            it.pos,
+                            "field-type",
+                            format!("{path} items must be strings, found {}", it.type_name()),
+                        ),
+                    }
+                }
+                out
+            }
+            (Object, Value::Map(_)) => return None,
+            (OneOf(allowed), Value::Str(s)) if allowed.contains(&s.as_str()) => return None,
+            (OneOf(allowed), _) => {
+                self.push(
+                    v.pos,
+                    "field-type",
+                    format!("{path} must be one of {}", allowed.join(", ")),
+                );
+                return None;
+            }
+            (ty, _) => {
+                let want = match ty {
+                    Str => "a string",
+                    StrOrPlaceholder => "a string or a {$text: ...} placeholder",
+                    StrList => "a sequence of strings",
+                    Object => "a mapping",
+                    OneOf(_) => "one of the allowed values",
+                };
+                let (rule, pos) = if matches!(v.value, Value::Null) && field.required {
+                    ("required-field", key_node.pos)
+                } else {
+                    ("field-type", v.pos)
+                };
+                self.push(
+                    pos,
+                    rule,
+                    format!("{path} must be {want}, found {}", v.type_name()),
+                );
+                return None;
+            }
+        })
+    }
+}
+
+/// The entity's content hash: SHA-256 of its canonical JSON, in hex (tells "changed" from
+/// "saved again").
+fn content_hash(json: &serde_json::Value) -> String {
+    let canonical = serde_json::to_vec(json).unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Backstage's `isValidApiVersion`: `[<dns-subdomain>/]<version>`.

@@ -270,95 +270,112 @@ fn count_newlines(bytes: &[u8]) -> usize {
 /// Parses every document of `text`.
 pub fn parse_stream(text: &str) -> Stream {
     let end = TextEnd::of(text);
-    let mut out = Stream::default();
+    let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, (Node, Weight)> = HashMap::new();
-    let mut doc_pos = Pos::default();
-    let mut doc_dup = false;
-    let mut root: Option<Node> = None;
-    let mut total = Weight::default();
     while let Some(next) = parser.next_event() {
         let (event, span) = match next {
             Ok(v) => v,
             Err(e) => {
                 let (pos_line, pos_col) = end.clamp(e.marker().line(), e.marker().col() + 1);
-                out.errors.push(YamlError {
+                b.out.errors.push(YamlError {
                     pos_line,
                     pos_col,
                     message: e.info().to_string(),
                     rule: "yaml-syntax",
                 });
-                return out;
+                return b.out;
             }
         };
-        let pos = Pos::of(&span);
-        // The node finished by this event, its anchor, its weight, and what it adds to the
-        // file's total (a collection's children were counted as they came).
-        let finished: Option<(Node, usize, Weight, Weight)> = match event {
+        if b.event(event, Pos::of(&span)).is_err() {
+            break;
+        }
+    }
+    b.out
+}
+
+/// The parse must end here; the error that says why is already in the stream.
+struct Stop;
+
+/// A node an event finished: the node, its anchor, its weight, and what it adds to the
+/// file's total (a collection's children were counted as they came).
+struct Finished {
+    node: Node,
+    anchor: usize,
+    weight: Weight,
+    fresh: Weight,
+}
+
+/// The state of one parse, fed one event at a time: what is read so far, the collections
+/// still open, and the current document's anchors.
+#[derive(Default)]
+struct Builder {
+    out: Stream,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Node, Weight)>,
+    doc_pos: Pos,
+    doc_dup: bool,
+    root: Option<Node>,
+    total: Weight,
+}
+
+impl Builder {
+    /// Takes one event: a finished node is counted against the budget, remembered under its
+    /// anchor and put into its parent.
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), Stop> {
+        let Some(f) = self.finish(event, pos)? else {
+            return Ok(());
+        };
+        self.total.add(f.fresh);
+        if let Some(e) = over_budget(self.total, pos) {
+            self.out.errors.push(e);
+            return Err(Stop);
+        }
+        if f.anchor != 0 {
+            self.anchors.insert(f.anchor, (f.node.clone(), f.weight));
+        }
+        self.attach(f.node, f.weight);
+        Ok(())
+    }
+
+    /// The node `event` finishes, if any; document and collection starts and ends update
+    /// the state instead.
+    fn finish(&mut self, event: Event<'_>, pos: Pos) -> Result<Option<Finished>, Stop> {
+        Ok(match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
             Event::DocumentStart(_) => {
-                doc_pos = pos;
-                doc_dup = false;
-                root = None;
-                anchors.clear();
+                self.doc_pos = pos;
+                self.doc_dup = false;
+                self.root = None;
+                self.anchors.clear();
                 None
             }
             Event::DocumentEnd => {
-                out.documents.push(Document {
-                    root: root.take().filter(|n| n.value != Value::Null),
-                    pos: doc_pos,
-                    duplicate_key: doc_dup,
+                self.out.documents.push(Document {
+                    root: self.root.take().filter(|n| n.value != Value::Null),
+                    pos: self.doc_pos,
+                    duplicate_key: self.doc_dup,
                 });
                 None
             }
-            Event::Alias(id) => match anchors.get(&id) {
-                Some((n, w)) => {
-                    // Counted before the copy is made: the budget is what bounds memory.
-                    let mut after = total;
-                    after.add(*w);
-                    if let Some(e) = over_budget(after, pos) {
-                        out.errors.push(e);
-                        return out;
-                    }
-                    Some((
-                        Node {
-                            value: n.value.clone(),
-                            pos,
-                        },
-                        0,
-                        *w,
-                        *w,
-                    ))
-                }
-                None => {
-                    out.errors.push(YamlError {
-                        pos_line: pos.line,
-                        pos_col: pos.col,
-                        message: "alias to an unknown anchor".into(),
-                        rule: "yaml-syntax",
-                    });
-                    return out;
-                }
-            },
+            Event::Alias(id) => Some(self.alias(id, pos)?),
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.map(|t| t.suffix.clone());
                 let w = Weight {
                     nodes: 1,
                     bytes: text.len(),
                 };
-                Some((
-                    Node {
+                Some(Finished {
+                    node: Node {
                         value: resolve_scalar(&text, style, tag.as_deref()),
                         pos,
                     },
                     anchor,
-                    w,
-                    w,
-                ))
+                    weight: w,
+                    fresh: w,
+                })
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq {
+                self.stack.push(Frame::Seq {
                     pos,
                     anchor,
                     items: Vec::new(),
@@ -367,7 +384,7 @@ pub fn parse_stream(text: &str) -> Stream {
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map {
+                self.stack.push(Frame::Map {
                     pos,
                     anchor,
                     entries: Vec::new(),
@@ -377,61 +394,71 @@ pub fn parse_stream(text: &str) -> Stream {
                 });
                 None
             }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let one = Weight { nodes: 1, bytes: 0 };
-                match stack.pop() {
-                    Some(Frame::Seq {
-                        pos,
-                        anchor,
-                        items,
-                        mut weight,
-                    }) => {
-                        weight.add(one);
-                        Some((
-                            Node {
-                                value: Value::Seq(items),
-                                pos,
-                            },
-                            anchor,
-                            weight,
-                            one,
-                        ))
-                    }
-                    Some(Frame::Map {
-                        pos,
-                        anchor,
-                        entries,
-                        mut weight,
-                        ..
-                    }) => {
-                        weight.add(one);
-                        Some((
-                            Node {
-                                value: Value::Map(entries),
-                                pos,
-                            },
-                            anchor,
-                            weight,
-                            one,
-                        ))
-                    }
-                    None => None,
-                }
-            }
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+        })
+    }
+
+    /// A copy of an anchored node, counted before the copy is made: the budget is what
+    /// bounds memory.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Finished, Stop> {
+        let Some((n, w)) = self.anchors.get(&id) else {
+            self.out.errors.push(YamlError {
+                pos_line: pos.line,
+                pos_col: pos.col,
+                message: "alias to an unknown anchor".into(),
+                rule: "yaml-syntax",
+            });
+            return Err(Stop);
         };
-        let Some((node, anchor, weight, fresh)) = finished else {
-            continue;
+        let mut after = self.total;
+        after.add(*w);
+        if let Some(e) = over_budget(after, pos) {
+            self.out.errors.push(e);
+            return Err(Stop);
+        }
+        Ok(Finished {
+            node: Node {
+                value: n.value.clone(),
+                pos,
+            },
+            anchor: 0,
+            weight: *w,
+            fresh: *w,
+        })
+    }
+
+    /// The collection an end event closes, as a node weighing its children and itself.
+    fn close(&mut self) -> Option<Finished> {
+        let one = Weight { nodes: 1, bytes: 0 };
+        let (value, pos, anchor, mut weight) = match self.stack.pop()? {
+            Frame::Seq {
+                pos,
+                anchor,
+                items,
+                weight,
+            } => (Value::Seq(items), pos, anchor, weight),
+            Frame::Map {
+                pos,
+                anchor,
+                entries,
+                weight,
+                ..
+            } => (Value::Map(entries), pos, anchor, weight),
         };
-        total.add(fresh);
-        if let Some(e) = over_budget(total, pos) {
-            out.errors.push(e);
-            return out;
-        }
-        if anchor != 0 {
-            anchors.insert(anchor, (node.clone(), weight));
-        }
-        match stack.last_mut() {
-            None => root = Some(node),
+        weight.add(one);
+        Some(Finished {
+            node: Node { value, pos },
+            anchor,
+            weight,
+            fresh: one,
+        })
+    }
+
+    /// Puts a finished node into the open collection (a map takes keys and values in
+    /// turn), or makes it the document's root.
+    fn attach(&mut self, node: Node, weight: Weight) {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
             Some(Frame::Seq {
                 items, weight: w, ..
             }) => {
@@ -448,28 +475,9 @@ pub fn parse_stream(text: &str) -> Stream {
                 w.add(weight);
                 match key.take() {
                     None => {
-                        let first = KeyId::of(&node.value).and_then(|id| match seen.entry(id) {
-                            Entry::Occupied(o) => Some(*o.get()),
-                            Entry::Vacant(v) => {
-                                v.insert(node.pos.line);
-                                None
-                            }
-                        });
-                        if let Some(first) = first {
-                            doc_dup = true;
-                            if out.errors.len() < MAX_KEPT_ERRORS {
-                                out.errors.push(YamlError {
-                                    pos_line: node.pos.line,
-                                    pos_col: node.pos.col,
-                                    message: format!(
-                                        "duplicate key {} (first at line {first}); map keys must be unique",
-                                        super::finding::excerpt(&node.key_string()),
-                                    ),
-                                    rule: "yaml-duplicate-key",
-                                });
-                            } else {
-                                out.more_errors += 1;
-                            }
+                        if let Some(first) = first_seen(seen, &node) {
+                            self.doc_dup = true;
+                            duplicate_key(&mut self.out, &node, first);
                         }
                         *key = Some(node);
                     }
@@ -478,7 +486,34 @@ pub fn parse_stream(text: &str) -> Stream {
             }
         }
     }
-    out
+}
+
+/// The line a map's key was first seen on, if `key` repeats it (else it is recorded).
+fn first_seen(seen: &mut HashMap<KeyId, usize>, key: &Node) -> Option<usize> {
+    KeyId::of(&key.value).and_then(|id| match seen.entry(id) {
+        Entry::Occupied(o) => Some(*o.get()),
+        Entry::Vacant(v) => {
+            v.insert(key.pos.line);
+            None
+        }
+    })
+}
+
+/// Records a duplicate key, up to [`MAX_KEPT_ERRORS`] errors (the rest are only counted).
+fn duplicate_key(out: &mut Stream, key: &Node, first: usize) {
+    if out.errors.len() < MAX_KEPT_ERRORS {
+        out.errors.push(YamlError {
+            pos_line: key.pos.line,
+            pos_col: key.pos.col,
+            message: format!(
+                "duplicate key {} (first at line {first}); map keys must be unique",
+                super::finding::excerpt(&key.key_string()),
+            ),
+            rule: "yaml-duplicate-key",
+        });
+    } else {
+        out.more_errors += 1;
+    }
 }
 
 /// The error that ends the parse once the file's expanded size passes a budget.

@@ -12,6 +12,7 @@
 
 use super::{CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT, no_answer};
 use crate::paths::Paths;
+use crate::secret::Secret;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -36,44 +37,61 @@ fn get_within(
     connect_timeout: Duration,
     total: Duration,
 ) -> Result<Option<(u16, Vec<u8>)>, ClientError> {
-    let socket = paths.socket();
-    let secret_path = paths.api_secret();
-    let secret = match crate::protocol::secret_file::read(&secret_path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(ClientError::NotRunning(format!(
-                "no secret file at {}",
-                secret_path.display()
-            )));
-        }
-        Err(e) => {
-            return Err(ClientError::Protocol(format!(
-                "cannot use {}: {e}",
-                secret_path.display()
-            )));
-        }
-    };
+    let secret = read_secret(paths)?;
     // One deadline for every step: connect, write, read head, read body.
     let deadline = Instant::now() + total;
-    let mut stream = match connect(&socket, connect_timeout.min(total)) {
-        Ok(s) => s,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+    let Some(mut stream) = open(&paths.socket(), connect_timeout.min(total))? else {
+        return Ok(None);
+    };
+    send(&mut stream, path, &secret, total)?;
+    let (answer, h) = read_answer(&mut stream, deadline, total)?;
+    body_of(&answer, &h).map(Some)
+}
+
+/// The API secret; its absence means no agent runs.
+fn read_secret(paths: &Paths) -> Result<Secret, ClientError> {
+    let secret_path = paths.api_secret();
+    match crate::protocol::secret_file::read(&secret_path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(ClientError::NotRunning(format!(
+            "no secret file at {}",
+            secret_path.display()
+        ))),
+        Err(e) => Err(ClientError::Protocol(format!(
+            "cannot use {}: {e}",
+            secret_path.display()
+        ))),
+    }
+}
+
+/// The connection to the agent's socket; `None` when there is no socket (use the full
+/// client). `timeout`: how long the agent may take to accept.
+fn open(socket: &Path, timeout: Duration) -> Result<Option<UnixStream>, ClientError> {
+    match connect(socket, timeout) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            return Err(ClientError::NotRunning(format!(
+            Err(ClientError::NotRunning(format!(
                 "{} did not accept the connection within {}s (the agent is stopped or \
                  overloaded)",
                 socket.display(),
-                connect_timeout.min(total).as_secs_f32()
-            )));
+                timeout.as_secs_f32()
+            )))
         }
-        Err(e) => {
-            return Err(ClientError::NotRunning(format!(
-                "cannot connect to {}: {e}",
-                socket.display()
-            )));
-        }
-    };
-    let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+        Err(e) => Err(ClientError::NotRunning(format!(
+            "cannot connect to {}: {e}",
+            socket.display()
+        ))),
+    }
+}
+
+/// Writes the request, the secret in a buffer zeroed when dropped.
+fn send(
+    stream: &mut UnixStream,
+    path: &str,
+    secret: &Secret,
+    total: Duration,
+) -> Result<(), ClientError> {
     let mut req = Zeroizing::new(Vec::with_capacity(160 + path.len()));
     req.extend_from_slice(b"GET ");
     req.extend_from_slice(path.as_bytes());
@@ -84,8 +102,18 @@ fn get_within(
     // bytes, well inside the deadline: no extra system call on the fast path.
     stream.write_all(&req).map_err(|e| match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => no_answer(total),
-        _ => io(e),
-    })?;
+        _ => ClientError::Protocol(e.to_string()),
+    })
+}
+
+/// Reads the answer until it is complete (by its head) or the agent closes, all of it
+/// within `deadline`.
+fn read_answer(
+    stream: &mut UnixStream,
+    deadline: Instant,
+    total: Duration,
+) -> Result<(Zeroizing<Vec<u8>>, Head), ClientError> {
+    let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
     let mut answer = Zeroizing::new(Vec::with_capacity(4096));
     let mut chunk = Zeroizing::new([0u8; 4096]);
     // The head, read once as soon as all of it is in.
@@ -122,7 +150,7 @@ fn get_within(
         }
     }
     let h = seen.ok_or_else(|| bad_answer("has no complete head"))?;
-    body_of(&answer, &h).map(Some)
+    Ok((answer, h))
 }
 
 /// Connects to the socket at `path`, waiting at most `timeout` for the agent to take the
