@@ -3,11 +3,13 @@
 //! Start order: single-instance locks (runtime dir, then state dir), broker, per-boot secret, listeners (endpoint file
 //! written once bound), catalog and AWS services, then the boot refresh runs while the API
 //! already serves. `READY=1` goes out when the listeners are bound and the boot refresh has
-//! finished (or failed). SIGTERM or Ctrl-C stop accepting, drain open requests for a bounded
+//! finished (or failed); [`trim::SETTLE`] later the start-up code pages are given back
+//! ([`trim`]). SIGTERM or Ctrl-C stop accepting, drain open requests for a bounded
 //! time, and remove the socket, secret and endpoint files.
 
 mod lock;
 mod notify;
+pub mod trim;
 
 pub use lock::{InstanceLock, LockError, acquire as acquire_lock};
 
@@ -201,6 +203,7 @@ async fn serve(broker: &Broker, endpoint: &EndpointFile, stop: impl Future<Outpu
     );
     notify::ready(&summary);
     tracing::info!(%summary, "stagepass agent ready");
+    let _trim = trim::spawn_after_settle();
     stop.await;
 }
 
