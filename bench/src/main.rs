@@ -308,7 +308,43 @@ async fn boot(r: &mut Report, bin: &Path, idp: &Idp, runs: usize) -> Result<Agen
     };
     r.boot(&answering, &fresh);
     r.fact("RSS idle", proc::rss_line(agent.pid()));
+    settled(r, &agent).await?;
     Ok(agent)
+}
+
+/// (4, continued) The agent gives its start-up code pages back `daemon::trim::SETTLE` after
+/// ready: RSS once it has, and what that costs the next caller (the first cache hit faults
+/// the serving path back in) against the hit after it, each on a new connection.
+async fn settled(r: &mut Report, agent: &Agent) -> Result<()> {
+    std::thread::sleep(stagepass::daemon::trim::SETTLE + Duration::from_secs(1));
+    r.fact(
+        "RSS settled (start-up code pages given back 10 s after ready)",
+        proc::rss_line(agent.pid()),
+    );
+    let client = reqwest::Client::new();
+    let hit = async || -> Result<Duration> {
+        let t = Instant::now();
+        client
+            .get(format!("http://127.0.0.1:{}/v1/token/dev", agent.port))
+            .bearer_auth(&agent.secret)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        Ok(t.elapsed())
+    };
+    let (first, second) = (hit().await?, hit().await?);
+    r.fact(
+        "first cache hit after the trim / the next (new connection each)",
+        format!(
+            "{:.0} us / {:.0} us",
+            first.as_secs_f64() * 1e6,
+            second.as_secs_f64() * 1e6
+        ),
+    );
+    r.fact("RSS after those two hits", proc::rss_line(agent.pid()));
+    Ok(())
 }
 
 /// (4b) Restart: IdP calls per restart and process start -> first token, with the access token
