@@ -69,9 +69,10 @@ fn check(
     root: Option<&Path>,
     globs: &crate::config::CatalogGlobs,
 ) -> ExitCode {
-    let target = path
-        .or_else(|| root.map(Path::to_path_buf))
-        .unwrap_or_else(default_root);
+    let target = path.unwrap_or_else(|| match root {
+        Some(r) => from_cwd(r, std::env::current_dir().ok().as_deref()),
+        None => default_root(),
+    });
     match check_path(&target, globs) {
         Ok(out) => {
             for f in &out.findings {
@@ -111,6 +112,21 @@ pub(crate) fn default_root() -> PathBuf {
     match (top, cwd) {
         (Some(t), Some(c)) if std::fs::canonicalize(&t).ok() != std::fs::canonicalize(&c).ok() => t,
         _ => PathBuf::from("."),
+    }
+}
+
+/// `root` as the user reads it: relative to the working directory when it lies inside it
+/// (`.` when it is it), as compilers print paths and as the MCP tools and the default root
+/// show them; an outside root stays as configured.
+fn from_cwd(root: &Path, cwd: Option<&Path>) -> PathBuf {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    match (canonical(root), cwd.and_then(canonical)) {
+        (Some(r), Some(c)) => match r.strip_prefix(&c) {
+            Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => root.to_path_buf(),
+        },
+        _ => root.to_path_buf(),
     }
 }
 
@@ -257,6 +273,21 @@ fn running_text(c: &CatalogStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_root_is_shown_from_the_working_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(repo.join("svc")).unwrap();
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(from_cwd(&repo, Some(&repo)), Path::new("."));
+        assert_eq!(from_cwd(&repo.join("svc"), Some(&repo)), Path::new("svc"));
+        assert_eq!(from_cwd(&repo, Some(&other)), repo);
+        assert_eq!(from_cwd(&repo, None), repo);
+        let gone = tmp.path().join("gone");
+        assert_eq!(from_cwd(&gone, Some(&repo)), gone);
+    }
 
     #[test]
     fn status_text_shows_findings_diff_and_pushes() {
