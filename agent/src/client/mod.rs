@@ -348,10 +348,21 @@ where
 }
 
 /// Reads a 2xx answer's body as `T`.
+///
+/// The error names where the answer broke and, for a missing field, which one, but never
+/// quotes the answer: serde's own messages echo a wrongly typed value (`invalid type: string
+/// "..."`), and a token answer's values are secrets.
 pub fn read_answer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        let what = match text.split_once(" at line ") {
+            Some((m, _)) if m.starts_with("missing field `") => m.to_string(),
+            _ => format!("{:?} error", e.classify()).to_lowercase(),
+        };
         ClientError::Protocol(format!(
-            "the agent's answer does not have the expected shape: {e}"
+            "the agent's answer does not have the expected shape: {what} at line {} column {}",
+            e.line(),
+            e.column()
         ))
     })
 }
@@ -406,6 +417,26 @@ pub fn check_status(status: u16, body: &[u8]) -> Result<(), ClientError> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_malformed_answer_is_described_without_quoting_it() {
+        let wrong_type =
+            br#"{"access_token":"tok-0123456789","token_type":"Bearer","expires_at":null,"expires_in":"eyJsecret-value","scope":null,"profile":"dev"}"#;
+        let err = read_answer::<protocol::TokenAnswer<'static>>(wrong_type)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("eyJsecret-value"), "{err}");
+        assert!(err.contains("data error at line 1 column"), "{err}");
+        let missing = read_answer::<protocol::TokenAnswer<'static>>(br#"{"token_type":"Bearer"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            missing.contains("missing field `access_token`"),
+            "{missing}"
+        );
+    }
 
     /// An "agent" on the socket that answers one request with `version_header` (a whole
     /// header line, or nothing) and a `{}` body.
