@@ -108,10 +108,9 @@ pub(crate) fn default_root() -> PathBuf {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let cwd = std::env::current_dir().ok();
-    match (top, cwd) {
-        (Some(t), Some(c)) if std::fs::canonicalize(&t).ok() != std::fs::canonicalize(&c).ok() => t,
-        _ => PathBuf::from("."),
+    match top {
+        Some(t) => from_cwd(&t, std::env::current_dir().ok().as_deref()),
+        None => PathBuf::from("."),
     }
 }
 
