@@ -100,14 +100,7 @@ async fn run_only(section: &str, quick: bool) -> Result<Report> {
     let mut agent = boot(&mut r, &bin, &idp, 1).await?;
     if section == "http" {
         http(&mut r, &mut agent, quick).await?;
-        r.fact(
-            "RSS after the HTTP load",
-            format!(
-                "{} after {} requests",
-                proc::rss_line(agent.pid()),
-                agent.requests_served
-            ),
-        );
+        rss_after_load(&mut r, &agent);
     } else {
         cli(&mut r, &bin, &agent, &idp, if quick { 100 } else { 500 }).await?;
     }
@@ -166,15 +159,7 @@ async fn run(quick: bool) -> Result<Report> {
         ),
     );
 
-    // RSS after the load above.
-    r.fact(
-        "RSS after the HTTP load",
-        format!(
-            "{} after {} requests",
-            proc::rss_line(agent.pid()),
-            agent.requests_served
-        ),
-    );
+    rss_after_load(&mut r, &agent);
     drop(agent);
 
     // (4b) restarts with and without a stored access token.
@@ -285,6 +270,18 @@ pub(crate) async fn prepare_home(
         &stagepass::store::StoredGrant::new(idp.issuer(), Idp::PUBLIC_CLIENT, rt, None),
     )?;
     Ok(home)
+}
+
+/// RSS after the HTTP load (with how many requests it served).
+fn rss_after_load(r: &mut Report, agent: &Agent) {
+    r.fact(
+        "RSS after the HTTP load",
+        format!(
+            "{} after {} requests",
+            proc::rss_line(agent.pid()),
+            agent.requests_served
+        ),
+    );
 }
 
 /// (4) Boot: start -> socket answering, start -> first fresh token (stored grant), idle RSS.
