@@ -376,6 +376,19 @@ mod tests {
     }
     use crate::broker::ProfileState;
 
+    /// A device profile, valid, expiring 1200 s after the tests' fixed `now`.
+    fn backstage_valid() -> ProfileStatus {
+        ProfileStatus {
+            profile: "backstage".into(),
+            grant: "device".into(),
+            state: ProfileState::Valid,
+            reason: None,
+            expires_at: Some("2023-11-14T22:33:20Z".into()),
+            token_fingerprint: None,
+            identity: None,
+        }
+    }
+
     #[test]
     fn renders_counters_and_lifetimes() {
         let m = Metrics::default();
@@ -384,15 +397,7 @@ mod tests {
         m.record_request("/v1/status", 401, Duration::from_millis(1));
         m.record_token("back\"stage", "ok");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let p = ProfileStatus {
-            profile: "backstage".into(),
-            grant: "device".into(),
-            state: ProfileState::Valid,
-            reason: None,
-            expires_at: Some("2023-11-14T22:33:20Z".into()),
-            token_fingerprint: None,
-            identity: None,
-        };
+        let p = backstage_valid();
         let r = RefreshStats {
             profile: "backstage".into(),
             ok: 3,
@@ -437,15 +442,7 @@ mod tests {
         m.record_token("back\"stage", "ok");
         m.record_token("dev", "login_required");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let p = ProfileStatus {
-            profile: "backstage".into(),
-            grant: "device".into(),
-            state: ProfileState::Valid,
-            reason: None,
-            expires_at: Some("2023-11-14T22:33:20Z".into()),
-            token_fingerprint: None,
-            identity: None,
-        };
+        let p = backstage_valid();
         let r = RefreshStats {
             profile: "backstage".into(),
             ok: 3,
