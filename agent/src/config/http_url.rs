@@ -21,13 +21,8 @@ impl HttpUrl {
 
     /// Parses and checks `text`; the error says what is wrong without repeating a password.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "{text:?} is not an http(s) URL (scheme {:?})",
-                url.scheme()
-            ));
-        }
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("{:?} is not a URL: {e}", past_any_at(text)))?;
         if !url.username().is_empty() || url.password().is_some() {
             let mut shown = url.clone();
             // Both setters only fail for URLs without a host, which http(s) URLs always have.
@@ -36,6 +31,12 @@ impl HttpUrl {
             return Err(format!(
                 "{shown} carries a user name or password (user:password@): it would be sent \
                  with every request and shown in logs; give the credential through a profile"
+            ));
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "{text:?} is not an http(s) URL (scheme {:?})",
+                url.scheme()
             ));
         }
         crate::cleartext::check(text)?;
@@ -53,6 +54,15 @@ impl HttpUrl {
     /// The parsed URL.
     pub fn url(&self) -> &url::Url {
         &self.url
+    }
+}
+
+/// `text` from its last `@` on (`…@host/path`): what a message may quote of a string that
+/// did not parse as a URL, which may hold a `user:password@` the parser could not find.
+fn past_any_at(text: &str) -> String {
+    match text.rsplit_once('@') {
+        Some((_, rest)) => format!("…@{rest}"),
+        None => text.to_string(),
     }
 }
 
@@ -101,5 +111,10 @@ mod tests {
         assert!(!e.contains("hunter2") && !e.contains("bob"), "{e}");
         let e = HttpUrl::parse("http://idp.example").unwrap_err();
         assert!(e.contains("clear text"), "{e}");
+        // Refused for another reason first, the credential is still not repeated.
+        let e = HttpUrl::parse("ftp://bob:hunter2@idp.example/").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = HttpUrl::parse("https://bob:hunter2@idp example/").unwrap_err();
+        assert!(e.contains("not a URL") && !e.contains("hunter2"), "{e}");
     }
 }
