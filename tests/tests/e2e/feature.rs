@@ -1011,5 +1011,8 @@ fn install_with_a_client_template_keeps_the_workspace_placeholder() {
         .unwrap_or_else(|e| panic!("the agent refuses the generated config: {e}\n{config}"));
     let user = &parsed.profiles["backstage-user"];
     assert_eq!(user.client_id.as_deref(), Some(template), "{config}");
-    assert_eq!(user.redirect_port, None, "any loopback port for such clients");
+    assert_eq!(
+        user.redirect_port, None,
+        "any loopback port for such clients"
+    );
 }

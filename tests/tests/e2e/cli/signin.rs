@@ -388,6 +388,23 @@ fn two_workspaces_of_one_configuration_each_get_a_client_and_stay_signed_in() {
     // Signing in again in one workspace does not end the other's session either.
     sign_in_headless(&bed, &one, "erin");
     let two = restarted_and_refreshed(two, "erin");
-    let _one = restarted_and_refreshed(one, "erin");
+    let one = restarted_and_refreshed(one, "erin");
     drop(two);
+
+    // When such a client's session does end (here: its refresh token spent elsewhere), status
+    // does not blame another workspace, which cannot share this client.
+    let rt = stored_refresh_token(&one.home);
+    let spent = support::block_on(bed.backstage.refresh_status(&c1, &rt)).unwrap();
+    assert_eq!(
+        spent, 200,
+        "Backstage refreshes a metadata-document client by its URL"
+    );
+    let one = Agent::start_in(one.stop(), &[]);
+    let st = support::eventually("the refused sign-in", || {
+        let st = profile_status(&one);
+        (st["state"] == "login_required" && st["reason"].is_string()).then_some(st)
+    });
+    let reason = st["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stagepass login bs"), "{st}");
+    assert!(!reason.contains("another workspace"), "{st}");
 }
