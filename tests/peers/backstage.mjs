@@ -25,6 +25,16 @@
 // with a test IdP token (lib/backstage-auth.mjs); alice (team-a) and bob (team-b) are
 // catalog entities; the permission policy lets a user refresh only entities they own.
 //
+// Clients per workspace (issue 22): Client ID Metadata Documents are on, and a second
+// listener ("the admin's host", `client_metadata_template` in the READY line) serves
+// `/stagepass/clients/<id>.json` for any id of 1-64 letters, digits, - and _, echoing the URL
+// as `client_id` (Backstage requires the document's client_id to equal the URL it fetched),
+// with the loopback redirect `http://127.0.0.1/callback` (any port matches for such clients).
+// `allowedClientIdPatterns` allows that path with a wildcard. Backstage accepts an
+// `http://127.0.0.1` client_id (and skips its private-address check) only when
+// NODE_ENV=development; this script sets that once the backend is ready, so only the
+// request-time checks see it (error responses keep their production shape).
+//
 // Catalog rules allow Component, API, System, Domain, Resource, Group, User and Location,
 // and NOT Template: tests register a Template to prove a forbidden kind is caught.
 //
@@ -34,6 +44,7 @@
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -116,6 +127,34 @@ const oauthClients = CLIENTS.map((clientId, i) => ({
     .map((p) => `http://127.0.0.1:${p}/callback`),
 }));
 
+/** The admin's host of per-workspace client metadata documents: one rule, any id. */
+const CLIENT_DOC_PATH = /^\/stagepass\/clients\/([A-Za-z0-9_-]{1,64})\.json$/;
+const clientDocs = http.createServer((req, res) => {
+  const id = req.method === 'GET' ? CLIENT_DOC_PATH.exec(req.url ?? '')?.[1] : undefined;
+  if (!id) {
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"error":"not_found"}');
+    return;
+  }
+  const body = JSON.stringify({
+    client_id: `${clientDocsUrl}/stagepass/clients/${id}.json`,
+    client_name: `stagepass (${id})`,
+    redirect_uris: ['http://127.0.0.1/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+    scope: 'openid offline_access',
+  });
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+});
+await new Promise((resolve, reject) => {
+  clientDocs.once('error', reject);
+  clientDocs.listen(0, '127.0.0.1', resolve);
+});
+const clientDocsUrl = `http://127.0.0.1:${clientDocs.address().port}`;
+const clientMetadataTemplate = `${clientDocsUrl}/stagepass/clients/{workspace}.json`;
+
 const ownStateDir = !process.env.STAGEPASS_PEER_STATE_DIR;
 const stateDir = process.env.STAGEPASS_PEER_STATE_DIR
   ?? fs.mkdtempSync(path.join(os.tmpdir(), 'stagepass-backstage-'));
@@ -146,6 +185,10 @@ const config = {
       redirectUris: c.redirect_uris,
     })),
     providers: { 'stagepass-test': { development: {} } },
+    clientIdMetadataDocuments: {
+      enabled: true,
+      allowedClientIdPatterns: [`${clientDocsUrl}/stagepass/clients/*`],
+    },
   },
   permission: { enabled: true },
   backend: {
@@ -250,6 +293,8 @@ for (const user of Object.keys(USERS)) {
     await new Promise((resolve) => { setTimeout(resolve, 100); });
   }
 }
+// Request-time only from here: lets Backstage accept the http://127.0.0.1 metadata URLs above.
+process.env.NODE_ENV = 'development';
 log(NAME, `ready after ${Date.now() - started} ms`);
 announceReady(NAME, baseUrl, {
   static_token: staticToken,
@@ -257,4 +302,5 @@ announceReady(NAME, baseUrl, {
   issuer,
   auth_issuer: `${baseUrl}/api/auth`,
   oauth_clients: oauthClients,
+  client_metadata_template: clientMetadataTemplate,
 });

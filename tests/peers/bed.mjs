@@ -163,6 +163,7 @@ try {
       static_token: backstage.static_token,
       auth_issuer: backstage.auth_issuer,
       oauth_clients: backstage.oauth_clients,
+      client_metadata_template: backstage.client_metadata_template,
     },
   };
   const tmp = `${out}.tmp`;

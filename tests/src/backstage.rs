@@ -97,6 +97,7 @@ pub struct Backstage {
     url: String,
     static_token: String,
     oauth_clients: Vec<OauthClient>,
+    client_metadata_template: Option<String>,
     client: reqwest::Client,
 }
 
@@ -145,11 +146,18 @@ impl Backstage {
                         .cloned()
                         .and_then(|v| serde_json::from_value(v).ok())
                         .unwrap_or_default();
+                    let client_metadata_template = peer
+                        .ready()
+                        .extra
+                        .get("client_metadata_template")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                     return Ok(Backstage {
                         peer: Some(peer),
                         url,
                         static_token,
                         oauth_clients,
+                        client_metadata_template,
                         client: http::client()?,
                     });
                 }
@@ -167,6 +175,7 @@ impl Backstage {
             url: url.trim_end_matches('/').to_string(),
             static_token: static_token.to_string(),
             oauth_clients: Vec::new(),
+            client_metadata_template: None,
             client: http::client()?,
         })
     }
@@ -175,6 +184,23 @@ impl Backstage {
     pub fn with_oauth_clients(mut self, clients: Vec<OauthClient>) -> Self {
         self.oauth_clients = clients;
         self
+    }
+
+    /// The per-workspace client metadata template the bed announced (see
+    /// [`Backstage::connect`]).
+    pub fn with_client_metadata_template(mut self, template: Option<String>) -> Self {
+        self.client_metadata_template = template;
+        self
+    }
+
+    /// The URL template of per-workspace Client ID Metadata Documents this Backstage
+    /// allows (`.../stagepass/clients/{workspace}.json`): an agent's `client_id` with
+    /// `{workspace}` makes each workspace its own client, with no client configured per
+    /// workspace.
+    pub fn client_metadata_template(&self) -> Result<&str> {
+        self.client_metadata_template.as_deref().ok_or_else(|| {
+            HarnessError::Other("Backstage announced no client metadata template".into())
+        })
     }
 
     /// Backstage's authorization server (issuer and discovery base), `<url>/api/auth`.

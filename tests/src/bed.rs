@@ -37,6 +37,10 @@ pub struct BedPeer {
     /// Backstage's static OAuth clients (Backstage only).
     #[serde(default)]
     pub oauth_clients: Vec<crate::backstage::OauthClient>,
+    /// Backstage only: the URL template of per-workspace Client ID Metadata Documents
+    /// (`http://127.0.0.1:PORT/stagepass/clients/{workspace}.json`), allowed by a pattern.
+    #[serde(default)]
+    pub client_metadata_template: Option<String>,
 }
 
 /// The bed file written by `tests/peers/bed.mjs`.
@@ -120,7 +124,8 @@ impl Bed {
                 &file.backstage.url,
                 file.backstage.static_token.as_deref().unwrap_or_default(),
             )?
-            .with_oauth_clients(file.backstage.oauth_clients.clone()),
+            .with_oauth_clients(file.backstage.oauth_clients.clone())
+            .with_client_metadata_template(file.backstage.client_metadata_template.clone()),
             shared: true,
         })
     }

@@ -18,6 +18,7 @@ mod slot;
 mod source;
 #[cfg(test)]
 mod tests;
+mod workspace;
 
 use crate::config::GrantKind;
 use crate::secret::Secret;
@@ -342,7 +343,7 @@ impl Broker {
                 detail: e.to_string(),
             })?;
         let store = Arc::new(store);
-        let slots = make_slots(config, &store, opts, make_flows)?;
+        let slots = make_slots(config, &paths.state_dir, &store, opts, make_flows)?;
         adopt_stored_logins(&slots, &store).await;
         let inner = Arc::new(Inner {
             slots,
@@ -663,13 +664,37 @@ fn check_subject_cycles(config: &crate::config::Config) -> Result<(), BrokerErro
 /// One slot per profile; profiles of one issuer share its flows (one discovery cache).
 fn make_slots(
     config: &crate::config::Config,
+    state_dir: &std::path::Path,
     store: &Arc<GrantStore>,
     opts: BrokerOptions,
     make_flows: &MakeFlows,
 ) -> Result<BTreeMap<String, Arc<Slot>>, BrokerError> {
     let mut idps: BTreeMap<String, Arc<dyn Flows>> = BTreeMap::new();
     let mut slots = BTreeMap::new();
+    let mut workspace_id: Option<String> = None;
     for (name, cfg) in &config.profiles {
+        let mut cfg = cfg.clone();
+        // `{workspace}` in the client id: this workspace's own client (see `workspace`).
+        let client_per_workspace = cfg
+            .client_id
+            .as_deref()
+            .is_some_and(|c| c.contains(crate::config::WORKSPACE_PLACEHOLDER));
+        if client_per_workspace && let Some(template) = cfg.client_id.take() {
+            let id = match &workspace_id {
+                Some(id) => id.clone(),
+                None => {
+                    let id = workspace::load_or_create(state_dir).map_err(|e| {
+                        BrokerError::Internal {
+                            profile: name.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?;
+                    workspace_id = Some(id.clone());
+                    id
+                }
+            };
+            cfg.client_id = Some(workspace::fill(&template, &id));
+        }
         let idp = match &cfg.issuer {
             Some(iss) => {
                 let key = iss.as_str().trim_end_matches('/').to_string();
@@ -689,10 +714,11 @@ fn make_slots(
         };
         let env = slot::SlotEnv {
             backoff: opts.backoff,
+            client_per_workspace,
         };
         slots.insert(
             name.clone(),
-            Arc::new(Slot::new(name, cfg.clone(), idp, store.clone(), env)),
+            Arc::new(Slot::new(name, cfg, idp, store.clone(), env)),
         );
     }
     Ok(slots)

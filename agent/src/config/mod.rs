@@ -30,7 +30,7 @@ pub use http_url::HttpUrl;
 pub use layers::ENV_PREFIX;
 pub use name::valid_name;
 pub use policy::{AllowRule, AttestationConfig, AuditConfig, HumanDuration, PolicyConfig};
-pub use profile::{GrantKind, ProfileConfig, SecretSource};
+pub use profile::{GrantKind, ProfileConfig, SecretSource, WORKSPACE_PLACEHOLDER};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -581,6 +581,31 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn workspace_placeholder_only_in_a_sign_in_client_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |grant: &str, client: &str| {
+            let p = write(
+                tmp.path(),
+                "w.toml",
+                &format!(
+                    "[profiles.bs]\ngrant = \"{grant}\"\nissuer = \"https://b/api/auth\"\nclient_id = \"{client}\"\n"
+                ),
+            );
+            Config::load_files(&[p]).map_err(|e| e.to_string())
+        };
+        let url = "https://h/stagepass/{workspace}.json";
+        let c = load("authorization-code", url).unwrap();
+        assert_eq!(c.profiles["bs"].client_id.as_deref(), Some(url));
+        let err = load("device", url).unwrap_err();
+        assert!(
+            err.contains("profiles.bs.client_id") && err.contains("authorization-code"),
+            "{err}"
+        );
+        let err = load("authorization-code", "https://h/{workspace_id}.json").unwrap_err();
+        assert!(err.contains("the only placeholder is {workspace}"), "{err}");
     }
 
     #[test]

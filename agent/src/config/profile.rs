@@ -22,6 +22,11 @@ pub enum GrantKind {
     Env,
 }
 
+/// Replaced in an `authorization-code` profile's `client_id` by the workspace id (a random
+/// id kept in the state dir): one Client ID Metadata Document URL template then gives every
+/// workspace its own client, so signing in from one does not end another's session.
+pub const WORKSPACE_PLACEHOLDER: &str = "{workspace}";
+
 /// Where a client secret is read from; never the config file itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -39,7 +44,9 @@ pub struct ProfileConfig {
     pub grant: GrantKind,
     /// OIDC issuer URL (discovery at `/.well-known/openid-configuration`).
     pub issuer: Option<super::HttpUrl>,
-    /// OAuth client id.
+    /// OAuth client id. With `authorization-code` it may hold [`WORKSPACE_PLACEHOLDER`],
+    /// filled with this workspace's id, so each workspace of one user is its own client of
+    /// Backstage (which keeps one offline session per user and client).
     pub client_id: Option<String>,
     /// File holding the client secret.
     pub client_secret_file: Option<PathBuf>,
@@ -151,6 +158,21 @@ impl ProfileConfig {
                 if self.token_env.is_none() {
                     return Err(invalid("token_env", "required for grant = \"env\""));
                 }
+            }
+        }
+        if let Some(id) = &self.client_id {
+            let templated = id.contains(WORKSPACE_PLACEHOLDER);
+            if templated && self.grant != GrantKind::AuthorizationCode {
+                return Err(invalid(
+                    "client_id",
+                    "only grant = \"authorization-code\" fills {workspace} (a client per workspace)",
+                ));
+            }
+            if id.replace(WORKSPACE_PLACEHOLDER, "").contains(['{', '}']) {
+                return Err(invalid(
+                    "client_id",
+                    "the only placeholder is {workspace} (this workspace's id)",
+                ));
             }
         }
         if self.redirect_port.is_some() && self.grant != GrantKind::AuthorizationCode {

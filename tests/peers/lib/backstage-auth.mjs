@@ -34,7 +34,7 @@ import { catalogConditions, createCatalogConditionalDecision } from '@backstage/
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 /** Users and the group each belongs to. */
-export const USERS = { alice: 'team-a', bob: 'team-b', carol: 'team-a', dave: 'team-b' };
+export const USERS = { alice: 'team-a', bob: 'team-b', carol: 'team-a', dave: 'team-b', erin: 'team-a' };
 
 /** Writes the org file (groups and users) and returns its path. */
 export function writeOrg(dir) {

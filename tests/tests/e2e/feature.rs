@@ -994,3 +994,25 @@ fn mcp_server_option_registers_the_launcher_vscode_starts() {
     let out = c.run_install();
     assert_eq!(out.status.code(), Some(14), "{out:?}");
 }
+
+/// A `backstageClientId` with `{workspace}` (a Client ID Metadata Document URL template) is
+/// written as it is: one devcontainer.json for every Codespace of a repository, and the agent
+/// of each fills in its own workspace id, so each workspace is its own Backstage client.
+#[test]
+fn install_with_a_client_template_keeps_the_workspace_placeholder() {
+    let c = Container::new();
+    let mut o = options("17397");
+    let template = "https://tools.example.test/stagepass/clients/{workspace}.json";
+    o.push(("backstageClientId", template.into()));
+    let stdout = c.install(&opts(&o));
+    assert!(stdout.contains("stagepass: done:"), "{stdout}");
+    let config = std::fs::read_to_string(c.path("/etc/stagepass/config.toml")).unwrap();
+    let parsed = stagepass::config::Config::load_files(&[c.path("/etc/stagepass/config.toml")])
+        .unwrap_or_else(|e| panic!("the agent refuses the generated config: {e}\n{config}"));
+    let user = &parsed.profiles["backstage-user"];
+    assert_eq!(user.client_id.as_deref(), Some(template), "{config}");
+    assert_eq!(
+        user.redirect_port, None,
+        "any loopback port for such clients"
+    );
+}

@@ -144,12 +144,16 @@ impl Slot {
         };
         // Backstage keeps one offline session per user and client, and says
         // only "Invalid refresh token" when another sign-in replaced it.
-        let cause = if self.cfg.grant == GrantKind::AuthorizationCode {
-            "; most likely signed in from another workspace with the same client \
-             (Backstage keeps one session per user and client), else signed out \
-             or expired"
-        } else {
-            ""
+        let cause = match self.cfg.grant {
+            GrantKind::AuthorizationCode if self.env.client_per_workspace => {
+                "; signed out, expired, or the user was removed from the catalog"
+            }
+            GrantKind::AuthorizationCode => {
+                "; most likely signed in from another workspace with the same client \
+                 (Backstage keeps one session per user and client; a client_id with \
+                 {workspace} gives each workspace its own), else signed out or expired"
+            }
+            _ => "",
         };
         Outcome::Idp(IdpError::Rejected {
             code: "invalid_grant".into(),

@@ -64,10 +64,13 @@ impl SlotState {
     }
 }
 
-/// Shared knobs of every slot.
+/// Knobs of a slot that are not its profile's configuration.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SlotEnv {
     pub(super) backoff: Backoff,
+    /// The client id was filled from `{workspace}`: no other workspace shares it, so a
+    /// refused refresh token is not "signed in from another workspace".
+    pub(super) client_per_workspace: bool,
 }
 
 /// A profile's run-time state.

@@ -300,3 +300,111 @@ fn a_second_sign_in_with_the_same_client_is_named_as_the_cause() {
     let reason = st["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("another workspace"), "{st}");
 }
+
+/// One configuration for every workspace, as one devcontainer.json gives every Codespace of a
+/// repository: the client id is the bed's metadata-document URL template with `{workspace}`,
+/// and no redirect port (such clients get any loopback port).
+fn config_per_workspace_client(bed: &Bed) -> Config {
+    let template = bed.backstage.client_metadata_template().unwrap();
+    Config::agent_on_ephemeral_port().profile(
+        "bs",
+        Profile::authorization_code(&bed.backstage.auth_issuer(), template)
+            .scopes(&["openid", "offline_access"]),
+    )
+}
+
+/// The client id the stored grant of profile `bs` was issued to.
+fn stored_client_id(home: &Home) -> String {
+    let dir = home.state_dir().join("grants");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains("bs"))
+        .expect("a stored grant for bs");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    v["client_id"].as_str().unwrap().to_string()
+}
+
+/// Restarts `a`, waits for its boot refresh, and checks it is still `user`'s login, with a
+/// rotated refresh token (so Backstage accepted the old one) and the same client id.
+fn restarted_and_refreshed(a: Agent, user: &str) -> Agent {
+    let (rt, client) = (stored_refresh_token(&a.home), stored_client_id(&a.home));
+    let a = Agent::start_in(a.stop(), &[]);
+    // Settled: a refreshed token, or a refusal (then the assert below says why).
+    let st = support::eventually("the sign-in status after a restart", || {
+        let st = profile_status(&a);
+        let refreshed = st["state"] == "valid" && st["token_fingerprint"].is_string();
+        let refused = st["state"] == "login_required" || st["state"] == "error";
+        (refreshed || refused).then_some(st)
+    });
+    assert_eq!(st["state"], "valid", "{st}\n{}", a.log());
+    assert_eq!(
+        st["identity"]["sub"],
+        format!("user:default/{user}"),
+        "{st}"
+    );
+    assert_ne!(
+        stored_refresh_token(&a.home),
+        rt,
+        "the boot refresh rotated"
+    );
+    assert_eq!(
+        stored_client_id(&a.home),
+        client,
+        "the workspace keeps its client"
+    );
+    a
+}
+
+#[test]
+fn two_workspaces_of_one_configuration_each_get_a_client_and_stay_signed_in() {
+    let bed = bed();
+    let cfg = config_per_workspace_client(&bed);
+    let one = Agent::start(&cfg);
+    let two = Agent::start(&cfg);
+    // erin: no other test signs in as her.
+    sign_in_headless(&bed, &one, "erin");
+    sign_in_headless(&bed, &two, "erin");
+
+    // Each workspace is its own client: the template filled with its own id (0600 in its
+    // state dir), a URL the admin's one allowed pattern covers.
+    let (c1, c2) = (stored_client_id(&one.home), stored_client_id(&two.home));
+    assert_ne!(c1, c2, "two workspaces, two clients");
+    let template = bed.backstage.client_metadata_template().unwrap();
+    let (head, tail) = template.split_once("{workspace}").unwrap();
+    for (a, c) in [(&one, &c1), (&two, &c2)] {
+        use std::os::unix::fs::PermissionsExt;
+        let id_file = a.home.state_dir().join("workspace-id");
+        let id = std::fs::read_to_string(&id_file).unwrap();
+        assert_eq!(*c, format!("{head}{id}{tail}"));
+        let mode = std::fs::metadata(&id_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the workspace id is private");
+    }
+
+    // The second sign-in did not end the first: both refresh after a restart.
+    let one = restarted_and_refreshed(one, "erin");
+    let two = restarted_and_refreshed(two, "erin");
+    // Signing in again in one workspace does not end the other's session either.
+    sign_in_headless(&bed, &one, "erin");
+    let two = restarted_and_refreshed(two, "erin");
+    let one = restarted_and_refreshed(one, "erin");
+    drop(two);
+
+    // When such a client's session does end (here: its refresh token spent elsewhere), status
+    // does not blame another workspace, which cannot share this client.
+    let rt = stored_refresh_token(&one.home);
+    let spent = support::block_on(bed.backstage.refresh_status(&c1, &rt)).unwrap();
+    assert_eq!(
+        spent, 200,
+        "Backstage refreshes a metadata-document client by its URL"
+    );
+    let one = Agent::start_in(one.stop(), &[]);
+    let st = support::eventually("the refused sign-in", || {
+        let st = profile_status(&one);
+        (st["state"] == "login_required" && st["reason"].is_string()).then_some(st)
+    });
+    let reason = st["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stagepass login bs"), "{st}");
+    assert!(!reason.contains("another workspace"), "{st}");
+}
