@@ -1,6 +1,6 @@
 //! End to end: every kind of change to a catalog file Backstage already reads reaches the
-//! real Backstage catalog backend within 5 s of a real `git push`, and `catalog diff` is
-//! empty afterwards: a rename, an entity added to a multi-document file, a removed entity,
+//! real Backstage catalog backend after a real `git push`, and `catalog diff` is empty
+//! afterwards: a rename, an entity added to a multi-document file, a removed entity,
 //! a kind and a namespace change, several files in one push, a moved file (with and
 //! without `catalog.unregister_deleted`), a deleted file, a file emptied of entities or
 //! left with only invalid ones, a file someone else registered under another spelling of
@@ -8,7 +8,9 @@
 //! emits them) named before it existed.
 //!
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
-//! agent's pushes explain a change within seconds. Entities that leave a file are handled
+//! agent's pushes explain a change before the hang guard (90 s). How soon a change shows is
+//! measured by the benchmark (`bench`, catalog section; its target is 5 s), never asserted
+//! here: each wait prints what it measured (`measured: ...`). Entities that leave a file are handled
 //! as Backstage handles orphans (its default `orphanStrategy` deletes them at the next
 //! cleanup, every 30 s); the tests accept them deleted, marked or without a parent.
 
@@ -26,8 +28,6 @@ use stagepass::catalog::{CatalogHandle, CatalogStatus};
 use stagepass_e2e::support::{free_port, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, Bed};
 
-/// The promise: a pushed change is visible in Backstage within this (measured in the bench).
-const PROMISE: Duration = Duration::from_secs(5);
 const FILE: &str = "svc/catalog-info.yaml";
 
 fn cref(name: &str) -> String {
@@ -127,15 +127,14 @@ impl World {
         self.push()
     }
 
-    /// Waits until Backstage holds `r`; asserts it took less than [`PROMISE`] after `since`.
+    /// Waits until Backstage holds `r` (hang guard only); prints how long after `since`.
     async fn appears(&self, r: &str, what: &str, since: Instant) {
         let took = wait_entity(&self.bs, r, "to appear", since, |e| e.is_some()).await;
         eprintln!("measured: {what}: {r} visible in Backstage {took:?} after the push started");
-        assert!(took < PROMISE, "{what}: {r} took {took:?} (must be < 5 s)");
     }
 
-    /// Waits until Backstage is done with `r` as an orphan; asserts it took less than
-    /// [`PROMISE`] after `since`.
+    /// Waits until Backstage is done with `r` as an orphan (hang guard only); prints how
+    /// long after `since`.
     async fn orphaned(&self, r: &str, since: Instant) {
         while !orphaned_or_gone(&self.bs, r).await {
             assert!(
@@ -147,10 +146,6 @@ impl World {
         }
         let took = since.elapsed();
         eprintln!("measured: {r} orphaned {took:?} after the push started");
-        assert!(
-            took < PROMISE,
-            "{r} orphaned after {took:?} (must be < 5 s)"
-        );
     }
 }
 
@@ -303,7 +298,6 @@ async fn several_files_changed_in_one_push_all_reach_backstage() {
     })
     .await;
     eprintln!("measured: owner edit in one of three files visible {took:?} after the push");
-    assert!(took < PROMISE, "owner edit took {took:?}");
     w.orphaned(&cref(&a), t).await;
     settled(&h, "three files in one push").await;
 }
@@ -321,7 +315,6 @@ async fn a_moved_file_is_registered_and_its_old_location_unregistered_when_confi
     })
     .await;
     eprintln!("measured: moved file: {name} read from the new path {took:?} after the push");
-    assert!(took < PROMISE, "move took {took:?}");
     assert_eq!(
         location_targets(&w.bs).await,
         vec![w.url("new/catalog-info.yaml")],
@@ -356,7 +349,6 @@ async fn a_moved_file_keeps_its_old_location_by_default_and_the_agent_says_so() 
         "measured: moved file: new location registered {:?} after the push",
         t.elapsed()
     );
-    assert!(t.elapsed() < PROMISE);
     let mut targets = location_targets(&w.bs).await;
     targets.sort();
     assert_eq!(
