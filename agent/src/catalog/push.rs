@@ -8,6 +8,8 @@
 //! `refresh` job) is only refreshed, so Backstage orphans what it read from it, never
 //! registered (that would add a location yielding nothing). A moved file's old location is
 //! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
+//! Each entity that left the file (renamed, removed, emptied out) gets a note once the file
+//! is read again, saying what Backstage does with it ([`left_notes`]).
 //! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
 //! and pause every push until the token changes; but a 403 `NotAllowedError` is Backstage's
 //! permission policy refusing this user this action: only that file's jobs fail, naming who,
@@ -394,6 +396,7 @@ async fn sync_file(
     let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
     match refresh_owner(ctx, url, &known, token).await {
         Ok(Some(owner)) => {
+            notes.extend(left_notes(unit, &known));
             if only_emptied {
                 notes.push(format!(
                     "{file} has no entities left: refreshed {} so Backstage reads it again and orphans what it read from it ({})",
@@ -415,6 +418,9 @@ async fn sync_file(
             if let Some(mut outcome) =
                 through_entities(bs, unit, url, &known, token, denied, who).await?
             {
+                if outcome.refused.is_empty() {
+                    notes.extend(left_notes(unit, &known));
+                }
                 outcome.notes.splice(0..0, notes);
                 return Ok(outcome);
             }
@@ -471,6 +477,41 @@ fn read_elsewhere(
                 e.entity_ref
             ));
         }
+    }
+    notes
+}
+
+/// One note per entity that left the unit's file in this push for no other file
+/// ([`Job::left`]), said once the push made Backstage read the file again: what Backstage
+/// does with it, from what it held before (`known`). One it read from this file loses its
+/// only source: Backstage orphans it, and its `catalog.orphanStrategy` decides the rest
+/// (the default, `delete`, deletes it at the next orphan cleanup, every 30 s in Backstage
+/// 4.x; `keep` keeps it marked `backstage.io/orphan`). The agent cannot see that setting,
+/// so the note names both; the test bed runs the default.
+fn left_notes(unit: &[(String, Job)], known: &[RemoteEntity]) -> Vec<String> {
+    let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
+    let mut said: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    for r in unit.iter().flat_map(|(_, j)| &j.left) {
+        if said.contains(&r.key()) {
+            continue;
+        }
+        said.push(r.key());
+        let held = known.iter().find(|e| e.entity_ref.key() == r.key());
+        notes.push(match held {
+            Some(e) if location::read_from(e, url) => format!(
+                "{r} left {file}; Backstage orphans it now that it reads the file again (catalog.orphanStrategy: the default, delete, deletes it at the next orphan cleanup, every 30 s; keep keeps it, marked backstage.io/orphan)"
+            ),
+            Some(e) => match e.location.as_deref() {
+                Some(other) => format!(
+                    "{r} left {file}; Backstage reads it from {other}, not from this file, so it stays"
+                ),
+                None => format!(
+                    "{r} left {file}; Backstage holds it from no location (already an orphan), so this push changes nothing for it"
+                ),
+            },
+            None => format!("{r} left {file}; Backstage does not hold it: nothing to orphan"),
+        });
     }
     notes
 }

@@ -10,9 +10,13 @@
 //! Each test runs its own Backstage with a 10 minute processing interval, so only the
 //! agent's pushes explain a change before the hang guard (90 s). How soon a change shows is
 //! measured by the benchmark (`bench`, catalog section; its target is 5 s), never asserted
-//! here: each wait prints what it measured (`measured: ...`). Entities that leave a file are handled
-//! as Backstage handles orphans (its default `orphanStrategy` deletes them at the next
-//! cleanup, every 30 s); the tests accept them deleted, marked or without a parent.
+//! here: each wait prints what it measured (`measured: ...`).
+//!
+//! Entities that leave a file are handled as Backstage handles orphans (its default
+//! `orphanStrategy`, `delete`, deletes them at the next cleanup, every 30 s); the tests
+//! accept them deleted, marked or without a parent, and require the agent's push to say
+//! what became of each (a note per entity, recorded when the push made Backstage read the
+//! file again, so no race with the cleanup).
 
 // Test helpers: a failing setup step must fail the test loudly.
 use crate::catalog_support;
@@ -164,20 +168,17 @@ async fn settled(h: &CatalogHandle, what: &str) -> CatalogStatus {
     s
 }
 
-/// The agent says what happened to an entity that left the files: listed as orphaned, or
-/// already deleted by Backstage's orphan cleanup.
-async fn reported_gone(w: &World, h: &CatalogHandle, r: &str) {
-    let s = wait(h, "orphan reported", HANG_GUARD, |s| {
-        s.orphans.iter().any(|o| o == r)
-    });
-    tokio::select! {
-        s = s => eprintln!("status lists {r} as orphaned: {:?}", s.orphans),
-        () = async {
-            while entity(&w.bs, r).await.is_some() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        } => eprintln!("{r} was deleted by Backstage's orphan cleanup before the agent looked"),
-    }
+/// The agent says what happened to `r`, which left `file`: the push that made Backstage
+/// read the file again records it as a note, so the test needs no race against Backstage's
+/// orphan cleanup (which deletes the entity by default, every 30 s).
+async fn reported_left(h: &CatalogHandle, r: &str, file: &str) {
+    let prefix = format!("{r} left {file}; Backstage orphans it");
+    note(
+        h,
+        "the agent says what became of the entity that left",
+        |n| n.starts_with(&prefix) && n.contains("catalog.orphanStrategy"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +192,7 @@ async fn a_rename_shows_the_new_name_and_the_old_one_is_an_orphan() {
     let t = w.push();
     w.appears(&cref(&new), "rename", t).await;
     w.orphaned(&cref(&old), t).await;
-    reported_gone(&w, &h, &cref(&old)).await;
+    reported_left(&h, &cref(&old), FILE).await;
     settled(&h, "the rename").await;
 }
 
@@ -232,7 +233,7 @@ async fn an_entity_removed_from_a_file_is_an_orphan_and_leaves_the_diff() {
         .change(FILE, &component(&kept, "team-a"), "remove an entity");
     let t = w.push();
     w.orphaned(&cref(&removed), t).await;
-    reported_gone(&w, &h, &cref(&removed)).await;
+    reported_left(&h, &cref(&removed), FILE).await;
     settled(&h, "the removal").await;
     assert!(entity(&w.bs, &cref(&kept)).await.is_some());
 }
@@ -260,6 +261,8 @@ async fn a_kind_and_a_namespace_change_reach_backstage() {
         .await;
     w.orphaned(&cref(&k), t).await;
     w.orphaned(&cref(&n), t).await;
+    reported_left(&h, &cref(&k), FILE).await;
+    reported_left(&h, &cref(&n), FILE).await;
     settled(&h, "the kind and namespace change").await;
 }
 
@@ -299,6 +302,7 @@ async fn several_files_changed_in_one_push_all_reach_backstage() {
     .await;
     eprintln!("measured: owner edit in one of three files visible {took:?} after the push");
     w.orphaned(&cref(&a), t).await;
+    reported_left(&h, &cref(&a), "a/catalog-info.yaml").await;
     settled(&h, "three files in one push").await;
 }
 
@@ -653,7 +657,8 @@ async fn a_file_emptied_of_entities_is_read_again_and_they_become_orphans() {
     let t = w.push();
     w.orphaned(&cref(&a), t).await;
     w.orphaned(&cref(&b), t).await;
-    reported_gone(&w, &h, &cref(&a)).await;
+    reported_left(&h, &cref(&a), FILE).await;
+    reported_left(&h, &cref(&b), FILE).await;
     let s = settled(&h, "the emptied file").await;
     assert!(s.outbox.is_empty(), "{:?}", s.outbox);
     note(&h, "the agent says the file was read again", |n| {
