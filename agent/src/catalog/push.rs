@@ -394,8 +394,11 @@ async fn sync_file(
     }
     notes.extend(read_elsewhere(unit, &known, moved_from));
     let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
+    let mut guess_refused = None;
     match refresh_owner(ctx, url, &known, token).await {
-        Ok(Some(owner)) => {
+        Ok(location::Lookup {
+            owner: Some(owner), ..
+        }) => {
             notes.extend(left_notes(unit, &known));
             if only_emptied {
                 notes.push(format!(
@@ -413,7 +416,10 @@ async fn sync_file(
                 notes,
             });
         }
-        Ok(None) => {}
+        Ok(location::Lookup {
+            owner: None,
+            guess_refused: g,
+        }) => guess_refused = g,
         Err(denied @ BackstageError::Denied { .. }) => {
             if let Some(mut outcome) =
                 through_entities(bs, unit, url, &known, token, denied, who).await?
@@ -436,9 +442,26 @@ async fn sync_file(
             notes,
         });
     }
+    if let Some(denied) = guess_refused {
+        notes.push(guess_refused_note(who, &denied, &file.to_string()));
+    }
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
     Ok(outcome)
+}
+
+/// The note for a refused refresh of the Location entity name Backstage's discovery would
+/// give the file ([`location::Lookup::guess_refused`]): the file is registered all the same,
+/// but an owner-only policy refuses that name whether or not the entity exists, so a
+/// discovery Location not processed yet cannot be told from none. If it exists, Backstage
+/// refuses the registration's Location entity (same name) as a conflict and the file is
+/// read only when Backstage's own processing loop comes to discovery's entity. Said, so a
+/// change that does not show is explained.
+fn guess_refused_note(who: Option<&str>, denied: &BackstageError, file: &str) -> String {
+    let who = who.map(|w| format!("{w}: ")).unwrap_or_default();
+    format!(
+        "{who}{denied} (the name Backstage's discovery gives {file}'s Location entity), so the agent cannot tell whether discovery already emitted it; {file} is registered instead, and if that entity exists Backstage refuses the registration as a conflict with it and reads the file only when its own processing loop comes round (allowing users catalog.entity.refresh on Location entities avoids this)"
+    )
 }
 
 /// Every entity the unit's file has or had, once each: what to ask Backstage about.
@@ -531,16 +554,18 @@ async fn refresh_owner(
     url: &str,
     known: &[RemoteEntity],
     token: Option<&Secret>,
-) -> Result<Option<location::Owner>, BackstageError> {
+) -> Result<location::Lookup, BackstageError> {
     let remembered = ctx.owners.lock().ok().and_then(|o| o.get(url).cloned());
     let found =
         location::refresh_owner(&ctx.backstage, url, known, token, remembered.as_ref()).await;
     if let Ok(mut owners) = ctx.owners.lock() {
         match &found {
-            Ok(Some(owner)) => {
+            Ok(location::Lookup {
+                owner: Some(owner), ..
+            }) => {
                 owners.insert(url.to_string(), owner.clone());
             }
-            Ok(None) => {
+            Ok(location::Lookup { owner: None, .. }) => {
                 owners.remove(url);
             }
             Err(_) => {}

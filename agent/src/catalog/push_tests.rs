@@ -955,3 +955,50 @@ async fn an_emptied_file_refreshes_its_location_and_a_broken_one_is_held() {
         "nothing is registered"
     );
 }
+
+/// Signed in as a user under an owner-only policy, a new file's lookup ends with a refresh
+/// of the name Backstage's discovery would give its Location entity, which the policy
+/// refuses whether or not that entity exists: the file is registered all the same, and a
+/// note says the refusal hid whether a discovery Location stands in its way (who, which
+/// entity, which permission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_guess_at_discoverys_location_registers_the_file_and_says_so() {
+    let bed = bed(&[("README.md", "a service\n".to_string())]).await;
+    let file = "new/catalog-info.yaml";
+    bed.fake.with(|s| {
+        s.owner_policy = Some(vec!["group:default/team-a".into()]);
+        s.locations.insert(
+            format!("{URL}{file}"),
+            vec!["component:default/fresh".into()],
+        );
+    });
+    let h = bed.start(user_token("alice")).await;
+    write(&bed.work, file, &component("fresh", "team-a"));
+    commit_push(&bed.work, "a new file");
+    let s = wait_for(&h, "registered", |s| {
+        s.pushes.contains_key("component:default/fresh") && s.outbox.is_empty()
+    })
+    .await;
+    let guess = location::generated_location("url", &format!("{URL}{file}")).to_string();
+    let note = s
+        .notes
+        .iter()
+        .find(|n| n.contains(&guess))
+        .unwrap_or_else(|| panic!("no note names {guess}: {:?}", s.notes));
+    for part in [
+        "user:default/alice",
+        "catalog.entity.refresh",
+        "permission policy",
+        "discovery",
+        "registered instead",
+        "conflict",
+        file,
+    ] {
+        assert!(note.contains(part), "{part:?} missing from {note:?}");
+    }
+    assert!(
+        bed.fake
+            .with(|s| s.registered.contains(&format!("{URL}{file}"))),
+        "the file is registered all the same"
+    );
+}
