@@ -76,8 +76,9 @@ pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
 ///    that read it, whoever registered or emitted it);
 /// 2. a registered location (`GET /locations`, the locations table: filled at registration,
 ///    before Backstage produced the Location entity or read the file) for the same file;
-/// 3. a Location entity whose `spec.target` is the file (under our URL or another GitHub
-///    spelling of it): Backstage's GitHub discovery emits one per file it finds, an
+/// 3. a Location entity whose `spec.target` is the file (under our URL or any other GitHub
+///    spelling of it [`same_file`] recognises: `blob`, `tree`, `raw`,
+///    `raw.githubusercontent.com`, the contents API): Backstage's GitHub discovery emits one per file it finds, an
 ///    operator's Location file may hold one, and neither registers a location; such an
 ///    entity with `presence: optional` is in the catalog even while its file is missing;
 /// 4. the Location entity Backstage names after the file's URL ([`generated_location`]),
@@ -117,12 +118,16 @@ pub(crate) async fn refresh_owner(
     if let Some(owner) = by_registered_location(bs, url, token).await? {
         return Ok(Lookup::found(owner));
     }
+    let targets: Vec<String> = std::iter::once(url.to_string())
+        .chain(file_url::github_target_spellings(url))
+        .collect();
+    if let Some(owner) = by_location_entity(bs, url, &targets, token).await? {
+        return Ok(Lookup::found(owner));
+    }
+    // Discovery emits `blob` URLs (a person copies `blob` or `tree`): only those are guessed.
     let spellings: Vec<String> = std::iter::once(url.to_string())
         .chain(file_url::github_spellings(url))
         .collect();
-    if let Some(owner) = by_location_entity(bs, url, &spellings, token).await? {
-        return Ok(Lookup::found(owner));
-    }
     by_generated_name(bs, spellings, token).await
 }
 
