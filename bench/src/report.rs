@@ -23,6 +23,41 @@ pub struct Series {
     pub n: usize,
 }
 
+/// Issue 20's target: a pushed change shows in Backstage within this.
+const PUSH_TARGET: Duration = Duration::from_secs(5);
+
+/// One row of the live catalog table: what was timed, its JSON key and the samples.
+pub struct Live {
+    what: String,
+    key: &'static str,
+    samples: Vec<Duration>,
+    /// A commit + push row (held to [`PUSH_TARGET`]); a save row is not.
+    push: bool,
+}
+
+impl Live {
+    /// A save -> diff row (the 5 s push target does not apply).
+    pub fn save(what: &str, key: &'static str, samples: Vec<Duration>) -> Self {
+        Self {
+            what: what.into(),
+            key,
+            samples,
+            push: false,
+        }
+    }
+
+    /// A commit + push -> visible row: `what` is what Backstage shows (the row reads
+    /// "commit + `git push` -> WHAT").
+    pub fn push(what: &str, key: &'static str, samples: Vec<Duration>) -> Self {
+        Self {
+            what: what.into(),
+            key,
+            samples,
+            push: true,
+        }
+    }
+}
+
 /// Everything measured in one run.
 pub struct Report {
     md: String,
@@ -311,56 +346,56 @@ impl Report {
         }
     }
 
-    /// (5) the catalog against a live Backstage: save -> diff and push -> Backstage (owner
-    /// edit, rename, added entity).
-    pub fn catalog_live(
-        &mut self,
-        shown: &[Duration],
-        cleared: &[Duration],
-        pushed: &[Duration],
-        renamed: &[Duration],
-        added: &[Duration],
-    ) {
-        let row = |what: &str, v: &[Duration]| {
-            let s = crate::series(what, v.to_vec());
-            let max = v.iter().copied().max().unwrap_or_default();
-            (
+    /// (5) the catalog against a live Backstage: save -> diff, and commit + push -> the
+    /// change visible in Backstage for each kind of change; one row each, with the 5 s
+    /// target of issue 20 checked against the worst run (push rows only).
+    pub fn catalog_live(&mut self, rows: &[Live]) {
+        let mut table = String::new();
+        let mut js = serde_json::Map::new();
+        for row in rows {
+            let s = crate::series(&row.what, row.samples.clone());
+            let max = row.samples.iter().copied().max().unwrap_or_default();
+            let target = if !row.push {
+                "-".to_string()
+            } else if max <= PUSH_TARGET {
+                "met".to_string()
+            } else {
                 format!(
-                    "| {what} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
-                    s.n,
-                    us(s.p50) / 1e3,
-                    us(s.p90) / 1e3,
-                    us(max) / 1e3
-                ),
-                json!({"n": s.n, "ms": v.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>()}),
-            )
-        };
-        let (a, ja) = row("save (owner changed) -> diff shows it", shown);
-        let (b, jb) = row("save (owner restored) -> diff cleared", cleared);
-        let (c, jc) = row("commit + `git push` -> new owner in Backstage", pushed);
-        let (d, jd) = row(
-            "commit + `git push` -> renamed entity in Backstage",
-            renamed,
-        );
-        let (e, je) = row(
-            "commit + `git push` -> entity added to a multi-document file in Backstage",
-            added,
-        );
+                    "**missed**: {} of {} runs over",
+                    row.samples.iter().filter(|d| **d > PUSH_TARGET).count(),
+                    s.n
+                )
+            };
+            let what = if row.push {
+                format!("commit + `git push` -> {}", row.what)
+            } else {
+                row.what.clone()
+            };
+            let _ = writeln!(
+                table,
+                "| {what} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {target} |",
+                s.n,
+                us(s.p50) / 1e3,
+                us(s.p90) / 1e3,
+                us(max) / 1e3
+            );
+            js.insert(
+                row.key.to_string(),
+                json!({"n": s.n, "ms": row.samples.iter().map(|d| us(*d) / 1e3).collect::<Vec<_>>()}),
+            );
+        }
         let _ = writeln!(
             self.md,
             "\n## Catalog against a live Backstage (in-process catalog service, real IdP, git host, Backstage)\n\n\
              The save figures include the watcher's 150 ms debounce; Backstage's own processing \
-             interval is 10 min, so only the agent's refresh of the file's Location entity \
-             explains the push figures.\n\n\
-             | what | runs | median | p90 | max |\n|---|---:|---:|---:|---:|\n{a}\n{b}\n{c}\n{d}\n{e}"
+             interval is 10 min, so only the agent's push (a refresh of the file's Location \
+             entity, or a registration) explains the push figures. Each push row is timed from \
+             the start of `git push` until Backstage's API shows the change; the moved file runs \
+             with `catalog.unregister_deleted` on.\n\n\
+             | what | runs | median | p90 | max | target <= 5 s |\n|---|---:|---:|---:|---:|---|\n{}",
+            table.trim_end()
         );
-        self.json["catalog_live"] = json!({
-            "save_to_diff": ja,
-            "save_to_diff_cleared": jb,
-            "push_to_backstage": jc,
-            "push_rename_to_backstage": jd,
-            "push_added_to_backstage": je,
-        });
+        self.json["catalog_live"] = Value::Object(js);
     }
 
     /// (6) the fleet simulation: per schedule and hour, mean and peaks (peak / mean).

@@ -2,7 +2,9 @@
 //! before (a rename or a kind/namespace change leaves Backstage with none of the new ones,
 //! only the old ones, and those lead to the file's location), whether an entity left it
 //! (the file must be re-read even if every remaining entity is unchanged), and which files
-//! were moved (a deleted file whose entities show up in a file this push added).
+//! were moved (a deleted file whose entities show up in a file this push added), and which
+//! entities left a file for no other file of the push (what Backstage orphans once it reads
+//! the file again: the push says so for each).
 //!
 //! git's own rename detection is not used: a moved file is often edited in the same commit,
 //! and what matters to Backstage is where the entities went, not the file's similarity.
@@ -29,6 +31,10 @@ pub(crate) struct FileChange {
     pub(crate) moved_from: Option<PathBuf>,
     /// Deleted by this push, its entities now in another file (the move's other half).
     pub(crate) moved_away: bool,
+    /// The entities of `was` that neither this file nor any other file the push changed
+    /// holds now: Backstage orphans them once it reads this file again, and the push says
+    /// so. One that went to another file is not here (that file's push carries it).
+    pub(crate) left: Vec<EntityRef>,
 }
 
 /// What a push job carries besides its entity, to find the file's location with.
@@ -38,6 +44,8 @@ pub(crate) struct Hints {
     pub(crate) was: Vec<EntityRef>,
     /// The URL of the file this one was moved from.
     pub(crate) moved_from: Option<String>,
+    /// The entities that left the file for no other file ([`FileChange::left`]).
+    pub(crate) left: Vec<EntityRef>,
 }
 
 async fn refs_at(repo: &Repo, commit: &str, path: &Path) -> Vec<EntityRef> {
@@ -83,11 +91,26 @@ pub(crate) async fn plan(
             was,
             moved_from: None,
             moved_away: false,
+            left: Vec::new(),
         });
         now.push(new_refs);
     }
     link_moves(&mut files, &now);
+    mark_left(&mut files, &now);
     files
+}
+
+/// Sets each file's [`FileChange::left`]: what it held before and no changed file holds
+/// now (`now[i]`: the entity keys file `i` holds in the new commit).
+fn mark_left(files: &mut [FileChange], now: &[BTreeSet<String>]) {
+    for f in files.iter_mut() {
+        f.left = f
+            .was
+            .iter()
+            .filter(|r| !now.iter().any(|n| n.contains(&r.key())))
+            .cloned()
+            .collect();
+    }
 }
 
 /// Pairs each deleted file with an added file (one that held none of its entities
@@ -126,6 +149,7 @@ mod tests {
             lost_entities: false,
             moved_from: None,
             moved_away: false,
+            left: Vec::new(),
         }
     }
 
@@ -150,6 +174,22 @@ mod tests {
         );
         assert!(files[0].moved_away);
         assert_eq!(files[2].moved_from, None);
+    }
+
+    #[test]
+    fn entities_left_are_those_no_changed_file_holds_now() {
+        // a: x renamed to x2, y moved to b; c emptied of z.
+        let mut files = vec![
+            change("a/catalog-info.yaml", false, &["x", "y"]),
+            change("b/catalog-info.yaml", false, &["w"]),
+            change("c/catalog-info.yaml", false, &["z"]),
+        ];
+        mark_left(&mut files, &[keys(&["x2"]), keys(&["w", "y"]), keys(&[])]);
+        let left =
+            |f: &FileChange| -> Vec<String> { f.left.iter().map(ToString::to_string).collect() };
+        assert_eq!(left(&files[0]), ["component:default/x"]);
+        assert!(files[1].left.is_empty());
+        assert_eq!(left(&files[2]), ["component:default/z"]);
     }
 
     #[test]

@@ -20,9 +20,16 @@
 //!   (`?plain=1`) do not count, and `http`/`https` on the same host are the same.
 //!
 //! The `blob`/`tree`/`raw` shape is recognised on every host, not only github.com, because
-//! GitHub Enterprise runs on hosts the agent cannot list; no other forge uses that shape for
-//! files (GitLab has `/-/blob/`, Gitea `/src/branch/`), so two such URLs that agree on owner,
-//! repository, ref and path are taken for one file.
+//! GitHub Enterprise runs on hosts the agent cannot list. GitLab (`/-/blob/`) and Gitea
+//! (`/src/branch/`) use other shapes, but Bitbucket Cloud also serves raw files at
+//! `https://bitbucket.org/WORKSPACE/REPO/raw/REF/PATH`. Such a URL is read the GitHub way
+//! too, which is harmless: it is taken for the same file only as a URL of the same host,
+//! workspace, repository, ref and path (its `blob` and `tree` forms, which Bitbucket does
+//! not serve, or another case of workspace and repository, which Bitbucket's lower-case
+//! slugs do not have), so no two Bitbucket files are confused; Bitbucket's own page
+//! (`/src/REF/PATH`) is not recognised and stays apart; and the extra spellings the lookup
+//! asks Backstage about (`blob`, `tree`, `HOST/api/v3/repos/...`) name no Location entity
+//! there, so they find nothing and cost one catalog query each.
 
 /// Whether two URLs name the same file (see the module docs for what counts).
 pub(crate) fn same_file(a: &str, b: &str) -> bool {
@@ -34,33 +41,114 @@ pub(crate) fn same_file(a: &str, b: &str) -> bool {
 /// GitHub discovery emits). Empty for a URL that is not a GitHub page or raw URL; `url`
 /// itself is left out. Owner, repository and path are kept as spelled.
 pub(crate) fn github_spellings(url: &str) -> Vec<String> {
-    let Ok(u) = url::Url::parse(url) else {
+    let Some(p) = GithubParts::of(url) else {
         return Vec::new();
     };
-    if !matches!(key(url), Some(Key::Repo { .. })) {
-        return Vec::new();
-    }
-    let segs: Vec<&str> = u.path_segments().map(Iterator::collect).unwrap_or_default();
-    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
-    let (base, o, r, rest) = match (host.as_str(), segs.as_slice()) {
-        ("raw.githubusercontent.com", [o, r, rest @ ..]) => {
-            ("https://github.com".to_string(), o, r, rest)
-        }
-        (_, [o, r, kind, rest @ ..]) if matches!(*kind, "blob" | "tree" | "raw") => {
-            let mut base = format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default());
-            if let Some(p) = u.port() {
-                base.push_str(&format!(":{p}"));
-            }
-            (base, o, r, rest)
-        }
-        _ => return Vec::new(),
-    };
-    let rest = rest.join("/");
     ["blob", "tree"]
         .iter()
-        .map(|kind| format!("{base}/{o}/{r}/{kind}/{rest}"))
+        .map(|kind| p.page(kind))
         .filter(|s| s != url)
         .collect()
+}
+
+/// How many leading segments of `REF/PATH` may form the ref, for the contents-API spellings
+/// of [`github_target_spellings`] (`main`, `release/1.2`, `user/topic/x`).
+const MAX_REF_SEGMENTS: usize = 3;
+
+/// Every other spelling under which a Location entity may name the GitHub file at `url`, to
+/// look it up by `spec.target` (Backstage matches the whole value): the `blob`, `tree` and
+/// `raw` page forms, and the contents API (`https://api.github.com/repos/...` on github.com,
+/// `HOST/api/v3/repos/...` on GitHub Enterprise), plus `raw.githubusercontent.com` on
+/// github.com: every form [`same_file`] takes for the file. The contents API names the ref
+/// apart from the path, and where a ref holding `/` ends is not known from `REF/PATH`: one
+/// spelling per split, the ref up to [`MAX_REF_SEGMENTS`] segments. Empty for a URL that is
+/// not a GitHub page or raw URL; `url` itself is left out.
+pub(crate) fn github_target_spellings(url: &str) -> Vec<String> {
+    let Some(p) = GithubParts::of(url) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = ["blob", "tree", "raw"]
+        .iter()
+        .map(|kind| p.page(kind))
+        .collect();
+    let (o, r) = (&p.owner, &p.repo);
+    let api = if p.github_com {
+        out.push(format!(
+            "https://raw.githubusercontent.com/{o}/{r}/{}",
+            p.rest.join("/")
+        ));
+        "https://api.github.com".to_string()
+    } else {
+        format!("{}/api/v3", p.base)
+    };
+    for split in 1..p.rest.len().min(MAX_REF_SEGMENTS + 1) {
+        let (reference, path) = p.rest.split_at(split);
+        out.push(format!(
+            "{api}/repos/{o}/{r}/contents/{}?ref={}",
+            path.join("/"),
+            reference.join("/")
+        ));
+    }
+    out.retain(|s| s != url);
+    out
+}
+
+/// A GitHub page or raw URL taken apart, as spelled: `base` (scheme, host, port; github.com
+/// for `raw.githubusercontent.com`), owner, repository and the `REF/PATH` segments.
+struct GithubParts {
+    base: String,
+    github_com: bool,
+    owner: String,
+    repo: String,
+    rest: Vec<String>,
+}
+
+impl GithubParts {
+    fn of(url: &str) -> Option<Self> {
+        let u = url::Url::parse(url).ok()?;
+        if !matches!(key(url), Some(Key::Repo { .. })) {
+            return None;
+        }
+        let segs: Vec<&str> = u.path_segments().map(Iterator::collect).unwrap_or_default();
+        let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+        let (base, o, r, rest) = match (host.as_str(), segs.as_slice()) {
+            ("raw.githubusercontent.com", [o, r, rest @ ..]) => {
+                ("https://github.com".to_string(), o, r, rest)
+            }
+            (_, [o, r, kind, rest @ ..]) if matches!(*kind, "blob" | "tree" | "raw") => {
+                let mut base = format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default());
+                if let Some(p) = u.port() {
+                    base.push_str(&format!(":{p}"));
+                }
+                (base, o, r, rest)
+            }
+            _ => return None,
+        };
+        let github_com = matches!(
+            base.split_once("://")
+                .map(|(_, h)| h.to_ascii_lowercase())
+                .as_deref(),
+            Some("github.com" | "www.github.com")
+        );
+        Some(Self {
+            base,
+            github_com,
+            owner: (*o).to_string(),
+            repo: (*r).to_string(),
+            rest: rest.iter().map(|s| (*s).to_string()).collect(),
+        })
+    }
+
+    /// The page form `BASE/OWNER/REPO/KIND/REF/PATH`.
+    fn page(&self, kind: &str) -> String {
+        format!(
+            "{}/{}/{}/{kind}/{}",
+            self.base,
+            self.owner,
+            self.repo,
+            self.rest.join("/")
+        )
+    }
 }
 
 /// A URL reduced to what names the file.
@@ -275,6 +363,62 @@ mod tests {
             "http://ghe:8080/a/b/blob/main/c.yaml",
             "http://ghe:8080/a/b/tree/main/c.yaml"
         ));
+    }
+
+    #[test]
+    fn github_target_spellings_cover_every_form_same_file_recognises() {
+        let all = github_target_spellings(BLOB);
+        assert_eq!(
+            all,
+            vec![
+                "https://github.com/acme/payments/tree/main/svc/catalog-info.yaml",
+                "https://github.com/acme/payments/raw/main/svc/catalog-info.yaml",
+                "https://raw.githubusercontent.com/acme/payments/main/svc/catalog-info.yaml",
+                "https://api.github.com/repos/acme/payments/contents/svc/catalog-info.yaml?ref=main",
+                "https://api.github.com/repos/acme/payments/contents/catalog-info.yaml?ref=main/svc",
+            ]
+        );
+        // Every one is the same file, and the recognised forms of it are all searched.
+        for s in &all {
+            assert!(same_file(BLOB, s), "{s}");
+        }
+        // From the raw host, the page forms on github.com come back (and not itself).
+        let raw = "https://raw.githubusercontent.com/acme/payments/main/svc/catalog-info.yaml";
+        let from_raw = github_target_spellings(raw);
+        assert!(from_raw.contains(&BLOB.to_string()), "{from_raw:?}");
+        assert!(!from_raw.contains(&raw.to_string()), "{from_raw:?}");
+        // GitHub Enterprise: its own host's API, no raw.githubusercontent.com.
+        assert_eq!(
+            github_target_spellings("http://ghe:8080/a/b/blob/main/c.yaml"),
+            vec![
+                "http://ghe:8080/a/b/tree/main/c.yaml",
+                "http://ghe:8080/a/b/raw/main/c.yaml",
+                "http://ghe:8080/api/v3/repos/a/b/contents/c.yaml?ref=main",
+            ]
+        );
+        // A ref of up to three segments in the contents API form.
+        let deep = github_target_spellings("https://github.com/o/r/blob/a/b/c/d/e.yaml");
+        let api: Vec<&String> = deep.iter().filter(|s| s.contains("/contents/")).collect();
+        assert_eq!(api.len(), 3, "{api:?}");
+        assert!(api[2].ends_with("/contents/d/e.yaml?ref=a/b/c"), "{api:?}");
+        assert!(github_target_spellings("http://127.0.0.1:9/raw/r/main/c.yaml").is_empty());
+    }
+
+    #[test]
+    fn a_bitbucket_raw_url_matches_only_itself() {
+        let bb = "https://bitbucket.org/ws/repo/raw/main/svc/catalog-info.yaml";
+        assert!(same_file(
+            bb,
+            "https://bitbucket.org/ws/repo/raw/main/svc/./catalog-info.yaml"
+        ));
+        for other in [
+            "https://bitbucket.org/ws/repo/raw/dev/svc/catalog-info.yaml",
+            "https://bitbucket.org/ws/repo/src/main/svc/catalog-info.yaml",
+            "https://bitbucket.org/ws/other/raw/main/svc/catalog-info.yaml",
+            BLOB,
+        ] {
+            assert!(!same_file(bb, other), "{other}");
+        }
     }
 
     #[test]

@@ -30,6 +30,26 @@ pub(crate) struct Owner {
     pub(crate) found: String,
 }
 
+/// What the lookup of a file's Location entity found.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    /// The Location entity refreshed; `None`: none reads the file (register it).
+    pub(crate) owner: Option<Owner>,
+    /// Backstage's permission policy refused the refresh of the name Backstage would give
+    /// the file's Location entity (step 4): it may exist (discovery emitted it, not
+    /// processed yet) or not, and the answer does not say which. The push says so.
+    pub(crate) guess_refused: Option<BackstageError>,
+}
+
+impl Lookup {
+    fn found(owner: Owner) -> Self {
+        Self {
+            owner: Some(owner),
+            guess_refused: None,
+        }
+    }
+}
+
 /// The URL of a `url:` location reference (`backstage.io/managed-by-location`).
 pub(crate) fn url_target(location_ref: &str) -> Option<&str> {
     location_ref.strip_prefix("url:")
@@ -56,15 +76,17 @@ pub(crate) fn read_from(e: &RemoteEntity, url: &str) -> bool {
 ///    that read it, whoever registered or emitted it);
 /// 2. a registered location (`GET /locations`, the locations table: filled at registration,
 ///    before Backstage produced the Location entity or read the file) for the same file;
-/// 3. a Location entity whose `spec.target` is the file (under our URL or another GitHub
-///    spelling of it): Backstage's GitHub discovery emits one per file it finds, an
+/// 3. a Location entity whose `spec.target` is the file (under our URL or any other GitHub
+///    spelling of it [`same_file`] recognises: `blob`, `tree`, `raw`,
+///    `raw.githubusercontent.com`, the contents API): Backstage's GitHub discovery emits one per file it finds, an
 ///    operator's Location file may hold one, and neither registers a location; such an
 ///    entity with `presence: optional` is in the catalog even while its file is missing;
 /// 4. the Location entity Backstage names after the file's URL ([`generated_location`]),
 ///    as discovery names its Location entities: one whose first read failed (the file was
 ///    not pushed yet) or that was not processed yet is in no API answer, and only its
 ///    name leads to it. The name is only tried, never trusted: Backstage's answer to the
-///    refresh says whether that entity exists.
+///    refresh says whether that entity exists, except that a permission policy's refusal
+///    says nothing either way ([`Lookup::guess_refused`], which the push reports).
 ///
 /// Registering instead of refreshing one of these would give the file a second Location
 /// entity: Backstage refuses the second one's entities as a conflict (or, for 3, the
@@ -81,27 +103,31 @@ pub(crate) async fn refresh_owner(
     known: &[RemoteEntity],
     token: Option<&Secret>,
     remembered: Option<&Owner>,
-) -> Result<Option<Owner>, BackstageError> {
+) -> Result<Lookup, BackstageError> {
     if let Some(o) = remembered
         && bs.refresh(&o.location, token).await?
     {
-        return Ok(Some(Owner {
+        return Ok(Lookup::found(Owner {
             found: format!("{}, as at an earlier push", o.found),
             ..o.clone()
         }));
     }
     if let Some(owner) = by_parent(bs, url, known, token).await? {
-        return Ok(Some(owner));
+        return Ok(Lookup::found(owner));
     }
     if let Some(owner) = by_registered_location(bs, url, token).await? {
-        return Ok(Some(owner));
+        return Ok(Lookup::found(owner));
     }
+    let targets: Vec<String> = std::iter::once(url.to_string())
+        .chain(file_url::github_target_spellings(url))
+        .collect();
+    if let Some(owner) = by_location_entity(bs, url, &targets, token).await? {
+        return Ok(Lookup::found(owner));
+    }
+    // Discovery emits `blob` URLs (a person copies `blob` or `tree`): only those are guessed.
     let spellings: Vec<String> = std::iter::once(url.to_string())
         .chain(file_url::github_spellings(url))
         .collect();
-    if let Some(owner) = by_location_entity(bs, url, &spellings, token).await? {
-        return Ok(Some(owner));
-    }
     by_generated_name(bs, spellings, token).await
 }
 
@@ -184,25 +210,33 @@ async fn by_generated_name(
     bs: &Backstage,
     spellings: Vec<String>,
     token: Option<&Secret>,
-) -> Result<Option<Owner>, BackstageError> {
+) -> Result<Lookup, BackstageError> {
+    let mut guess_refused = None;
     for target in spellings {
         let location = generated_location("url", &target);
         // A guess: under a policy that lets users refresh only what they own, Backstage
         // refuses a refresh of an entity it does not have just as of one it has, so a
-        // refusal here says nothing about the file and must not stop its registration.
+        // refusal here says nothing about the file and must not stop its registration;
+        // it is kept, so the push can say that a Location entity may stand in its way.
         match bs.refresh(&location, token).await {
             Ok(true) => {
-                return Ok(Some(Owner {
+                return Ok(Lookup::found(Owner {
                     location,
                     target,
                     found: "Location entity Backstage made for the file, not registered here (discovery or a Location file)".into(),
                 }));
             }
-            Ok(false) | Err(BackstageError::Denied { .. }) => {}
+            Ok(false) => {}
+            Err(denied @ BackstageError::Denied { .. }) => {
+                guess_refused.get_or_insert(denied);
+            }
             Err(other) => return Err(other),
         }
     }
-    Ok(None)
+    Ok(Lookup {
+        owner: None,
+        guess_refused,
+    })
 }
 
 /// The Location entity Backstage makes for a `kind:target` location, registered or emitted

@@ -53,6 +53,10 @@ pub struct Job {
     /// The URL of the file this one was moved from in the same push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<String>,
+    /// The entities that left the file in this push for no other file: once the push has
+    /// Backstage read the file again, it says what became of each (orphaned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<EntityRef>,
 }
 
 impl Job {
@@ -84,6 +88,7 @@ impl Job {
             failed: false,
             was: Vec::new(),
             moved_from: None,
+            left: Vec::new(),
         }
     }
 }

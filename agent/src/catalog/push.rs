@@ -8,6 +8,8 @@
 //! `refresh` job) is only refreshed, so Backstage orphans what it read from it, never
 //! registered (that would add a location yielding nothing). A moved file's old location is
 //! unregistered first when `catalog.unregister_deleted` is on, and reported otherwise.
+//! Each entity that left the file (renamed, removed, emptied out) gets a note once the file
+//! is read again, saying what Backstage does with it ([`left_notes`]).
 //! Unreachable or 5xx: retry with capped backoff. 401/403: report once naming the profile
 //! and pause every push until the token changes; but a 403 `NotAllowedError` is Backstage's
 //! permission policy refusing this user this action: only that file's jobs fail, naming who,
@@ -392,8 +394,12 @@ async fn sync_file(
     }
     notes.extend(read_elsewhere(unit, &known, moved_from));
     let only_emptied = unit.iter().all(|(_, j)| j.action == Action::Refresh);
+    let mut guess_refused = None;
     match refresh_owner(ctx, url, &known, token).await {
-        Ok(Some(owner)) => {
+        Ok(location::Lookup {
+            owner: Some(owner), ..
+        }) => {
+            notes.extend(left_notes(unit, &known));
             if only_emptied {
                 notes.push(format!(
                     "{file} has no entities left: refreshed {} so Backstage reads it again and orphans what it read from it ({})",
@@ -410,11 +416,17 @@ async fn sync_file(
                 notes,
             });
         }
-        Ok(None) => {}
+        Ok(location::Lookup {
+            owner: None,
+            guess_refused: g,
+        }) => guess_refused = g,
         Err(denied @ BackstageError::Denied { .. }) => {
             if let Some(mut outcome) =
                 through_entities(bs, unit, url, &known, token, denied, who).await?
             {
+                if outcome.refused.is_empty() {
+                    notes.extend(left_notes(unit, &known));
+                }
                 outcome.notes.splice(0..0, notes);
                 return Ok(outcome);
             }
@@ -430,9 +442,26 @@ async fn sync_file(
             notes,
         });
     }
+    if let Some(denied) = guess_refused {
+        notes.push(guess_refused_note(who, &denied, &file.to_string()));
+    }
     let mut outcome = register(bs, unit, token).await?;
     outcome.notes.splice(0..0, notes);
     Ok(outcome)
+}
+
+/// The note for a refused refresh of the Location entity name Backstage's discovery would
+/// give the file ([`location::Lookup::guess_refused`]): the file is registered all the same,
+/// but an owner-only policy refuses that name whether or not the entity exists, so a
+/// discovery Location not processed yet cannot be told from none. If it exists, Backstage
+/// refuses the registration's Location entity (same name) as a conflict and the file is
+/// read only when Backstage's own processing loop comes to discovery's entity. Said, so a
+/// change that does not show is explained.
+fn guess_refused_note(who: Option<&str>, denied: &BackstageError, file: &str) -> String {
+    let who = who.map(|w| format!("{w}: ")).unwrap_or_default();
+    format!(
+        "{who}{denied} (the name Backstage's discovery gives {file}'s Location entity), so the agent cannot tell whether discovery already emitted it; {file} is registered instead, and if that entity exists Backstage refuses the registration as a conflict with it and reads the file only when its own processing loop comes round (allowing users catalog.entity.refresh on Location entities avoids this)"
+    )
 }
 
 /// Every entity the unit's file has or had, once each: what to ask Backstage about.
@@ -475,6 +504,41 @@ fn read_elsewhere(
     notes
 }
 
+/// One note per entity that left the unit's file in this push for no other file
+/// ([`Job::left`]), said once the push made Backstage read the file again: what Backstage
+/// does with it, from what it held before (`known`). One it read from this file loses its
+/// only source: Backstage orphans it, and its `catalog.orphanStrategy` decides the rest
+/// (the default, `delete`, deletes it at the next orphan cleanup, every 30 s in Backstage
+/// 4.x; `keep` keeps it marked `backstage.io/orphan`). The agent cannot see that setting,
+/// so the note names both; the test bed runs the default.
+fn left_notes(unit: &[(String, Job)], known: &[RemoteEntity]) -> Vec<String> {
+    let (url, file) = (&unit[0].1.url, unit[0].1.file.display());
+    let mut said: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    for r in unit.iter().flat_map(|(_, j)| &j.left) {
+        if said.contains(&r.key()) {
+            continue;
+        }
+        said.push(r.key());
+        let held = known.iter().find(|e| e.entity_ref.key() == r.key());
+        notes.push(match held {
+            Some(e) if location::read_from(e, url) => format!(
+                "{r} left {file}; Backstage orphans it now that it reads the file again (catalog.orphanStrategy: the default, delete, deletes it at the next orphan cleanup, every 30 s; keep keeps it, marked backstage.io/orphan)"
+            ),
+            Some(e) => match e.location.as_deref() {
+                Some(other) => format!(
+                    "{r} left {file}; Backstage reads it from {other}, not from this file, so it stays"
+                ),
+                None => format!(
+                    "{r} left {file}; Backstage holds it from no location (already an orphan), so this push changes nothing for it"
+                ),
+            },
+            None => format!("{r} left {file}; Backstage does not hold it: nothing to orphan"),
+        });
+    }
+    notes
+}
+
 /// The entities a file that became empty had, for the note that says what gets orphaned.
 fn emptied(unit: &[(String, Job)]) -> Vec<String> {
     unit.iter()
@@ -490,16 +554,18 @@ async fn refresh_owner(
     url: &str,
     known: &[RemoteEntity],
     token: Option<&Secret>,
-) -> Result<Option<location::Owner>, BackstageError> {
+) -> Result<location::Lookup, BackstageError> {
     let remembered = ctx.owners.lock().ok().and_then(|o| o.get(url).cloned());
     let found =
         location::refresh_owner(&ctx.backstage, url, known, token, remembered.as_ref()).await;
     if let Ok(mut owners) = ctx.owners.lock() {
         match &found {
-            Ok(Some(owner)) => {
+            Ok(location::Lookup {
+                owner: Some(owner), ..
+            }) => {
                 owners.insert(url.to_string(), owner.clone());
             }
-            Ok(None) => {
+            Ok(location::Lookup { owner: None, .. }) => {
                 owners.remove(url);
             }
             Err(_) => {}

@@ -559,11 +559,19 @@ async fn a_rename_refreshes_the_location_the_old_name_came_from() {
         &component("billing", "team-a"),
     );
     commit_push(&bed.work, "rename");
-    wait_for(&h, "renamed pushed", |s| {
+    let s = wait_for(&h, "renamed pushed", |s| {
         s.pushes.contains_key("component:default/billing") && s.outbox.is_empty()
     })
     .await;
     assert_eq!(bed.refreshes("svc/catalog-info.yaml"), 1);
+    // The push itself says what became of the old name: no waiting for Backstage.
+    assert!(
+        s.notes.iter().any(|n| n.starts_with(
+            "component:default/payments left svc/catalog-info.yaml; Backstage orphans it"
+        ) && n.contains("catalog.orphanStrategy")),
+        "{:?}",
+        s.notes
+    );
     assert!(
         bed.fake.with(|s| s
             .seen
@@ -571,6 +579,58 @@ async fn a_rename_refreshes_the_location_the_old_name_came_from() {
             .all(|c| !c.path.starts_with("/api/catalog/locations"))),
         "the file's location is known: nothing is registered"
     );
+}
+
+/// An entity removed from a file is reported by the push that re-reads the file; one that
+/// went to another file of the same push is not (Backstage reads it from there), and one
+/// Backstage never held is said to be so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_that_left_a_file_are_reported_by_its_push() {
+    let a = "a/catalog-info.yaml";
+    let three = format!(
+        "{}---\n{}---\n{}",
+        component("kept", "team-a"),
+        component("removed", "team-a"),
+        component("wandered", "team-a")
+    );
+    let bed = bed(&[
+        (a, three),
+        ("b/catalog-info.yaml", component("other", "team-a")),
+    ])
+    .await;
+    for e in ["kept", "removed", "wandered"] {
+        bed.known(&format!("component:default/{e}"), "group:default/team-a", a);
+    }
+    bed.known(
+        "component:default/other",
+        "group:default/team-a",
+        "b/catalog-info.yaml",
+    );
+    let h = bed.start(token("tok")).await;
+    write(&bed.work, a, &component("kept", "team-a"));
+    write(
+        &bed.work,
+        "b/catalog-info.yaml",
+        &format!(
+            "{}---\n{}",
+            component("other", "team-a"),
+            component("wandered", "team-a")
+        ),
+    );
+    commit_push(&bed.work, "remove one entity, move one to b");
+    let s = wait_for(&h, "both files pushed", |s| {
+        s.outbox.is_empty() && s.pushes.contains_key("component:default/kept")
+    })
+    .await;
+    let left: Vec<&String> = s.notes.iter().filter(|n| n.contains(" left ")).collect();
+    assert_eq!(left.len(), 1, "{:?}", s.notes);
+    assert!(
+        left[0].starts_with(
+            "component:default/removed left a/catalog-info.yaml; Backstage orphans it"
+        ),
+        "{left:?}"
+    );
+    assert_eq!(bed.refreshes(a), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -874,10 +934,71 @@ async fn an_emptied_file_refreshes_its_location_and_a_broken_one_is_held() {
         s.pushes
     );
     assert!(
+        s.notes.iter().any(|n| n.starts_with(
+            "component:default/payments left a/catalog-info.yaml; Backstage orphans it"
+        )),
+        "{:?}",
+        s.notes
+    );
+    assert!(
+        s.notes
+            .iter()
+            .all(|n| !n.starts_with("component:default/billing left")),
+        "a held file is not read again, so nothing left it yet: {:?}",
+        s.notes
+    );
+    assert!(
         bed.fake.with(|s| s
             .seen
             .iter()
             .all(|c| !(c.method == "POST" && c.path.starts_with("/api/catalog/locations")))),
         "nothing is registered"
+    );
+}
+
+/// Signed in as a user under an owner-only policy, a new file's lookup ends with a refresh
+/// of the name Backstage's discovery would give its Location entity, which the policy
+/// refuses whether or not that entity exists: the file is registered all the same, and a
+/// note says the refusal hid whether a discovery Location stands in its way (who, which
+/// entity, which permission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_guess_at_discoverys_location_registers_the_file_and_says_so() {
+    let bed = bed(&[("README.md", "a service\n".to_string())]).await;
+    let file = "new/catalog-info.yaml";
+    bed.fake.with(|s| {
+        s.owner_policy = Some(vec!["group:default/team-a".into()]);
+        s.locations.insert(
+            format!("{URL}{file}"),
+            vec!["component:default/fresh".into()],
+        );
+    });
+    let h = bed.start(user_token("alice")).await;
+    write(&bed.work, file, &component("fresh", "team-a"));
+    commit_push(&bed.work, "a new file");
+    let s = wait_for(&h, "registered", |s| {
+        s.pushes.contains_key("component:default/fresh") && s.outbox.is_empty()
+    })
+    .await;
+    let guess = location::generated_location("url", &format!("{URL}{file}")).to_string();
+    let note = s
+        .notes
+        .iter()
+        .find(|n| n.contains(&guess))
+        .unwrap_or_else(|| panic!("no note names {guess}: {:?}", s.notes));
+    for part in [
+        "user:default/alice",
+        "catalog.entity.refresh",
+        "permission policy",
+        "discovery",
+        "registered instead",
+        "conflict",
+        file,
+    ] {
+        assert!(note.contains(part), "{part:?} missing from {note:?}");
+    }
+    assert!(
+        bed.fake
+            .with(|s| s.registered.contains(&format!("{URL}{file}"))),
+        "the file is registered all the same"
     );
 }

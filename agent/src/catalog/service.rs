@@ -859,6 +859,7 @@ impl Engine {
             }
             let hints = Hints {
                 was: f.was,
+                left: f.left,
                 moved_from: f
                     .moved_from
                     .as_deref()
@@ -928,6 +929,7 @@ impl Engine {
             );
             job.was.clone_from(&hints.was);
             job.moved_from.clone_from(&hints.moved_from);
+            job.left.clone_from(&hints.left);
             let mut queued = false;
             self.with_outbox(|o| {
                 if force {
@@ -982,6 +984,7 @@ impl Engine {
         );
         job.was.clone_from(&hints.was);
         job.moved_from.clone_from(&hints.moved_from);
+        job.left.clone_from(&hints.left);
         let mut queued = false;
         self.with_outbox(|o| queued = o.enqueue(job));
         tracing::info!(file = %path.display(), "catalog: no entities left in the file ({}); queued a refresh of its location", was.join(", "));
