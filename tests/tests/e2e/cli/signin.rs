@@ -14,7 +14,9 @@ fn bed() -> Bed {
     support::block_on(Bed::get()).unwrap()
 }
 
-fn config(bed: &Bed, client_id: &str) -> Config {
+/// An agent config with profile `bs` signing in to the bed's Backstage with `client_id` on
+/// one of that static client's free redirect ports (other test areas add their parts).
+pub(crate) fn config(bed: &Bed, client_id: &str) -> Config {
     let port = bed
         .backstage
         .oauth_client(client_id)
@@ -30,7 +32,7 @@ fn config(bed: &Bed, client_id: &str) -> Config {
 }
 
 /// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
-fn stored_refresh_token(home: &Home) -> String {
+pub(crate) fn stored_refresh_token(home: &Home) -> String {
     let dir = home.state_dir().join("grants");
     let file = std::fs::read_dir(&dir)
         .unwrap()
@@ -79,7 +81,7 @@ fn profile_status(a: &Agent) -> serde_json::Value {
 
 /// Starts a sign-in through the API (no CLI), approves it as `user` and lets the "browser"
 /// follow the redirect to the agent's listener. Returns the redirect address.
-fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
+pub(crate) fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
     let started = a.post_json("/v1/login/bs", "{}");
     assert_eq!(started.status, 202, "{}", started.text());
     let url = started.json()["verification_uri"]
