@@ -373,6 +373,36 @@ impl Backstage {
         Ok(resp.status().as_u16())
     }
 
+    /// `POST /api/auth/v1/token` with a refresh token: the HTTP status and the JSON answer
+    /// (`Null` when not JSON), so a test can tell a live token (200 with a rotated
+    /// `refresh_token`) from a refused one (`{"error": "invalid_grant", ...}`).
+    pub async fn refresh_answer(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> Result<(u16, Value)> {
+        let resp = self
+            .client
+            .post(format!("{}/v1/token", self.auth_issuer()))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", client_id),
+            ])
+            .send()
+            .await
+            .map_err(|source| HarnessError::Http {
+                what: "refreshing at Backstage".into(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|source| HarnessError::Http {
+            what: "reading Backstage's refresh answer".into(),
+            source,
+        })?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
     /// Base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url

@@ -178,9 +178,10 @@ async fn answer(
     slot: &Arc<Slot>,
     req: &hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
-    let (status, text) = if req.method() != hyper::Method::GET || req.uri().path() != CALLBACK_PATH
-    {
+    let (status, text) = if req.uri().path() != CALLBACK_PATH {
         (404, "not found\n".to_string())
+    } else if req.method() != hyper::Method::GET {
+        (405, "only GET\n".to_string())
     } else {
         match complete(slot, req.uri().query().unwrap_or_default(), false).await {
             Ok(_) => (
@@ -208,6 +209,12 @@ async fn answer(
         hyper::header::REFERRER_POLICY,
         hyper::header::HeaderValue::from_static("no-referrer"),
     );
+    if status == 405 {
+        h.insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+    }
     resp
 }
 
@@ -217,6 +224,31 @@ fn query_of(input: &str) -> String {
     match url::Url::parse(input) {
         Ok(u) => u.query().unwrap_or_default().to_string(),
         Err(_) => input.trim_start_matches('?').to_string(),
+    }
+}
+
+/// The pasted input as an address, when it is one (a bare query is not): its scheme, host,
+/// port and path must then be the pending sign-in's redirect URI's.
+fn pasted_address(input: &str) -> Option<url::Url> {
+    url::Url::parse(input.trim()).ok()
+}
+
+/// Which part of `pasted` differs from the pending `redirect_uri` (`None`: it is that
+/// address). Only names the part, never echoes the pasted text.
+fn address_mismatch(pasted: &url::Url, redirect_uri: &str) -> Option<&'static str> {
+    let Ok(want) = url::Url::parse(redirect_uri) else {
+        return Some("address");
+    };
+    if pasted.scheme() != want.scheme() {
+        Some("scheme")
+    } else if pasted.host_str() != want.host_str() {
+        Some("host")
+    } else if pasted.port_or_known_default() != want.port_or_known_default() {
+        Some("port")
+    } else if pasted.path() != want.path() {
+        Some("path")
+    } else {
+        None
     }
 }
 
@@ -257,7 +289,8 @@ pub(super) async fn complete(
     let Some(state) = r.state else {
         return Err(refused(slot, "it carries no state"));
     };
-    let pending = take_pending(slot, &state, pasted)?;
+    let address = if pasted { pasted_address(input) } else { None };
+    let pending = take_pending(slot, &state, address.as_ref(), pasted)?;
     if let Some(err) = r.error {
         return Err(idp_refused(slot, err, r.error_description));
     }
@@ -292,9 +325,15 @@ pub(super) async fn complete(
     super::device::state(slot)
 }
 
-/// Takes the pending sign-in, only if `state` matches it: a wrong state must not cancel
-/// it. An answer is used once; `pasted` also stops the redirect listener.
-fn take_pending(slot: &Slot, state: &str, pasted: bool) -> Result<PendingCode, BrokerError> {
+/// Takes the pending sign-in, only if `state` matches it and a pasted `address` is its
+/// redirect URI (scheme, host, port, path): neither a wrong state nor a wrong address
+/// cancels it. An answer is used once; `pasted` also stops the redirect listener.
+fn take_pending(
+    slot: &Slot,
+    state: &str,
+    address: Option<&url::Url>,
+    pasted: bool,
+) -> Result<PendingCode, BrokerError> {
     let pending = {
         let mut l = slot.login.lock().unwrap_or_else(|p| p.into_inner());
         let Some(rec) = l.as_mut().filter(|r| r.expires > Instant::now()) else {
@@ -309,6 +348,16 @@ fn take_pending(slot: &Slot, state: &str, pasted: bool) -> Result<PendingCode, B
                 "this sign-in already ended; an answer is used once",
             ));
         };
+        if let Some(part) = address.and_then(|a| address_mismatch(a, &p.redirect_uri)) {
+            tracing::warn!(profile = %slot.name, part, "pasted sign-in address refused");
+            return Err(refused(
+                slot,
+                &format!(
+                    "the pasted address is not this sign-in's redirect: its {part} differs from {}",
+                    p.redirect_uri
+                ),
+            ));
+        }
         if !p.state.ct_eq(state.as_bytes()) {
             tracing::warn!(profile = %slot.name, "sign-in redirect with a wrong state refused");
             return Err(refused(
@@ -341,6 +390,10 @@ fn idp_refused(slot: &Slot, err: String, description: Option<String>) -> BrokerE
     set_state(slot, st, Some(message.clone()));
     refused(slot, &message)
 }
+
+#[cfg(test)]
+#[path = "authcode_tests.rs"]
+mod listener_tests;
 
 #[cfg(test)]
 mod tests {

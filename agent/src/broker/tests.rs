@@ -29,6 +29,8 @@ struct Fake {
     /// Calls being answered now, and the most seen at once.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Answer every grant with a new refresh token (`rt-N`), as Backstage rotates them.
+    rotating: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -43,6 +45,7 @@ impl Fake {
             calls: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            rotating: std::sync::atomic::AtomicBool::new(false),
         })
     }
     fn set(&self, m: Mode) {
@@ -68,7 +71,10 @@ impl Fake {
                     access_token: Secret::new(format!("token-{n}")),
                     token_type: "Bearer".into(),
                     expires_in: Some(self.lifetime),
-                    refresh_token: None,
+                    refresh_token: self
+                        .rotating
+                        .load(Ordering::SeqCst)
+                        .then(|| Secret::new(format!("rt-{}", n + 1))),
                     scope: None,
                     identity: None,
                 }),
@@ -722,4 +728,41 @@ async fn a_stored_token_of_a_too_old_login_is_not_served() {
         .unwrap_err();
     assert_eq!(e.code(), "login_required");
     assert_eq!(fake.calls().len(), 1);
+}
+
+const AUTHORIZATION_CODE: &str = "[store]\nbackend = \"file\"\n[profiles.p]\ngrant = \"authorization-code\"\nissuer = \"https://fake.invalid\"\nclient_id = \"c\"\nscopes = [\"openid\", \"offline_access\"]\n";
+
+/// Issue 22: an authorization-code profile (Backstage's rotating refresh tokens, where two
+/// refreshes at once would spend the same refresh token twice) makes exactly one refresh for
+/// many concurrent callers, and stores the one rotated refresh token it got.
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_of_an_authorization_code_profile_make_one_refresh() {
+    let fake = Fake::with_delay(Duration::from_secs(3600), Duration::from_secs(1));
+    fake.rotating.store(true, Ordering::SeqCst);
+    let s = setup_in(
+        &fake,
+        false,
+        Backoff::default(),
+        AUTHORIZATION_CODE,
+        seeded().await,
+    )
+    .await;
+    assert_eq!(record(&s.tmp)["refresh_token"], "rt-1");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let b = s.broker.clone();
+        set.spawn(async move { b.token("p", TokenRequest::default()).await });
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    while let Some(r) = set.join_next().await {
+        tokens.insert(r.unwrap().unwrap().access_token.fingerprint());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the same token");
+    assert_eq!(fake.calls().len(), 1, "exactly one refresh");
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        record(&s.tmp)["refresh_token"],
+        "rt-2",
+        "the one rotated refresh token is stored"
+    );
 }

@@ -92,8 +92,22 @@ pub fn specs() -> Vec<ToolSpec> {
             name: "my_entities",
             description: "Which of the repository's catalog entities the signed-in Backstage \
                 user owns, directly or through a group (their ownership refs from Backstage). \
-                Empty, with the reason, when no profile is signed in to Backstage as a user.",
-            schema: none,
+                With `entities`, judges those: `judged` says per entity whether the user owns \
+                it (null when no catalog file of the repository defines it), and `entities` \
+                lists the owned ones. Empty, with the reason, when no profile is signed in to \
+                Backstage as a user.",
+            schema: json!({
+                "type": "object",
+                "properties": {
+                    "entities": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "maxItems": MAX_JUDGED,
+                        "description": "Entity references to judge ([kind:][namespace/]name, kind defaults to component); all of the repository's when absent"
+                    }
+                },
+                "additionalProperties": false
+            }),
         },
     ]
 }
@@ -108,6 +122,16 @@ struct WhoOwnsArgs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
+
+/// Most entities one `my_entities` call judges (a repository's catalog is far smaller; the
+/// bound keeps one call's work and answer small).
+const MAX_JUDGED: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MyEntitiesArgs {
+    entities: Option<Vec<String>>,
+}
 
 fn args<T: serde::de::DeserializeOwned>(
     tool: &str,
@@ -147,8 +171,8 @@ pub async fn call(
             Ok(whoami(agent).await)
         }
         "my_entities" => {
-            let _: NoArgs = args(name, raw)?;
-            Ok(my_entities(snap, agent).await)
+            let a: MyEntitiesArgs = args(name, raw)?;
+            my_entities(a.entities.as_deref(), snap, agent).await
         }
         other => Err(ToolError::UnknownTool(other.to_string())),
     }
@@ -328,12 +352,37 @@ async fn whoami(agent: &AgentLink) -> Value {
     }
 }
 
+/// One entity a caller asked about: `Some` when a catalog file of the repository defines it.
+type Asked<'a> = (String, Option<Located<'a>>);
+
+/// Parses the entities a caller asked about; a malformed reference is the caller's error,
+/// one the repository does not define is answered as unknown.
+fn asked<'a>(snap: &'a Snapshot, refs: &[String]) -> Result<Vec<Asked<'a>>, ToolError> {
+    if refs.len() > MAX_JUDGED {
+        return Err(ToolError::Invalid(format!(
+            "my_entities: at most {MAX_JUDGED} entities per call"
+        )));
+    }
+    refs.iter()
+        .map(|text| match snap.find(text) {
+            Ok(l) => Ok((l.entity.entity_ref.to_string(), Some(l))),
+            Err(InputError::UnknownEntity(r)) => Ok((r, None)),
+            Err(e) => Err(ToolError::Invalid(format!("my_entities: {e}"))),
+        })
+        .collect()
+}
+
 /// The signed-in Backstage user (the first profile whose identity has ownership refs) and
-/// the repository's entities they own.
-async fn my_entities(snap: &Snapshot, agent: &AgentLink) -> Value {
+/// the repository's entities they own; with `judge`, only those entities, each judged.
+async fn my_entities(
+    judge: Option<&[String]>,
+    snap: &Snapshot,
+    agent: &AgentLink,
+) -> Result<Value, ToolError> {
+    let asked = judge.map(|refs| asked(snap, refs)).transpose()?;
     let status = match agent.status().await {
         Ok(s) => s,
-        Err(e) => return json!({"user": null, "entities": [], "error": e}),
+        Err(e) => return Ok(json!({"user": null, "entities": [], "error": e})),
     };
     let signed_in = status.profiles.iter().find_map(|p| {
         p.identity
@@ -342,21 +391,52 @@ async fn my_entities(snap: &Snapshot, agent: &AgentLink) -> Value {
             .map(|i| (p, i))
     });
     let Some((p, id)) = signed_in else {
-        return json!({
+        return Ok(json!({
             "user": null,
             "entities": [],
             "error": "no profile is signed in to Backstage as a user (configure a Backstage \
                       sign-in profile, then run `stagepass login PROFILE`)",
-        });
+        }));
     };
-    let entities: Vec<Value> = snap.owned_by(&id.ent).iter().map(summary).collect();
-    json!({
+    let owned = snap.owned_by(&id.ent);
+    let is_owned = |l: &Located<'_>| {
+        owned
+            .iter()
+            .any(|o| o.entity.entity_ref.key() == l.entity.entity_ref.key())
+    };
+    let mut out = json!({
         "user": id.sub,
         "profile": p.profile,
         "ownership_refs": id.ent,
-        "count": entities.len(),
-        "entities": entities,
-    })
+    });
+    let entities: Vec<Value> = match &asked {
+        None => owned.iter().map(summary).collect(),
+        Some(asked) => {
+            let judged: Vec<Value> = asked
+                .iter()
+                .map(|(entity, l)| match l {
+                    Some(l) => json!({
+                        "entity": entity,
+                        "owned": is_owned(l),
+                        "owner": owner_text(l.entity.owner.as_ref()),
+                    }),
+                    None => json!({
+                        "entity": entity,
+                        "owned": null,
+                        "reason": "no catalog file of this repository defines it",
+                    }),
+                })
+                .collect();
+            out["judged"] = json!(judged);
+            asked
+                .iter()
+                .filter_map(|(_, l)| l.as_ref().filter(|l| is_owned(l)).map(summary))
+                .collect()
+        }
+    };
+    out["count"] = json!(entities.len());
+    out["entities"] = json!(entities);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -366,3 +366,146 @@ async fn pushes_as_the_user_land_for_the_owner_and_are_refused_for_another_team(
         "diff shows the refusal: {text}"
     );
 }
+
+/// Issue 22, through the agent: the catalog's `profile` is an authorization-code profile
+/// signed in (headless, authorize -> approve -> redirect) to Backstage's own authorization
+/// server. alice's agent registers and changes team-a's entity; bob's agent, on the same
+/// repository, is refused by the permission policy, and what a user reads (`stagepass
+/// catalog diff`, `stagepass status`) names bob, the entity and the permission; the refused
+/// change is not retried and stays in the outbox, also across an agent restart.
+#[test]
+fn an_agent_signed_in_as_the_user_pushes_for_the_owner_and_shows_another_teams_refusal() {
+    use crate::cli::signin::{config, sign_in_headless};
+    use crate::support::{self, Agent, Catalog};
+
+    let bed = support::block_on(Bed::get()).unwrap();
+    let bs = &bed.backstage;
+    let name = unique_name("asuser");
+    let entity = format!("component:default/{name}");
+    let file = "catalog-info.yaml";
+    let with_lifecycle = |l: &str| component(&name, "team-a").replace("production", l);
+    let repo = support::block_on(Repo::new(&bed, &[(file, component(&name, "team-a"))]));
+    // Its own static client: Backstage keeps one session per user and client, and the
+    // sign-in tests run as alice and bob at the same time.
+    let agent_config = || {
+        config(&bed, "stagepass-catalog").catalog(Catalog {
+            enabled: Some(true),
+            url_template: Some(format!("{}/{{branch}}/{{path}}", repo.raw_base)),
+            retry_max_ms: Some(500),
+            ..Catalog::pushing(&repo.wt.path(), bs.url(), "bs")
+        })
+    };
+    let catalog = |a: &Agent| a.get("/v1/catalog").json();
+    let wait_catalog = |a: &Agent, what: &str, cond: &dyn Fn(&serde_json::Value) -> bool| {
+        let end = Instant::now() + HANG_GUARD;
+        loop {
+            let c = catalog(a);
+            if cond(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < end,
+                "hang guard: {what}; catalog: {c:#}\nagent log:\n{}",
+                a.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let lifecycle_is = |want: &str| {
+        let end = Instant::now() + HANG_GUARD;
+        while support::block_on(lifecycle(bs, &name)).as_deref() != Some(want) {
+            assert!(
+                Instant::now() < end,
+                "hang guard: lifecycle {want} never landed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // alice: signs in, registers through `catalog sync`, and her change lands.
+    let alice = Agent::start(&agent_config());
+    sign_in_headless(&bed, &alice, "alice");
+    wait_catalog(&alice, "watching", &|c| c["state"] == "watching");
+    let r = alice.post_json("/v1/catalog/sync", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    support::block_on(wait_owner(bs, &name, "team-a"));
+    repo.change(file, &with_lifecycle("experimental"), "alice: experimental");
+    repo.push();
+    lifecycle_is("experimental");
+    let c = wait_catalog(&alice, "alice's outbox empty", &|c| {
+        c["outbox"].as_array().is_some_and(Vec::is_empty)
+    });
+    assert!(c["outbox"].as_array().unwrap().is_empty(), "{c:#}");
+    let alice_home = alice.stop();
+
+    // bob, on the same repository: his change to team-a's entity is refused.
+    let bob = Agent::start(&agent_config());
+    sign_in_headless(&bed, &bob, "bob");
+    wait_catalog(&bob, "watching", &|c| c["state"] == "watching");
+    repo.change(file, &with_lifecycle("deprecated"), "bob: deprecated");
+    repo.push();
+    let c = wait_catalog(&bob, "bob's push refused", &|c| {
+        c["outbox"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|j| j["state"] == "failed"))
+    });
+    let failed: Vec<&serde_json::Value> = c["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{c:#}");
+    assert_eq!(failed[0]["entity"], entity.as_str(), "{c:#}");
+    let attempts = failed[0]["attempts"].as_u64().unwrap();
+
+    // What the user reads names who, which entity and which permission.
+    let names_the_refusal = |what: &str, text: &str| {
+        for part in [
+            "user:default/bob",
+            entity.as_str(),
+            "catalog.entity.refresh",
+        ] {
+            assert!(text.contains(part), "{what} lacks {part:?}:\n{text}");
+        }
+    };
+    let cli = |a: &Agent, args: &[&str]| {
+        let out = a.home.run(args).unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    names_the_refusal("catalog diff", &cli(&bob, &["catalog", "diff"]));
+    names_the_refusal("status", &cli(&bob, &["status"]));
+
+    // Not retried (with retry_max 500 ms, a retrying outbox would have tried again), not
+    // paused for everything, and Backstage keeps alice's version.
+    std::thread::sleep(Duration::from_secs(3));
+    let c = catalog(&bob);
+    let outbox = c["outbox"].as_array().unwrap();
+    assert_eq!(outbox.len(), 1, "the refused change stays: {c:#}");
+    assert_eq!(outbox[0]["attempts"].as_u64(), Some(attempts), "{c:#}");
+    assert!(c["backstage"]["paused"].is_null(), "{c:#}");
+    assert_eq!(
+        support::block_on(lifecycle(bs, &name)).as_deref(),
+        Some("experimental")
+    );
+
+    // An agent restart: the refused change is still there, still named, still not retried.
+    let bob = Agent::start_in(bob.stop(), &[]);
+    let c = wait_catalog(&bob, "watching after the restart", &|c| {
+        c["state"] == "watching"
+    });
+    let outbox = c["outbox"].as_array().unwrap();
+    assert_eq!(outbox.len(), 1, "the outbox survived the restart: {c:#}");
+    assert_eq!(outbox[0]["state"], "failed", "{c:#}");
+    assert_eq!(outbox[0]["attempts"].as_u64(), Some(attempts), "{c:#}");
+    names_the_refusal(
+        "catalog diff after a restart",
+        &cli(&bob, &["catalog", "diff"]),
+    );
+    drop(alice_home);
+}

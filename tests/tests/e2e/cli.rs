@@ -4,7 +4,7 @@
 use crate::support;
 
 #[path = "cli/signin.rs"]
-mod signin;
+pub(crate) mod signin;
 
 use stagepass_e2e::Idp;
 use stagepass_e2e::idp::AUD_BACKSTAGE;

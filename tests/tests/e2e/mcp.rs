@@ -430,3 +430,152 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
         }
     }
 }
+
+/// Issue 22: `stagepass mcp` with a profile signed in to Backstage as alice (its own
+/// authorization server, `grant = "authorization-code"`, headless approval): `whoami` shows
+/// her user entity and ownership refs, `my_entities` lists what she owns in the repository
+/// and judges a list of entities given to it ("which of these do I own"), and no answer
+/// carries her Backstage access or refresh token.
+#[test]
+fn whoami_and_my_entities_answer_for_the_backstage_user_and_never_her_tokens() {
+    use crate::catalog_support::world::Repo;
+    use crate::cli::signin::{config, sign_in_headless, stored_refresh_token};
+
+    let bed = support::block_on(Bed::get()).unwrap();
+    let (a, b, mine) = (
+        unique_name("team-a-svc"),
+        unique_name("team-b-svc"),
+        unique_name("alice-tool"),
+    );
+    let repo = support::block_on(Repo::new(
+        &bed,
+        &[
+            ("a/catalog-info.yaml", component(&a, "team-a")),
+            ("b/catalog-info.yaml", component(&b, "team-b")),
+            ("m/catalog-info.yaml", component(&mine, "user:alice")),
+        ],
+    ));
+    // Its own static client: Backstage keeps one session per user and client, and the
+    // sign-in tests run as alice at the same time.
+    let config = config(&bed, "stagepass-mcp").catalog(Catalog {
+        url_template: Some(format!("{}/{{branch}}/{{path}}", repo.raw_base)),
+        ..Catalog::pushing(&repo.wt.path(), bed.backstage.url(), "bs")
+    });
+    let agent = Agent::start(&config);
+    sign_in_headless(&bed, &agent, "alice");
+    let token_of = |agent: &Agent| {
+        let r = agent.get("/v1/token/bs");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["access_token"].as_str().unwrap().to_string()
+    };
+    let access_before = token_of(&agent);
+    let refresh_before = stored_refresh_token(&agent.home);
+
+    let r = |name: &str| format!("component:default/{name}");
+    let steps = json!([
+        {"op": "list_tools"},
+        {"op": "call", "name": "whoami", "arguments": {}},
+        {"op": "call", "name": "my_entities", "arguments": {}},
+        {"op": "call", "name": "my_entities", "arguments": {
+            "entities": [a, r(&b), "component:default/not-in-this-repo", r(&mine)]
+        }},
+        {"op": "call", "name": "my_entities", "arguments": {"entities": ["a:/b"]}},
+        {"op": "call", "name": "my_entities", "arguments": {"entities": "not a list"}},
+    ]);
+    let (doc, raw) = drive(&agent, &steps);
+    let s = doc["steps"].as_array().unwrap();
+
+    // The schema documents the optional list.
+    let tools = s[0]["ok"]["tools"].as_array().unwrap();
+    let my = tools.iter().find(|t| t["name"] == "my_entities").unwrap();
+    assert_eq!(
+        my["inputSchema"]["properties"]["entities"]["type"], "array",
+        "{my}"
+    );
+
+    let me = answer(&s[1]);
+    let bs = me["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == "bs")
+        .unwrap_or_else(|| panic!("no bs profile: {me}"));
+    assert_eq!(bs["grant"], "authorization-code", "{me}");
+    assert_eq!(bs["state"], "valid", "{me}");
+    assert_eq!(bs["subject"], "user:default/alice", "{me}");
+    let refs: Vec<&str> = bs["ownership_refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(refs.contains(&"group:default/team-a"), "{me}");
+    assert!(!refs.contains(&"group:default/team-b"), "{me}");
+
+    let owned = answer(&s[2]);
+    assert_eq!(owned["user"], "user:default/alice", "{owned}");
+    assert_eq!(owned["profile"], "bs", "{owned}");
+    let listed: std::collections::BTreeSet<&str> = owned["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["entity"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        [r(&a).as_str(), r(&mine).as_str()].into_iter().collect(),
+        "team-a's and her own, not team-b's: {owned}"
+    );
+    assert_eq!(owned["count"], 2, "{owned}");
+
+    let judged = answer(&s[3]);
+    let verdicts: Vec<(&str, &Value)> = judged["judged"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no judged list: {judged}"))
+        .iter()
+        .map(|j| (j["entity"].as_str().unwrap(), &j["owned"]))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (r(&a).as_str(), &json!(true)),
+            (r(&b).as_str(), &json!(false)),
+            ("component:default/not-in-this-repo", &Value::Null),
+            (r(&mine).as_str(), &json!(true)),
+        ],
+        "{judged}"
+    );
+    assert_eq!(judged["count"], 2, "{judged}");
+    mcp_error(&s[4], -32602, "a:/b");
+    mcp_error(&s[5], -32602, "invalid arguments");
+
+    // Never a token: not her Backstage access token, not her refresh token (before or
+    // after the run), not the API secret, no Authorization header.
+    assert!(raw.contains("authorization-code"), "whoami names the grant");
+    let access_after = token_of(&agent);
+    let refresh_after = stored_refresh_token(&agent.home);
+    let forbidden = [
+        access_before.as_str(),
+        access_after.as_str(),
+        refresh_before.as_str(),
+        refresh_after.as_str(),
+        agent.secret.trim(),
+        "Bearer",
+        // A header, not the grant's name (`authorization-code`, which whoami shows).
+        "authorization:",
+        "Authorization:",
+        "\"authorization\"",
+    ];
+    for (i, f) in forbidden.iter().enumerate() {
+        assert!(!f.is_empty());
+        // Named by its place in the list: the message must not print a token either.
+        assert!(!raw.contains(f), "MCP output contains forbidden text #{i}");
+    }
+    // The refresh token's parts too (Backstage's are `<session id>.<secret>`).
+    for part in refresh_before.split('.').filter(|p| p.len() >= 16) {
+        assert!(
+            !raw.contains(part),
+            "MCP output contains part of the refresh token"
+        );
+    }
+}

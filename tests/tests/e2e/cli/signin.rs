@@ -14,7 +14,9 @@ fn bed() -> Bed {
     support::block_on(Bed::get()).unwrap()
 }
 
-fn config(bed: &Bed, client_id: &str) -> Config {
+/// An agent config with profile `bs` signing in to the bed's Backstage with `client_id` on
+/// one of that static client's free redirect ports (other test areas add their parts).
+pub(crate) fn config(bed: &Bed, client_id: &str) -> Config {
     let port = bed
         .backstage
         .oauth_client(client_id)
@@ -30,7 +32,7 @@ fn config(bed: &Bed, client_id: &str) -> Config {
 }
 
 /// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
-fn stored_refresh_token(home: &Home) -> String {
+pub(crate) fn stored_refresh_token(home: &Home) -> String {
     let dir = home.state_dir().join("grants");
     let file = std::fs::read_dir(&dir)
         .unwrap()
@@ -43,6 +45,21 @@ fn stored_refresh_token(home: &Home) -> String {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
     v["refresh_token"].as_str().unwrap().to_string()
+}
+
+/// Replaces the stored refresh token of profile `bs` (the agent stopped), keeping the rest
+/// of the record and its 0600 mode.
+fn put_stored_refresh_token(home: &Home, refresh_token: &str) {
+    let dir = home.state_dir().join("grants");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains("bs"))
+        .expect("a stored grant for bs");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    v["refresh_token"] = serde_json::json!(refresh_token);
+    std::fs::write(file.path(), serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
 fn profile_status(a: &Agent) -> serde_json::Value {
@@ -64,7 +81,7 @@ fn profile_status(a: &Agent) -> serde_json::Value {
 
 /// Starts a sign-in through the API (no CLI), approves it as `user` and lets the "browser"
 /// follow the redirect to the agent's listener. Returns the redirect address.
-fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
+pub(crate) fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
     let started = a.post_json("/v1/login/bs", "{}");
     assert_eq!(started.status, 202, "{}", started.text());
     let url = started.json()["verification_uri"]
@@ -228,8 +245,49 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     let rt2 = stored_refresh_token(&a.home);
     assert_ne!(rt1, rt2, "a new sign-in stores its own refresh token");
 
+    // A refresh while running: the cached token invalidated through the API (as git's
+    // `erase` does), the next fetch refreshes at Backstage, and the stored refresh token
+    // rotates.
+    let t1 = a.get("/v1/token/bs");
+    assert_eq!(t1.status, 200, "{}", t1.text());
+    let at1 = t1.json()["access_token"].as_str().unwrap().to_string();
+    let fingerprint = stagepass::secret::Secret::new(at1.clone()).fingerprint();
+    let r = a.post_json(
+        "/v1/token/bs/invalidate",
+        &serde_json::json!({ "fingerprint": fingerprint }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t2 = a.get("/v1/token/bs");
+    assert_eq!(t2.status, 200, "{}", t2.text());
+    let at2 = t2.json()["access_token"].as_str().unwrap().to_string();
+    assert_ne!(at1, at2, "the invalidated token was replaced by a refresh");
+    assert_eq!(access_token_sub(&a), "user:default/alice");
+    let rt2b = stored_refresh_token(&a.home);
+    assert_ne!(rt2, rt2b, "the refresh rotated the stored refresh token");
+
     // 3. Restart: the stored login is refreshed at boot, with no prompt.
     let home = a.stop();
+    // Positive control of the logout check below, on this session while the agent is
+    // stopped: the stored refresh token refreshes at Backstage (200, rotated), the one it
+    // replaced is then refused, and the new one goes back into the store for the boot.
+    let (status, answer) =
+        support::block_on(bed.backstage.refresh_answer("stagepass", &rt2b)).unwrap();
+    assert_eq!(
+        status, 200,
+        "a live refresh token refreshes: {}",
+        answer["error"]
+    );
+    let rt_live = answer["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt_live, rt2b, "Backstage rotates refresh tokens");
+    let (status, answer) =
+        support::block_on(bed.backstage.refresh_answer("stagepass", &rt2b)).unwrap();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a rotated-away refresh token is refused: {}",
+        answer["error_description"]
+    );
+    put_stored_refresh_token(&home, &rt_live);
     let a = Agent::start_in(home, &[]);
     let st = support::eventually("the sign-in status", || {
         let st = profile_status(&a);
@@ -238,7 +296,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     assert_eq!(st["identity"]["sub"], "user:default/alice", "{st}");
     assert!(a.log().contains("boot refresh done"), "{}", a.log());
     let rt3 = stored_refresh_token(&a.home);
-    assert_ne!(rt2, rt3, "the refresh rotated the stored token");
+    assert_ne!(rt_live, rt3, "the boot refresh rotated the stored token");
     assert_eq!(access_token_sub(&a), "user:default/alice");
 
     // 4. Logout revokes at Backstage: the stored refresh token no longer works there.
@@ -248,8 +306,14 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = support::block_on(bed.backstage.refresh_status("stagepass", &rt3)).unwrap();
-    assert_eq!(status, 400, "the refresh token was revoked at /v1/revoke");
+    let (status, answer) =
+        support::block_on(bed.backstage.refresh_answer("stagepass", &rt3)).unwrap();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the refresh token was revoked at /v1/revoke: {}",
+        answer["error_description"]
+    );
 }
 
 #[test]
