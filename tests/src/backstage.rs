@@ -63,9 +63,12 @@ pub struct OauthClient {
 }
 
 impl OauthClient {
-    /// A redirect port of this client that nothing listens on now, starting the search at a
-    /// point that differs per call, so agents configured one after the other (and tests in
-    /// other processes) do not pick the same port before either listens on it.
+    /// A redirect port of this client that nothing listens on now and no other test holds:
+    /// the port is claimed with an exclusive lock on a file named for it (under the temp
+    /// dir), kept until this process ends. Nextest runs every test in its own process, so
+    /// the claim lasts exactly as long as the test whose agent will bind the port; without
+    /// it two tests could both see the port free before either agent listened on it. The
+    /// search starts at a point that differs per call, so claims rarely contend.
     pub fn free_redirect_port(&self) -> Option<u16> {
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = self.redirect_uris.len().max(1);
@@ -83,11 +86,33 @@ impl OauthClient {
                 .next()?
                 .parse()
                 .ok()?;
-            std::net::TcpListener::bind(("127.0.0.1", port))
-                .ok()
-                .map(|_| port)
+            let claim = claim_port(port)?;
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            CLAIMS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(claim);
+            Some(port)
         })
     }
+}
+
+/// Redirect ports this process claimed (their lock files, held open until it exits).
+static CLAIMS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// An exclusive lock on `port`'s claim file, or `None` when another test (or an earlier
+/// call of this one: a lock is per open file) holds it.
+fn claim_port(port: u16) -> Option<std::fs::File> {
+    let dir = std::env::temp_dir().join("stagepass-redirect-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{port}.lock")))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 /// A running Backstage: private (owned, stopped on drop) or shared (from the bed file).
@@ -525,5 +550,30 @@ impl Backstage {
             || self.entity(kind, namespace, name, token),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OauthClient;
+
+    #[test]
+    fn a_claimed_redirect_port_is_not_handed_out_again() {
+        let ports = [
+            crate::support::free_port().unwrap(),
+            crate::support::free_port().unwrap(),
+        ];
+        let client = OauthClient {
+            client_id: "c".into(),
+            redirect_uris: ports
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}/callback"))
+                .collect(),
+        };
+        let a = client.free_redirect_port().expect("a first port");
+        let b = client.free_redirect_port().expect("a second port");
+        assert_ne!(a, b, "both calls got {a}");
+        assert!(ports.contains(&a) && ports.contains(&b));
+        assert_eq!(client.free_redirect_port(), None, "both are claimed");
     }
 }
