@@ -65,6 +65,42 @@ pub(crate) fn nested(levels: usize) -> String {
     )
 }
 
+/// A Component whose `spec.deep` is `block` block sequences then `flow` flow sequences,
+/// each anchored, around a string of `len` bytes: no alias at all, yet the copy kept for
+/// each anchor holds every level below it (the 880 KB file of the audit took 428 MB).
+pub(crate) fn nested_anchors(block: usize, flow: usize, len: usize) -> String {
+    let mut s = component("").replace("  owner: team-a\n", "  owner: team-a\n  deep:\n");
+    for i in 0..block {
+        s.push_str(&format!("{}- &b{i}\n", "  ".repeat(i + 2)));
+    }
+    s.push_str(&"  ".repeat(block + 2));
+    s.push_str("- ");
+    for i in 0..flow {
+        s.push_str(&format!("&f{i} ["));
+    }
+    s.push_str(&"a".repeat(len));
+    s.push_str(&"]".repeat(flow));
+    s.push('\n');
+    s
+}
+
+/// This process's peak RSS in kB since the last [`reset_peak_rss`].
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the peak RSS to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Runs `f` on a thread with a 2 MiB stack, the size of the agent's blocking threads and
 /// tokio's workers: the stack the catalog check and whatever drops its result run on.
 pub(crate) fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -250,4 +286,33 @@ fn an_alias_cannot_nest_a_deep_node_deeper_than_the_cap() {
         "{:?}",
         r.findings
     );
+}
+
+#[test]
+fn nested_anchors_are_counted_against_the_budget() {
+    // 500 anchored levels around a 200 KB string: 100 MB of copies, no alias used.
+    let text = nested_anchors(250, 250, 200_000);
+    assert!(text.len() < 300_000, "{}", text.len());
+    reset_peak_rss();
+    let before = peak_rss_kb();
+    let r = check_text(&text, Path::new("catalog-info.yaml"));
+    let grew = peak_rss_kb().saturating_sub(before);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.rule == "yaml-too-large" && f.message.contains("anchors")),
+        "{:?}",
+        r.findings
+    );
+    assert!(r.entities.is_empty());
+    // The copies stop at the budget (4 MiB of text; ~11 MB of peak growth measured in a
+    // debug build); before, all 100 MB of them were made (115 MB measured). Nextest runs this test alone in its process; under `cargo test` another
+    // test's allocations meanwhile count too, hence the room.
+    assert!(grew < 48 * 1024, "peak RSS grew by {grew} kB");
+    // One anchored level of the same string is fine.
+    let r = check_text(
+        &nested_anchors(1, 0, 100_000),
+        Path::new("catalog-info.yaml"),
+    );
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
 }

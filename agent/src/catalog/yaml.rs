@@ -7,7 +7,8 @@
 //!
 //! Hostile files are bounded in work and memory, not only in nodes: an alias is expanded
 //! into a copy, so what an alias costs is the whole anchored value (its nodes and its scalar
-//! bytes), counted against per-file budgets before the copy is made. A 115 KB file aliasing a
+//! bytes), counted against per-file budgets before the copy is made. So is the copy of an
+//! anchored node kept for its aliases (nested anchors multiplied it, uncounted). A 115 KB file aliasing a
 //! 100 KB string 5,000 times counted 5,000 nodes and grew the agent past 1.7 GB; now it
 //! stops at [`MAX_EXPANDED_BYTES`]. Duplicate keys are found through a hash set per mapping
 //! (a scan of the earlier keys per key was quadratic: 18.7 s for 40k keys), and only the
@@ -19,10 +20,12 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-/// Upper bound on nodes per file, aliases counted as the nodes they copy ("billion laughs").
+/// Upper bound on nodes per file, aliases and anchors counted as the nodes they copy
+/// ("billion laughs").
 pub const MAX_NODES: usize = 200_000;
 
-/// Upper bound on the bytes of scalars per file once aliases are expanded. Backstage's own
+/// Upper bound on the bytes of scalars per file once aliases are expanded (and anchored
+/// nodes copied for them). Backstage's own
 /// limit on a catalog file is in the same range; a real file is far below it.
 pub const MAX_EXPANDED_BYTES: usize = 4 * 1024 * 1024;
 
@@ -344,6 +347,10 @@ impl Builder {
             return Err(Stop);
         }
         if f.anchor != 0 {
+            // The copy kept for aliases costs what the node does, counted like an alias:
+            // nested anchors (each level's copy holding every level below it) grew an
+            // 880 KB file to 428 MB with no alias expanded more than once.
+            self.charge(f.weight, pos)?;
             self.anchors.insert(f.anchor, (f.node.clone(), f.weight));
         }
         self.attach(f.node, f.weight);
@@ -568,10 +575,10 @@ fn duplicate_key(out: &mut Stream, key: &Node, first: usize) {
 /// The error that ends the parse once the file's expanded size passes a budget.
 fn over_budget(total: Weight, pos: Pos) -> Option<YamlError> {
     let message = if total.nodes > MAX_NODES {
-        format!("more than {MAX_NODES} nodes once aliases are expanded; refused")
+        format!("more than {MAX_NODES} nodes once anchors and aliases are expanded; refused")
     } else if total.bytes > MAX_EXPANDED_BYTES {
         format!(
-            "more than {} MiB of text once aliases are expanded; refused",
+            "more than {} MiB of text once anchors and aliases are expanded; refused",
             MAX_EXPANDED_BYTES / (1024 * 1024)
         )
     } else {

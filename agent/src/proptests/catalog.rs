@@ -173,16 +173,19 @@ fn mutated_valid_files_never_panic_and_findings_are_located() {
     assert!(result.is_ok(), "{result:?}");
 }
 
-/// Alias amplification, many findings and many keys (issue 19): whatever the sizes, the
-/// report is at most [`MAX_FINDINGS`] short findings and one count, all located.
+/// Alias amplification, many findings, many keys and nested anchors (issue 19): whatever
+/// the sizes, the report is at most [`MAX_FINDINGS`] short findings and one count, all
+/// located.
 #[test]
 fn hostile_shapes_give_short_located_reports() {
-    use crate::catalog::hostile_tests::{aliases, bad_tags, many_keys};
+    use crate::catalog::hostile_tests::{aliases, bad_tags, many_keys, nested_anchors};
     let mut runner = TestRunner::new(config(24));
     let shape = prop_oneof![
         (1usize..120_000, 1usize..6_000).prop_map(|(len, uses)| aliases(len, uses)),
         (1usize..20_000).prop_map(bad_tags),
         (1usize..20_000, any::<bool>()).prop_map(|(n, dup)| many_keys(n, dup)),
+        (0usize..300, 0usize..200, 1usize..200_000)
+            .prop_map(|(block, flow, len)| nested_anchors(block, flow, len)),
     ];
     let result = runner.run(&shape, |text| {
         let report = check_text(&text, Path::new("f.yaml"));

@@ -48,15 +48,31 @@ fn bombs() -> Vec<(&'static str, String, &'static str, &'static str)> {
         "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: bomb\nspec:\n  type: service\n  lifecycle: production\n  owner: team-a\n  deep:\n    {}x\n",
         "- ".repeat(10_000)
     );
+    // 250 block and 250 flow sequences, each anchored, around a 700 KB string: no alias,
+    // but each anchor's copy held every level below it (the agent grew to 434 MB on such
+    // a file; this one is 350 MB of copies).
+    let mut anchors = component("").replace("  owner: team-a\n", "  owner: team-a\n  deep:\n");
+    for i in 0..250 {
+        anchors.push_str(&format!("{}- &b{i}\n", "  ".repeat(i + 2)));
+    }
+    anchors.push_str(&format!("{}- ", "  ".repeat(252)));
+    for i in 0..250 {
+        anchors.push_str(&format!("&f{i} ["));
+    }
+    anchors.push_str(&"a".repeat(700_000));
+    anchors.push_str(&"]".repeat(250));
+    anchors.push('\n');
     vec![
         ("10,000 nested sequences", deep, "yaml-too-large", "nested"),
-        ("alias amplification", alias, "yaml-too-large", "aliases"),
+        ("alias amplification", alias, "yaml-too-large", "expanded"),
         (
             "40,000 bad tags",
             tags,
             "too-many-findings",
             "more findings",
         ),
+        // After a bomb refused under another rule: its finding reads like the alias bomb's.
+        ("nested anchors", anchors, "yaml-too-large", "expanded"),
         (
             "40,000 keys",
             component(&keys),
