@@ -85,10 +85,14 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The values no record may hold: the API secret and every token the broker holds.
+    /// The values no record may hold: the API secret, every token the broker holds and
+    /// the AWS credentials handed out lately.
     pub fn known_secrets(&self) -> Vec<Secret> {
         let mut v = self.broker.known_tokens();
         v.push(self.secret.clone());
+        if let Some(aws) = &self.aws {
+            v.extend(aws.known_secrets());
+        }
         v
     }
 

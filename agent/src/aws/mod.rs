@@ -64,6 +64,28 @@ struct Cached {
 struct Role {
     config: AwsRoleConfig,
     cache: tokio::sync::Mutex<Option<Cached>>,
+    /// The secret key and session token of the credentials served last and of those
+    /// before them, for [`AwsService::known_secrets`]: a plain mutex, read by the
+    /// redactor without waiting for an STS call in progress.
+    served: std::sync::Mutex<Vec<Secret>>,
+}
+
+/// Credentials per role whose secrets [`AwsService::known_secrets`] keeps: the current
+/// ones and the ones before (a caller may still hold those).
+const KNOWN_GENERATIONS: usize = 2;
+
+impl Role {
+    /// Remembers `c`'s secrets, forgetting those older than [`KNOWN_GENERATIONS`].
+    fn remember(&self, c: &StsCredentials) {
+        let mut v = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        if v.contains(&c.session_token) {
+            return;
+        }
+        v.push(c.secret_access_key.clone());
+        v.push(c.session_token.clone());
+        let excess = v.len().saturating_sub(2 * KNOWN_GENERATIONS);
+        v.drain(..excess);
+    }
 }
 
 struct Inner {
@@ -105,6 +127,7 @@ impl AwsService {
                     Role {
                         config,
                         cache: tokio::sync::Mutex::new(None),
+                        served: std::sync::Mutex::new(Vec::new()),
                     },
                 )
             })
@@ -124,6 +147,17 @@ impl AwsService {
             .roles
             .get(name)
             .map(|r| r.config.profile.as_str())
+    }
+
+    /// The secrets of the credentials handed out lately (secret access key and session
+    /// token, current and previous per role): values no audit record or syslog line may
+    /// hold, like the broker's tokens (a caller may pass them on its command line).
+    pub fn known_secrets(&self) -> Vec<Secret> {
+        self.inner
+            .roles
+            .values()
+            .flat_map(|r| r.served.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
     }
 
     /// Names of the configured roles.
@@ -193,6 +227,7 @@ impl AwsService {
                     });
                 }
                 tracing::info!(access_key_id = %creds.access_key_id, "assumed AWS role");
+                role.remember(&creds);
                 *cache = Some(Cached {
                     creds: creds.clone(),
                     obtained,
@@ -438,6 +473,52 @@ mod tests {
             calls: AtomicUsize::new(0),
             fail: Mutex::new(None),
         })
+    }
+
+    /// Issue 19: the credentials handed out join the values the audit log and syslog
+    /// redact (`ApiState::known_secrets`), like the broker's tokens.
+    #[tokio::test]
+    async fn credentials_handed_out_are_known_secrets_of_the_api() {
+        let sts = fake_sts().await;
+        let svc = service(&sts, tokens());
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths {
+            config_files: vec![],
+            state_dir: tmp.path().join("state"),
+            runtime_dir: tmp.path().join("run"),
+        };
+        let broker = crate::broker::Broker::start(&crate::config::Config::default(), &paths)
+            .await
+            .unwrap();
+        let state = crate::api::ApiState::new(
+            broker,
+            Secret::new("api-secret-0123456789"),
+            crate::config::ApiConfig::default(),
+            None,
+            None,
+        )
+        .with_aws(svc.clone());
+        let known = |state: &crate::api::ApiState| -> Vec<String> {
+            state
+                .known_secrets()
+                .iter()
+                .map(|s| s.expose().to_string())
+                .collect()
+        };
+        assert_eq!(known(&state), ["api-secret-0123456789"]);
+        let (status, body) = svc.handle("dev").await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        let known = known(&state);
+        for field in ["SecretAccessKey", "Token"] {
+            let v = body[field].as_str().unwrap();
+            assert!(known.iter().any(|k| k == v), "{field} is not redacted");
+        }
+        // The key id is no secret (SDKs log it); it stays readable.
+        assert!(
+            !known
+                .iter()
+                .any(|k| k == body["AccessKeyId"].as_str().unwrap())
+        );
     }
 
     #[tokio::test]

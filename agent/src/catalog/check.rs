@@ -92,9 +92,11 @@ pub fn check_path(path: &Path, globs: &CatalogGlobs) -> Result<CheckOutcome, Che
 /// The repository `path` is in, when following its links leads out of it.
 ///
 /// The repository is found from the path as written, without following links: the nearest
-/// ancestor of its absolute, lexically normalised form that holds `.git`. Outside any
-/// repository nothing is refused (there is nothing to leave). The check follows links in
-/// the directories only; a link as the file itself is never opened (`O_NOFOLLOW` in
+/// ancestor of its absolute, lexically normalised form that holds `.git`. Where the path
+/// leads is the directory as given, canonicalized (links then `..`, as the kernel opens
+/// it: normalising `..` as text first let `linkdir/../catalog-info.yaml` read a file out
+/// of the repository). Outside any repository nothing is refused (there is nothing to
+/// leave). The check follows links in the directories only; a link as the file itself is never opened (`O_NOFOLLOW` in
 /// [`validate::check_file`]).
 fn leaves_repository(path: &Path, is_dir: bool) -> Option<PathBuf> {
     use std::path::Component;
@@ -103,6 +105,7 @@ fn leaves_repository(path: &Path, is_dir: bool) -> Option<PathBuf> {
     } else {
         std::env::current_dir().ok()?.join(path)
     };
+    // The repository from the text; where the path really is from the kernel.
     let mut lexical = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -118,11 +121,9 @@ fn leaves_repository(path: &Path, is_dir: bool) -> Option<PathBuf> {
         .find(|a| std::fs::symlink_metadata(a.join(".git")).is_ok())?
         .to_path_buf();
     let real_repo = std::fs::canonicalize(&repo).ok()?;
-    let dir = if is_dir {
-        lexical.as_path()
-    } else {
-        lexical.parent()?
-    };
+    // The directory as given, not the lexical one: `linkdir/../x` is `x` next to where
+    // the link points, not next to the link.
+    let dir = if is_dir { abs.as_path() } else { abs.parent()? };
     let real = std::fs::canonicalize(dir).ok()?;
     (!real.starts_with(&real_repo)).then_some(repo)
 }
@@ -213,6 +214,15 @@ mod tests {
             "outside-repository"
         );
         assert_eq!(rule(&repo.join("linkdir")), "outside-repository");
+        // `..` after a link: the kernel follows the link first (this is
+        // outside/catalog-info.yaml), the text says repo/catalog-info.yaml.
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.join("sub"), repo.join("subdir")).unwrap();
+        assert_eq!(
+            rule(&repo.join("subdir/../catalog-info.yaml")),
+            "outside-repository"
+        );
+        assert_eq!(rule(&repo.join("subdir/..")), "outside-repository");
         // The same file through its real path, and a real file inside, are read.
         assert_eq!(
             check_path(&outside.join("catalog-info.yaml"), &CatalogGlobs::default())

@@ -195,7 +195,13 @@ async fn handle(
             }
         }
         ("POST", "/api/catalog/validate-entity") => {
-            if body["entity"]["spec"]["owner"] == "forbidden-owner" {
+            if body["entity"]["spec"]["owner"] == "wordy-owner" {
+                // A hostile or buggy Backstage: 300 errors of 10 KB each.
+                let errors: Vec<_> = (0..300)
+                    .map(|i| serde_json::json!({"name": "InputError", "message": format!("error {i}: {}", "x".repeat(10_000))}))
+                    .collect();
+                json(400, serde_json::json!({ "errors": errors }))
+            } else if body["entity"]["spec"]["owner"] == "forbidden-owner" {
                 json(
                     400,
                     serde_json::json!({"errors": [{"name": "InputError", "message": "owner not allowed here"}]}),

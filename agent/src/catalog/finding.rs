@@ -37,6 +37,20 @@ pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Characters of a message written elsewhere (Backstage's `validate-entity`) kept at most:
+/// longer than [`EXCERPT_CHARS`] since such a message is a sentence, not a value, but
+/// bounded all the same (it may quote the entity's values whole).
+pub const MESSAGE_CHARS: usize = 512;
+
+/// A message from elsewhere as a finding shows it: whole when short, else its first
+/// [`MESSAGE_CHARS`] characters, `...` and how long it really is.
+pub fn message_excerpt(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS) {
+        None => message.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &message[..cut], message.len()),
+    }
+}
+
 /// A finding about a catalog file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -77,5 +91,17 @@ mod tests {
         let e = excerpt(&long);
         assert!(e.len() < 200, "{}", e.len());
         assert!(e.ends_with("... (200000 bytes)"), "{e}");
+    }
+
+    #[test]
+    fn message_excerpt_keeps_sentences_and_cuts_walls_of_text() {
+        assert_eq!(message_excerpt("owner not allowed"), "owner not allowed");
+        let long = format!("bad value {}", "x".repeat(100_000));
+        let e = message_excerpt(&long);
+        assert!(e.len() < MESSAGE_CHARS + 40, "{}", e.len());
+        assert!(
+            e.starts_with("bad value xxx") && e.ends_with("... (100010 bytes)"),
+            "{e}"
+        );
     }
 }

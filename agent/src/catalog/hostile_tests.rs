@@ -10,7 +10,7 @@
 
 use super::finding::MAX_FINDINGS;
 use super::validate::{FileReport, check_text};
-use super::yaml::MAX_EXPANDED_BYTES;
+use super::yaml::{MAX_DEPTH, MAX_EXPANDED_BYTES, parse_stream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,6 +54,62 @@ pub(crate) fn many_keys(n: usize, dup: bool) -> String {
         s.push_str(&format!("    k{key}: v\n"));
     }
     component(&s)
+}
+
+/// A Component whose `spec.deep` nests `levels` block sequences around a scalar: `levels`
+/// levels below `spec`, `levels + 2` from the root. Two bytes a level.
+pub(crate) fn nested(levels: usize) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: bomb\nspec:\n  type: service\n  lifecycle: production\n  owner: team-a\n  deep:\n    {}x\n",
+        "- ".repeat(levels)
+    )
+}
+
+/// A Component whose `spec.deep` is `block` block sequences then `flow` flow sequences,
+/// each anchored, around a string of `len` bytes: no alias at all, yet the copy kept for
+/// each anchor holds every level below it (the 880 KB file of the audit took 428 MB).
+pub(crate) fn nested_anchors(block: usize, flow: usize, len: usize) -> String {
+    let mut s = component("").replace("  owner: team-a\n", "  owner: team-a\n  deep:\n");
+    for i in 0..block {
+        s.push_str(&format!("{}- &b{i}\n", "  ".repeat(i + 2)));
+    }
+    s.push_str(&"  ".repeat(block + 2));
+    s.push_str("- ");
+    for i in 0..flow {
+        s.push_str(&format!("&f{i} ["));
+    }
+    s.push_str(&"a".repeat(len));
+    s.push_str(&"]".repeat(flow));
+    s.push('\n');
+    s
+}
+
+/// This process's peak RSS in kB since the last [`reset_peak_rss`].
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the peak RSS to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Runs `f` on a thread with a 2 MiB stack, the size of the agent's blocking threads and
+/// tokio's workers: the stack the catalog check and whatever drops its result run on.
+pub(crate) fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(f)
+        .expect("spawn a test thread")
+        .join()
+        .expect("the check overflowed or panicked")
 }
 
 fn report_bytes(r: &FileReport) -> usize {
@@ -161,4 +217,102 @@ fn forty_thousand_duplicate_keys_give_a_capped_report_in_linear_time() {
     assert!(r.entities.is_empty());
     let g = growth(|n| many_keys(n, true));
     assert!(g < 40.0, "10x the duplicate keys took {g:.1}x the time");
+}
+
+#[test]
+fn ten_thousand_nested_sequences_are_refused_on_a_small_stack() {
+    // The 20 KB file that aborted the agent at every start, and the 80 KB one (bare, no
+    // entity around it) that aborted `catalog check` on an 8 MiB main stack.
+    let deep = nested(10_000);
+    assert!(deep.len() < 21_000, "{}", deep.len());
+    let bare = format!("{}x\n", "- ".repeat(40_000));
+    for text in [deep, bare] {
+        let r = on_small_stack(move || check_text(&text, Path::new("catalog-info.yaml")));
+        let too_deep: Vec<_> = r
+            .findings
+            .iter()
+            .filter(|f| f.rule == "yaml-too-large" && f.message.contains("nested"))
+            .collect();
+        assert_eq!(too_deep.len(), 1, "{:?}", r.findings);
+        // Pointed at the collection past the cap, on the one long line of the file.
+        assert!(
+            too_deep[0].line >= 1 && too_deep[0].col > 1,
+            "{}",
+            too_deep[0]
+        );
+        assert!(r.entities.is_empty());
+    }
+}
+
+#[test]
+fn a_tree_at_the_depth_cap_is_built_copied_and_dropped_on_a_small_stack() {
+    // Root mapping and `spec` are two levels; `deep` takes the rest up to the cap.
+    let text = nested(MAX_DEPTH - 2);
+    let (r, stream) = on_small_stack(move || {
+        let r = check_text(&text, Path::new("catalog-info.yaml"));
+        let stream = parse_stream(&text);
+        let copy = stream.clone();
+        assert_eq!(copy, stream);
+        let json = stream.documents[0].root.as_ref().map(|n| n.to_json());
+        let printed = serde_json::to_string(&json).unwrap_or_default();
+        assert!(printed.len() > 2 * MAX_DEPTH);
+        drop((copy, json));
+        (r, stream.errors)
+    });
+    assert!(stream.is_empty(), "{stream:?}");
+    assert!(
+        r.findings.iter().all(|f| f.rule != "yaml-too-large"),
+        "{:?}",
+        r.findings
+    );
+    assert_eq!(r.entities.len(), 1, "{:?}", r.findings);
+    // One more level is refused.
+    let r = check_text(&nested(MAX_DEPTH - 1), Path::new("catalog-info.yaml"));
+    assert!(r.findings.iter().any(|f| f.rule == "yaml-too-large"));
+}
+
+#[test]
+fn an_alias_cannot_nest_a_deep_node_deeper_than_the_cap() {
+    // Two halves under the cap each, MAX_DEPTH + 50 levels once the alias is expanded.
+    let half = MAX_DEPTH / 2 + 25;
+    // Block sequences: the parser itself refuses flow collections past a few hundred levels.
+    let dashes = "- ".repeat(half);
+    let text = format!("a: &d\n  {dashes}x\nb:\n  {dashes}*d\n");
+    let r = on_small_stack(move || check_text(&text, Path::new("catalog-info.yaml")));
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.rule == "yaml-too-large" && f.message.contains("nested") && f.line == 4),
+        "{:?}",
+        r.findings
+    );
+}
+
+#[test]
+fn nested_anchors_are_counted_against_the_budget() {
+    // 500 anchored levels around a 200 KB string: 100 MB of copies, no alias used.
+    let text = nested_anchors(250, 250, 200_000);
+    assert!(text.len() < 300_000, "{}", text.len());
+    reset_peak_rss();
+    let before = peak_rss_kb();
+    let r = check_text(&text, Path::new("catalog-info.yaml"));
+    let grew = peak_rss_kb().saturating_sub(before);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.rule == "yaml-too-large" && f.message.contains("anchors")),
+        "{:?}",
+        r.findings
+    );
+    assert!(r.entities.is_empty());
+    // The copies stop at the budget (4 MiB of text; ~11 MB of peak growth measured in a
+    // debug build); before, all 100 MB of them were made (115 MB measured). Nextest runs this test alone in its process; under `cargo test` another
+    // test's allocations meanwhile count too, hence the room.
+    assert!(grew < 48 * 1024, "peak RSS grew by {grew} kB");
+    // One anchored level of the same string is fine.
+    let r = check_text(
+        &nested_anchors(1, 0, 100_000),
+        Path::new("catalog-info.yaml"),
+    );
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
 }

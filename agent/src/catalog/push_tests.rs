@@ -1002,3 +1002,49 @@ async fn a_refused_guess_at_discoverys_location_registers_the_file_and_says_so()
         "the file is registered all the same"
     );
 }
+
+/// Issue 19: Backstage's own `validate-entity` messages are bounded like local findings:
+/// 300 messages of 10 KB each become 100 short findings and one count, not 3 MB of status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backstage_messages_are_cut_and_capped_per_file() {
+    use super::finding::{MAX_FINDINGS, MESSAGE_CHARS};
+    let bed = bed(&[("svc/catalog-info.yaml", component("wordy", "wordy-owner"))]).await;
+    let h = bed.start(token("tok-1")).await;
+    let s = wait_for(&h, "Backstage's findings", |s| {
+        s.findings.iter().any(|f| f.rule == "backstage")
+    })
+    .await;
+    let remote: Vec<_> = s
+        .findings
+        .iter()
+        .filter(|f| f.rule == "backstage")
+        .collect();
+    assert_eq!(remote.len(), MAX_FINDINGS);
+    for f in &remote {
+        assert!(
+            f.message.len() < MESSAGE_CHARS + 100,
+            "{} bytes",
+            f.message.len()
+        );
+        assert!(
+            f.message.ends_with(" bytes)") && f.message.contains("... (100"),
+            "{}",
+            &f.message[..80]
+        );
+    }
+    let rest: Vec<_> = s
+        .findings
+        .iter()
+        .filter(|f| f.rule == "too-many-findings")
+        .collect();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(
+        rest[0]
+            .message
+            .starts_with("200 more findings from Backstage"),
+        "{}",
+        rest[0].message
+    );
+    let total: usize = s.findings.iter().map(|f| f.message.len()).sum();
+    assert!(total < 100 * 1024, "{total} bytes of findings");
+}

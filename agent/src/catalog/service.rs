@@ -7,7 +7,7 @@ use super::changes::{self, Hints};
 use super::check::duplicate_findings;
 use super::diff::{self, Change};
 use super::discover::{self, Matcher};
-use super::finding::Finding;
+use super::finding::{Finding, MAX_FINDINGS, message_excerpt};
 use super::git::{Repo, UrlMap};
 use super::location;
 use super::outbox::{Action, Job, Outbox};
@@ -684,6 +684,10 @@ impl Engine {
     }
 
     /// Backstage's own `validate-entity` verdict on each valid entity of these files.
+    ///
+    /// Its messages are bounded like local findings: each cut to an excerpt
+    /// ([`message_excerpt`]), and no more per file than the local
+    /// findings leave room for under [`MAX_FINDINGS`], the rest counted in one finding.
     async fn validate_remote(&mut self, rels: &[PathBuf]) {
         let Some(ctx) = self.sync.clone() else { return };
         if rels.is_empty() {
@@ -695,25 +699,50 @@ impl Engine {
                 continue;
             };
             let url = self.location_of(rel);
+            let room = MAX_FINDINGS.saturating_sub(report.findings.len());
             let mut found = Vec::new();
+            let mut more = 0usize;
             for e in &report.entities {
                 match ctx
                     .backstage
                     .validate_entity(&url, &e.json, token.as_ref())
                     .await
                 {
-                    Ok(msgs) => found.extend(msgs.into_iter().map(|m| Finding {
-                        file: rel.clone(),
-                        line: e.pos.line,
-                        col: e.pos.col,
-                        message: format!("{}: {m}", e.entity_ref),
-                        rule: "backstage".into(),
-                    })),
+                    Ok(msgs) => {
+                        for m in msgs {
+                            if found.len() >= room {
+                                more += 1;
+                                continue;
+                            }
+                            found.push(Finding {
+                                file: rel.clone(),
+                                line: e.pos.line,
+                                col: e.pos.col,
+                                message: format!("{}: {}", e.entity_ref, message_excerpt(&m)),
+                                rule: "backstage".into(),
+                            });
+                        }
+                    }
                     Err(err) => {
                         self.note_backstage(Err(err.to_string()));
                         return;
                     }
                 }
+            }
+            if more > 0 {
+                let (line, col) = report
+                    .entities
+                    .last()
+                    .map_or((1, 1), |e| (e.pos.line, e.pos.col));
+                found.push(Finding {
+                    file: rel.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "{more} more findings from Backstage in this file not shown (only the first {MAX_FINDINGS} are kept)"
+                    ),
+                    rule: "too-many-findings".into(),
+                });
             }
             self.note_backstage(Ok(()));
             self.remote_findings.insert(rel.clone(), found);

@@ -7,22 +7,35 @@
 //!
 //! Hostile files are bounded in work and memory, not only in nodes: an alias is expanded
 //! into a copy, so what an alias costs is the whole anchored value (its nodes and its scalar
-//! bytes), counted against per-file budgets before the copy is made. A 115 KB file aliasing a
+//! bytes), counted against per-file budgets before the copy is made. So is the copy of an
+//! anchored node kept for its aliases (nested anchors multiplied it, uncounted). A 115 KB file aliasing a
 //! 100 KB string 5,000 times counted 5,000 nodes and grew the agent past 1.7 GB; now it
 //! stops at [`MAX_EXPANDED_BYTES`]. Duplicate keys are found through a hash set per mapping
 //! (a scan of the earlier keys per key was quadratic: 18.7 s for 40k keys), and only the
-//! first few duplicate keys are kept as errors, with a count of the rest.
+//! first few duplicate keys are kept as errors, with a count of the rest. Nesting is capped
+//! at [`MAX_DEPTH`] levels (aliases counted as the levels they copy), so nothing that walks
+//! the tree recursively (drop, clone, `==`, JSON) can run out of stack.
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-/// Upper bound on nodes per file, aliases counted as the nodes they copy ("billion laughs").
+/// Upper bound on nodes per file, aliases and anchors counted as the nodes they copy
+/// ("billion laughs").
 pub const MAX_NODES: usize = 200_000;
 
-/// Upper bound on the bytes of scalars per file once aliases are expanded. Backstage's own
+/// Upper bound on the bytes of scalars per file once aliases are expanded (and anchored
+/// nodes copied for them). Backstage's own
 /// limit on a catalog file is in the same range; a real file is far below it.
 pub const MAX_EXPANDED_BYTES: usize = 4 * 1024 * 1024;
+
+/// Upper bound on how deeply collections nest, aliases counted as the levels they copy.
+///
+/// Dropping, cloning, comparing and turning a tree into JSON recurse once per level: a
+/// 20 KB file of 10,000 nested `- ` overflowed a 2 MiB worker stack and aborted the agent
+/// (at every restart while the file was there). A real catalog file nests a handful of
+/// levels; past this the file is refused and nothing deeper is ever built.
+pub const MAX_DEPTH: usize = 512;
 
 /// Duplicate-key errors kept per file; the rest are counted in [`Stream::more_errors`].
 pub const MAX_KEPT_ERRORS: usize = 100;
@@ -172,17 +185,20 @@ pub struct Stream {
     pub more_errors: usize,
 }
 
-/// What a node costs once its aliases are expanded.
+/// What a node costs once its aliases are expanded: nodes and scalar bytes add up, `depth`
+/// (collection levels in it, 0 for a scalar) is the deepest of its parts.
 #[derive(Debug, Clone, Copy, Default)]
 struct Weight {
     nodes: usize,
     bytes: usize,
+    depth: usize,
 }
 
 impl Weight {
     fn add(&mut self, other: Weight) {
         self.nodes = self.nodes.saturating_add(other.nodes);
         self.bytes = self.bytes.saturating_add(other.bytes);
+        self.depth = self.depth.max(other.depth);
     }
 }
 
@@ -331,6 +347,10 @@ impl Builder {
             return Err(Stop);
         }
         if f.anchor != 0 {
+            // The copy kept for aliases costs what the node does, counted like an alias:
+            // nested anchors (each level's copy holding every level below it) grew an
+            // 880 KB file to 428 MB with no alias expanded more than once.
+            self.charge(f.weight, pos)?;
             self.anchors.insert(f.anchor, (f.node.clone(), f.weight));
         }
         self.attach(f.node, f.weight);
@@ -363,6 +383,7 @@ impl Builder {
                 let w = Weight {
                     nodes: 1,
                     bytes: text.len(),
+                    depth: 0,
                 };
                 Some(Finished {
                     node: Node {
@@ -375,6 +396,7 @@ impl Builder {
                 })
             }
             Event::SequenceStart(anchor, _) => {
+                self.nest(pos, 1)?;
                 self.stack.push(Frame::Seq {
                     pos,
                     anchor,
@@ -384,6 +406,7 @@ impl Builder {
                 None
             }
             Event::MappingStart(anchor, _) => {
+                self.nest(pos, 1)?;
                 self.stack.push(Frame::Map {
                     pos,
                     anchor,
@@ -399,9 +422,10 @@ impl Builder {
     }
 
     /// A copy of an anchored node, counted before the copy is made: the budget is what
-    /// bounds memory.
+    /// bounds memory, and the depth cap what bounds recursion (an alias to a deep node put
+    /// deep in the tree nests as deep as both together).
     fn alias(&mut self, id: usize, pos: Pos) -> Result<Finished, Stop> {
-        let Some((n, w)) = self.anchors.get(&id) else {
+        let Some(w) = self.anchors.get(&id).map(|(_, w)| *w) else {
             self.out.errors.push(YamlError {
                 pos_line: pos.line,
                 pos_col: pos.col,
@@ -410,26 +434,57 @@ impl Builder {
             });
             return Err(Stop);
         };
+        self.nest(pos, w.depth)?;
+        self.charge(w, pos)?;
+        let value = self
+            .anchors
+            .get(&id)
+            .map_or(Value::Null, |(n, _)| n.value.clone());
+        Ok(Finished {
+            node: Node { value, pos },
+            anchor: 0,
+            weight: w,
+            fresh: Weight::default(),
+        })
+    }
+
+    /// Counts `w` against the file's budget, or ends the parse with the error that says
+    /// the budget is spent.
+    fn charge(&mut self, w: Weight, pos: Pos) -> Result<(), Stop> {
         let mut after = self.total;
-        after.add(*w);
+        after.add(w);
         if let Some(e) = over_budget(after, pos) {
             self.out.errors.push(e);
             return Err(Stop);
         }
-        Ok(Finished {
-            node: Node {
-                value: n.value.clone(),
-                pos,
-            },
-            anchor: 0,
-            weight: *w,
-            fresh: *w,
-        })
+        self.total = after;
+        Ok(())
+    }
+
+    /// Checks that `levels` more levels of collections fit under [`MAX_DEPTH`] where the
+    /// parse stands, or ends the parse: nothing deeper is built, so nothing recurses deeper.
+    fn nest(&mut self, pos: Pos, levels: usize) -> Result<(), Stop> {
+        if self.stack.len().saturating_add(levels) <= MAX_DEPTH {
+            return Ok(());
+        }
+        self.out.errors.push(YamlError {
+            pos_line: pos.line,
+            pos_col: pos.col,
+            message: format!(
+                "collections nested more than {MAX_DEPTH} levels deep (aliases counted); refused"
+            ),
+            rule: "yaml-too-large",
+        });
+        Err(Stop)
     }
 
     /// The collection an end event closes, as a node weighing its children and itself.
     fn close(&mut self) -> Option<Finished> {
-        let one = Weight { nodes: 1, bytes: 0 };
+        let one = Weight {
+            nodes: 1,
+            bytes: 0,
+            depth: 0,
+        };
         let (value, pos, anchor, mut weight) = match self.stack.pop()? {
             Frame::Seq {
                 pos,
@@ -446,6 +501,7 @@ impl Builder {
             } => (Value::Map(entries), pos, anchor, weight),
         };
         weight.add(one);
+        weight.depth += 1;
         Some(Finished {
             node: Node { value, pos },
             anchor,
@@ -519,10 +575,10 @@ fn duplicate_key(out: &mut Stream, key: &Node, first: usize) {
 /// The error that ends the parse once the file's expanded size passes a budget.
 fn over_budget(total: Weight, pos: Pos) -> Option<YamlError> {
     let message = if total.nodes > MAX_NODES {
-        format!("more than {MAX_NODES} nodes once aliases are expanded; refused")
+        format!("more than {MAX_NODES} nodes once anchors and aliases are expanded; refused")
     } else if total.bytes > MAX_EXPANDED_BYTES {
         format!(
-            "more than {} MiB of text once aliases are expanded; refused",
+            "more than {} MiB of text once anchors and aliases are expanded; refused",
             MAX_EXPANDED_BYTES / (1024 * 1024)
         )
     } else {

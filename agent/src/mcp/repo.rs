@@ -2,9 +2,10 @@
 //! `stagepass catalog check`, paths relative to the repository root.
 //!
 //! Every path an MCP client sends is resolved here and must stay inside the repository
-//! (lexically, and again after symlinks, through the deepest part of the path that exists),
-//! so a tool can never be used to probe the rest of the file system: any path out of it
-//! gets the same answer, whether it exists there or not.
+//! (lexically, and again followed link by link like the kernel does, a link judged by where
+//! it points and not by whether its target exists), so a tool can never be used to probe
+//! the rest of the file system: any path out of it gets the same answer, whether it exists
+//! there or not.
 
 use crate::catalog::check::duplicate_findings;
 use crate::catalog::diff::humanize;
@@ -142,16 +143,79 @@ impl Snapshot {
                 }
             }
         }
-        // A symlink inside the tree may point out of it: check where the path really is,
-        // through its deepest part that exists. Checking only paths that exist answered
-        // "outside" for `link/passwd` and went on for `link/missing`: an oracle for what
-        // exists outside the repository.
-        let full = self.root.join(&rel);
-        let real = full.ancestors().find_map(|p| p.canonicalize().ok());
-        if real.is_none_or(|r| !r.starts_with(&self.root)) {
+        // A symlink inside the tree may point out of it: follow the path as the kernel
+        // would, link by link. Canonicalizing its deepest existing part answered "outside"
+        // for a link to `/etc/passwd` and went on for a (dangling) link to a missing file:
+        // an oracle for what exists outside the repository.
+        // Both the path as given (what a shell would open) and its lexical form (what the
+        // tools join to the root): they differ when `..` follows a link.
+        if !self.stays_inside(&rel_input) || !self.stays_inside(&rel) {
             return Err(InputError::OutsideRepo(text.to_string()));
         }
         Ok(rel)
+    }
+
+    /// Whether `rel` (relative to the root) stays inside the repository at every step when
+    /// followed like the kernel does: each symlink read (not followed) and its target put
+    /// in its place, relative to the link's directory. A link is judged by where it
+    /// points, never by whether its target exists, and the walk is refused the moment it
+    /// leaves the root, so nothing outside is ever looked at. A missing entry is no link
+    /// and is followed as text.
+    fn stays_inside(&self, rel: &Path) -> bool {
+        use std::collections::VecDeque;
+        /// Links followed before giving up, like the kernel's `ELOOP`.
+        const MAX_LINKS: usize = 40;
+        let Some(first) = steps(rel) else {
+            return false;
+        };
+        let mut todo: VecDeque<Step> = first.into();
+        let mut real = self.root.clone();
+        let mut links = 0;
+        while let Some(step) = todo.pop_front() {
+            let name = match step {
+                Step::Up if real == self.root => return false,
+                Step::Up => {
+                    real.pop();
+                    continue;
+                }
+                Step::Name(name) => name,
+            };
+            let next = real.join(&name);
+            // A missing entry is no link: followed as text.
+            let is_link =
+                std::fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
+            if !is_link {
+                real = next;
+                continue;
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return false;
+            }
+            let Ok(target) = std::fs::read_link(&next) else {
+                return false;
+            };
+            // An absolute target is taken when it names a place under the root; anything
+            // else is outside whether it exists or not.
+            let target = if target.is_absolute() {
+                match target.strip_prefix(&self.root) {
+                    Ok(under) => {
+                        real = self.root.clone();
+                        under.to_path_buf()
+                    }
+                    Err(_) => return false,
+                }
+            } else {
+                target
+            };
+            let Some(more) = steps(&target) else {
+                return false;
+            };
+            for p in more.into_iter().rev() {
+                todo.push_front(p);
+            }
+        }
+        real.starts_with(&self.root)
     }
 
     /// The entity owning `rel` (a path relative to the root): the first entity with an owner
@@ -200,6 +264,26 @@ fn check_text(text: &str, what: &str) -> Result<(), InputError> {
         )));
     }
     Ok(())
+}
+
+/// One step of a relative path followed by [`Snapshot::stays_inside`].
+enum Step {
+    /// `..`
+    Up,
+    /// A directory entry.
+    Name(std::ffi::OsString),
+}
+
+/// The steps of a relative path (`.` dropped); `None` if it is absolute.
+fn steps(p: &Path) -> Option<Vec<Step>> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Some(Step::Name(n.to_os_string()))),
+            Component::ParentDir => Some(Some(Step::Up)),
+            Component::CurDir => None,
+            Component::RootDir | Component::Prefix(_) => Some(None),
+        })
+        .collect()
 }
 
 /// The owner as people write it (`group:team-a` in the default namespace).
@@ -292,11 +376,25 @@ mod tests {
             );
         }
         std::os::unix::fs::symlink("/etc", t.path().join("svc/escape")).unwrap();
+        // Links straight to a file outside, existing or not (a dangling link answered as
+        // if inside), and a relative one out of the root.
+        std::os::unix::fs::symlink("/etc/passwd", t.path().join("svc/exists")).unwrap();
+        std::os::unix::fs::symlink("/etc/no-such-file-xyz", t.path().join("svc/missing")).unwrap();
+        std::os::unix::fs::symlink("../../no-such-dir/f", t.path().join("svc/up")).unwrap();
+        // Inside, but `..` after it is not where the text says.
+        std::os::unix::fs::symlink("src/deep", t.path().join("svc/in")).unwrap();
         // Issue 19: the same answer whether the file exists out there or not.
         for p in [
             "svc/escape/passwd",
             "svc/escape/no-such-file",
             "svc/escape/no/such/dir",
+            "svc/exists",
+            "svc/missing",
+            "svc/missing/below",
+            "svc/up",
+            "svc/escape/../svc",
+            "svc/in/../escape/passwd",
+            "no-such/../svc/escape/passwd",
         ] {
             assert_eq!(
                 s.resolve(p),
@@ -304,6 +402,22 @@ mod tests {
                 "{p}"
             );
         }
+        // Links that stay inside, dangling or not, are inside.
+        std::os::unix::fs::symlink("../tools/none", t.path().join("svc/gone")).unwrap();
+        let abs = s.root.join("tools");
+        std::os::unix::fs::symlink(&abs, t.path().join("svc/abs")).unwrap();
+        for p in [
+            "svc/in/main.rs",
+            "svc/gone",
+            "svc/abs/build.sh",
+            "svc/in/../x",
+        ] {
+            assert!(s.resolve(p).is_ok(), "{p}: {:?}", s.resolve(p));
+        }
+        // A loop of links is refused, not followed forever.
+        std::os::unix::fs::symlink("loop2", t.path().join("svc/loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", t.path().join("svc/loop2")).unwrap();
+        assert!(s.resolve("svc/loop1").is_err());
         // A missing path inside the repository is still inside.
         assert_eq!(
             s.resolve("svc/new/file").unwrap(),

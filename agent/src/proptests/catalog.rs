@@ -173,16 +173,19 @@ fn mutated_valid_files_never_panic_and_findings_are_located() {
     assert!(result.is_ok(), "{result:?}");
 }
 
-/// Alias amplification, many findings and many keys (issue 19): whatever the sizes, the
-/// report is at most [`MAX_FINDINGS`] short findings and one count, all located.
+/// Alias amplification, many findings, many keys and nested anchors (issue 19): whatever
+/// the sizes, the report is at most [`MAX_FINDINGS`] short findings and one count, all
+/// located.
 #[test]
 fn hostile_shapes_give_short_located_reports() {
-    use crate::catalog::hostile_tests::{aliases, bad_tags, many_keys};
+    use crate::catalog::hostile_tests::{aliases, bad_tags, many_keys, nested_anchors};
     let mut runner = TestRunner::new(config(24));
     let shape = prop_oneof![
         (1usize..120_000, 1usize..6_000).prop_map(|(len, uses)| aliases(len, uses)),
         (1usize..20_000).prop_map(bad_tags),
         (1usize..20_000, any::<bool>()).prop_map(|(n, dup)| many_keys(n, dup)),
+        (0usize..300, 0usize..200, 1usize..200_000)
+            .prop_map(|(block, flow, len)| nested_anchors(block, flow, len)),
     ];
     let result = runner.run(&shape, |text| {
         let report = check_text(&text, Path::new("f.yaml"));
@@ -202,6 +205,46 @@ fn hostile_shapes_give_short_located_reports() {
         "{:?}",
         result.map_err(|e| e.to_string().len())
     );
+}
+
+/// Nesting of any depth (issue 19: 10,000 nested `- ` overflowed the stack and aborted the
+/// agent): block sequences then flow sequences around a scalar, checked on a 2 MiB stack
+/// like the agent's threads. Past [`MAX_DEPTH`] levels the file is refused with a located
+/// finding; under it, no depth finding.
+#[test]
+fn any_nesting_depth_is_checked_on_a_small_stack() {
+    use crate::catalog::hostile_tests::on_small_stack;
+    use crate::catalog::yaml::MAX_DEPTH;
+    let mut runner = TestRunner::new(config(48));
+    let shape = (0usize..40_000, 0usize..300, any::<bool>());
+    let result = runner.run(&shape, |(block, flow, entity)| {
+        let body = format!(
+            "{}{}x{}",
+            "- ".repeat(block),
+            "[".repeat(flow),
+            "]".repeat(flow)
+        );
+        // As an entity's `spec.deep` (two levels above it) or bare.
+        let (text, depth) = if entity {
+            (
+                format!("kind: Component\nspec:\n  deep:\n    {body}\n"),
+                block + flow + 2,
+            )
+        } else {
+            (format!("{body}\n"), block + flow)
+        };
+        let report = on_small_stack({
+            let text = text.clone();
+            move || check_text(&text, Path::new("f.yaml"))
+        });
+        let refused = report.findings.iter().any(|f| f.rule == "yaml-too-large");
+        // The parser refuses more than 255 open flow collections by itself.
+        if flow <= 255 {
+            prop_assert_eq!(refused, depth > MAX_DEPTH, "{} levels", depth);
+        }
+        assert_located(&text, &report)
+    });
+    assert!(result.is_ok(), "{result:?}");
 }
 
 /// Found by the properties above: a syntax error at the end of input was reported on the

@@ -1,8 +1,10 @@
 //! The file backend: one 0600 JSON file per grant in a 0700 directory, written atomically.
 //!
-//! Atomic write: a fresh temp file (O_EXCL, 0600) in the same directory, write, fsync,
-//! rename over the target, fsync the directory. A crash (or kill -9) at any point leaves
-//! either the old or the new file, never a torn one.
+//! Atomic write ([`crate::atomic_file::write`]): a temp file beside the target (`NAME.tmp`,
+//! 0600, opened with `O_NOFOLLOW` so a symlink planted at that name is refused, truncated
+//! if a crash left one), write, fsync, rename over the target, fsync the directory. A crash
+//! (or kill -9) at any point leaves either the old or the new file, never a torn one; the
+//! planted-link case is `atomic_file.rs::a_symlink_at_the_temp_name_is_refused_and_the_file_kept`.
 
 use super::{StoreError, StoredGrant, file_stem};
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 //! The agent watches a worktree; each bomb of the issue is saved as its catalog file while
 //! tokens are fetched over the socket and TCP without pause. Asserted: every token answer
 //! comes within a bound far below the stalls measured before (15.7 s, 18.7 s), the agent
-//! stays alive with a peak RSS far below the 1.7 GB it reached, and the file's report says
-//! why it was refused.
+//! stays alive with a peak RSS far below the 1.7 GB it reached (and is the same process:
+//! 10,000 nested sequences aborted it), and the file's report says why it was refused.
 
 use crate::support;
 
@@ -25,8 +25,9 @@ fn component(extra: &str) -> String {
     )
 }
 
-/// The files of the issue: (name, content, the rule its report must hold).
-fn bombs() -> Vec<(&'static str, String, &'static str)> {
+/// The files of the issue: (name, content, the rule its report must hold, a word of that
+/// finding's message: two bombs refused under the same rule are told apart by it).
+fn bombs() -> Vec<(&'static str, String, &'static str, &'static str)> {
     let alias = component(&format!(
         "  description: &s {}\n  tags: [{}]\n",
         "a".repeat(100_000),
@@ -41,10 +42,43 @@ fn bombs() -> Vec<(&'static str, String, &'static str)> {
         keys.push_str(&format!("    k{i}: v\n"));
     }
     keys.push_str("    k0: dup\n");
+    // 20 KB: aborted the agent ("tokio-rt-worker has overflowed its stack"), again at
+    // every restart while the file was there.
+    let deep = format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: bomb\nspec:\n  type: service\n  lifecycle: production\n  owner: team-a\n  deep:\n    {}x\n",
+        "- ".repeat(10_000)
+    );
+    // 250 block and 250 flow sequences, each anchored, around a 700 KB string: no alias,
+    // but each anchor's copy held every level below it (the agent grew to 434 MB on such
+    // a file; this one is 350 MB of copies).
+    let mut anchors = component("").replace("  owner: team-a\n", "  owner: team-a\n  deep:\n");
+    for i in 0..250 {
+        anchors.push_str(&format!("{}- &b{i}\n", "  ".repeat(i + 2)));
+    }
+    anchors.push_str(&format!("{}- ", "  ".repeat(252)));
+    for i in 0..250 {
+        anchors.push_str(&format!("&f{i} ["));
+    }
+    anchors.push_str(&"a".repeat(700_000));
+    anchors.push_str(&"]".repeat(250));
+    anchors.push('\n');
     vec![
-        ("alias amplification", alias, "yaml-too-large"),
-        ("40,000 bad tags", tags, "too-many-findings"),
-        ("40,000 keys", component(&keys), "yaml-duplicate-key"),
+        ("10,000 nested sequences", deep, "yaml-too-large", "nested"),
+        ("alias amplification", alias, "yaml-too-large", "expanded"),
+        (
+            "40,000 bad tags",
+            tags,
+            "too-many-findings",
+            "more findings",
+        ),
+        // After a bomb refused under another rule: its finding reads like the alias bomb's.
+        ("nested anchors", anchors, "yaml-too-large", "expanded"),
+        (
+            "40,000 keys",
+            component(&keys),
+            "yaml-duplicate-key",
+            "duplicate key",
+        ),
     ]
 }
 
@@ -81,7 +115,7 @@ fn catalog_bombs_neither_crash_the_agent_nor_delay_tokens() {
         .profile("ci", Profile::env("STAGEPASS_TEST_HOSTILE_TOKEN"));
     let a = Agent::start_env(&config, &[("STAGEPASS_TEST_HOSTILE_TOKEN", "tok-hostile")]);
     let pid = a.pid();
-    for (what, text, rule) in bombs() {
+    for (what, text, rule, word) in bombs() {
         wt.write("catalog-info.yaml", &text).unwrap();
         // Tokens without pause until the report shows the file was handled, then a bit more.
         let mut slowest = Duration::ZERO;
@@ -94,7 +128,10 @@ fn catalog_bombs_neither_crash_the_agent_nor_delay_tokens() {
             if done_at.is_none() {
                 let status = a.get("/v1/status").json();
                 let findings = status["catalog"]["findings"].as_array().cloned();
-                if findings.is_some_and(|f| f.iter().any(|f| f["rule"] == rule)) {
+                let hit = |f: &serde_json::Value| {
+                    f["rule"] == rule && f["message"].as_str().is_some_and(|m| m.contains(word))
+                };
+                if findings.is_some_and(|f| f.iter().any(hit)) {
                     done_at = Some(Instant::now());
                 }
             }

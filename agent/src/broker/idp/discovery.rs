@@ -50,7 +50,8 @@ impl Idp {
                 self.issuer
             )));
         }
-        // The client secret and tokens go to these endpoints: an https issuer may not send
+        // The client secret and tokens go to these endpoints (an access token to
+        // userinfo, the user's sign-in to authorization): an https issuer may not send
         // them to plain http, and nothing goes over plain http off this machine.
         let https_issuer = self.issuer.starts_with("https://");
         for (name, ep) in [
@@ -60,6 +61,11 @@ impl Idp {
                 doc.device_authorization_endpoint.as_ref(),
             ),
             ("revocation_endpoint", doc.revocation_endpoint.as_ref()),
+            ("userinfo_endpoint", doc.userinfo_endpoint.as_ref()),
+            (
+                "authorization_endpoint",
+                doc.authorization_endpoint.as_ref(),
+            ),
         ] {
             if let Some(ep) = ep
                 && (!crate::cleartext::allows(ep) || (https_issuer && ep.scheme() != "https"))
@@ -101,7 +107,8 @@ mod tests {
         }
     }
 
-    /// Issue 19: discovery may not point an https issuer at plain http endpoints.
+    /// Issue 19: discovery may not point an https issuer at plain http endpoints, for any
+    /// endpoint a credential goes to (token, device, userinfo, authorization).
     #[tokio::test]
     async fn discovery_pointing_https_at_http_is_refused() {
         let client = ClientAuth {
@@ -111,6 +118,8 @@ mod tests {
         for doc in [
             r#"{"issuer":"https://idp.test","token_endpoint":"http://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#,
             r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"http://127.0.0.1/device/auth"}"#,
+            r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","userinfo_endpoint":"http://idp.test/userinfo"}"#,
+            r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","authorization_endpoint":"http://idp.test/authorize"}"#,
         ] {
             let idp = Idp::with_transport("https://idp.test", Arc::new(Downgrade(doc)));
             let err = idp
@@ -121,7 +130,7 @@ mod tests {
             assert!(err.contains("clear text"), "{err}");
         }
         // An all-https document passes discovery (and fails later, on the scripted answer).
-        let ok = r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth"}"#;
+        let ok = r#"{"issuer":"https://idp.test","token_endpoint":"https://idp.test/token","device_authorization_endpoint":"https://idp.test/device/auth","userinfo_endpoint":"https://idp.test/userinfo","authorization_endpoint":"https://idp.test/authorize"}"#;
         let idp = Idp::with_transport("https://idp.test", Arc::new(Downgrade(ok)));
         let err = idp
             .device_authorize(&client, &Target::default())
