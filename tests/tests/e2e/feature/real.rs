@@ -657,6 +657,8 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
         userinfo(&bed, &rt, &fourth)["claims"]["sub"],
         "user:default/alice"
     );
+    // The same client's grant, still 0600 and the remote user's on the kept volume.
+    assert_eq!(stored_grant(&dc)["client_id"], CONTAINER_CLIENT);
 }
 
 #[test]
