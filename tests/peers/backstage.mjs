@@ -21,9 +21,9 @@
 // runs under /api/auth with offline access (rotating refresh tokens) and static clients
 // `stagepass` and `stagepass-ws2` (a second workspace of the same user), plus one per test
 // area that signs in agents as alice or bob at the same time as the sign-in tests
-// (`stagepass-catalog`, `stagepass-mcp`: Backstage keeps one session per user and client,
-// so sharing a client would end another test's session), each allowing
-// loopback redirects `http://127.0.0.1:PORT/callback` on a few ports picked at start and
+// (`stagepass-catalog`, `stagepass-mcp`, `stagepass-container` for the real dev container:
+// Backstage keeps one session per user and client, so sharing a client would end another
+// test's session), each allowing loopback redirects `http://127.0.0.1:PORT/callback` on a few ports picked at start and
 // printed in the READY line. Users sign in through the `stagepass-test` proxy provider
 // with a test IdP token (lib/backstage-auth.mjs); alice (team-a) and bob (team-b) are
 // catalog entities; the permission policy lets a user refresh only entities they own.
@@ -104,7 +104,8 @@ const port = Number(opts.port) || await freePort();
 const baseUrl = `http://127.0.0.1:${port}`;
 
 /** Static OAuth clients (one per workspace, and one for tokens the harness fetches itself) and the redirect ports each allows. */
-const CLIENTS = ['stagepass', 'stagepass-ws2', 'stagepass-tests', 'stagepass-catalog', 'stagepass-mcp'];
+const CLIENTS = ['stagepass', 'stagepass-ws2', 'stagepass-tests', 'stagepass-catalog', 'stagepass-mcp',
+  'stagepass-container'];
 const PORTS_PER_CLIENT = 12;
 
 /** Distinct ports that are free now, below the ephemeral range (so no outgoing connection takes them). */

@@ -389,6 +389,278 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
     wait(&dc, "a token from the new agent", || token(&dc).ok());
 }
 
+/// The static client of the bed's Backstage this test signs in with: Backstage keeps one
+/// session per user and client, and other tests sign alice in with their own clients at the
+/// same time.
+const CONTAINER_CLIENT: &str = "stagepass-container";
+
+/// `devcontainer/test/devcontainer.json` with the Feature signing in to Backstage as the user
+/// (`backstageClientId` + `backstageRedirectPort`: the `backstage-user` profile). Catalog sync
+/// off: its token fetches would be refreshes this test does not count.
+fn devcontainer_json_backstage_user(client_id: &str, redirect_port: u16) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&devcontainer_json()).unwrap();
+    let opts = v["features"]["./stagepass"].as_object_mut().unwrap();
+    opts.insert("backstageClientId".into(), client_id.into());
+    opts.insert(
+        "backstageRedirectPort".into(),
+        redirect_port.to_string().into(),
+    );
+    opts.insert("catalogSync".into(), false.into());
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+/// `stagepass token backstage-user` in the container, as a script there runs it.
+fn user_token(dc: &DevContainer) -> Result<String, String> {
+    let out = dc
+        .docker_exec("vscode", &["stagepass", "token", "backstage-user"])
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(text(&out))
+    }
+}
+
+fn sub_of(token: &str) -> String {
+    stagepass::broker::jwt::claims(token).unwrap()["sub"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The stored grant of `backstage-user` in the state volume (the file store: the container
+/// has no keyring), checked 0600 and owned by the remote user.
+fn stored_grant(dc: &DevContainer) -> serde_json::Value {
+    let file = "/var/lib/stagepass/grants/backstage-user.json";
+    let st = dc
+        .docker_exec("vscode", &["stat", "-c", "%a %U", file])
+        .unwrap();
+    assert_eq!(text(&st).trim(), "600 vscode", "{}", dc.diagnostics());
+    let out = dc.docker_exec("vscode", &["cat", file]).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stored_refresh_token(dc: &DevContainer) -> String {
+    stored_grant(dc)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// How many `boot refresh done` lines of `backstage-user` the agent's log holds (the log is
+/// in the state volume and survives restarts).
+fn boot_refreshes(dc: &DevContainer) -> usize {
+    let out = dc
+        .docker_exec("vscode", &["cat", "/var/lib/stagepass/agent.log"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("boot refresh done") && l.contains("backstage-user"))
+        .count()
+}
+
+/// `POST /v1/token/backstage-user/invalidate` at the container's agent (its API on the shared
+/// loopback, with the per-boot secret of the remote user), as git's `erase` does after a
+/// 401: the next fetch refreshes, and the stored access token is dropped.
+fn invalidate(dc: &DevContainer, rt: &tokio::runtime::Runtime, api_port: u16, token: &str) {
+    let secret = dc
+        .docker_exec("vscode", &["cat", "/tmp/stagepass-1000/api-secret"])
+        .unwrap();
+    assert!(secret.status.success(), "{}", text(&secret));
+    let secret = String::from_utf8_lossy(&secret.stdout).trim().to_string();
+    let fingerprint = stagepass::secret::Secret::new(token.to_string()).fingerprint();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = rt
+        .block_on(
+            client
+                .post(format!(
+                    "http://127.0.0.1:{api_port}/v1/token/backstage-user/invalidate"
+                ))
+                .bearer_auth(secret)
+                .json(&serde_json::json!({ "fingerprint": fingerprint }))
+                .send(),
+        )
+        .unwrap();
+    let status = resp.status();
+    let body = rt.block_on(resp.text()).unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", dc.diagnostics());
+}
+
+/// What Backstage itself says of `token` (`/v1/userinfo`): the user entity and ownership.
+fn userinfo(
+    bed: &stagepass_e2e::Bed,
+    rt: &tokio::runtime::Runtime,
+    token: &str,
+) -> serde_json::Value {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = rt
+        .block_on(
+            client
+                .get(format!("{}/v1/userinfo", bed.backstage.auth_issuer()))
+                .bearer_auth(token)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(resp.status(), 200, "Backstage accepts the user token");
+    rt.block_on(resp.json()).unwrap()
+}
+
+/// Issue 22 end to end in a real dev container: the Feature's `backstage-user` profile
+/// (authorization code + PKCE against Backstage's own authorization server) signs in from
+/// a terminal in the container -> alice approves in "the browser" -> the redirect reaches the
+/// container's agent -> code exchange -> a refresh rotates the stored refresh token ->
+/// `docker stop`/`start` -> the boot refresh signs the user back in with no prompt -> a
+/// rebuild keeps the login in the state volume.
+#[test]
+fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild() {
+    let engine = engine();
+    let pkg = feature_pkg();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bed = rt.block_on(stagepass_e2e::Bed::get()).unwrap();
+    let redirect_port = bed
+        .backstage
+        .oauth_client(CONTAINER_CLIENT)
+        .unwrap()
+        .free_redirect_port()
+        .expect("a free redirect port of the container's static client");
+    let api_port = free_port().unwrap();
+    let mut dc = DevContainer::new(
+        &engine,
+        &pkg.1,
+        &devcontainer_json_backstage_user(CONTAINER_CLIENT, redirect_port),
+        &[
+            ("STAGEPASS_TEST_BASE_IMAGE", &engine.base_image),
+            ("STAGEPASS_TEST_ISSUER", bed.idp.issuer()),
+            ("STAGEPASS_TEST_PORT", &api_port.to_string()),
+            ("STAGEPASS_TEST_BACKSTAGE_URL", bed.backstage.url()),
+            ("STAGEPASS_TEST_URL_TEMPLATE", ""),
+        ],
+    )
+    .unwrap();
+    dc.chown_workspace().unwrap();
+    dc.up(&[]).unwrap();
+    wait(&dc, "`stagepass status`", || status(&dc));
+
+    // 1. `stagepass login backstage-user` in a terminal of the container prints the
+    // authorization URL and waits for the redirect on the agent's listener.
+    let mut login = engine
+        .docker()
+        .args(["exec", "-u", "vscode", dc.id().unwrap()])
+        .args(["stagepass", "login", "backstage-user"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(login.stdout.take().unwrap()));
+    let mut printed = Vec::new();
+    let url = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("login printed no URL: {printed:?}\n{}", dc.diagnostics());
+        };
+        printed.push(line.clone());
+        if line.contains("/v1/authorize?") {
+            break line.trim().to_string();
+        }
+    };
+    assert!(
+        url.starts_with(&format!("{}/v1/authorize?", bed.backstage.auth_issuer())),
+        "{url}"
+    );
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(
+        url.contains(&format!("client_id={CONTAINER_CLIENT}")),
+        "{url}"
+    );
+
+    // 2. On the host ("the browser"): alice signs in to Backstage and approves; the browser
+    // follows the redirect to the loopback listener, which is the container's agent.
+    let alice = rt
+        .block_on(bed.backstage.sign_in(&bed.idp, "alice"))
+        .unwrap();
+    let redirect = rt.block_on(bed.backstage.approve(&url, &alice)).unwrap();
+    assert!(
+        redirect.starts_with(&format!("http://127.0.0.1:{redirect_port}/callback?")),
+        "{redirect}"
+    );
+    let page = rt.block_on(reqwest::get(&redirect)).unwrap();
+    assert_eq!(page.status(), 200, "{}", dc.diagnostics());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = stagepass_e2e::home::wait_output(login).unwrap();
+    assert!(
+        out.status.success() && rest.iter().any(|l| l.contains("backstage-user: logged in")),
+        "{printed:?} {rest:?} {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        dc.diagnostics()
+    );
+
+    // The code exchange gave alice's tokens: Backstage's userinfo names her and her team.
+    let first = user_token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    assert_eq!(sub_of(&first), "user:default/alice");
+    let info = userinfo(&bed, &rt, &first);
+    assert_eq!(info["claims"]["sub"], "user:default/alice", "{info}");
+    assert!(
+        info["claims"]["ent"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|g| g == "group:default/team-a")),
+        "{info}"
+    );
+    let grant = stored_grant(&dc);
+    assert_eq!(grant["client_id"], CONTAINER_CLIENT, "{}", dc.diagnostics());
+    let rt1 = stored_refresh_token(&dc);
+
+    // 3. A refresh while running: the token invalidated at the agent's API, the next
+    // `stagepass token` refreshes at Backstage and the stored refresh token rotates.
+    invalidate(&dc, &rt, api_port, &first);
+    let second = user_token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    assert_ne!(
+        first, second,
+        "the invalidated token was replaced by a refresh"
+    );
+    assert_eq!(sub_of(&second), "user:default/alice");
+    let rt2 = stored_refresh_token(&dc);
+    assert_ne!(rt1, rt2, "the refresh rotated the stored refresh token");
+
+    // 4. Stop and start (closing the window, stopping a Codespace): the start refreshes the
+    // stored login with no prompt (an authorization-code profile keeps no access token at
+    // rest, so its boot refresh always runs and would tell of a session ended elsewhere).
+    let boots = boot_refreshes(&dc);
+    dc.stop().unwrap();
+    dc.start().unwrap();
+    let third = wait(&dc, "a token after start", || user_token(&dc).ok());
+    assert_eq!(sub_of(&third), "user:default/alice");
+    assert_ne!(third, second, "a fresh token after the start");
+    assert_eq!(
+        userinfo(&bed, &rt, &third)["claims"]["sub"],
+        "user:default/alice"
+    );
+    assert!(
+        boot_refreshes(&dc) > boots,
+        "the start refreshed the login with no prompt\n{}",
+        dc.diagnostics()
+    );
+    let rt3 = stored_refresh_token(&dc);
+    assert_ne!(
+        rt2, rt3,
+        "the boot refresh rotated the stored refresh token"
+    );
+
+    // 5. Rebuild: a new container from a new image, the login kept in the state volume.
+    let old_id = dc.id().unwrap().to_string();
+    dc.up(&["--remove-existing-container"]).unwrap();
+    assert_ne!(dc.id().unwrap(), old_id, "the rebuild made a new container");
+    let fourth = wait(&dc, "a token after the rebuild", || user_token(&dc).ok());
+    assert_eq!(
+        userinfo(&bed, &rt, &fourth)["claims"]["sub"],
+        "user:default/alice"
+    );
+    // The same client's grant, still 0600 and the remote user's on the kept volume.
+    assert_eq!(stored_grant(&dc)["client_id"], CONTAINER_CLIENT);
+}
+
 #[test]
 fn devcontainer_features_test_runs_the_scenarios_on_the_local_base_image() {
     let engine = engine();
