@@ -381,21 +381,7 @@ impl Backstage {
 
     /// `POST /api/auth/v1/token` with a refresh token: the HTTP status (is it still alive?).
     pub async fn refresh_status(&self, client_id: &str, refresh_token: &str) -> Result<u16> {
-        let resp = self
-            .client
-            .post(format!("{}/v1/token", self.auth_issuer()))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-                ("client_id", client_id),
-            ])
-            .send()
-            .await
-            .map_err(|source| HarnessError::Http {
-                what: "refreshing at Backstage".into(),
-                source,
-            })?;
-        Ok(resp.status().as_u16())
+        Ok(self.refresh_answer(client_id, refresh_token).await?.0)
     }
 
     /// `POST /api/auth/v1/token` with a refresh token: the HTTP status and the JSON answer
