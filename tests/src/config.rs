@@ -255,6 +255,15 @@ impl Profile {
         }
     }
 
+    /// The test IdP's confidential client ([`crate::Idp::CONFIDENTIAL_CLIENT`], secret in
+    /// `secret_file`) asking for Backstage's audience with `catalog:read`: the profile most
+    /// tests that need any fresh token use.
+    pub fn ci_for_backstage(issuer: &str, secret_file: &Path) -> Profile {
+        Profile::client_credentials(issuer, crate::Idp::CONFIDENTIAL_CLIENT, secret_file)
+            .audience(crate::idp::AUD_BACKSTAGE)
+            .scopes(&["catalog:read"])
+    }
+
     /// `grant = "exchange"` of another profile's token.
     pub fn exchange(issuer: &str, client_id: &str, subject_profile: &str) -> Profile {
         Profile {

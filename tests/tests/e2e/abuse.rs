@@ -239,13 +239,7 @@ fn files_stay_private_under_a_world_writable_umask() {
     std::fs::write(secret_dir.path().join("ci-secret"), "stagepass-ci-secret").unwrap();
     let config = bare().profile(
         "ci",
-        Profile::client_credentials(
-            idp.issuer(),
-            stagepass_e2e::Idp::CONFIDENTIAL_CLIENT,
-            &secret_dir.path().join("ci-secret"),
-        )
-        .audience(stagepass_e2e::idp::AUD_BACKSTAGE)
-        .scopes(&["catalog:read"]),
+        Profile::ci_for_backstage(idp.issuer(), &secret_dir.path().join("ci-secret")),
     );
     let home = support::home(&config);
     // umask 000 through a shell: whatever the agent creates must still be private.

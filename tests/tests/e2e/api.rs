@@ -26,14 +26,7 @@ fn agent(idp: &Idp, config: Config) -> Agent {
     let secret_dir = tempfile::tempdir().unwrap().keep();
     let secret_file = secret_dir.join("ci-secret");
     std::fs::write(&secret_file, "stagepass-ci-secret").unwrap();
-    Agent::start(
-        &config.profile(
-            "ci",
-            Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
-                .audience(AUD_BACKSTAGE)
-                .scopes(&["catalog:read"]),
-        ),
-    )
+    Agent::start(&config.profile("ci", Profile::ci_for_backstage(idp.issuer(), &secret_file)))
 }
 
 /// An agent with no profile at all.

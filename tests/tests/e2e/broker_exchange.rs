@@ -45,12 +45,7 @@ async fn client_credentials_with_secret_file_gets_its_audience() {
     let secret = w0.path().join("secret");
     std::fs::write(&secret, format!("{}\n", Idp::DEFAULT_CLIENT_SECRET)).unwrap();
     let w = World::new(300, |issuer| {
-        Config::new().profile(
-            "ci",
-            Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, &secret)
-                .audience(AUD_BACKSTAGE)
-                .scopes(&["catalog:read"]),
-        )
+        Config::new().profile("ci", Profile::ci_for_backstage(issuer, &secret))
     })
     .await;
     let broker = w.broker(opts(true)).await;

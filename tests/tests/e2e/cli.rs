@@ -20,12 +20,7 @@ fn config(idp: &Idp, dir: &std::path::Path) -> Config {
     let secret_file = dir.join("ci-secret");
     std::fs::write(&secret_file, "stagepass-ci-secret").unwrap();
     Config::agent_on_ephemeral_port()
-        .profile(
-            "ci",
-            Profile::client_credentials(idp.issuer(), Idp::CONFIDENTIAL_CLIENT, &secret_file)
-                .audience(AUD_BACKSTAGE)
-                .scopes(&["catalog:read"]),
-        )
+        .profile("ci", Profile::ci_for_backstage(idp.issuer(), &secret_file))
         .profile(
             "dev",
             Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)

@@ -18,7 +18,6 @@ use crate::support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::jwt::claims_unverified;
 use stagepass_e2e::{Backstage, BackstageOptions, Idp, IdpOptions};
 use support::{Agent, Config, Profile, block_on};
@@ -35,12 +34,7 @@ fn epoch(t: SystemTime) -> i64 {
 }
 
 fn config(issuer: &str, secret_file: &std::path::Path) -> Config {
-    Config::agent_on_ephemeral_port().profile(
-        "bs",
-        Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, secret_file)
-            .audience(AUD_BACKSTAGE)
-            .scopes(&["catalog:read"]),
-    )
+    Config::agent_on_ephemeral_port().profile("bs", Profile::ci_for_backstage(issuer, secret_file))
 }
 
 /// A token from the agent: the JWT, its `exp` claim and the agent's `expires_at`, both as

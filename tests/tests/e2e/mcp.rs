@@ -150,11 +150,7 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     // MCP server must not relay.
     let missing_file = secrets_dir.path().join("missing-secret");
     let issuer = bed.idp.issuer();
-    let ci = |secret: &Path| {
-        Profile::client_credentials(issuer, Idp::CONFIDENTIAL_CLIENT, secret)
-            .audience(AUD_BACKSTAGE)
-            .scopes(&["catalog:read"])
-    };
+    let ci = |secret: &Path| Profile::ci_for_backstage(issuer, secret);
     let config = Config::agent_on_ephemeral_port()
         .profile("ci", ci(&secret_file))
         .profile("broken", ci(&missing_file))

@@ -107,13 +107,7 @@ fn soak_64_connections_rotating_tokens_and_changing_catalog() {
         })
         .profile(
             "ci",
-            Profile::client_credentials(
-                idp.issuer(),
-                stagepass_e2e::Idp::CONFIDENTIAL_CLIENT,
-                &secret_dir.path().join("ci-secret"),
-            )
-            .audience(stagepass_e2e::idp::AUD_BACKSTAGE)
-            .scopes(&["catalog:read"]),
+            Profile::ci_for_backstage(idp.issuer(), &secret_dir.path().join("ci-secret")),
         );
     // The agent's own default level unless asked otherwise (see the module docs).
     let log_filter = std::env::var("STAGEPASS_SOAK_LOG").unwrap_or_else(|_| "info".to_string());
