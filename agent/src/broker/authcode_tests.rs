@@ -4,9 +4,7 @@
 //! browser or by a paste) or expires, and a pasted address must be the pending redirect URI.
 
 use super::LOGIN_TTL;
-use crate::broker::idp::{
-    AuthorizeRequest, ClientAuth, DeviceAuthorization, FlowFuture, Flows, Grant, IdpError, Target,
-};
+use crate::broker::idp::{AuthorizeRequest, ClientAuth, FlowFuture, Flows, Grant, Target};
 use crate::broker::timing::Backoff;
 use crate::broker::{Broker, BrokerOptions, LoginPhase, TokenRequest};
 use crate::config::Config;
@@ -27,43 +25,6 @@ struct FakeIdp {
 impl Flows for FakeIdp {
     fn issuer(&self) -> &str {
         "https://idp.invalid"
-    }
-    fn device_authorize<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _t: &'a Target,
-    ) -> FlowFuture<'a, DeviceAuthorization> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
-    }
-    fn device_poll<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _a: &'a DeviceAuthorization,
-    ) -> FlowFuture<'a, Grant> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
-    }
-    fn refresh<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _r: &'a Secret,
-        _t: &'a Target,
-    ) -> FlowFuture<'a, Grant> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
-    }
-    fn client_credentials<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _t: &'a Target,
-    ) -> FlowFuture<'a, Grant> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
-    }
-    fn exchange<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _s: &'a Secret,
-        _t: &'a Target,
-    ) -> FlowFuture<'a, Grant> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
     }
     fn revoke<'a>(&'a self, _c: &'a ClientAuth, _t: &'a Secret) -> FlowFuture<'a, ()> {
         Box::pin(async { Ok(()) })

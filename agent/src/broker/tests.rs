@@ -4,7 +4,7 @@
 //! concurrent callers make one IdP call, that waiting callers retry early (rate limited, single
 //! flight) while the backoff runs, and that a restart serves a stored access token.
 
-use super::idp::{ClientAuth, DeviceAuthorization, FlowFuture, Flows, Grant, IdpError, Target};
+use super::idp::{ClientAuth, FlowFuture, Flows, Grant, IdpError, Target};
 use super::timing::Backoff;
 use super::{Broker, BrokerOptions, ProfileState, TokenRequest};
 use crate::config::Config;
@@ -90,20 +90,6 @@ impl Fake {
 impl Flows for Fake {
     fn issuer(&self) -> &str {
         "https://fake.invalid"
-    }
-    fn device_authorize<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _t: &'a Target,
-    ) -> FlowFuture<'a, DeviceAuthorization> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
-    }
-    fn device_poll<'a>(
-        &'a self,
-        _c: &'a ClientAuth,
-        _a: &'a DeviceAuthorization,
-    ) -> FlowFuture<'a, Grant> {
-        Box::pin(async { Err(IdpError::Unsupported("fake".into())) })
     }
     fn refresh<'a>(
         &'a self,

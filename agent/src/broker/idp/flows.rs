@@ -11,45 +11,59 @@ pub type FlowFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, IdpError>> + Send + 'a>>;
 
 /// The flows the broker needs from an identity provider. [`Idp`] is the real one (HTTP, via
-/// `oauth2`); the seam exists so the cache and refresher can be unit-tested under paused
-/// tokio time, where real sockets and timeouts do not mix.
+/// `oauth2`) and implements every flow; the seam exists so the cache and refresher can be
+/// unit-tested under paused tokio time, where real sockets and timeouts do not mix. Each flow
+/// defaults to `Unsupported` (an IdP that does not offer it), so a fake scripts only the
+/// flows its test uses.
 pub trait Flows: Send + Sync {
     /// The issuer URL, without a trailing slash.
     fn issuer(&self) -> &str;
     /// Starts a device authorization.
     fn device_authorize<'a>(
         &'a self,
-        client: &'a ClientAuth,
-        target: &'a Target,
-    ) -> FlowFuture<'a, DeviceAuthorization>;
+        _client: &'a ClientAuth,
+        _target: &'a Target,
+    ) -> FlowFuture<'a, DeviceAuthorization> {
+        Box::pin(async { Err(IdpError::Unsupported("no device flow".into())) })
+    }
     /// Polls until the device login ends.
     fn device_poll<'a>(
         &'a self,
-        client: &'a ClientAuth,
-        auth: &'a DeviceAuthorization,
-    ) -> FlowFuture<'a, Grant>;
+        _client: &'a ClientAuth,
+        _auth: &'a DeviceAuthorization,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(async { Err(IdpError::Unsupported("no device flow".into())) })
+    }
     /// Uses a refresh token.
     fn refresh<'a>(
         &'a self,
-        client: &'a ClientAuth,
-        refresh_token: &'a Secret,
-        target: &'a Target,
-    ) -> FlowFuture<'a, Grant>;
+        _client: &'a ClientAuth,
+        _refresh_token: &'a Secret,
+        _target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(async { Err(IdpError::Unsupported("no refresh token grant".into())) })
+    }
     /// Client credentials grant.
     fn client_credentials<'a>(
         &'a self,
-        client: &'a ClientAuth,
-        target: &'a Target,
-    ) -> FlowFuture<'a, Grant>;
+        _client: &'a ClientAuth,
+        _target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(async { Err(IdpError::Unsupported("no client credentials grant".into())) })
+    }
     /// RFC 8693 token exchange.
     fn exchange<'a>(
         &'a self,
-        client: &'a ClientAuth,
-        subject_token: &'a Secret,
-        target: &'a Target,
-    ) -> FlowFuture<'a, Grant>;
+        _client: &'a ClientAuth,
+        _subject_token: &'a Secret,
+        _target: &'a Target,
+    ) -> FlowFuture<'a, Grant> {
+        Box::pin(async { Err(IdpError::Unsupported("no token exchange".into())) })
+    }
     /// RFC 7009 revocation of a refresh token.
-    fn revoke<'a>(&'a self, client: &'a ClientAuth, token: &'a Secret) -> FlowFuture<'a, ()>;
+    fn revoke<'a>(&'a self, _client: &'a ClientAuth, _token: &'a Secret) -> FlowFuture<'a, ()> {
+        Box::pin(async { Err(IdpError::Unsupported("no revocation endpoint".into())) })
+    }
     /// The URL of the authorization endpoint the user's browser opens (code flow + PKCE).
     fn authorize_url<'a>(
         &'a self,
