@@ -335,7 +335,14 @@ impl Broker {
         opts: BrokerOptions,
         make_flows: &MakeFlows,
     ) -> Result<Broker, BrokerError> {
-        check_subject_cycles(config)?;
+        // Exchange profiles name their subject profile, and a loop would recurse forever:
+        // the config's own reference check, for configs that did not come through `load`.
+        config
+            .check_profile_refs()
+            .map_err(|e| BrokerError::Internal {
+                profile: "(config)".into(),
+                detail: e.to_string(),
+            })?;
         let store = GrantStore::open(&config.store, &paths.state_dir)
             .await
             .map_err(|e| BrokerError::Internal {
@@ -629,38 +636,6 @@ async fn refresher(slot: Arc<Slot>, inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// Exchange profiles name their subject profile; a cycle would recurse forever.
-fn check_subject_cycles(config: &crate::config::Config) -> Result<(), BrokerError> {
-    for start in config.profiles.keys() {
-        let mut seen = vec![start.as_str()];
-        let mut cur = start.as_str();
-        while let Some(next) = config
-            .profiles
-            .get(cur)
-            .and_then(|p| p.subject_profile.as_deref())
-        {
-            if !config.profiles.contains_key(next) {
-                return Err(BrokerError::Internal {
-                    profile: cur.to_string(),
-                    detail: format!("subject_profile {next:?} is not a configured profile"),
-                });
-            }
-            if seen.contains(&next) {
-                return Err(BrokerError::Internal {
-                    profile: start.clone(),
-                    detail: format!(
-                        "subject_profile chain loops: {} -> {next}",
-                        seen.join(" -> ")
-                    ),
-                });
-            }
-            seen.push(next);
-            cur = next;
-        }
-    }
-    Ok(())
-}
-
 /// One slot per profile; profiles of one issuer share its flows (one discovery cache).
 fn make_slots(
     config: &crate::config::Config,
@@ -727,7 +702,6 @@ fn make_slots(
 /// Know at once which device profiles have a stored login (status before boot refresh),
 /// and serve a stored access token still in its usable life without any IdP call.
 async fn adopt_stored_logins(slots: &BTreeMap<String, Arc<Slot>>, store: &Arc<GrantStore>) {
-    // and serve a stored access token still in its usable life without any IdP call.
     for slot in slots.values() {
         if slot.cfg.grant.stores_login() {
             let (store, name) = (store.clone(), slot.name.clone());

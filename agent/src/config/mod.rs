@@ -319,7 +319,7 @@ impl Config {
     ///
     /// With no profile configured at all, `github` may be named: it is the profile
     /// [`Config::default_profiles_from_env`] serves from `GITHUB_TOKEN`.
-    fn check_profile_refs(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_profile_refs(&self) -> Result<(), ConfigError> {
         for (key, name) in self.profile_refs() {
             let implied = self.profiles.is_empty() && name == "github";
             if !implied && !self.profiles.contains_key(name) {
