@@ -1,5 +1,6 @@
 //! A URL a credential is sent to (an IdP issuer, STS, Backstage), checked once, where the
-//! config is read, so no consumer has to parse it again or fail late.
+//! config is read, so no consumer can meet a bad one late (each still parses the text it
+//! keeps: the issuer must stay byte for byte as written).
 
 use serde::{Deserialize, Deserializer};
 
@@ -11,7 +12,6 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
     text: String,
-    url: url::Url,
 }
 
 impl HttpUrl {
@@ -42,18 +42,12 @@ impl HttpUrl {
         crate::cleartext::check(text)?;
         Ok(Self {
             text: text.to_string(),
-            url,
         })
     }
 
     /// The URL as written in the config.
     pub fn as_str(&self) -> &str {
         &self.text
-    }
-
-    /// The parsed URL.
-    pub fn url(&self) -> &url::Url {
-        &self.url
     }
 }
 
