@@ -218,19 +218,22 @@ async fn answer(
     resp
 }
 
-/// The query of a redirect: the whole pasted address, or just its query.
-fn query_of(input: &str) -> String {
+/// The input of a redirect split once: the address when it is one (its scheme, host, port
+/// and path must then be the pending sign-in's redirect URI's), and its query. Text that is
+/// no URL (the listener's query, a pasted bare query, or an address pasted without its
+/// `http://`) gives what follows its first `?`, or all of it.
+fn split(input: &str) -> (Option<url::Url>, String) {
     let input = input.trim();
     match url::Url::parse(input) {
-        Ok(u) => u.query().unwrap_or_default().to_string(),
-        Err(_) => input.trim_start_matches('?').to_string(),
+        Ok(u) => {
+            let query = u.query().unwrap_or_default().to_string();
+            (Some(u), query)
+        }
+        Err(_) => {
+            let query = input.split_once('?').map_or(input, |(_, q)| q);
+            (None, query.to_string())
+        }
     }
-}
-
-/// The pasted input as an address, when it is one (a bare query is not): its scheme, host,
-/// port and path must then be the pending sign-in's redirect URI's.
-fn pasted_address(input: &str) -> Option<url::Url> {
-    url::Url::parse(input.trim()).ok()
 }
 
 /// Which part of `pasted` differs from the pending `redirect_uri` (`None`: it is that
@@ -262,10 +265,10 @@ struct Redirect {
 }
 
 impl Redirect {
-    /// Reads them from `input`: the query, or the whole address when pasted.
-    fn parse(input: &str) -> Self {
+    /// Reads them from a redirect's query.
+    fn parse(query: &str) -> Self {
         let mut r = Self::default();
-        for (k, v) in url::form_urlencoded::parse(query_of(input).as_bytes()) {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
                 "code" => r.code = Some(Secret::new(v.into_owned())),
                 "state" => r.state = Some(v.into_owned()),
@@ -285,11 +288,12 @@ pub(super) async fn complete(
     input: &str,
     pasted: bool,
 ) -> Result<LoginState, BrokerError> {
-    let r = Redirect::parse(input);
+    let (address, query) = split(input);
+    let r = Redirect::parse(&query);
     let Some(state) = r.state else {
         return Err(refused(slot, "it carries no state"));
     };
-    let address = if pasted { pasted_address(input) } else { None };
+    let address = address.filter(|_| pasted);
     let pending = take_pending(slot, &state, address.as_ref(), pasted)?;
     if let Some(err) = r.error {
         return Err(idp_refused(slot, err, r.error_description));
@@ -411,11 +415,16 @@ mod tests {
 
     #[test]
     fn a_pasted_address_or_a_bare_query_gives_the_query() {
-        assert_eq!(
-            query_of(" http://127.0.0.1:8055/callback?code=c&state=s \n"),
-            "code=c&state=s"
-        );
-        assert_eq!(query_of("?code=c&state=s"), "code=c&state=s");
-        assert_eq!(query_of("code=c&state=s"), "code=c&state=s");
+        let q = |input: &str| split(input).1;
+        let (address, query) = split(" http://127.0.0.1:8055/callback?code=c&state=s \n");
+        assert_eq!(query, "code=c&state=s");
+        assert_eq!(address.map(|u| u.port()), Some(Some(8055)));
+        assert_eq!(q("?code=c&state=s"), "code=c&state=s");
+        assert_eq!(q("code=c&state=s"), "code=c&state=s");
+        // An address pasted without its `http://` is no URL: its query still reads right
+        // (it was read as `127.0.0.1:8055/callback?code=c` = ..., losing the code).
+        let (address, query) = split("127.0.0.1:8055/callback?code=c&state=s");
+        assert!(address.is_none());
+        assert_eq!(query, "code=c&state=s");
     }
 }
