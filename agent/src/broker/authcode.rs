@@ -11,7 +11,7 @@
 //! must match (constant time), the pending sign-in is taken out before the code is
 //! redeemed, so an answer works once; the verifier never leaves the agent.
 
-use super::device::{finish, login_error, set_state};
+use super::device::{end_refused, finish, login_error, set_state};
 use super::idp::{AuthorizeRequest, Target};
 use super::login::{LoginRecord, PendingCode};
 use super::slot::Slot;
@@ -296,7 +296,8 @@ pub(super) async fn complete(
     let address = address.filter(|_| pasted);
     let pending = take_pending(slot, &state, address.as_ref(), pasted)?;
     if let Some(err) = r.error {
-        return Err(idp_refused(slot, err, r.error_description));
+        let message = end_refused(slot, &err, r.error_description.as_deref());
+        return Err(refused(slot, &message));
     }
     let Some(code) = r.code else {
         set_state(
@@ -376,23 +377,6 @@ fn take_pending(
         p
     };
     pending.ok_or_else(|| refused(slot, "this sign-in already ended"))
-}
-
-/// The IdP's own refusal in the redirect (`error`, `error_description`): the sign-in ends
-/// denied (`access_denied`) or failed.
-fn idp_refused(slot: &Slot, err: String, description: Option<String>) -> BrokerError {
-    let message = match description {
-        Some(d) => format!("{err}: {d}"),
-        None => err.clone(),
-    };
-    let st = if err == "access_denied" {
-        LoginPhase::Denied
-    } else {
-        LoginPhase::Failed
-    };
-    tracing::warn!(profile = %slot.name, state = st.as_str(), message = %message, "sign-in ended");
-    set_state(slot, st, Some(message.clone()));
-    refused(slot, &message)
 }
 
 #[cfg(test)]

@@ -111,23 +111,31 @@ async fn poll(slot: Arc<Slot>, idp: Arc<dyn Flows>, client: ClientAuth, auth: De
             set_state(&slot, LoginPhase::Complete, msg);
         }
         Err(IdpError::Rejected { code, description }) => {
-            let state = match code.as_str() {
-                "access_denied" => LoginPhase::Denied,
-                "expired_token" => LoginPhase::Expired,
-                _ => LoginPhase::Failed,
-            };
-            let message = match description {
-                Some(d) => format!("{code}: {d}"),
-                None => code,
-            };
-            tracing::warn!(profile = %slot.name, state = state.as_str(), message = %message, "device login ended");
-            set_state(&slot, state, Some(message));
+            end_refused(&slot, &code, description.as_deref());
         }
         Err(e) => {
             tracing::warn!(profile = %slot.name, error = %e, "device login failed");
             set_state(&slot, LoginPhase::Failed, Some(e.to_string()));
         }
     }
+}
+
+/// Ends a login of any kind the IdP refused (its OAuth `error` and `error_description`, from
+/// the token endpoint or a redirect): the phase the code names, the message shown in
+/// `status`. Returns the message.
+pub(super) fn end_refused(slot: &Slot, code: &str, description: Option<&str>) -> String {
+    let state = match code {
+        "access_denied" => LoginPhase::Denied,
+        "expired_token" => LoginPhase::Expired,
+        _ => LoginPhase::Failed,
+    };
+    let message = match description {
+        Some(d) => format!("{code}: {d}"),
+        None => code.to_string(),
+    };
+    tracing::warn!(profile = %slot.name, state = state.as_str(), message = %message, "login ended");
+    set_state(slot, state, Some(message.clone()));
+    message
 }
 
 /// Ends a successful login of any kind: stores the refresh token (under the grant lock)
