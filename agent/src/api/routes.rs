@@ -523,8 +523,9 @@ pub fn status_body(state: &ApiState) -> protocol::Status {
         Some(c) => {
             let status = c.status();
             // A path that is not UTF-8 cannot be encoded: say so in the catalog part alone
-            // rather than failing the whole status.
-            match serde_json::to_value(&status) {
+            // rather than failing the whole status. Encoded into a sink: only whether it
+            // encodes matters here (the answer encodes it once more).
+            match serde_json::to_writer(std::io::sink(), &status) {
                 Ok(_) => CatalogSection::Running(Box::new(status)),
                 Err(e) => CatalogSection::Off(CatalogOff {
                     state: crate::catalog::EngineState::Error,
