@@ -16,10 +16,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An authorization server that approves at once: the authorize URL carries the request's
-/// state (as a real one sends it back), any code is redeemed, userinfo names alice.
+/// state (as a real one sends it back), any code is redeemed, userinfo names alice. It keeps
+/// the PKCE challenge it was sent and what each redemption carried, so a test can check that
+/// the agent redeems the code it got with the verifier of that challenge and the same
+/// redirect URI (a real server refuses anything else).
 #[derive(Default)]
 struct FakeIdp {
     exchanges: AtomicUsize,
+    challenge: std::sync::Mutex<Option<String>>,
+    /// (code, verifier, redirect_uri) of each redemption.
+    redeemed: std::sync::Mutex<Vec<(String, String, String)>>,
+}
+
+impl FakeIdp {
+    /// Asserts the last redemption carried `code`, the verifier of the challenge sent at
+    /// authorize, and `redirect_uri`.
+    fn assert_redeemed(&self, code: &str, redirect_uri: &str) {
+        let redeemed = self.redeemed.lock().unwrap();
+        let (c, verifier, r) = redeemed.last().expect("a redemption");
+        assert_eq!(c, code);
+        assert_eq!(r, redirect_uri);
+        let sent = self.challenge.lock().unwrap().clone().expect("a challenge");
+        assert_eq!(
+            super::challenge(&Secret::new(verifier.clone())),
+            sent,
+            "the verifier of the challenge sent at authorize"
+        );
+    }
 }
 
 impl Flows for FakeIdp {
@@ -35,6 +58,7 @@ impl Flows for FakeIdp {
         _t: &'a Target,
         req: &'a AuthorizeRequest,
     ) -> FlowFuture<'a, url::Url> {
+        *self.challenge.lock().unwrap() = Some(req.code_challenge.clone());
         Box::pin(async move {
             let mut u = url::Url::parse("https://idp.invalid/v1/authorize").unwrap();
             u.query_pairs_mut()
@@ -46,10 +70,15 @@ impl Flows for FakeIdp {
     fn code_exchange<'a>(
         &'a self,
         _c: &'a ClientAuth,
-        _code: &'a Secret,
-        _v: &'a Secret,
-        _r: &'a str,
+        code: &'a Secret,
+        verifier: &'a Secret,
+        redirect_uri: &'a str,
     ) -> FlowFuture<'a, Grant> {
+        self.redeemed.lock().unwrap().push((
+            code.expose().to_string(),
+            verifier.expose().to_string(),
+            redirect_uri.to_string(),
+        ));
         Box::pin(async move {
             let n = self.exchanges.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(Grant {
@@ -285,6 +314,7 @@ async fn redirect_listener_closes_after_the_sign_in_completes() {
             .status,
         200
     );
+    w.fake.assert_redeemed("the-code", &s.redirect_uri);
     wait_closed(s.port).await;
 
     // By a paste: the listener stops too, also while it waits in `accept` (one request
@@ -350,7 +380,10 @@ async fn a_pasted_address_of_another_scheme_host_port_or_path_is_refused() {
             text.contains(&format!("its {part} differs from {}", s.redirect_uri)),
             "{pasted}: {text}"
         );
-        assert!(!text.contains(&s.state), "the error never echoes the input");
+        assert!(
+            !text.contains(&s.state) && !text.contains("the-code"),
+            "the error never echoes the input"
+        );
     }
     assert_eq!(
         w.fake.exchanges.load(Ordering::SeqCst),
@@ -367,6 +400,7 @@ async fn a_pasted_address_of_another_scheme_host_port_or_path_is_refused() {
         .unwrap();
     assert_eq!(done.state, LoginPhase::Complete);
     assert_eq!(w.fake.exchanges.load(Ordering::SeqCst), 1);
+    w.fake.assert_redeemed("the-code", &s.redirect_uri);
 }
 
 #[tokio::test]
