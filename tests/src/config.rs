@@ -255,6 +255,14 @@ impl Profile {
         }
     }
 
+    /// A device login of the test IdP's public client ([`crate::Idp::PUBLIC_CLIENT`]) for
+    /// Backstage's audience, with offline access and `catalog:read`: the profile of a user.
+    pub fn device_for_backstage(issuer: &str) -> Profile {
+        Profile::device(issuer, crate::Idp::PUBLIC_CLIENT)
+            .scopes(&["openid", "offline_access", "catalog:read"])
+            .audience(crate::idp::AUD_BACKSTAGE)
+    }
+
     /// The test IdP's confidential client ([`crate::Idp::CONFIDENTIAL_CLIENT`], secret in
     /// `secret_file`) asking for Backstage's audience with `catalog:read`: the profile most
     /// tests that need any fresh token use.

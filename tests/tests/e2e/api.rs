@@ -6,7 +6,6 @@
 use crate::support;
 
 use stagepass_e2e::Idp;
-use stagepass_e2e::idp::AUD_BACKSTAGE;
 use support::{Agent, Api, Config, OpenApi, Profile, start_idp, tcp_request};
 
 /// No profile, a free port, a short header timeout (the guard tests need no IdP).
@@ -376,12 +375,7 @@ fn cache_hits_and_refusals_on_one_connection_are_answered_and_counted_once() {
 #[test]
 fn openapi_matches_every_route() {
     let idp = start_idp();
-    let dev = bare().profile(
-        "dev",
-        Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
-            .audience(AUD_BACKSTAGE)
-            .scopes(&["openid", "offline_access", "catalog:read"]),
-    );
+    let dev = bare().profile("dev", Profile::device_for_backstage(idp.issuer()));
     let a = agent(&idp, dev);
     let spec = OpenApi::load();
     let h = |m: &str, p: &str| a.head(m, p, &[]);

@@ -469,12 +469,7 @@ async fn tokens_of_earlier_rotations_leave_no_trace_in_any_sink() {
         .write_config(
             &stagepass_e2e::Config::agent_on_ephemeral_port()
                 .audit(syslog_to(&sock))
-                .profile(
-                    "dev",
-                    Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
-                        .scopes(&["openid", "offline_access", "catalog:read"])
-                        .audience(AUD_BACKSTAGE),
-                ),
+                .profile("dev", Profile::device_for_backstage(idp.issuer())),
         )
         .unwrap();
     // A real login, stored as a previous run would have.

@@ -21,14 +21,11 @@ const SCOPES: &str = "openid offline_access catalog:read";
 
 /// A device profile whose logins are good for `max_grant_age` and tokens for 10 minutes.
 fn profile(issuer: &str, max_grant_age: &str) -> Profile {
-    Profile::device(issuer, Idp::PUBLIC_CLIENT)
-        .scopes(&["openid", "offline_access", "catalog:read"])
-        .audience(AUD_BACKSTAGE)
-        .policy(Policy {
-            max_grant_age: Some(max_grant_age.into()),
-            max_token_lifetime: Some("10m".into()),
-            ..Policy::default()
-        })
+    Profile::device_for_backstage(issuer).policy(Policy {
+        max_grant_age: Some(max_grant_age.into()),
+        max_token_lifetime: Some("10m".into()),
+        ..Policy::default()
+    })
 }
 
 fn now_secs() -> u64 {

@@ -42,12 +42,9 @@ impl LoggedIn {
         .await
         .unwrap();
         let sb = Home::new().unwrap();
-        let mut config = TestConfig::agent_on_ephemeral_port().catalog_off().profile(
-            "dev",
-            Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
-                .scopes(&["openid", "offline_access", "catalog:read"])
-                .audience(AUD_BACKSTAGE),
-        );
+        let mut config = TestConfig::agent_on_ephemeral_port()
+            .catalog_off()
+            .profile("dev", Profile::device_for_backstage(idp.issuer()));
         config.agent = agent;
         let path = sb.write_config(&config).unwrap();
         let t = idp

@@ -7,7 +7,6 @@ use crate::support;
 pub(crate) mod signin;
 
 use stagepass_e2e::Idp;
-use stagepass_e2e::idp::AUD_BACKSTAGE;
 use std::io::BufRead;
 use support::{Agent, Config, Home, OpenApi, Profile, start_idp};
 
@@ -21,12 +20,7 @@ fn config(idp: &Idp, dir: &std::path::Path) -> Config {
     std::fs::write(&secret_file, "stagepass-ci-secret").unwrap();
     Config::agent_on_ephemeral_port()
         .profile("ci", Profile::ci_for_backstage(idp.issuer(), &secret_file))
-        .profile(
-            "dev",
-            Profile::device(idp.issuer(), Idp::PUBLIC_CLIENT)
-                .audience(AUD_BACKSTAGE)
-                .scopes(&["openid", "offline_access", "catalog:read"]),
-        )
+        .profile("dev", Profile::device_for_backstage(idp.issuer()))
 }
 
 /// Only an env profile `gh`, and no agent settings.

@@ -13,7 +13,6 @@ use crate::support;
 use crate::catalog_support::world::{owner, wait_owner};
 use serde_json::{Value, json};
 use stagepass_e2e::home::wait_output;
-use stagepass_e2e::idp::AUD_BACKSTAGE;
 use stagepass_e2e::support::{poll_until, unique_name};
 use stagepass_e2e::{Backstage, BackstageOptions, Bed, Idp, RepoAuth, Worktree};
 use std::path::{Path, PathBuf};
@@ -154,12 +153,7 @@ async fn an_mcp_client_reads_ownership_from_files_and_backstage_and_never_a_secr
     let config = Config::agent_on_ephemeral_port()
         .profile("ci", ci(&secret_file))
         .profile("broken", ci(&missing_file))
-        .profile(
-            "dev",
-            Profile::device(issuer, Idp::PUBLIC_CLIENT)
-                .audience(AUD_BACKSTAGE)
-                .scopes(&["openid", "offline_access", "catalog:read"]),
-        )
+        .profile("dev", Profile::device_for_backstage(issuer))
         .catalog(Catalog {
             url_template: Some(format!("{raw_base}/{{branch}}/{{path}}")),
             retry_max_ms: Some(1000),

@@ -92,16 +92,9 @@ impl World {
     }
 }
 
-/// A device profile at `issuer` (public client, Backstage audience).
-pub fn device_profile(issuer: &str) -> Profile {
-    Profile::device(issuer, Idp::PUBLIC_CLIENT)
-        .scopes(&["openid", "offline_access", "catalog:read"])
-        .audience(AUD_BACKSTAGE)
-}
-
 /// The config of most broker tests: the device profile `dev` only.
 pub fn dev_only(issuer: &str) -> TestConfig {
-    TestConfig::new().profile("dev", device_profile(issuer))
+    TestConfig::new().profile("dev", Profile::device_for_backstage(issuer))
 }
 
 /// Test options: quick backoff so recovery tests are short; no background refresher when
