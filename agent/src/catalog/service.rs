@@ -949,16 +949,14 @@ impl Engine {
         }
         let mut n = 0;
         for e in &report.entities {
-            let mut job = Job::new(
+            let job = Job::new(
                 e.entity_ref.clone(),
                 path.to_path_buf(),
                 url.clone(),
                 e.hash.clone(),
                 Action::Sync,
-            );
-            job.was.clone_from(&hints.was);
-            job.moved_from.clone_from(&hints.moved_from);
-            job.left.clone_from(&hints.left);
+            )
+            .with_hints(hints);
             let mut queued = false;
             self.with_outbox(|o| {
                 if force {
@@ -1004,16 +1002,14 @@ impl Engine {
         let Some(first) = hints.was.first() else {
             return 0;
         };
-        let mut job = Job::new(
+        let job = Job::new(
             first.clone(),
             path.to_path_buf(),
             url,
             format!("emptied:{commit}"),
             Action::Refresh,
-        );
-        job.was.clone_from(&hints.was);
-        job.moved_from.clone_from(&hints.moved_from);
-        job.left.clone_from(&hints.left);
+        )
+        .with_hints(hints);
         let mut queued = false;
         self.with_outbox(|o| queued = o.enqueue(job));
         tracing::info!(file = %path.display(), "catalog: no entities left in the file ({}); queued a refresh of its location", was.join(", "));
