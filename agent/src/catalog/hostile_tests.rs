@@ -84,21 +84,23 @@ pub(crate) fn nested_anchors(block: usize, flow: usize, len: usize) -> String {
     s
 }
 
-/// This process's peak RSS in kB since the last [`reset_peak_rss`].
+/// This process's peak RSS in kB since the last [`reset_peak_rss`]. Panics when it cannot
+/// be read: a bound on its growth would pass vacuously on a zero.
 fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/self/status: {status}"))
 }
 
-/// Resets the peak RSS to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
+/// Resets the peak RSS to the current RSS (Linux: `5` to `/proc/self/clear_refs`). Panics
+/// when it cannot: the peak would be the whole process's so far, and a bound on its growth
+/// since could pass vacuously.
 fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    std::fs::write("/proc/self/clear_refs", "5")
+        .expect("reset the peak RSS (/proc/self/clear_refs)");
 }
 
 /// Runs `f` on a thread with a 2 MiB stack, the size of the agent's blocking threads and

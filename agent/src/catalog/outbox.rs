@@ -6,6 +6,7 @@
 //! rewritten atomically (temp file, fsync, rename) after every change. Retry times live in
 //! memory only: after a restart every pending job is due at once.
 
+use super::changes::Hints;
 use super::refs::EntityRef;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +90,18 @@ impl Job {
             was: Vec::new(),
             moved_from: None,
             left: Vec::new(),
+        }
+    }
+
+    /// This job with what the push knows of its file's past ([`Hints`]): every job queued
+    /// for a changed file carries the same, so the push can find the file's location,
+    /// follow a move and say what left the file.
+    pub(crate) fn with_hints(self, hints: &Hints) -> Self {
+        Self {
+            was: hints.was.clone(),
+            moved_from: hints.moved_from.clone(),
+            left: hints.left.clone(),
+            ..self
         }
     }
 }

@@ -401,10 +401,11 @@ async fn sync_file(
         }) => {
             notes.extend(left_notes(unit, &known));
             if only_emptied {
+                // What becomes of each entity is in `left_notes` (an entity that moved to
+                // another file is not orphaned); this says only why the file was refreshed.
                 notes.push(format!(
-                    "{file} has no entities left: refreshed {} so Backstage reads it again and orphans what it read from it ({})",
-                    owner.location,
-                    emptied(unit).join(", ")
+                    "{file} has no entities left: refreshed {} so Backstage reads it again",
+                    owner.location
                 ));
             }
             return Ok(Outcome {
@@ -537,14 +538,6 @@ fn left_notes(unit: &[(String, Job)], known: &[RemoteEntity]) -> Vec<String> {
         });
     }
     notes
-}
-
-/// The entities a file that became empty had, for the note that says what gets orphaned.
-fn emptied(unit: &[(String, Job)]) -> Vec<String> {
-    unit.iter()
-        .filter(|(_, j)| j.action == Action::Refresh)
-        .flat_map(|(_, j)| j.was.iter().map(ToString::to_string))
-        .collect()
 }
 
 /// Refreshes the Location entity that reads `url`, trying first the one it was last pushed

@@ -940,6 +940,15 @@ async fn an_emptied_file_refreshes_its_location_and_a_broken_one_is_held() {
         "{:?}",
         s.notes
     );
+    assert_eq!(
+        s.notes
+            .iter()
+            .filter(|n| n.contains("component:default/payments"))
+            .count(),
+        1,
+        "what became of the entity is said once: {:?}",
+        s.notes
+    );
     assert!(
         s.notes
             .iter()

@@ -15,7 +15,7 @@ use super::push::{self, SyncCtx, Worker};
 use super::refs::EntityRef;
 use super::root;
 use super::token::BackstageTokens;
-use super::validate::{self, FileReport};
+use super::validate::{self, FileReport, Sink};
 use super::watch::{self, DirWatcher, WatchEvent};
 use super::{
     BackstageStatus, CatalogStatus, Command, DiffReport, EngineState, Options, ScanReport, Shared,
@@ -699,9 +699,7 @@ impl Engine {
                 continue;
             };
             let url = self.location_of(rel);
-            let room = MAX_FINDINGS.saturating_sub(report.findings.len());
-            let mut found = Vec::new();
-            let mut more = 0usize;
+            let mut found = Sink::with_room(MAX_FINDINGS.saturating_sub(report.findings.len()));
             for e in &report.entities {
                 match ctx
                     .backstage
@@ -710,10 +708,6 @@ impl Engine {
                 {
                     Ok(msgs) => {
                         for m in msgs {
-                            if found.len() >= room {
-                                more += 1;
-                                continue;
-                            }
                             found.push(Finding {
                                 file: rel.clone(),
                                 line: e.pos.line,
@@ -729,23 +723,15 @@ impl Engine {
                     }
                 }
             }
-            if more > 0 {
-                let (line, col) = report
-                    .entities
-                    .last()
-                    .map_or((1, 1), |e| (e.pos.line, e.pos.col));
-                found.push(Finding {
-                    file: rel.clone(),
-                    line,
-                    col,
-                    message: format!(
-                        "{more} more findings from Backstage in this file not shown (only the first {MAX_FINDINGS} are kept)"
-                    ),
-                    rule: "too-many-findings".into(),
-                });
-            }
+            let at = report
+                .entities
+                .last()
+                .map_or((1, 1), |e| (e.pos.line, e.pos.col));
             self.note_backstage(Ok(()));
-            self.remote_findings.insert(rel.clone(), found);
+            self.remote_findings.insert(
+                rel.clone(),
+                found.finish(rel, "findings from Backstage", at),
+            );
         }
         self.log_findings();
     }
@@ -949,16 +935,14 @@ impl Engine {
         }
         let mut n = 0;
         for e in &report.entities {
-            let mut job = Job::new(
+            let job = Job::new(
                 e.entity_ref.clone(),
                 path.to_path_buf(),
                 url.clone(),
                 e.hash.clone(),
                 Action::Sync,
-            );
-            job.was.clone_from(&hints.was);
-            job.moved_from.clone_from(&hints.moved_from);
-            job.left.clone_from(&hints.left);
+            )
+            .with_hints(hints);
             let mut queued = false;
             self.with_outbox(|o| {
                 if force {
@@ -1004,16 +988,14 @@ impl Engine {
         let Some(first) = hints.was.first() else {
             return 0;
         };
-        let mut job = Job::new(
+        let job = Job::new(
             first.clone(),
             path.to_path_buf(),
             url,
             format!("emptied:{commit}"),
             Action::Refresh,
-        );
-        job.was.clone_from(&hints.was);
-        job.moved_from.clone_from(&hints.moved_from);
-        job.left.clone_from(&hints.left);
+        )
+        .with_hints(hints);
         let mut queued = false;
         self.with_outbox(|o| queued = o.enqueue(job));
         tracing::info!(file = %path.display(), "catalog: no entities left in the file ({}); queued a refresh of its location", was.join(", "));

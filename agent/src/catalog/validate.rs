@@ -171,7 +171,7 @@ pub fn check_text(text: &str, display: &Path) -> FileReport {
             "yaml-syntax",
         );
     };
-    let mut sink = Sink::default();
+    let mut sink = Sink::with_room(MAX_FINDINGS);
     for e in &stream.errors {
         sink.push(Finding {
             file: display.to_path_buf(),
@@ -196,50 +196,69 @@ pub fn check_text(text: &str, display: &Path) -> FileReport {
             entities.extend(entity);
         }
     }
-    let Sink {
-        findings: mut list,
-        more,
-    } = sink;
     // The parser places nodes and errors found at the end of input on the line after the
     // last one; point them at the end of the file, where an editor can jump.
     let end = yaml::TextEnd::of(text);
-    for f in &mut list {
+    for f in &mut sink.findings {
         (f.line, f.col) = end.clamp(f.line, f.col);
     }
-    list.sort_by_key(|f| (f.line, f.col));
-    if more > 0 {
-        let (line, col) = list.last().map_or((1, 1), |f| (f.line, f.col));
-        list.push(Finding {
-            file: display.to_path_buf(),
-            line,
-            col,
-            message: format!(
-                "{more} more findings in this file not shown (only the first {MAX_FINDINGS} are kept)"
-            ),
-            rule: "too-many-findings".into(),
-        });
-    }
+    sink.findings.sort_by_key(|f| (f.line, f.col));
+    let at = sink.findings.last().map_or((1, 1), |f| (f.line, f.col));
     FileReport {
         entities,
-        findings: list,
+        findings: sink.finish(display, "findings", at),
     }
 }
 
 /// The findings of one file, at most [`MAX_FINDINGS`] kept; the others only counted, so a
 /// file with 40,000 broken tags costs 100 findings of memory, not 40,000.
-#[derive(Default)]
-struct Sink {
+pub(crate) struct Sink {
     findings: Vec<Finding>,
     more: usize,
+    room: usize,
 }
 
 impl Sink {
-    fn push(&mut self, f: Finding) {
-        if self.findings.len() < MAX_FINDINGS {
+    /// A sink that keeps `room` findings: [`MAX_FINDINGS`] for a file's own, what those
+    /// leave for findings added later (Backstage's), so the file stays under the cap.
+    pub(crate) fn with_room(room: usize) -> Self {
+        Self {
+            findings: Vec::new(),
+            more: 0,
+            room,
+        }
+    }
+
+    /// Keeps `f`, or only counts it once the sink is full.
+    pub(crate) fn push(&mut self, f: Finding) {
+        if self.findings.len() < self.room {
             self.findings.push(f);
         } else {
             self.more += 1;
         }
+    }
+
+    /// The findings kept, then, if any were only counted, one `too-many-findings` finding
+    /// in `file` at `at` that says how many `what` ("findings", "findings from Backstage")
+    /// were left out.
+    pub(crate) fn finish(self, file: &Path, what: &str, at: (usize, usize)) -> Vec<Finding> {
+        let Sink {
+            findings: mut list,
+            more,
+            ..
+        } = self;
+        if more > 0 {
+            list.push(Finding {
+                file: file.to_path_buf(),
+                line: at.0,
+                col: at.1,
+                message: format!(
+                    "{more} more {what} in this file not shown (only the first {MAX_FINDINGS} are kept)"
+                ),
+                rule: "too-many-findings".into(),
+            });
+        }
+        list
     }
 }
 

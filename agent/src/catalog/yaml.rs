@@ -341,11 +341,7 @@ impl Builder {
         let Some(f) = self.finish(event, pos)? else {
             return Ok(());
         };
-        self.total.add(f.fresh);
-        if let Some(e) = over_budget(self.total, pos) {
-            self.out.errors.push(e);
-            return Err(Stop);
-        }
+        self.charge(f.fresh, pos)?;
         if f.anchor != 0 {
             // The copy kept for aliases costs what the node does, counted like an alias:
             // nested anchors (each level's copy holding every level below it) grew an
@@ -425,7 +421,7 @@ impl Builder {
     /// bounds memory, and the depth cap what bounds recursion (an alias to a deep node put
     /// deep in the tree nests as deep as both together).
     fn alias(&mut self, id: usize, pos: Pos) -> Result<Finished, Stop> {
-        let Some(w) = self.anchors.get(&id).map(|(_, w)| *w) else {
+        let Some((anchored, w)) = self.anchors.get(&id).map(|(n, w)| (n, *w)) else {
             self.out.errors.push(YamlError {
                 pos_line: pos.line,
                 pos_col: pos.col,
@@ -434,12 +430,17 @@ impl Builder {
             });
             return Err(Stop);
         };
-        self.nest(pos, w.depth)?;
-        self.charge(w, pos)?;
-        let value = self
-            .anchors
-            .get(&id)
-            .map_or(Value::Null, |(n, _)| n.value.clone());
+        // Field by field, not through `nest` and `charge`, so the anchor stays borrowed
+        // from the one lookup while the checks run.
+        let refused = match too_deep(self.stack.len(), w.depth, pos) {
+            Some(e) => Err(e),
+            None => add_within(&mut self.total, w, pos),
+        };
+        if let Err(e) = refused {
+            self.out.errors.push(e);
+            return Err(Stop);
+        }
+        let value = anchored.value.clone();
         Ok(Finished {
             node: Node { value, pos },
             anchor: 0,
@@ -451,31 +452,22 @@ impl Builder {
     /// Counts `w` against the file's budget, or ends the parse with the error that says
     /// the budget is spent.
     fn charge(&mut self, w: Weight, pos: Pos) -> Result<(), Stop> {
-        let mut after = self.total;
-        after.add(w);
-        if let Some(e) = over_budget(after, pos) {
+        add_within(&mut self.total, w, pos).map_err(|e| {
             self.out.errors.push(e);
-            return Err(Stop);
-        }
-        self.total = after;
-        Ok(())
+            Stop
+        })
     }
 
     /// Checks that `levels` more levels of collections fit under [`MAX_DEPTH`] where the
     /// parse stands, or ends the parse: nothing deeper is built, so nothing recurses deeper.
     fn nest(&mut self, pos: Pos, levels: usize) -> Result<(), Stop> {
-        if self.stack.len().saturating_add(levels) <= MAX_DEPTH {
-            return Ok(());
+        match too_deep(self.stack.len(), levels, pos) {
+            None => Ok(()),
+            Some(e) => {
+                self.out.errors.push(e);
+                Err(Stop)
+            }
         }
-        self.out.errors.push(YamlError {
-            pos_line: pos.line,
-            pos_col: pos.col,
-            message: format!(
-                "collections nested more than {MAX_DEPTH} levels deep (aliases counted); refused"
-            ),
-            rule: "yaml-too-large",
-        });
-        Err(Stop)
     }
 
     /// The collection an end event closes, as a node weighing its children and itself.
@@ -570,6 +562,31 @@ fn duplicate_key(out: &mut Stream, key: &Node, first: usize) {
     } else {
         out.more_errors += 1;
     }
+}
+
+/// Adds `w` to `total` if the sum stays within the budget; else leaves `total` as it was
+/// and says why the sum is refused.
+fn add_within(total: &mut Weight, w: Weight, pos: Pos) -> Result<(), YamlError> {
+    let mut after = *total;
+    after.add(w);
+    if let Some(e) = over_budget(after, pos) {
+        return Err(e);
+    }
+    *total = after;
+    Ok(())
+}
+
+/// The error for `levels` more levels of collections opened `depth` levels deep, if that
+/// passes [`MAX_DEPTH`].
+fn too_deep(depth: usize, levels: usize, pos: Pos) -> Option<YamlError> {
+    (depth.saturating_add(levels) > MAX_DEPTH).then(|| YamlError {
+        pos_line: pos.line,
+        pos_col: pos.col,
+        message: format!(
+            "collections nested more than {MAX_DEPTH} levels deep (aliases counted); refused"
+        ),
+        rule: "yaml-too-large",
+    })
 }
 
 /// The error that ends the parse once the file's expanded size passes a budget.

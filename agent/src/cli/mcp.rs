@@ -56,7 +56,7 @@ pub fn run(extra: Option<PathBuf>, args: McpArgs) -> ExitCode {
             },
         };
         tracing::info!(root = %root.display(), "serving MCP on stdio");
-        Server::new(root, config.catalog.globs.patterns().to_vec(), agent)
+        Server::new(root, &config.catalog.globs, agent)
             .with_redactions(redact)
             .serve_stdio()
             .await

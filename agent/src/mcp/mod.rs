@@ -15,6 +15,8 @@ pub mod agent;
 pub mod repo;
 pub mod tools;
 
+use crate::catalog::discover::Matcher;
+use crate::config::CatalogGlobs;
 use agent::AgentLink;
 use repo::Snapshot;
 use rmcp::model::{
@@ -42,7 +44,8 @@ pub enum McpError {
 #[derive(Clone)]
 pub struct Server {
     root: PathBuf,
-    globs: Arc<Vec<String>>,
+    /// The configured globs, compiled when the config was read: every tool call scans.
+    matcher: Arc<Matcher>,
     agent: AgentLink,
     redact: Arc<Vec<String>>,
 }
@@ -50,10 +53,10 @@ pub struct Server {
 impl Server {
     /// A server over the repository at `root` (catalog globs as configured), asking the
     /// agent of `agent` for Backstage's side.
-    pub fn new(root: PathBuf, globs: Vec<String>, agent: AgentLink) -> Self {
+    pub fn new(root: PathBuf, globs: &CatalogGlobs, agent: AgentLink) -> Self {
         Self {
             root,
-            globs: Arc::new(globs),
+            matcher: Arc::new(Matcher::configured(globs)),
             agent,
             redact: Arc::new(Vec::new()),
         }
@@ -102,9 +105,8 @@ impl Server {
     }
 
     /// A fresh scan (tools always answer from the files as they are now).
-    fn scan(&self) -> Result<Snapshot, ErrorData> {
-        Snapshot::scan(&self.root, &self.globs)
-            .map_err(|e| ErrorData::internal_error(format!("catalog globs: {e}"), None))
+    fn scan(&self) -> Snapshot {
+        Snapshot::scan(&self.root, &self.matcher)
     }
 }
 
@@ -160,7 +162,7 @@ impl ServerHandler for Server {
     ) -> Result<CallToolResponse, ErrorData> {
         let span = tracing::debug_span!("mcp_tool", tool = %request.name);
         let _g = span.enter();
-        let snap = self.scan()?;
+        let snap = self.scan();
         drop(_g);
         let value = tools::call(&request.name, request.arguments, &snap, &self.agent)
             .await
@@ -177,7 +179,7 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let snap = self.scan()?;
+        let snap = self.scan();
         let items = snap
             .files
             .iter()
@@ -210,7 +212,7 @@ impl ServerHandler for Server {
                 None,
             ));
         };
-        let snap = self.scan()?;
+        let snap = self.scan();
         let rel = snap
             .resolve(rel)
             .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
@@ -246,7 +248,7 @@ mod tests {
     fn redactions_reach_every_string_of_an_answer() {
         let s = Server::new(
             PathBuf::from("/r"),
-            Vec::new(),
+            &CatalogGlobs::default(),
             AgentLink::new(crate::paths::Paths {
                 config_files: Vec::new(),
                 state_dir: PathBuf::from("/nonexistent/state"),

@@ -57,11 +57,11 @@ pub struct Located<'a> {
 }
 
 impl Snapshot {
-    /// Scans `root` (catalog-info.yaml|yml plus `globs`, .gitignore respected).
-    pub fn scan(root: &Path, globs: &[String]) -> Result<Snapshot, discover::GlobError> {
+    /// Scans `root` for the files `matcher` takes (catalog-info.yaml|yml plus the configured
+    /// globs, .gitignore respected).
+    pub fn scan(root: &Path, matcher: &Matcher) -> Snapshot {
         let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-        let matcher = Matcher::new(globs)?;
-        let walk = discover::walk(&root, &root, None, &matcher);
+        let walk = discover::walk(&root, &root, None, matcher);
         let mut files = BTreeMap::new();
         for f in walk.files {
             let rel = f.strip_prefix(&root).unwrap_or(&f).to_path_buf();
@@ -71,11 +71,11 @@ impl Snapshot {
         let mut findings: Vec<Finding> = files.values().flat_map(|r| r.findings.clone()).collect();
         findings.extend(duplicate_findings(&files));
         findings.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-        Ok(Snapshot {
+        Snapshot {
             root,
             files,
             findings,
-        })
+        }
     }
 
     /// Every valid entity with its file, in file order.
@@ -332,7 +332,10 @@ mod tests {
         .unwrap();
         std::fs::write(root.join("svc/src/deep/main.rs"), "fn main() {}\n").unwrap();
         std::fs::write(root.join("tools/build.sh"), "#!/bin/sh\n").unwrap();
-        let snap = Snapshot::scan(root, &[]).unwrap();
+        let snap = Snapshot::scan(
+            root,
+            &Matcher::configured(&crate::config::CatalogGlobs::default()),
+        );
         (tmp, snap)
     }
 
