@@ -6,7 +6,7 @@
 //! two workspaces of one user.
 
 use super::support::{self, Agent, Config, Home, Profile};
-use stagepass_e2e::Bed;
+use stagepass_e2e::{Backstage, Bed};
 use std::io::{BufRead, Write};
 use std::process::Stdio;
 
@@ -17,15 +17,19 @@ fn bed() -> Bed {
 /// An agent config with profile `bs` signing in to the bed's Backstage with `client_id` on
 /// one of that static client's free redirect ports (other test areas add their parts).
 pub(crate) fn config(bed: &Bed, client_id: &str) -> Config {
-    let port = bed
-        .backstage
+    config_on(&bed.backstage, client_id)
+}
+
+/// [`config`] signing in to Backstage `bs` (a test's private one).
+pub(crate) fn config_on(bs: &Backstage, client_id: &str) -> Config {
+    let port = bs
         .oauth_client(client_id)
         .unwrap()
         .free_redirect_port()
         .expect("a free redirect port of the static client");
     Config::agent_on_ephemeral_port().profile(
         "bs",
-        Profile::authorization_code(&bed.backstage.auth_issuer(), client_id)
+        Profile::authorization_code(&bs.auth_issuer(), client_id)
             .redirect_port(port)
             .scopes(&["openid", "offline_access"]),
     )
@@ -82,14 +86,19 @@ fn profile_status(a: &Agent) -> serde_json::Value {
 /// Starts a sign-in through the API (no CLI), approves it as `user` and lets the "browser"
 /// follow the redirect to the agent's listener. Returns the redirect address.
 pub(crate) fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
+    sign_in_headless_on(bed, &bed.backstage, a, user)
+}
+
+/// [`sign_in_headless`] at Backstage `bs` (a test's private one, trusting the bed's IdP).
+pub(crate) fn sign_in_headless_on(bed: &Bed, bs: &Backstage, a: &Agent, user: &str) -> String {
     let started = a.post_json("/v1/login/bs", "{}");
     assert_eq!(started.status, 202, "{}", started.text());
     let url = started.json()["verification_uri"]
         .as_str()
         .unwrap()
         .to_string();
-    let token = support::block_on(bed.backstage.sign_in(&bed.idp, user)).unwrap();
-    let redirect = support::block_on(bed.backstage.approve(&url, &token)).unwrap();
+    let token = support::block_on(bs.sign_in(&bed.idp, user)).unwrap();
+    let redirect = support::block_on(bs.approve(&url, &token)).unwrap();
     let page = support::block_on(reqwest::get(&redirect)).unwrap();
     assert_eq!(page.status(), 200, "{}", a.log());
     redirect
