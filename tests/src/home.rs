@@ -234,6 +234,21 @@ pub fn run_guarded(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
     out
 }
 
+/// [`wait_output`] for a child whose stdout the test has been reading through `reader`:
+/// the stdout goes back to the child so the guarded wait collects the rest (a read to EOF
+/// outside it would block forever if the child hung); what `reader` had buffered but the
+/// test had not read yet comes first in `Output::stdout`.
+pub fn wait_output_after_read(
+    mut child: Child,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+) -> Result<Output> {
+    let buffered = reader.buffer().to_vec();
+    child.stdout = Some(reader.into_inner());
+    let mut out = wait_output(child)?;
+    out.stdout.splice(0..0, buffered);
+    Ok(out)
+}
+
 /// Waits for a spawned child's output (pipe its stdout and stderr to get them); kills it
 /// and fails if it outlives [`RUN_GUARD`].
 pub fn wait_output(child: Child) -> Result<Output> {

@@ -109,7 +109,7 @@ pub(crate) fn sign_in_headless_on(bed: &Bed, bs: &Backstage, a: &Agent, user: &s
 struct Login {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
     seen: Vec<String>,
     url: String,
 }
@@ -122,10 +122,13 @@ fn start_login(a: &Agent) -> Login {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let stdin = child.stdin.take().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = Vec::new();
     let url = loop {
-        let line = lines.next().expect("login printed no URL").unwrap();
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "login printed no URL: {seen:?}");
+        let line = line.trim_end().to_string();
         seen.push(line.clone());
         if line.contains("/v1/authorize?") {
             break line.trim().to_string();
@@ -134,7 +137,7 @@ fn start_login(a: &Agent) -> Login {
     Login {
         child,
         stdin,
-        lines,
+        stdout,
         seen,
         url,
     }
@@ -146,13 +149,16 @@ impl Login {
         let Login {
             child,
             stdin,
-            lines,
+            stdout,
             mut seen,
             ..
         } = self;
         drop(stdin);
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let out = stagepass_e2e::home::wait_output(child).unwrap();
+        let out = stagepass_e2e::home::wait_output_after_read(child, stdout).unwrap();
+        let rest: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         assert!(
             out.status.success(),
             "{seen:?} {rest:?} {}\n{}",

@@ -555,12 +555,14 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(login.stdout.take().unwrap()));
+    let mut stdout = std::io::BufReader::new(login.stdout.take().unwrap());
     let mut printed = Vec::new();
     let url = loop {
-        let Some(Ok(line)) = lines.next() else {
+        let mut line = String::new();
+        if !matches!(std::io::BufRead::read_line(&mut stdout, &mut line), Ok(n) if n > 0) {
             panic!("login printed no URL: {printed:?}\n{}", dc.diagnostics());
-        };
+        }
+        let line = line.trim_end().to_string();
         printed.push(line.clone());
         if line.contains("/v1/authorize?") {
             break line.trim().to_string();
@@ -588,8 +590,11 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     );
     let page = rt.block_on(reqwest::get(&redirect)).unwrap();
     assert_eq!(page.status(), 200, "{}", dc.diagnostics());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = stagepass_e2e::home::wait_output(login).unwrap();
+    let out = stagepass_e2e::home::wait_output_after_read(login, stdout).unwrap();
+    let rest: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert!(
         out.status.success() && rest.iter().any(|l| l.contains("backstage-user: logged in")),
         "{printed:?} {rest:?} {}\n{}",
