@@ -35,35 +35,35 @@ pub(crate) fn config_on(bs: &Backstage, client_id: &str) -> Config {
     )
 }
 
-/// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
-pub(crate) fn stored_refresh_token(home: &Home) -> String {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
+/// The stored grant record of profile `bs` (the test reads its own sandbox's file store),
+/// asserted private (0600).
+fn stored_grant(home: &Home) -> serde_json::Value {
     use std::os::unix::fs::PermissionsExt;
-    let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+    let file = home.grant_file("bs");
+    let mode = std::fs::metadata(&file)
+        .expect("a stored grant for bs")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the grant file is private");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
-    v["refresh_token"].as_str().unwrap().to_string()
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+/// The stored refresh token of profile `bs`.
+pub(crate) fn stored_refresh_token(home: &Home) -> String {
+    stored_grant(home)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Replaces the stored refresh token of profile `bs` (the agent stopped), keeping the rest
 /// of the record and its 0600 mode.
 fn put_stored_refresh_token(home: &Home, refresh_token: &str) {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    let mut v = stored_grant(home);
     v["refresh_token"] = serde_json::json!(refresh_token);
-    std::fs::write(file.path(), serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::write(home.grant_file("bs"), serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(stored_refresh_token(home), refresh_token);
 }
 
 fn profile_status(a: &Agent) -> serde_json::Value {
@@ -169,6 +169,19 @@ impl Login {
         seen.extend(rest);
         seen
     }
+}
+
+/// Asserts Backstage refuses refreshing `refresh_token` of client `stagepass` (400,
+/// `invalid_grant`); `why` says what that shows.
+fn refused_at_backstage(bed: &Bed, refresh_token: &str, why: &str) {
+    let (status, answer) =
+        support::block_on(bed.backstage.refresh_answer("stagepass", refresh_token)).unwrap();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{why}: {}",
+        answer["error_description"]
+    );
 }
 
 fn access_token_sub(a: &Agent) -> String {
@@ -294,14 +307,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     );
     let rt_live = answer["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(rt_live, rt2b, "Backstage rotates refresh tokens");
-    let (status, answer) =
-        support::block_on(bed.backstage.refresh_answer("stagepass", &rt2b)).unwrap();
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "a rotated-away refresh token is refused: {}",
-        answer["error_description"]
-    );
+    refused_at_backstage(&bed, &rt2b, "a rotated-away refresh token is refused");
     put_stored_refresh_token(&home, &rt_live);
     let a = Agent::start_in(home, &[]);
     let st = support::eventually("the sign-in status", || {
@@ -321,14 +327,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (status, answer) =
-        support::block_on(bed.backstage.refresh_answer("stagepass", &rt3)).unwrap();
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "the refresh token was revoked at /v1/revoke: {}",
-        answer["error_description"]
-    );
+    refused_at_backstage(&bed, &rt3, "the refresh token was revoked at /v1/revoke");
 }
 
 #[test]
@@ -394,15 +393,10 @@ fn config_per_workspace_client(bed: &Bed) -> Config {
 
 /// The client id the stored grant of profile `bs` was issued to.
 fn stored_client_id(home: &Home) -> String {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
+    stored_grant(home)["client_id"]
+        .as_str()
         .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
-    v["client_id"].as_str().unwrap().to_string()
+        .to_string()
 }
 
 /// Restarts `a`, waits for its boot refresh, and checks it is still `user`'s login, with a
