@@ -91,6 +91,11 @@ impl Home {
         self.xdg_state_home().join("stagepass")
     }
 
+    /// The file store's grant file of `profile` (`grants/PROFILE.json` in the state dir).
+    pub fn grant_file(&self, profile: &str) -> PathBuf {
+        grant_file_in(&self.state_dir(), profile)
+    }
+
     /// stagepass's runtime directory (`$XDG_RUNTIME_DIR/stagepass`).
     pub fn runtime_dir(&self) -> PathBuf {
         self.xdg_runtime_dir().join("stagepass")
@@ -232,6 +237,26 @@ pub fn run_guarded(mut cmd: Command, stdin: Option<&[u8]>) -> Result<Output> {
         let _ = writer.join();
     }
     out
+}
+
+/// The file store's grant file of `profile` under state dir `state_dir`.
+pub fn grant_file_in(state_dir: &Path, profile: &str) -> PathBuf {
+    state_dir.join("grants").join(format!("{profile}.json"))
+}
+
+/// [`wait_output`] for a child whose stdout the test has been reading through `reader`:
+/// the stdout goes back to the child so the guarded wait collects the rest (a read to EOF
+/// outside it would block forever if the child hung); what `reader` had buffered but the
+/// test had not read yet comes first in `Output::stdout`.
+pub fn wait_output_after_read(
+    mut child: Child,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+) -> Result<Output> {
+    let buffered = reader.buffer().to_vec();
+    child.stdout = Some(reader.into_inner());
+    let mut out = wait_output(child)?;
+    out.stdout.splice(0..0, buffered);
+    Ok(out)
 }
 
 /// Waits for a spawned child's output (pipe its stdout and stderr to get them); kills it

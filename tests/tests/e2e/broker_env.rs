@@ -14,7 +14,6 @@ use stagepass::config::{Config, GrantKind};
 use stagepass_e2e::Idp;
 use stagepass_e2e::config::{Config as TestConfig, Profile};
 use stagepass_e2e::idp::AUD_BACKSTAGE;
-use std::io::Read;
 
 /// The expiry the child must report for the `github` token (the JWT's `exp`).
 const EXP_ENV: &str = "STAGEPASS_E2E_EXP";
@@ -53,7 +52,7 @@ async fn env_profiles_and_exchange_of_an_env_token() {
         .trust_subject_token("ghs_opaque_codespace_token", "carol")
         .await
         .unwrap();
-    let mut child = w.spawn_child_with(
+    let child = w.spawn_child_with(
         &test_name!(env_child),
         std::process::Stdio::inherit(),
         &[
@@ -62,14 +61,10 @@ async fn env_profiles_and_exchange_of_an_env_token() {
             (EXP_ENV, &exp.to_string()),
         ],
     );
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().unwrap();
+    // Guarded: a child that hangs is killed and fails the test.
+    let output = stagepass_e2e::home::wait_output(child).unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = output.status;
     assert!(status.success(), "the child failed ({status}):\n{out}");
     let token = out
         .lines()

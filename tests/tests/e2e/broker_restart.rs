@@ -106,7 +106,7 @@ impl LoggedIn {
     }
 
     fn grant_file(&self) -> std::path::PathBuf {
-        self.sb.state_dir().join("grants/dev.json")
+        self.sb.grant_file("dev")
     }
 }
 

@@ -375,20 +375,24 @@ async fn pushes_as_the_user_land_for_the_owner_and_are_refused_for_another_team(
 /// change is not retried and stays in the outbox, also across an agent restart.
 #[test]
 fn an_agent_signed_in_as_the_user_pushes_for_the_owner_and_shows_another_teams_refusal() {
-    use crate::cli::signin::{config, sign_in_headless};
+    use crate::cli::signin::{config_on, sign_in_headless_on};
     use crate::support::{self, Agent, Catalog};
 
     let bed = support::block_on(Bed::get()).unwrap();
-    let bs = &bed.backstage;
+    // A private Backstage (auth backend included, trusting the bed's IdP) that reprocesses
+    // a location only every 600 s: what lands in it within the test is the agent's push,
+    // not the shared bed's own re-reading of every location.
+    let private = support::block_on(private_backstage(&bed, free_port().unwrap()));
+    let bs = &private;
     let name = unique_name("asuser");
     let entity = format!("component:default/{name}");
     let file = "catalog-info.yaml";
     let with_lifecycle = |l: &str| component(&name, "team-a").replace("production", l);
     let repo = support::block_on(Repo::new(&bed, &[(file, component(&name, "team-a"))]));
-    // Its own static client: Backstage keeps one session per user and client, and the
-    // sign-in tests run as alice and bob at the same time.
+    // The catalog's static client (a private Backstage has the same static clients as the
+    // bed's).
     let agent_config = || {
-        config(&bed, "stagepass-catalog").catalog(Catalog {
+        config_on(bs, "stagepass-catalog").catalog(Catalog {
             enabled: Some(true),
             url_template: Some(format!("{}/{{branch}}/{{path}}", repo.raw_base)),
             retry_max_ms: Some(500),
@@ -424,23 +428,26 @@ fn an_agent_signed_in_as_the_user_pushes_for_the_owner_and_shows_another_teams_r
 
     // alice: signs in, registers through `catalog sync`, and her change lands.
     let alice = Agent::start(&agent_config());
-    sign_in_headless(&bed, &alice, "alice");
+    sign_in_headless_on(&bed, bs, &alice, "alice");
     wait_catalog(&alice, "watching", &|c| c["state"] == "watching");
     let r = alice.post_json("/v1/catalog/sync", "");
     assert_eq!(r.status, 202, "{}", r.text());
     support::block_on(wait_owner(bs, &name, "team-a"));
     repo.change(file, &with_lifecycle("experimental"), "alice: experimental");
     repo.push();
-    lifecycle_is("experimental");
-    let c = wait_catalog(&alice, "alice's outbox empty", &|c| {
-        c["outbox"].as_array().is_some_and(Vec::is_empty)
+    // The agent's own second push (registration, then the refresh of her change) is done:
+    // "outbox empty" alone holds before the change is even queued.
+    let pushed_twice = |c: &serde_json::Value| c["pushes"][&entity].as_u64() >= Some(2);
+    let c = wait_catalog(&alice, "alice's refresh pushed", &|c| {
+        pushed_twice(c) && c["outbox"].as_array().is_some_and(Vec::is_empty)
     });
     assert!(c["outbox"].as_array().unwrap().is_empty(), "{c:#}");
+    lifecycle_is("experimental");
     let alice_home = alice.stop();
 
     // bob, on the same repository: his change to team-a's entity is refused.
     let bob = Agent::start(&agent_config());
-    sign_in_headless(&bed, &bob, "bob");
+    sign_in_headless_on(&bed, bs, &bob, "bob");
     wait_catalog(&bob, "watching", &|c| c["state"] == "watching");
     repo.change(file, &with_lifecycle("deprecated"), "bob: deprecated");
     repo.push();
@@ -489,6 +496,10 @@ fn an_agent_signed_in_as_the_user_pushes_for_the_owner_and_shows_another_teams_r
     assert_eq!(outbox.len(), 1, "the refused change stays: {c:#}");
     assert_eq!(outbox[0]["attempts"].as_u64(), Some(attempts), "{c:#}");
     assert!(c["backstage"]["paused"].is_null(), "{c:#}");
+    assert!(
+        c["pushes"][&entity].is_null(),
+        "bob's agent pushed nothing of it: {c:#}"
+    );
     assert_eq!(
         support::block_on(lifecycle(bs, &name)).as_deref(),
         Some("experimental")

@@ -40,6 +40,32 @@ fn timings(a: &Agent, n: usize) -> (Duration, Duration) {
     (t[n / 2], t[n - 1])
 }
 
+/// Runs flood `script` as uid 65534 until it prints `open N` (its connections are open):
+/// the child, its stdout handed back for what it prints later, and N (at least 200).
+fn spawn_flood(script: &str) -> (Child, usize) {
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let opened: usize = line
+        .trim()
+        .strip_prefix("open ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(opened >= 200, "the flood opened only {line:?}");
+    child.stdout = Some(out.into_inner());
+    (child, opened)
+}
+
 /// Starts the flood against `port` as uid 65534 once all its connections are open (or it
 /// could open no more): the child, and how many it opened.
 ///
@@ -57,27 +83,7 @@ for s in 1 2 3 4 5 6 7 8; do
   sleep 1
 done"#
     );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let opened: usize = line
-        .trim()
-        .strip_prefix("open ")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(opened >= 200, "the flood opened only {line:?}");
-    (child, opened)
+    spawn_flood(&script)
 }
 
 /// Like [`flood`], but every connection the agent cuts is opened again at once: after the
@@ -104,27 +110,7 @@ while (( SECONDS < end )); do
 done
 echo "reconnected $n""#
     );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let opened: usize = line
-        .trim()
-        .strip_prefix("open ")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(opened >= 200, "the flood opened only {line:?}");
-    child.stdout = Some(out.into_inner());
-    (child, opened)
+    spawn_flood(&script)
 }
 
 /// The env profile `ci` with `api`.
@@ -229,10 +215,20 @@ fn a_flood_that_reconnects_after_every_cut_leaves_owner_tcp_clients_fast() {
         use std::io::Read;
         let _ = out.read_to_string(&mut rest);
     }
+    let reconnected: Option<usize> = rest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("reconnected "))
+        .and_then(|n| n.parse().ok());
     eprintln!(
         "stagepass token over TCP, reconnecting flood: median {base_median:?} / slowest \
          {base_max:?} alone; median {flood_median:?} / slowest {flood_max:?} under {opened} \
          connections of uid {NOBODY} ({calls} calls, {slow} over 500 ms; flood {})",
+        rest.trim()
+    );
+    // Without reconnections this test only repeats the plain flood above.
+    assert!(
+        reconnected.is_some_and(|n| n > 0),
+        "the flood never reconnected a cut connection: {:?}",
         rest.trim()
     );
     assert!(

@@ -85,10 +85,7 @@ impl World {
 
     /// The grant file of `profile` in the file store.
     pub fn grant_file(&self, profile: &str) -> PathBuf {
-        self.paths
-            .state_dir
-            .join("grants")
-            .join(format!("{profile}.json"))
+        stagepass_e2e::home::grant_file_in(&self.paths.state_dir, profile)
     }
 }
 

@@ -6,7 +6,7 @@
 //! two workspaces of one user.
 
 use super::support::{self, Agent, Config, Home, Profile};
-use stagepass_e2e::Bed;
+use stagepass_e2e::{Backstage, Bed};
 use std::io::{BufRead, Write};
 use std::process::Stdio;
 
@@ -17,49 +17,53 @@ fn bed() -> Bed {
 /// An agent config with profile `bs` signing in to the bed's Backstage with `client_id` on
 /// one of that static client's free redirect ports (other test areas add their parts).
 pub(crate) fn config(bed: &Bed, client_id: &str) -> Config {
-    let port = bed
-        .backstage
+    config_on(&bed.backstage, client_id)
+}
+
+/// [`config`] signing in to Backstage `bs` (a test's private one).
+pub(crate) fn config_on(bs: &Backstage, client_id: &str) -> Config {
+    let port = bs
         .oauth_client(client_id)
         .unwrap()
         .free_redirect_port()
         .expect("a free redirect port of the static client");
     Config::agent_on_ephemeral_port().profile(
         "bs",
-        Profile::authorization_code(&bed.backstage.auth_issuer(), client_id)
+        Profile::authorization_code(&bs.auth_issuer(), client_id)
             .redirect_port(port)
             .scopes(&["openid", "offline_access"]),
     )
 }
 
-/// The stored refresh token of profile `bs` (the test reads its own sandbox's file store).
-pub(crate) fn stored_refresh_token(home: &Home) -> String {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
+/// The stored grant record of profile `bs` (the test reads its own sandbox's file store),
+/// asserted private (0600).
+fn stored_grant(home: &Home) -> serde_json::Value {
     use std::os::unix::fs::PermissionsExt;
-    let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+    let file = home.grant_file("bs");
+    let mode = std::fs::metadata(&file)
+        .expect("a stored grant for bs")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the grant file is private");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
-    v["refresh_token"].as_str().unwrap().to_string()
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+/// The stored refresh token of profile `bs`.
+pub(crate) fn stored_refresh_token(home: &Home) -> String {
+    stored_grant(home)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Replaces the stored refresh token of profile `bs` (the agent stopped), keeping the rest
 /// of the record and its 0600 mode.
 fn put_stored_refresh_token(home: &Home, refresh_token: &str) {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    let mut v = stored_grant(home);
     v["refresh_token"] = serde_json::json!(refresh_token);
-    std::fs::write(file.path(), serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::write(home.grant_file("bs"), serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(stored_refresh_token(home), refresh_token);
 }
 
 fn profile_status(a: &Agent) -> serde_json::Value {
@@ -82,14 +86,19 @@ fn profile_status(a: &Agent) -> serde_json::Value {
 /// Starts a sign-in through the API (no CLI), approves it as `user` and lets the "browser"
 /// follow the redirect to the agent's listener. Returns the redirect address.
 pub(crate) fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
+    sign_in_headless_on(bed, &bed.backstage, a, user)
+}
+
+/// [`sign_in_headless`] at Backstage `bs` (a test's private one, trusting the bed's IdP).
+pub(crate) fn sign_in_headless_on(bed: &Bed, bs: &Backstage, a: &Agent, user: &str) -> String {
     let started = a.post_json("/v1/login/bs", "{}");
     assert_eq!(started.status, 202, "{}", started.text());
     let url = started.json()["verification_uri"]
         .as_str()
         .unwrap()
         .to_string();
-    let token = support::block_on(bed.backstage.sign_in(&bed.idp, user)).unwrap();
-    let redirect = support::block_on(bed.backstage.approve(&url, &token)).unwrap();
+    let token = support::block_on(bs.sign_in(&bed.idp, user)).unwrap();
+    let redirect = support::block_on(bs.approve(&url, &token)).unwrap();
     let page = support::block_on(reqwest::get(&redirect)).unwrap();
     assert_eq!(page.status(), 200, "{}", a.log());
     redirect
@@ -100,7 +109,7 @@ pub(crate) fn sign_in_headless(bed: &Bed, a: &Agent, user: &str) -> String {
 struct Login {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
     seen: Vec<String>,
     url: String,
 }
@@ -113,10 +122,13 @@ fn start_login(a: &Agent) -> Login {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let stdin = child.stdin.take().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = Vec::new();
     let url = loop {
-        let line = lines.next().expect("login printed no URL").unwrap();
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "login printed no URL: {seen:?}");
+        let line = line.trim_end().to_string();
         seen.push(line.clone());
         if line.contains("/v1/authorize?") {
             break line.trim().to_string();
@@ -125,7 +137,7 @@ fn start_login(a: &Agent) -> Login {
     Login {
         child,
         stdin,
-        lines,
+        stdout,
         seen,
         url,
     }
@@ -137,13 +149,16 @@ impl Login {
         let Login {
             child,
             stdin,
-            lines,
+            stdout,
             mut seen,
             ..
         } = self;
         drop(stdin);
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let out = stagepass_e2e::home::wait_output(child).unwrap();
+        let out = stagepass_e2e::home::wait_output_after_read(child, stdout).unwrap();
+        let rest: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         assert!(
             out.status.success(),
             "{seen:?} {rest:?} {}\n{}",
@@ -154,6 +169,19 @@ impl Login {
         seen.extend(rest);
         seen
     }
+}
+
+/// Asserts Backstage refuses refreshing `refresh_token` of client `stagepass` (400,
+/// `invalid_grant`); `why` says what that shows.
+fn refused_at_backstage(bed: &Bed, refresh_token: &str, why: &str) {
+    let (status, answer) =
+        support::block_on(bed.backstage.refresh_answer("stagepass", refresh_token)).unwrap();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{why}: {}",
+        answer["error_description"]
+    );
 }
 
 fn access_token_sub(a: &Agent) -> String {
@@ -279,14 +307,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
     );
     let rt_live = answer["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(rt_live, rt2b, "Backstage rotates refresh tokens");
-    let (status, answer) =
-        support::block_on(bed.backstage.refresh_answer("stagepass", &rt2b)).unwrap();
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "a rotated-away refresh token is refused: {}",
-        answer["error_description"]
-    );
+    refused_at_backstage(&bed, &rt2b, "a rotated-away refresh token is refused");
     put_stored_refresh_token(&home, &rt_live);
     let a = Agent::start_in(home, &[]);
     let st = support::eventually("the sign-in status", || {
@@ -306,14 +327,7 @@ fn sign_in_as_alice_then_restart_refreshes_with_no_prompt_and_logout_revokes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (status, answer) =
-        support::block_on(bed.backstage.refresh_answer("stagepass", &rt3)).unwrap();
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "the refresh token was revoked at /v1/revoke: {}",
-        answer["error_description"]
-    );
+    refused_at_backstage(&bed, &rt3, "the refresh token was revoked at /v1/revoke");
 }
 
 #[test]
@@ -379,15 +393,10 @@ fn config_per_workspace_client(bed: &Bed) -> Config {
 
 /// The client id the stored grant of profile `bs` was issued to.
 fn stored_client_id(home: &Home) -> String {
-    let dir = home.state_dir().join("grants");
-    let file = std::fs::read_dir(&dir)
+    stored_grant(home)["client_id"]
+        .as_str()
         .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().contains("bs"))
-        .expect("a stored grant for bs");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
-    v["client_id"].as_str().unwrap().to_string()
+        .to_string()
 }
 
 /// Restarts `a`, waits for its boot refresh, and checks it is still `user`'s login, with a

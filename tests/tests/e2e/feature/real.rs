@@ -107,9 +107,10 @@ fn login(dc: &DevContainer) {
     assert!(t.contains("backstage: logged in"), "{t}");
 }
 
-fn token(dc: &DevContainer) -> Result<String, String> {
+/// `stagepass token PROFILE` in the container, as a script there runs it.
+fn token(dc: &DevContainer, profile: &str) -> Result<String, String> {
     let out = dc
-        .docker_exec("vscode", &["stagepass", "token", "backstage"])
+        .docker_exec("vscode", &["stagepass", "token", profile])
         .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -307,7 +308,7 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
     wait(&dc, "`stagepass status`", || status(&dc));
     login(&dc);
     let jwks = rt.block_on(idp.jwks()).unwrap();
-    let first = token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    let first = token(&dc, "backstage").unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
     assert_eq!(
         jwt::verify(&first, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
         "alice"
@@ -332,7 +333,7 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
     dc.stop().unwrap();
     let t0 = Instant::now();
     dc.start().unwrap();
-    let second = wait(&dc, "a token after start", || token(&dc).ok());
+    let second = wait(&dc, "a token after start", || token(&dc, "backstage").ok());
     println!("docker start -> first token: {:?}", t0.elapsed());
     assert_eq!(
         jwt::verify(&second, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
@@ -353,7 +354,9 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
     dc.up(&["--remove-existing-container"]).unwrap();
     assert_ne!(dc.id().unwrap(), old_id, "the rebuild made a new container");
     assert_eq!(dc.volumes(), &volumes[..], "the same state volume");
-    let third = wait(&dc, "a token after the rebuild", || token(&dc).ok());
+    let third = wait(&dc, "a token after the rebuild", || {
+        token(&dc, "backstage").ok()
+    });
     assert_eq!(
         jwt::verify(&third, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
         "alice"
@@ -386,7 +389,9 @@ fn login_survives_stop_start_and_rebuild_and_a_killed_agent_comes_back() {
         dc.agents().ok().filter(|a| a.len() == 1 && a[0].0 != pid)
     });
     assert_eq!(back[0].1, REMOTE_UID);
-    wait(&dc, "a token from the new agent", || token(&dc).ok());
+    wait(&dc, "a token from the new agent", || {
+        token(&dc, "backstage").ok()
+    });
 }
 
 /// The static client of the bed's Backstage this test signs in with: Backstage keeps one
@@ -407,18 +412,6 @@ fn devcontainer_json_backstage_user(client_id: &str, redirect_port: u16) -> Stri
     );
     opts.insert("catalogSync".into(), false.into());
     serde_json::to_string_pretty(&v).unwrap()
-}
-
-/// `stagepass token backstage-user` in the container, as a script there runs it.
-fn user_token(dc: &DevContainer) -> Result<String, String> {
-    let out = dc
-        .docker_exec("vscode", &["stagepass", "token", "backstage-user"])
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(text(&out))
-    }
 }
 
 fn sub_of(token: &str) -> String {
@@ -469,7 +462,7 @@ fn invalidate(dc: &DevContainer, rt: &tokio::runtime::Runtime, api_port: u16, to
     assert!(secret.status.success(), "{}", text(&secret));
     let secret = String::from_utf8_lossy(&secret.stdout).trim().to_string();
     let fingerprint = stagepass::secret::Secret::new(token.to_string()).fingerprint();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = stagepass_e2e::http::client().unwrap();
     let resp = rt
         .block_on(
             client
@@ -492,7 +485,7 @@ fn userinfo(
     rt: &tokio::runtime::Runtime,
     token: &str,
 ) -> serde_json::Value {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = stagepass_e2e::http::client().unwrap();
     let resp = rt
         .block_on(
             client
@@ -555,12 +548,14 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(login.stdout.take().unwrap()));
+    let mut stdout = std::io::BufReader::new(login.stdout.take().unwrap());
     let mut printed = Vec::new();
     let url = loop {
-        let Some(Ok(line)) = lines.next() else {
+        let mut line = String::new();
+        if !matches!(std::io::BufRead::read_line(&mut stdout, &mut line), Ok(n) if n > 0) {
             panic!("login printed no URL: {printed:?}\n{}", dc.diagnostics());
-        };
+        }
+        let line = line.trim_end().to_string();
         printed.push(line.clone());
         if line.contains("/v1/authorize?") {
             break line.trim().to_string();
@@ -588,8 +583,11 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     );
     let page = rt.block_on(reqwest::get(&redirect)).unwrap();
     assert_eq!(page.status(), 200, "{}", dc.diagnostics());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = stagepass_e2e::home::wait_output(login).unwrap();
+    let out = stagepass_e2e::home::wait_output_after_read(login, stdout).unwrap();
+    let rest: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert!(
         out.status.success() && rest.iter().any(|l| l.contains("backstage-user: logged in")),
         "{printed:?} {rest:?} {}\n{}",
@@ -598,7 +596,8 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     );
 
     // The code exchange gave alice's tokens: Backstage's userinfo names her and her team.
-    let first = user_token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    let first =
+        token(&dc, "backstage-user").unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
     assert_eq!(sub_of(&first), "user:default/alice");
     let info = userinfo(&bed, &rt, &first);
     assert_eq!(info["claims"]["sub"], "user:default/alice", "{info}");
@@ -615,7 +614,8 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     // 3. A refresh while running: the token invalidated at the agent's API, the next
     // `stagepass token` refreshes at Backstage and the stored refresh token rotates.
     invalidate(&dc, &rt, api_port, &first);
-    let second = user_token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    let second =
+        token(&dc, "backstage-user").unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
     assert_ne!(
         first, second,
         "the invalidated token was replaced by a refresh"
@@ -630,7 +630,9 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     let boots = boot_refreshes(&dc);
     dc.stop().unwrap();
     dc.start().unwrap();
-    let third = wait(&dc, "a token after start", || user_token(&dc).ok());
+    let third = wait(&dc, "a token after start", || {
+        token(&dc, "backstage-user").ok()
+    });
     assert_eq!(sub_of(&third), "user:default/alice");
     assert_ne!(third, second, "a fresh token after the start");
     assert_eq!(
@@ -652,7 +654,9 @@ fn backstage_user_sign_in_in_the_container_refreshes_after_restart_and_rebuild()
     let old_id = dc.id().unwrap().to_string();
     dc.up(&["--remove-existing-container"]).unwrap();
     assert_ne!(dc.id().unwrap(), old_id, "the rebuild made a new container");
-    let fourth = wait(&dc, "a token after the rebuild", || user_token(&dc).ok());
+    let fourth = wait(&dc, "a token after the rebuild", || {
+        token(&dc, "backstage-user").ok()
+    });
     assert_eq!(
         userinfo(&bed, &rt, &fourth)["claims"]["sub"],
         "user:default/alice"

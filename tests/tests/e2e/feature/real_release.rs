@@ -127,7 +127,7 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
     wait(&dc, "`stagepass status`", || status(&dc));
     login(&dc);
     let jwks = rt.block_on(idp.jwks()).unwrap();
-    let first = token(&dc).unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
+    let first = token(&dc, "backstage").unwrap_or_else(|e| panic!("{e}\n{}", dc.diagnostics()));
     let state_before = state_files(&dc);
     assert!(state_before.contains("grants"), "{state_before}");
     let volumes = dc.volumes().to_vec();
@@ -158,7 +158,9 @@ fn the_feature_by_reference_runs_the_agent_and_an_upgrade_keeps_the_login() {
     println!("devcontainer up (rebuild to {v2} by reference): {took:?}");
     assert_eq!(installed_feature_version(&dc), v2, "the rebuild took N+1");
     assert_eq!(dc.volumes(), &volumes[..], "the same state volume");
-    let second = wait(&dc, "a token after the upgrade", || token(&dc).ok());
+    let second = wait(&dc, "a token after the upgrade", || {
+        token(&dc, "backstage").ok()
+    });
     assert_eq!(
         jwt::verify(&second, &jwks, idp.issuer(), AUD_BACKSTAGE).unwrap()["sub"],
         "alice"
