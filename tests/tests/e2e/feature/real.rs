@@ -463,19 +463,22 @@ fn invalidate(dc: &DevContainer, rt: &tokio::runtime::Runtime, api_port: u16, to
     let secret = String::from_utf8_lossy(&secret.stdout).trim().to_string();
     let fingerprint = stagepass::secret::Secret::new(token.to_string()).fingerprint();
     let client = stagepass_e2e::http::client().unwrap();
+    // The request is built inside the runtime: the harness client's timeout starts a timer
+    // as soon as `send` is called.
     let resp = rt
-        .block_on(
+        .block_on(async {
             client
                 .post(format!(
                     "http://127.0.0.1:{api_port}/v1/token/backstage-user/invalidate"
                 ))
                 .bearer_auth(secret)
                 .json(&serde_json::json!({ "fingerprint": fingerprint }))
-                .send(),
-        )
+                .send()
+                .await
+        })
         .unwrap();
     let status = resp.status();
-    let body = rt.block_on(resp.text()).unwrap_or_default();
+    let body = rt.block_on(async { resp.text().await }).unwrap_or_default();
     assert_eq!(status, 200, "{body}\n{}", dc.diagnostics());
 }
 
@@ -487,15 +490,16 @@ fn userinfo(
 ) -> serde_json::Value {
     let client = stagepass_e2e::http::client().unwrap();
     let resp = rt
-        .block_on(
+        .block_on(async {
             client
                 .get(format!("{}/v1/userinfo", bed.backstage.auth_issuer()))
                 .bearer_auth(token)
-                .send(),
-        )
+                .send()
+                .await
+        })
         .unwrap();
     assert_eq!(resp.status(), 200, "Backstage accepts the user token");
-    rt.block_on(resp.json()).unwrap()
+    rt.block_on(async { resp.json().await }).unwrap()
 }
 
 /// Issue 22 end to end in a real dev container: the Feature's `backstage-user` profile
